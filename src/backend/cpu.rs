@@ -1,0 +1,372 @@
+//! The reference backend: plain f32 on the CPU, written for clarity over speed
+//! (the matrix products go through `matrixmultiply`).
+
+use std::sync::Arc;
+
+use super::{AttentionMeta, Backend, HeadDims, HostTensor, KvCacheSpec, ThreadComm};
+use crate::error::{Error, Result};
+
+/// A row-major f32 matrix in host memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuTensor {
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// `rows * cols` values.
+    pub data: Vec<f32>,
+}
+
+impl CpuTensor {
+    fn zeros(rows: usize, cols: usize) -> Self {
+        CpuTensor {
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
+        }
+    }
+
+    fn row(&self, r: usize) -> &[f32] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+}
+
+/// One layer's paged K and V: `[num_blocks, block_size, kv_heads, head_dim]` each.
+#[derive(Debug, Clone)]
+pub struct CpuKvCache {
+    /// Layout of both tensors.
+    pub spec: KvCacheSpec,
+    /// Keys.
+    pub k: Vec<f32>,
+    /// Values.
+    pub v: Vec<f32>,
+}
+
+/// The CPU backend of one tensor-parallel rank.
+#[derive(Debug, Clone)]
+pub struct CpuBackend {
+    rank: usize,
+    comm: Option<Arc<ThreadComm>>,
+}
+
+impl CpuBackend {
+    /// A backend without tensor parallelism.
+    pub fn new() -> Self {
+        CpuBackend {
+            rank: 0,
+            comm: None,
+        }
+    }
+
+    /// Rank `rank` of a thread group sharing `comm`.
+    pub fn with_comm(rank: usize, comm: Arc<ThreadComm>) -> Self {
+        CpuBackend {
+            rank,
+            comm: Some(comm),
+        }
+    }
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn shape_err(op: &str, detail: String) -> Error {
+    Error::Backend(format!("{op}: {detail}"))
+}
+
+fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let inv = 1.0 / (ms + eps).sqrt();
+    for ((o, v), g) in out.iter_mut().zip(x).zip(w) {
+        *o = g * (v * inv);
+    }
+}
+
+impl Backend for CpuBackend {
+    type Tensor = CpuTensor;
+    type KvCache = CpuKvCache;
+
+    fn upload(&self, host: &HostTensor) -> Result<CpuTensor> {
+        Ok(CpuTensor {
+            rows: host.rows(),
+            cols: host.cols(),
+            data: host.data.clone(),
+        })
+    }
+
+    fn to_host(&self, t: &CpuTensor) -> Result<HostTensor> {
+        Ok(HostTensor::new(vec![t.rows, t.cols], t.data.clone()))
+    }
+
+    fn alloc_kv_cache(&self, spec: &KvCacheSpec) -> Result<CpuKvCache> {
+        let n = spec.num_blocks * spec.block_elems();
+        Ok(CpuKvCache {
+            spec: *spec,
+            k: vec![0.0; n],
+            v: vec![0.0; n],
+        })
+    }
+
+    fn embedding(&self, table: &CpuTensor, ids: &[u32], vocab_offset: usize) -> Result<CpuTensor> {
+        let mut out = CpuTensor::zeros(ids.len(), table.cols);
+        for (i, &id) in ids.iter().enumerate() {
+            let local = (id as usize).wrapping_sub(vocab_offset);
+            if local < table.rows {
+                out.data[i * table.cols..(i + 1) * table.cols].copy_from_slice(table.row(local));
+            }
+        }
+        Ok(out)
+    }
+
+    fn rms_norm(&self, x: &CpuTensor, w: &CpuTensor, eps: f32) -> Result<CpuTensor> {
+        if w.data.len() != x.cols {
+            return Err(shape_err(
+                "rms_norm",
+                format!("weight {} vs row {}", w.data.len(), x.cols),
+            ));
+        }
+        let mut out = CpuTensor::zeros(x.rows, x.cols);
+        for r in 0..x.rows {
+            let c = x.cols;
+            rms_norm_row(x.row(r), &w.data, eps, &mut out.data[r * c..(r + 1) * c]);
+        }
+        Ok(out)
+    }
+
+    fn add_rms_norm(
+        &self,
+        x: &CpuTensor,
+        residual: &mut CpuTensor,
+        w: &CpuTensor,
+        eps: f32,
+    ) -> Result<CpuTensor> {
+        if x.data.len() != residual.data.len() {
+            return Err(shape_err("add_rms_norm", "x and residual differ".into()));
+        }
+        for (r, v) in residual.data.iter_mut().zip(&x.data) {
+            *r += v;
+        }
+        self.rms_norm(residual, w, eps)
+    }
+
+    fn linear(&self, x: &CpuTensor, w: &CpuTensor) -> Result<CpuTensor> {
+        if x.cols != w.cols {
+            return Err(shape_err(
+                "linear",
+                format!("x [{}, {}] w [{}, {}]", x.rows, x.cols, w.rows, w.cols),
+            ));
+        }
+        let (m, k, n) = (x.rows, x.cols, w.rows);
+        let mut out = CpuTensor::zeros(m, n);
+        if m == 0 || n == 0 {
+            return Ok(out);
+        }
+        // SAFETY: the pointers cover m*k, n*k and m*n f32s as the strides describe; w is read
+        // transposed (element (p, j) of the right operand is w[j][p]).
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                x.data.as_ptr(),
+                k as isize,
+                1,
+                w.data.as_ptr(),
+                1,
+                k as isize,
+                0.0,
+                out.data.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+        Ok(out)
+    }
+
+    fn qk_norm_rope(
+        &self,
+        qkv: &mut CpuTensor,
+        dims: HeadDims,
+        q_norm: &CpuTensor,
+        k_norm: &CpuTensor,
+        eps: f32,
+        rope: &CpuTensor,
+        positions: &[u32],
+    ) -> Result<()> {
+        let d = dims.head_dim;
+        if qkv.cols != dims.qkv_width() || positions.len() != qkv.rows || rope.cols != d {
+            return Err(shape_err(
+                "qk_norm_rope",
+                format!("qkv [{}, {}] for {dims:?}", qkv.rows, qkv.cols),
+            ));
+        }
+        let half = d / 2;
+        let mut normed = vec![0.0f32; d];
+        for (r, &pos) in positions.iter().enumerate() {
+            let pos = pos as usize;
+            if pos >= rope.rows {
+                return Err(shape_err(
+                    "qk_norm_rope",
+                    format!("position {pos} beyond rope table {}", rope.rows),
+                ));
+            }
+            let (cos, sin) = rope.row(pos).split_at(half);
+            let row = &mut qkv.data[r * qkv.cols..(r + 1) * qkv.cols];
+            for h in 0..dims.q_heads + dims.kv_heads {
+                let w = if h < dims.q_heads {
+                    &q_norm.data
+                } else {
+                    &k_norm.data
+                };
+                let head = &mut row[h * d..(h + 1) * d];
+                rms_norm_row(head, w, eps, &mut normed);
+                for j in 0..half {
+                    let (x1, x2) = (normed[j], normed[j + half]);
+                    head[j] = x1 * cos[j] - x2 * sin[j];
+                    head[j + half] = x2 * cos[j] + x1 * sin[j];
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn silu_mul(&self, gate_up: &CpuTensor) -> Result<CpuTensor> {
+        let i = gate_up.cols / 2;
+        let mut out = CpuTensor::zeros(gate_up.rows, i);
+        for r in 0..gate_up.rows {
+            let (g, u) = gate_up.row(r).split_at(i);
+            for (o, (g, u)) in out.data[r * i..(r + 1) * i].iter_mut().zip(g.iter().zip(u)) {
+                *o = g / (1.0 + (-g).exp()) * u;
+            }
+        }
+        Ok(out)
+    }
+
+    fn write_kv(
+        &self,
+        cache: &mut CpuKvCache,
+        qkv: &CpuTensor,
+        dims: HeadDims,
+        slots: &[u32],
+    ) -> Result<()> {
+        let w = dims.kv_heads * dims.head_dim;
+        let q_w = dims.q_heads * dims.head_dim;
+        let capacity = cache.spec.num_blocks * cache.spec.block_size;
+        if slots.len() != qkv.rows || w != cache.spec.kv_heads * cache.spec.head_dim {
+            return Err(shape_err(
+                "write_kv",
+                format!("{} slots for {} rows", slots.len(), qkv.rows),
+            ));
+        }
+        for (r, &slot) in slots.iter().enumerate() {
+            let slot = slot as usize;
+            if slot >= capacity {
+                return Err(shape_err(
+                    "write_kv",
+                    format!("slot {slot} beyond cache of {capacity}"),
+                ));
+            }
+            let row = qkv.row(r);
+            cache.k[slot * w..(slot + 1) * w].copy_from_slice(&row[q_w..q_w + w]);
+            cache.v[slot * w..(slot + 1) * w].copy_from_slice(&row[q_w + w..q_w + 2 * w]);
+        }
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        qkv: &CpuTensor,
+        dims: HeadDims,
+        cache: &CpuKvCache,
+        meta: &AttentionMeta,
+    ) -> Result<CpuTensor> {
+        let d = dims.head_dim;
+        let kv_w = dims.kv_heads * d;
+        let group = dims.q_heads / dims.kv_heads;
+        let bs = meta.block_size;
+        let scale = 1.0 / (d as f32).sqrt();
+        let mut out = CpuTensor::zeros(qkv.rows, dims.q_heads * d);
+        let mut scores = Vec::new();
+        for s in &meta.seqs {
+            if s.context_len > s.block_table.len() * bs || s.query_len > s.context_len {
+                return Err(shape_err(
+                    "attention",
+                    format!(
+                        "block table of {} blocks for {} tokens",
+                        s.block_table.len(),
+                        s.context_len
+                    ),
+                ));
+            }
+            let slot = |t: usize| s.block_table[t / bs] as usize * bs + t % bs;
+            for i in 0..s.query_len {
+                let row = s.query_start + i;
+                let pos = s.context_len - s.query_len + i;
+                for h in 0..dims.q_heads {
+                    let q = &qkv.row(row)[h * d..(h + 1) * d];
+                    let kv_off = (h / group) * d;
+                    scores.clear();
+                    let mut max = f32::NEG_INFINITY;
+                    for t in 0..=pos {
+                        let base = slot(t) * kv_w + kv_off;
+                        let k = &cache.k[base..base + d];
+                        let sc = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                        max = max.max(sc);
+                        scores.push(sc);
+                    }
+                    let mut denom = 0.0f32;
+                    for sc in scores.iter_mut() {
+                        *sc = (*sc - max).exp();
+                        denom += *sc;
+                    }
+                    let o = &mut out.data[row * dims.q_heads * d + h * d..][..d];
+                    for (t, p) in scores.iter().enumerate() {
+                        let base = slot(t) * kv_w + kv_off;
+                        let p = p / denom;
+                        for (o, v) in o.iter_mut().zip(&cache.v[base..base + d]) {
+                            *o += p * v;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn gather_rows(&self, x: &CpuTensor, rows: &[usize]) -> Result<CpuTensor> {
+        let mut out = CpuTensor::zeros(rows.len(), x.cols);
+        for (i, &r) in rows.iter().enumerate() {
+            if r >= x.rows {
+                return Err(shape_err("gather_rows", format!("row {r} of {}", x.rows)));
+            }
+            out.data[i * x.cols..(i + 1) * x.cols].copy_from_slice(x.row(r));
+        }
+        Ok(out)
+    }
+
+    fn all_reduce(&self, x: &mut CpuTensor) -> Result<()> {
+        if let Some(c) = &self.comm {
+            c.all_reduce(self.rank, &mut x.data);
+        }
+        Ok(())
+    }
+
+    fn all_gather_cols(&self, x: &CpuTensor) -> Result<CpuTensor> {
+        match &self.comm {
+            None => Ok(x.clone()),
+            Some(c) => {
+                let data = c.all_gather_cols(self.rank, &x.data, x.rows);
+                let cols = if x.rows == 0 { 0 } else { data.len() / x.rows };
+                Ok(CpuTensor {
+                    rows: x.rows,
+                    cols,
+                    data,
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The device seam: every operation the Qwen3 forward pass needs, behind one trait.
+//!
+//! The model is written once over [`Backend`]; the CPU backend is the exact reference that
+//! every other backend is tested against. Activations are row-major `[tokens, features]`.
+
+pub mod comm;
+pub mod cpu;
+
+use crate::error::Result;
+use crate::kv::BlockId;
+
+pub use comm::ThreadComm;
+pub use cpu::CpuBackend;
+
+/// A dense f32 tensor in host memory (weights on their way to a device, logits on their way back).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Dimensions, outermost first.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    /// A tensor of `shape` holding `data` (lengths must agree).
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        HostTensor { shape, data }
+    }
+
+    /// Rows when seen as a matrix (product of all but the last dimension).
+    pub fn rows(&self) -> usize {
+        self.shape[..self.shape.len().saturating_sub(1)]
+            .iter()
+            .product()
+    }
+
+    /// Columns when seen as a matrix (the last dimension).
+    pub fn cols(&self) -> usize {
+        self.shape.last().copied().unwrap_or(1)
+    }
+
+    /// One row of the matrix view.
+    pub fn row(&self, r: usize) -> &[f32] {
+        let c = self.cols();
+        &self.data[r * c..(r + 1) * c]
+    }
+}
+
+/// Head counts of one rank's fused `[q | k | v]` projection output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadDims {
+    /// Query heads on this rank.
+    pub q_heads: usize,
+    /// Key/value heads on this rank.
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+}
+
+impl HeadDims {
+    /// Width of the fused qkv row.
+    pub fn qkv_width(&self) -> usize {
+        (self.q_heads + 2 * self.kv_heads) * self.head_dim
+    }
+}
+
+/// Shape of one layer's paged K/V cache on one rank: `[num_blocks, block_size, kv_heads, head_dim]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvCacheSpec {
+    /// Blocks in the pool.
+    pub num_blocks: usize,
+    /// Tokens per block.
+    pub block_size: usize,
+    /// Key/value heads on this rank.
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+}
+
+impl KvCacheSpec {
+    /// Values (K or V) per block.
+    pub fn block_elems(&self) -> usize {
+        self.block_size * self.kv_heads * self.head_dim
+    }
+}
+
+/// One sequence's slice of a step, as attention sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttnSeq {
+    /// Row of its first new token in the step's activations.
+    pub query_start: usize,
+    /// New tokens this step (1 in decode).
+    pub query_len: usize,
+    /// Tokens in the cache after this step's write (cached prefix + earlier + new).
+    pub context_len: usize,
+    /// Physical blocks of the sequence, covering `context_len` tokens.
+    pub block_table: Vec<BlockId>,
+}
+
+/// What paged attention needs for one step: K and V are read only through the block tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttentionMeta {
+    /// Tokens per block.
+    pub block_size: usize,
+    /// The step's sequences, in row order.
+    pub seqs: Vec<AttnSeq>,
+}
+
+/// The operations of a Qwen3 forward pass on one device (one tensor-parallel rank).
+pub trait Backend: Send + Sized + 'static {
+    /// A device buffer (weights and activations).
+    type Tensor: Send;
+    /// One layer's paged K and V.
+    type KvCache: Send;
+
+    /// Copies a host tensor to the device.
+    fn upload(&self, host: &HostTensor) -> Result<Self::Tensor>;
+    /// Copies a device tensor back to the host.
+    fn to_host(&self, t: &Self::Tensor) -> Result<HostTensor>;
+    /// Allocates one layer's K/V cache.
+    fn alloc_kv_cache(&self, spec: &KvCacheSpec) -> Result<Self::KvCache>;
+
+    /// Rows of `table` for `ids`; ids outside `[vocab_offset, vocab_offset + rows)` give zeros
+    /// (vocab-parallel embedding, completed by an all-reduce).
+    fn embedding(
+        &self,
+        table: &Self::Tensor,
+        ids: &[u32],
+        vocab_offset: usize,
+    ) -> Result<Self::Tensor>;
+    /// RMSNorm of each row of `x`, scaled by `w`.
+    fn rms_norm(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
+    /// `residual += x`, then returns RMSNorm(residual) scaled by `w`.
+    fn add_rms_norm(
+        &self,
+        x: &Self::Tensor,
+        residual: &mut Self::Tensor,
+        w: &Self::Tensor,
+        eps: f32,
+    ) -> Result<Self::Tensor>;
+    /// `x [n, k]` times the transpose of `w [m, k]`: `[n, m]`.
+    fn linear(&self, x: &Self::Tensor, w: &Self::Tensor) -> Result<Self::Tensor>;
+    /// In place on the fused qkv rows: per-head RMSNorm of q and k, then neox RoPE at
+    /// `positions` from the `[max_pos, head_dim]` table (cos in the first half, sin in the second).
+    #[allow(clippy::too_many_arguments)]
+    fn qk_norm_rope(
+        &self,
+        qkv: &mut Self::Tensor,
+        dims: HeadDims,
+        q_norm: &Self::Tensor,
+        k_norm: &Self::Tensor,
+        eps: f32,
+        rope: &Self::Tensor,
+        positions: &[u32],
+    ) -> Result<()>;
+    /// `silu(gate) * up` of the fused `[gate | up]` rows.
+    fn silu_mul(&self, gate_up: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Stores each row's k and v at its slot (`block * block_size + offset`).
+    fn write_kv(
+        &self,
+        cache: &mut Self::KvCache,
+        qkv: &Self::Tensor,
+        dims: HeadDims,
+        slots: &[u32],
+    ) -> Result<()>;
+    /// Causal paged attention of each row's q over its sequence's cached K/V:
+    /// `[tokens, q_heads * head_dim]`.
+    fn attention(
+        &self,
+        qkv: &Self::Tensor,
+        dims: HeadDims,
+        cache: &Self::KvCache,
+        meta: &AttentionMeta,
+    ) -> Result<Self::Tensor>;
+    /// The given rows of `x`, in order.
+    fn gather_rows(&self, x: &Self::Tensor, rows: &[usize]) -> Result<Self::Tensor>;
+    /// Sums `x` over the tensor-parallel group, in place.
+    fn all_reduce(&self, x: &mut Self::Tensor) -> Result<()>;
+    /// Concatenates every rank's columns of `x` in rank order.
+    fn all_gather_cols(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+}

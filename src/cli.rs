@@ -1,0 +1,250 @@
+//! Command-line interface: `tandem generate` (more roles join as they are built).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::engine::text::TextStream;
+use crate::engine::{FinishReason, Request, SamplingParams};
+use crate::loader::{LoadFormat, ModelSpec, load_cpu};
+
+/// tandem: a native Rust LLM serving stack for Qwen3.
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a completion of one prompt and stream it to stdout.
+    Generate(GenerateArgs),
+}
+
+/// Weight formats on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LoadFormatArg {
+    /// Read the checkpoint's safetensors.
+    Auto,
+    /// Generate weights of the real shapes (performance work without a checkpoint).
+    Dummy,
+}
+
+/// Which model to load and how to run it (shared by every command that runs a model).
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Hugging Face model directory (config.json, safetensors, tokenizer.json). Without it,
+    /// the built-in demo model runs: tiny, random weights, random text.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// auto: read the weights; dummy: generate them (reads only config.json).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub load_format: LoadFormatArg,
+    /// Tensor-parallel ranks.
+    #[arg(
+        long = "tensor-parallel-size",
+        visible_alias = "tp",
+        default_value_t = 1
+    )]
+    pub tp: usize,
+    /// Tokens per KV block.
+    #[arg(long, default_value_t = 64)]
+    pub block_size: usize,
+    /// KV cache size in GiB (all ranks together).
+    #[arg(long, default_value_t = 1.0)]
+    pub kv_cache_gib: f64,
+    /// Longest sequence (prompt + output); defaults to the model's.
+    #[arg(long)]
+    pub max_model_len: Option<usize>,
+    /// Most sequences running at once.
+    #[arg(long, default_value_t = 256)]
+    pub max_num_seqs: usize,
+    /// Token budget of one step (long prompts are prefilled in chunks of at most this).
+    #[arg(long, default_value_t = 8192)]
+    pub max_num_batched_tokens: usize,
+    /// Turn off prefix caching.
+    #[arg(long)]
+    pub no_prefix_caching: bool,
+}
+
+impl ModelArgs {
+    /// The loader's view of these arguments.
+    pub fn spec(&self, progress: bool) -> anyhow::Result<ModelSpec> {
+        if !(self.kv_cache_gib.is_finite() && self.kv_cache_gib > 0.0) {
+            bail!("--kv-cache-gib must be positive");
+        }
+        Ok(ModelSpec {
+            model: self.model.clone(),
+            load_format: match self.load_format {
+                LoadFormatArg::Auto => LoadFormat::Auto,
+                LoadFormatArg::Dummy => LoadFormat::Dummy,
+            },
+            tp_size: self.tp,
+            block_size: self.block_size,
+            kv_cache_bytes: (self.kv_cache_gib * (1u64 << 30) as f64) as usize,
+            max_model_len: self.max_model_len,
+            max_num_seqs: self.max_num_seqs,
+            max_num_batched_tokens: self.max_num_batched_tokens,
+            enable_prefix_caching: !self.no_prefix_caching,
+            progress,
+        })
+    }
+}
+
+/// Arguments of `tandem generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt text.
+    #[arg(long, conflicts_with = "prompt_ids")]
+    prompt: Option<String>,
+    /// Prompt as comma-separated token ids.
+    #[arg(long, value_delimiter = ',')]
+    prompt_ids: Option<Vec<u32>>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Sampling temperature (0: greedy); defaults to the model's generation_config.json.
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Top-k (0: off).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Top-p in (0, 1].
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Min-p in [0, 1].
+    #[arg(long)]
+    min_p: Option<f32>,
+    /// Seed of the random draws.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Repetition penalty (> 0; 1 is off).
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
+    /// Presence penalty in [-2, 2].
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    /// Frequency penalty in [-2, 2].
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// Stop strings (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Extra stop token ids, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    stop_token_ids: Vec<u32>,
+    /// Keep generating past EOS.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Report this many top logprobs per token (with --json).
+    #[arg(long)]
+    logprobs: Option<usize>,
+    /// Print one JSON object (token_ids, text, finish_reason, ...) instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `tandem generate`.
+pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let mut loaded = load_cpu(&args.model.spec(true)?).context("loading the model")?;
+    if loaded.is_demo {
+        eprintln!(
+            "tandem: no --model given, running the built-in demo model (a tiny Qwen3 with random \
+             weights): it produces random text."
+        );
+    }
+    let tok = loaded.tokenizer.clone();
+    let prompt = match (&args.prompt, &args.prompt_ids) {
+        (_, Some(ids)) => ids.clone(),
+        (Some(text), None) => match &tok {
+            Some(t) => t.encode(text)?,
+            None => bail!(
+                "{} has no tokenizer.json: pass --prompt-ids",
+                args.model
+                    .model
+                    .as_ref()
+                    .map_or("the model".into(), |p| p.display().to_string())
+            ),
+        },
+        (None, None) => bail!("give a prompt with --prompt TEXT or --prompt-ids 1,2,3"),
+    };
+    let d = SamplingParams::from_generation_config(&loaded.generation);
+    let params = SamplingParams {
+        temperature: args.temperature.unwrap_or(d.temperature),
+        top_k: args.top_k.unwrap_or(d.top_k),
+        top_p: args.top_p.unwrap_or(d.top_p),
+        min_p: args.min_p.unwrap_or(d.min_p),
+        seed: args.seed,
+        repetition_penalty: args.repetition_penalty.unwrap_or(d.repetition_penalty),
+        presence_penalty: args.presence_penalty,
+        frequency_penalty: args.frequency_penalty,
+        max_tokens: args.max_tokens,
+        stop_token_ids: args.stop_token_ids.clone(),
+        stop: args.stop.clone(),
+        ignore_eos: args.ignore_eos,
+        logprobs: args.logprobs,
+    };
+    if !args.stop.is_empty() && tok.is_none() {
+        bail!("stop strings need a tokenizer.json");
+    }
+    let engine = &mut loaded.engine;
+    engine.add_request(Request {
+        id: 0,
+        prompt: prompt.clone(),
+        params,
+    })?;
+    let mut text = TextStream::new(args.stop.clone());
+    let (mut ids, mut logprobs) = (Vec::new(), Vec::new());
+    let mut cached;
+    let mut stdout = std::io::stdout().lock();
+    let finish = 'run: loop {
+        let outputs = engine.step().map_err(|f| f.error)?;
+        for o in outputs {
+            cached = o.cached_tokens;
+            if let Some(s) = o.token {
+                ids.push(s.token);
+                if args.logprobs.is_some() {
+                    logprobs.push(serde_json::json!({"token": s.token, "logprob": s.logprob, "top": s.top_logprobs}));
+                }
+                if let Some(t) = &tok {
+                    let delta = text.push(t, s.token)?;
+                    if !args.json {
+                        stdout.write_all(delta.as_bytes())?;
+                        stdout.flush()?;
+                    }
+                    if text.stopped() {
+                        engine.abort(0);
+                        break 'run FinishReason::Stop;
+                    }
+                }
+            }
+            if let Some(f) = o.finish {
+                break 'run f;
+            }
+        }
+    };
+    let tail = text.finish();
+    if args.json {
+        let mut obj = serde_json::json!({
+            "token_ids": ids,
+            "text": tok.as_ref().map(|_| text.text().to_string()),
+            "finish_reason": finish.as_str(),
+            "prompt_tokens": prompt.len(),
+            "cached_tokens": cached,
+        });
+        if args.logprobs.is_some() {
+            obj["logprobs"] = serde_json::Value::Array(logprobs);
+        }
+        writeln!(stdout, "{obj}")?;
+    } else {
+        writeln!(stdout, "{tail}")?;
+    }
+    Ok(())
+}

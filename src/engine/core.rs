@@ -1,0 +1,300 @@
+//! The engine step: schedule, build the model input, execute, append tokens, finish requests.
+
+use std::sync::mpsc::Sender;
+
+use super::executor::{Executor, StepBatch};
+use super::sampler::{SampleContext, Sampled};
+use super::scheduler::{Scheduler, SchedulerConfig};
+use super::sequence::{FinishReason, Request, RequestId, Sequence};
+use crate::backend::{AttentionMeta, AttnSeq};
+use crate::config::EngineConfig;
+use crate::error::{Error, Result};
+use crate::kv::{KvCacheManager, KvEvent, PoolStats};
+use crate::model::ModelInput;
+
+/// What one step produced for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestOutput {
+    /// The request.
+    pub id: RequestId,
+    /// The token generated this step (none for a prefill chunk that did not finish the prompt).
+    pub token: Option<Sampled>,
+    /// Set when the request ended this step.
+    pub finish: Option<FinishReason>,
+    /// Prompt length.
+    pub prompt_tokens: usize,
+    /// Prompt tokens served from the prefix cache.
+    pub cached_tokens: usize,
+}
+
+/// A step whose execution failed: the error, and the requests it ended (their blocks freed).
+#[derive(Debug)]
+pub struct StepFailure {
+    /// What went wrong.
+    pub error: Error,
+    /// Requests that were in the step; they are no longer live.
+    pub failed: Vec<RequestId>,
+}
+
+/// The engine of one worker: scheduler, KV cache manager and executor, stepped by its owner.
+pub struct EngineCore<E: Executor> {
+    cfg: EngineConfig,
+    scheduler: Scheduler,
+    kv: KvCacheManager,
+    executor: E,
+    eos: Vec<u32>,
+    events: Option<Sender<KvEvent>>,
+    next_seed: u64,
+    num_preemptions: u64,
+}
+
+impl<E: Executor> EngineCore<E> {
+    /// An engine over `executor`, whose KV cache has `cfg.num_blocks` blocks; `eos` ends requests
+    /// that do not ignore it.
+    pub fn new(cfg: EngineConfig, executor: E, eos: Vec<u32>) -> Result<Self> {
+        cfg.validate()?;
+        let kv = KvCacheManager::new(
+            cfg.num_blocks,
+            cfg.block_size,
+            cfg.enable_prefix_caching,
+            true,
+        );
+        let scheduler = Scheduler::new(SchedulerConfig {
+            max_num_seqs: cfg.max_num_seqs,
+            max_num_batched_tokens: cfg.max_num_batched_tokens,
+            long_prefill_token_threshold: cfg.long_prefill_token_threshold,
+        });
+        Ok(EngineCore {
+            cfg,
+            scheduler,
+            kv,
+            executor,
+            eos,
+            events: None,
+            next_seed: rand::random(),
+            num_preemptions: 0,
+        })
+    }
+
+    /// Sends every KV event to `sink` from now on (events are dropped without a sink).
+    pub fn set_event_sink(&mut self, sink: Sender<KvEvent>) {
+        self.events = Some(sink);
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// The executor (for tests that inspect it).
+    pub fn executor_mut(&mut self) -> &mut E {
+        &mut self.executor
+    }
+
+    /// Counters of the KV cache.
+    pub fn kv_stats(&self) -> PoolStats {
+        self.kv.stats()
+    }
+
+    /// Running and waiting sequences.
+    pub fn num_requests(&self) -> (usize, usize) {
+        (self.scheduler.running.len(), self.scheduler.waiting.len())
+    }
+
+    /// Preemptions since the engine started.
+    pub fn num_preemptions(&self) -> u64 {
+        self.num_preemptions
+    }
+
+    /// Whether a step would do anything.
+    pub fn has_work(&self) -> bool {
+        self.scheduler.has_work()
+    }
+
+    /// Checks the KV invariants; when idle, also that every block is free with no references.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        if self.has_work() {
+            self.kv.pool().check_invariants()
+        } else {
+            self.kv.pool().check_all_free()
+        }
+    }
+
+    /// Queues a request after validating it.
+    pub fn add_request(&mut self, req: Request) -> Result<()> {
+        req.params.validate()?;
+        if req.prompt.is_empty() {
+            return Err(Error::InvalidRequest("the prompt is empty".into()));
+        }
+        if req.prompt.len() >= self.cfg.max_model_len {
+            return Err(Error::InvalidRequest(format!(
+                "the prompt has {} tokens; max_model_len {} leaves no room for output",
+                req.prompt.len(),
+                self.cfg.max_model_len
+            )));
+        }
+        if let Some(t) = req
+            .prompt
+            .iter()
+            .find(|&&t| t as usize >= self.cfg.vocab_size)
+        {
+            return Err(Error::InvalidRequest(format!(
+                "token id {t} is outside the vocabulary of {}",
+                self.cfg.vocab_size
+            )));
+        }
+        if self.scheduler.contains(req.id) {
+            return Err(Error::InvalidRequest(format!(
+                "request id {} is already in use",
+                req.id
+            )));
+        }
+        self.next_seed = self.next_seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.scheduler
+            .waiting
+            .push_back(Sequence::new(req, self.next_seed));
+        Ok(())
+    }
+
+    /// Ends a request wherever it is and frees its blocks; false if it is not live.
+    pub fn abort(&mut self, id: RequestId) -> bool {
+        let found = self.scheduler.remove(id, &mut self.kv).is_some();
+        self.flush_events();
+        found
+    }
+
+    /// Drops the prefix cache; false while requests hold blocks.
+    pub fn reset_prefix_cache(&mut self) -> bool {
+        let ok = self.kv.reset_prefix_cache();
+        self.flush_events();
+        ok
+    }
+
+    /// Runs one step. On an executor error the step's requests are ended (their blocks freed)
+    /// and reported in the [`StepFailure`]; the engine stays usable.
+    pub fn step(&mut self) -> std::result::Result<Vec<RequestOutput>, StepFailure> {
+        let plan = self.scheduler.schedule(&mut self.kv);
+        self.num_preemptions += plan.preempted.len() as u64;
+        if plan.scheduled.is_empty() {
+            self.flush_events();
+            return Ok(Vec::new());
+        }
+        let bs = self.cfg.block_size;
+        let mut input = ModelInput {
+            attn: AttentionMeta {
+                block_size: bs,
+                seqs: Vec::new(),
+            },
+            ..Default::default()
+        };
+        let (mut samples, mut sample_ids) = (Vec::new(), Vec::new());
+        let mut sampling = Vec::with_capacity(plan.scheduled.len());
+        for s in &plan.scheduled {
+            let seq = &self.scheduler.running[s.index];
+            let start = seq.num_computed;
+            let end = start + s.num_new;
+            input.attn.seqs.push(AttnSeq {
+                query_start: input.tokens.len(),
+                query_len: s.num_new,
+                context_len: end,
+                block_table: seq.table.blocks.clone(),
+            });
+            input.tokens.extend_from_slice(&seq.tokens[start..end]);
+            for pos in start..end {
+                input.positions.push(pos as u32);
+                input
+                    .slots
+                    .push(seq.table.blocks[pos / bs] * bs as u32 + (pos % bs) as u32);
+            }
+            let samples_now = end == seq.tokens.len();
+            if samples_now {
+                input.logit_rows.push(input.tokens.len() - 1);
+                samples.push(SampleContext {
+                    params: &seq.params,
+                    prompt: seq.prompt(),
+                    output: seq.output(),
+                    seed: seq.seed,
+                });
+                sample_ids.push(seq.id);
+            }
+            sampling.push(samples_now);
+        }
+        let result = self.executor.execute(&StepBatch {
+            input,
+            samples,
+            sample_ids,
+        });
+        let sampled = match result {
+            Ok(s) => s,
+            Err(e) => {
+                let failed: Vec<RequestId> = plan
+                    .scheduled
+                    .iter()
+                    .map(|s| self.scheduler.running[s.index].id)
+                    .collect();
+                for &id in &failed {
+                    self.scheduler.remove(id, &mut self.kv);
+                }
+                self.flush_events();
+                return Err(StepFailure { error: e, failed });
+            }
+        };
+        let mut sampled = sampled.into_iter();
+        let mut outputs = Vec::with_capacity(plan.scheduled.len());
+        let mut finished = Vec::new();
+        for (s, samples_now) in plan.scheduled.iter().zip(sampling) {
+            let seq = &mut self.scheduler.running[s.index];
+            seq.num_computed += s.num_new;
+            let mut out = RequestOutput {
+                id: seq.id,
+                token: None,
+                finish: None,
+                prompt_tokens: seq.prompt_len,
+                cached_tokens: seq.num_cached_prompt.unwrap_or(0),
+            };
+            if samples_now {
+                let tok = sampled
+                    .next()
+                    .expect("the executor returns one token per sampling context");
+                seq.tokens.push(tok.token);
+                out.finish = self.finish_reason(&self.scheduler.running[s.index], tok.token);
+                out.token = Some(tok);
+            }
+            if out.finish.is_some() {
+                finished.push(out.id);
+            }
+            // Only requests with news report: a mid-prompt chunk says nothing.
+            if out.token.is_some() {
+                outputs.push(out);
+            }
+        }
+        for id in finished {
+            self.scheduler.remove(id, &mut self.kv);
+        }
+        self.flush_events();
+        Ok(outputs)
+    }
+
+    fn finish_reason(&self, seq: &Sequence, token: u32) -> Option<FinishReason> {
+        let p = &seq.params;
+        if (!p.ignore_eos && self.eos.contains(&token)) || p.stop_token_ids.contains(&token) {
+            Some(FinishReason::Stop)
+        } else if seq.output().len() >= p.max_tokens || seq.tokens.len() >= self.cfg.max_model_len {
+            Some(FinishReason::Length)
+        } else {
+            None
+        }
+    }
+
+    fn flush_events(&mut self) {
+        let events = self.kv.drain_events();
+        if let Some(sink) = &self.events {
+            for e in events {
+                if sink.send(e).is_err() {
+                    self.events = None;
+                    break;
+                }
+            }
+        }
+    }
+}

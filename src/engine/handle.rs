@@ -1,0 +1,154 @@
+//! The engine on its own thread: requests go in through a channel, each request's outputs
+//! come back on its own stream. A stream whose receiver is dropped aborts its request.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::thread::JoinHandle;
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use super::core::{EngineCore, RequestOutput};
+use super::executor::Executor;
+use super::sequence::{FinishReason, Request, RequestId};
+use crate::error::{Error, Result};
+
+/// Outputs of one request, ending with one that has a finish reason, or an error.
+pub type OutputStream = UnboundedReceiver<Result<RequestOutput>>;
+
+enum Command {
+    Add(Request, UnboundedSender<Result<RequestOutput>>),
+    Abort(RequestId),
+}
+
+/// A running engine thread.
+pub struct EngineHandle {
+    tx: Option<Sender<Command>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EngineHandle {
+    /// Moves `core` onto a new thread that steps while there is work.
+    pub fn spawn<E: Executor + 'static>(core: EngineCore<E>) -> Result<Self> {
+        let (tx, rx) = channel();
+        let thread = std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || run(core, rx))
+            .map_err(|e| Error::Backend(format!("cannot spawn the engine thread: {e}")))?;
+        Ok(EngineHandle {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Submits a request; validation errors arrive as the stream's first item.
+    pub fn submit(&self, req: Request) -> Result<OutputStream> {
+        let (otx, orx) = unbounded_channel();
+        self.send(Command::Add(req, otx))?;
+        Ok(orx)
+    }
+
+    /// Ends a request; its stream gets a final output with [`FinishReason::Abort`].
+    pub fn abort(&self, id: RequestId) -> Result<()> {
+        self.send(Command::Abort(id))
+    }
+
+    fn send(&self, cmd: Command) -> Result<()> {
+        self.tx
+            .as_ref()
+            .and_then(|tx| tx.send(cmd).ok())
+            .ok_or_else(|| Error::Backend("the engine thread has stopped".into()))
+    }
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run<E: Executor>(mut core: EngineCore<E>, rx: Receiver<Command>) {
+    let mut streams: HashMap<RequestId, UnboundedSender<Result<RequestOutput>>> = HashMap::new();
+    loop {
+        let cmd = if core.has_work() {
+            match rx.try_recv() {
+                Ok(c) => Some(c),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(c) => Some(c),
+                Err(_) => break,
+            }
+        };
+        if let Some(cmd) = cmd {
+            match cmd {
+                Command::Add(req, out) => {
+                    let id = req.id;
+                    match core.add_request(req) {
+                        Ok(()) => {
+                            streams.insert(id, out);
+                        }
+                        Err(e) => {
+                            let _ = out.send(Err(e));
+                        }
+                    }
+                }
+                Command::Abort(id) => {
+                    if core.abort(id) {
+                        if let Some(s) = streams.remove(&id) {
+                            let _ = s.send(Ok(aborted(id)));
+                        }
+                    }
+                }
+            }
+            continue;
+        }
+        // Clients that went away lose their requests before they cost another step.
+        streams.retain(|&id, s| {
+            let open = !s.is_closed();
+            if !open {
+                core.abort(id);
+            }
+            open
+        });
+        match core.step() {
+            Ok(outputs) => {
+                for o in outputs {
+                    let (id, done) = (o.id, o.finish.is_some());
+                    let delivered = streams.get(&id).is_some_and(|s| s.send(Ok(o)).is_ok());
+                    if !delivered && !done {
+                        core.abort(id);
+                    }
+                    if done || !delivered {
+                        streams.remove(&id);
+                    }
+                }
+            }
+            Err(f) => {
+                tracing::error!(error = %f.error, requests = f.failed.len(), "engine step failed");
+                for id in f.failed {
+                    if let Some(s) = streams.remove(&id) {
+                        let _ = s.send(Err(Error::Backend(format!(
+                            "engine step failed: {}",
+                            f.error
+                        ))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn aborted(id: RequestId) -> RequestOutput {
+    RequestOutput {
+        id,
+        token: None,
+        finish: Some(FinishReason::Abort),
+        prompt_tokens: 0,
+        cached_tokens: 0,
+    }
+}

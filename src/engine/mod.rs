@@ -1,0 +1,17 @@
+//! The engine: requests, scheduling, sampling and the step loop.
+
+pub mod core;
+pub mod executor;
+pub mod handle;
+pub mod params;
+pub mod sampler;
+pub mod scheduler;
+pub mod sequence;
+pub mod text;
+
+pub use self::core::{EngineCore, RequestOutput, StepFailure};
+pub use executor::{Executor, ExecutorConfig, ModelExecutor, StepBatch};
+pub use handle::EngineHandle;
+pub use params::SamplingParams;
+pub use sampler::Sampled;
+pub use sequence::{FinishReason, Request, RequestId};

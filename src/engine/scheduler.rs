@@ -1,0 +1,154 @@
+//! Continuous batching: each step spends a token budget on running sequences (decodes and
+//! unfinished prefill chunks) first, then admits waiting ones; when blocks run out, the
+//! newest running sequence is preempted and later recomputed.
+
+use std::collections::VecDeque;
+
+use super::sequence::{RequestId, Sequence};
+use crate::kv::KvCacheManager;
+
+/// Limits of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    /// Most sequences running at once.
+    pub max_num_seqs: usize,
+    /// Most tokens computed in one step (decode tokens plus prefill chunks).
+    pub max_num_batched_tokens: usize,
+    /// Most prefill tokens one sequence gets per step (0: no limit beyond the budget), so
+    /// that one long prompt does not hold up the others' decodes.
+    pub long_prefill_token_threshold: usize,
+}
+
+impl SchedulerConfig {
+    /// Tokens a sequence with `remaining` uncomputed tokens gets from a step with `budget` left.
+    fn chunk(&self, remaining: usize, budget: usize) -> usize {
+        let cap = match self.long_prefill_token_threshold {
+            0 => usize::MAX,
+            t => t,
+        };
+        remaining.min(budget).min(cap)
+    }
+}
+
+/// One sequence's share of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scheduled {
+    /// Index into [`Scheduler::running`].
+    pub index: usize,
+    /// Tokens computed for it this step.
+    pub num_new: usize,
+}
+
+/// The plan of one step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchedulerOutput {
+    /// Sequences to run, in [`Scheduler::running`] order.
+    pub scheduled: Vec<Scheduled>,
+    /// Sequences preempted (their blocks freed) to make room.
+    pub preempted: Vec<RequestId>,
+}
+
+/// Waiting and running sequences.
+#[derive(Debug)]
+pub struct Scheduler {
+    cfg: SchedulerConfig,
+    /// Sequences not yet admitted (or preempted), first come first served.
+    pub waiting: VecDeque<Sequence>,
+    /// Admitted sequences, oldest first.
+    pub running: Vec<Sequence>,
+}
+
+impl Scheduler {
+    /// An empty scheduler.
+    pub fn new(cfg: SchedulerConfig) -> Self {
+        Scheduler {
+            cfg,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+        }
+    }
+
+    /// Whether any sequence is waiting or running.
+    pub fn has_work(&self) -> bool {
+        !self.waiting.is_empty() || !self.running.is_empty()
+    }
+
+    /// Plans one step, allocating KV slots for every scheduled token.
+    pub fn schedule(&mut self, kv: &mut KvCacheManager) -> SchedulerOutput {
+        let mut out = SchedulerOutput::default();
+        let mut budget = self.cfg.max_num_batched_tokens;
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let num_new = self.cfg.chunk(self.running[i].num_uncomputed(), budget);
+            loop {
+                let seq = &mut self.running[i];
+                if kv.allocate_slots(&mut seq.table, &seq.tokens, &[], seq.num_computed, num_new) {
+                    out.scheduled.push(Scheduled { index: i, num_new });
+                    budget -= num_new;
+                    i += 1;
+                    break;
+                }
+                // The newest running sequence gives way; it is never one already scheduled,
+                // since those come before `i`.
+                let victim = self.running.pop().expect("running holds sequence i");
+                let was_self = self.running.len() == i;
+                self.preempt(victim, kv, &mut out);
+                if was_self {
+                    break;
+                }
+            }
+        }
+        if !out.preempted.is_empty() {
+            return out;
+        }
+        while budget > 0 && self.running.len() < self.cfg.max_num_seqs {
+            let Some(seq) = self.waiting.front_mut() else {
+                break;
+            };
+            let hits = kv.find_cached_prefix(&mut seq.table, &seq.tokens);
+            let hit_tokens = hits.len() * kv.block_size();
+            let num_new = self.cfg.chunk(seq.tokens.len() - hit_tokens, budget);
+            if !kv.allocate_slots(&mut seq.table, &seq.tokens, &hits, 0, num_new) {
+                break;
+            }
+            if seq.num_cached_prompt.is_none() {
+                seq.num_cached_prompt = Some(hit_tokens);
+                kv.record_prefix_lookup(seq.prompt_len, hit_tokens);
+            }
+            seq.num_computed = hit_tokens;
+            budget -= num_new;
+            let seq = self.waiting.pop_front().expect("front exists");
+            self.running.push(seq);
+            out.scheduled.push(Scheduled {
+                index: self.running.len() - 1,
+                num_new,
+            });
+        }
+        out
+    }
+
+    fn preempt(&mut self, mut seq: Sequence, kv: &mut KvCacheManager, out: &mut SchedulerOutput) {
+        kv.free(&mut seq.table);
+        seq.num_computed = 0;
+        seq.num_preemptions += 1;
+        out.preempted.push(seq.id);
+        self.waiting.push_front(seq);
+    }
+
+    /// Removes a sequence wherever it is, freeing its blocks; None if unknown.
+    pub fn remove(&mut self, id: RequestId, kv: &mut KvCacheManager) -> Option<Sequence> {
+        let mut seq = if let Some(i) = self.running.iter().position(|s| s.id == id) {
+            self.running.remove(i)
+        } else {
+            let i = self.waiting.iter().position(|s| s.id == id)?;
+            self.waiting.remove(i)?
+        };
+        kv.free(&mut seq.table);
+        Some(seq)
+    }
+
+    /// Whether a request with this id is live.
+    pub fn contains(&self, id: RequestId) -> bool {
+        self.running.iter().chain(&self.waiting).any(|s| s.id == id)
+    }
+}

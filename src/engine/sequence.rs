@@ -1,0 +1,95 @@
+//! A request inside the engine: its tokens, progress and KV blocks.
+
+use super::params::SamplingParams;
+use crate::kv::BlockTable;
+
+/// Engine-wide id of a request.
+pub type RequestId = u64;
+
+/// A generation request as the engine receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// Caller-chosen id, unique among live requests.
+    pub id: RequestId,
+    /// Prompt token ids.
+    pub prompt: Vec<u32>,
+    /// How to sample and when to stop.
+    pub params: SamplingParams,
+}
+
+/// Why a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// EOS, a stop token or a stop string.
+    Stop,
+    /// max_tokens or the model's context length.
+    Length,
+    /// Aborted by the caller (or its client went away).
+    Abort,
+}
+
+impl FinishReason {
+    /// The OpenAI name of the reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Abort => "abort",
+        }
+    }
+}
+
+/// A request's state in the scheduler.
+#[derive(Debug, Clone)]
+pub struct Sequence {
+    /// The request id.
+    pub id: RequestId,
+    /// Prompt followed by the generated tokens.
+    pub tokens: Vec<u32>,
+    /// Length of the prompt within `tokens`.
+    pub prompt_len: usize,
+    /// Leading tokens whose K/V is in the cache.
+    pub num_computed: usize,
+    /// Prompt tokens served from the prefix cache when the request was first scheduled.
+    pub num_cached_prompt: Option<usize>,
+    /// Sampling parameters.
+    pub params: SamplingParams,
+    /// Seed of the request's draws.
+    pub seed: u64,
+    /// The request's KV blocks.
+    pub table: BlockTable,
+    /// Times the request was preempted.
+    pub num_preemptions: u32,
+}
+
+impl Sequence {
+    /// A new, unscheduled sequence for `req`, drawing with `seed` unless the request has one.
+    pub fn new(req: Request, seed: u64) -> Self {
+        Sequence {
+            id: req.id,
+            prompt_len: req.prompt.len(),
+            tokens: req.prompt,
+            num_computed: 0,
+            num_cached_prompt: None,
+            seed: req.params.seed.unwrap_or(seed),
+            params: req.params,
+            table: BlockTable::default(),
+            num_preemptions: 0,
+        }
+    }
+
+    /// The prompt.
+    pub fn prompt(&self) -> &[u32] {
+        &self.tokens[..self.prompt_len]
+    }
+
+    /// The generated tokens.
+    pub fn output(&self) -> &[u32] {
+        &self.tokens[self.prompt_len..]
+    }
+
+    /// Tokens not yet in the KV cache.
+    pub fn num_uncomputed(&self) -> usize {
+        self.tokens.len() - self.num_computed
+    }
+}

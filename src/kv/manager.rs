@@ -1,0 +1,182 @@
+//! Per-sequence block tables on top of the pool: prefix lookup, slot allocation, freeing.
+
+use super::block_pool::{BlockId, BlockPool, PoolStats};
+use super::events::KvEvent;
+use super::hash::extend_sequence_hashes;
+
+/// One sequence's view of the paged cache.
+#[derive(Debug, Clone, Default)]
+pub struct BlockTable {
+    /// Physical blocks holding the sequence's tokens, in order.
+    pub blocks: Vec<BlockId>,
+    /// Sequence hashes of the sequence's full blocks (kept across preemption: tokens don't change).
+    hashes: Vec<u64>,
+    /// Leading blocks already entered into the prefix cache.
+    num_cached: usize,
+}
+
+/// Allocates and frees KV blocks for sequences; owns the pool.
+#[derive(Debug)]
+pub struct KvCacheManager {
+    pool: BlockPool,
+    block_size: usize,
+    prefix_caching: bool,
+}
+
+impl KvCacheManager {
+    /// A manager of `num_blocks` blocks of `block_size` tokens.
+    pub fn new(num_blocks: usize, block_size: usize, prefix_caching: bool, events: bool) -> Self {
+        KvCacheManager {
+            pool: BlockPool::new(num_blocks, block_size, events && prefix_caching),
+            block_size,
+            prefix_caching,
+        }
+    }
+
+    /// Tokens per block.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// The pool (read-only: stats and invariant checks).
+    pub fn pool(&self) -> &BlockPool {
+        &self.pool
+    }
+
+    /// Counters of the pool.
+    pub fn stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Takes the KV events recorded since the last call.
+    pub fn drain_events(&mut self) -> Vec<KvEvent> {
+        self.pool.drain_events()
+    }
+
+    /// Blocks of the longest cached prefix of `tokens`, full blocks only and never all of the
+    /// tokens (the last one is always computed, to produce logits). Takes no references.
+    pub fn find_cached_prefix(&mut self, table: &mut BlockTable, tokens: &[u32]) -> Vec<BlockId> {
+        if !self.prefix_caching {
+            return Vec::new();
+        }
+        let bs = self.block_size;
+        extend_sequence_hashes(&mut table.hashes, tokens, bs);
+        let max_blocks = (tokens.len() - 1) / bs;
+        let mut hits = Vec::new();
+        for (i, &h) in table.hashes.iter().take(max_blocks).enumerate() {
+            match self.pool.lookup(h, &tokens[i * bs..(i + 1) * bs]) {
+                Some(id) => hits.push(id),
+                None => break,
+            }
+        }
+        hits
+    }
+
+    /// Counts one admitted prompt of `query` tokens of which `hit` came from the prefix cache.
+    pub fn record_prefix_lookup(&mut self, query: usize, hit: usize) {
+        self.pool.query_tokens += query as u64;
+        self.pool.hit_tokens += hit as u64;
+    }
+
+    /// Makes room for `num_new` more tokens after the `table`'s computed ones, first adopting
+    /// the prefix-cache `hits` (which must directly follow the table's blocks). Returns false,
+    /// changing nothing, when the pool is short. Full blocks whose tokens this step computes
+    /// enter the prefix cache now: their KV is written in the same forward pass, before any
+    /// attention reads it.
+    pub fn allocate_slots(
+        &mut self,
+        table: &mut BlockTable,
+        tokens: &[u32],
+        hits: &[BlockId],
+        num_computed: usize,
+        num_new: usize,
+    ) -> bool {
+        let bs = self.block_size;
+        let total = num_computed + hits.len() * bs + num_new;
+        debug_assert!(total <= tokens.len());
+        let need = total
+            .div_ceil(bs)
+            .saturating_sub(table.blocks.len() + hits.len());
+        let revived = hits
+            .iter()
+            .filter(|&&id| self.pool.ref_count(id) == 0)
+            .count();
+        if need + revived > self.pool.num_free() {
+            return false;
+        }
+        self.pool.touch(hits);
+        table.blocks.extend_from_slice(hits);
+        let fresh = self.pool.allocate(need).expect("free count checked above");
+        table.blocks.extend(fresh);
+        if self.prefix_caching {
+            let full = total / bs;
+            if full > table.num_cached {
+                extend_sequence_hashes(&mut table.hashes, &tokens[..full * bs], bs);
+                let from = table.num_cached;
+                let parent = from.checked_sub(1).map(|p| table.hashes[p]);
+                self.pool.cache_full_blocks(
+                    &table.blocks[from..full],
+                    &table.hashes[from..full],
+                    &tokens[from * bs..full * bs],
+                    parent,
+                );
+                table.num_cached = full;
+            }
+        }
+        true
+    }
+
+    /// Releases every block of the table (tail first, so the prefix stays cached longest).
+    pub fn free(&mut self, table: &mut BlockTable) {
+        self.pool.free(table.blocks.drain(..).rev());
+        table.num_cached = 0;
+    }
+
+    /// Drops the whole prefix cache; false while any block is in use.
+    pub fn reset_prefix_cache(&mut self) -> bool {
+        self.pool.reset_prefix_cache()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_hits_share_blocks_and_free_cleanly() {
+        let mut m = KvCacheManager::new(8, 4, true, true);
+        let a: Vec<u32> = (0..10).collect();
+        let mut ta = BlockTable::default();
+        let hits = m.find_cached_prefix(&mut ta, &a);
+        assert!(hits.is_empty());
+        assert!(m.allocate_slots(&mut ta, &a, &hits, 0, 10));
+        assert_eq!(ta.blocks.len(), 3);
+        // b shares a's first 8 tokens.
+        let mut b = a[..8].to_vec();
+        b.extend([50, 51, 52]);
+        let mut tb = BlockTable::default();
+        let hits = m.find_cached_prefix(&mut tb, &b);
+        assert_eq!(hits, ta.blocks[..2].to_vec());
+        assert!(m.allocate_slots(&mut tb, &b, &hits, 0, 3));
+        assert_eq!(m.pool().ref_count(ta.blocks[0]), 2);
+        m.free(&mut ta);
+        m.free(&mut tb);
+        m.pool().check_all_free().unwrap();
+        // A prompt that is exactly cached still recomputes its last block's last token.
+        let mut tc = BlockTable::default();
+        assert_eq!(m.find_cached_prefix(&mut tc, &a[..8]).len(), 1);
+    }
+
+    #[test]
+    fn refuses_without_changes_when_short() {
+        let mut m = KvCacheManager::new(2, 4, true, false);
+        let t: Vec<u32> = (0..12).collect();
+        let mut tab = BlockTable::default();
+        assert!(!m.allocate_slots(&mut tab, &t, &[], 0, 12));
+        assert!(tab.blocks.is_empty());
+        assert_eq!(m.stats().free_blocks, 2);
+        assert!(m.allocate_slots(&mut tab, &t, &[], 0, 8));
+        m.free(&mut tab);
+        m.pool().check_all_free().unwrap();
+    }
+}

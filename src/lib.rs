@@ -1,0 +1,16 @@
+//! tandem: a native Rust LLM serving stack for Qwen3 with a paged KV cache.
+//!
+//! The layers, bottom up: [`backend`] (device operations), [`model`] (Qwen3 over a backend),
+//! [`kv`] (block pool and prefix cache), [`engine`] (scheduler, sampler, step loop).
+
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod kv;
+pub mod loader;
+pub mod model;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

@@ -1,0 +1,167 @@
+//! Builds a ready engine from a model directory (or the built-in demo model).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::backend::{CpuBackend, ThreadComm};
+use crate::config::{EngineConfig, GenerationConfig, ModelConfig};
+use crate::engine::{EngineCore, ExecutorConfig, ModelExecutor};
+use crate::error::{Error, Result};
+use crate::model::WeightSource;
+use crate::model::demo::{DEMO_SEED, demo_config};
+use crate::tokenizer::Tokenizer;
+
+/// How weights are obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadFormat {
+    /// Read the safetensors files.
+    #[default]
+    Auto,
+    /// Generate values of the real shapes; only config.json is read.
+    Dummy,
+}
+
+/// What to load and how to run it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// Hugging Face model directory; None runs the built-in demo model.
+    pub model: Option<PathBuf>,
+    /// Real or dummy weights.
+    pub load_format: LoadFormat,
+    /// Tensor-parallel ranks.
+    pub tp_size: usize,
+    /// Tokens per KV block.
+    pub block_size: usize,
+    /// Bytes of KV cache across all ranks.
+    pub kv_cache_bytes: usize,
+    /// Longest sequence; the model's max_position_embeddings when None.
+    pub max_model_len: Option<usize>,
+    /// Most running sequences.
+    pub max_num_seqs: usize,
+    /// Token budget per step.
+    pub max_num_batched_tokens: usize,
+    /// Reuse cached prefixes.
+    pub enable_prefix_caching: bool,
+    /// Show a progress bar while loading.
+    pub progress: bool,
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        ModelSpec {
+            model: None,
+            load_format: LoadFormat::Auto,
+            tp_size: 1,
+            block_size: 64,
+            kv_cache_bytes: 1 << 30,
+            max_model_len: None,
+            max_num_seqs: 256,
+            max_num_batched_tokens: 8192,
+            enable_prefix_caching: true,
+            progress: false,
+        }
+    }
+}
+
+/// A loaded model, ready to serve on the CPU backend.
+pub struct LoadedModel {
+    /// The model's config.
+    pub config: ModelConfig,
+    /// Its generation defaults.
+    pub generation: GenerationConfig,
+    /// Its tokenizer, when the directory has one (the demo model always does).
+    pub tokenizer: Option<Tokenizer>,
+    /// The engine.
+    pub engine: EngineCore<ModelExecutor<CpuBackend>>,
+    /// Whether this is the built-in demo model (random weights, random text).
+    pub is_demo: bool,
+}
+
+/// Loads `spec` onto the CPU backend, ranks as threads.
+pub fn load_cpu(spec: &ModelSpec) -> Result<LoadedModel> {
+    let (config, generation, tokenizer, src, is_demo) = match &spec.model {
+        None => {
+            let cfg = demo_config();
+            let generation = GenerationConfig {
+                eos_token_ids: cfg.eos_token_ids.clone(),
+                ..Default::default()
+            };
+            (
+                cfg,
+                generation,
+                Some(Tokenizer::byte_level()),
+                WeightSource::dummy(DEMO_SEED),
+                true,
+            )
+        }
+        Some(dir) => {
+            if !dir.is_dir() {
+                return Err(Error::Config(format!(
+                    "model directory {} does not exist",
+                    dir.display()
+                )));
+            }
+            let cfg = ModelConfig::from_dir(dir)?;
+            let generation = GenerationConfig::from_dir(dir)?;
+            let tok_path = dir.join("tokenizer.json");
+            let tokenizer = if tok_path.exists() {
+                Some(Tokenizer::from_file(&tok_path)?)
+            } else {
+                None
+            };
+            let src = match spec.load_format {
+                LoadFormat::Auto => WeightSource::open(dir)?,
+                LoadFormat::Dummy => WeightSource::dummy(DEMO_SEED),
+            };
+            (cfg, generation, tokenizer, src, false)
+        }
+    };
+    let max_model_len = spec.max_model_len.unwrap_or(config.max_position_embeddings);
+    if max_model_len > config.max_position_embeddings {
+        return Err(Error::EngineConfig(format!(
+            "max_model_len {max_model_len} exceeds the model's max_position_embeddings {}",
+            config.max_position_embeddings
+        )));
+    }
+    let block_bytes = 2
+        * config.num_hidden_layers
+        * spec.block_size
+        * config.num_key_value_heads
+        * config.head_dim
+        * 4;
+    let num_blocks = spec.kv_cache_bytes / block_bytes.max(1);
+    let mut ecfg = EngineConfig::for_model(&config, num_blocks);
+    ecfg.block_size = spec.block_size;
+    ecfg.max_model_len = max_model_len;
+    ecfg.max_num_seqs = spec.max_num_seqs;
+    ecfg.max_num_batched_tokens = spec.max_num_batched_tokens;
+    ecfg.enable_prefix_caching = spec.enable_prefix_caching;
+    ecfg.validate()?;
+    let comm = Arc::new(ThreadComm::new(spec.tp_size.max(1)));
+    let executor = ModelExecutor::load(
+        &config,
+        Arc::new(src),
+        ExecutorConfig {
+            tp_size: spec.tp_size,
+            num_blocks,
+            block_size: spec.block_size,
+            max_model_len,
+            progress: spec.progress,
+        },
+        |rank| CpuBackend::with_comm(rank, comm.clone()),
+    )?;
+    let mut eos = generation.eos_token_ids.clone();
+    for id in &config.eos_token_ids {
+        if !eos.contains(id) {
+            eos.push(*id);
+        }
+    }
+    let engine = EngineCore::new(ecfg, executor, eos)?;
+    Ok(LoadedModel {
+        config,
+        generation,
+        tokenizer,
+        engine,
+        is_demo,
+    })
+}

@@ -1,0 +1,150 @@
+//! Tokenizer loading (tokenizer.json through the `tokenizers` crate), the built-in byte-level
+//! tokenizer of the demo model, and incremental detokenization.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// `<|endoftext|>` in the byte-level tokenizer (after the 256 byte tokens, as in Qwen's layout).
+pub const ENDOFTEXT: u32 = 256;
+/// `<|im_start|>` in the byte-level tokenizer.
+pub const IM_START: u32 = 257;
+/// `<|im_end|>` in the byte-level tokenizer.
+pub const IM_END: u32 = 258;
+
+/// A text tokenizer.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokenizer(vocab {})", self.inner.get_vocab_size(true))
+    }
+}
+
+/// GPT-2's map from bytes to printable characters, which byte-level BPE vocabularies use.
+pub fn byte_to_char(b: u8) -> char {
+    let printable = |b: u8| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+    if printable(b) {
+        return b as char;
+    }
+    let n = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + n).expect("valid code point")
+}
+
+impl Tokenizer {
+    /// Loads a Hugging Face tokenizer.json.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        Ok(Tokenizer { inner })
+    }
+
+    /// The demo model's tokenizer: one token per byte, plus Qwen's first three special tokens.
+    pub fn byte_level() -> Self {
+        let json = byte_level_json();
+        let inner = json
+            .parse::<tokenizers::Tokenizer>()
+            .expect("built-in tokenizer is valid");
+        Tokenizer { inner }
+    }
+
+    /// Token ids of `text` (special-token strings are recognized; nothing is added).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Text of `ids`, special tokens skipped.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// Id of a token string, if the vocabulary has it.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+}
+
+/// The tokenizer.json of [`Tokenizer::byte_level`] (also written next to test fixtures).
+pub fn byte_level_json() -> String {
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..=255u8)
+        .map(|b| (byte_to_char(b).to_string(), b.into()))
+        .collect();
+    let special = |id: u32, content: &str| {
+        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true})
+    };
+    serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [special(ENDOFTEXT, "<|endoftext|>"), special(IM_START, "<|im_start|>"),
+            special(IM_END, "<|im_end|>")],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+            "vocab": vocab, "merges": []}
+    })
+    .to_string()
+}
+
+/// Turns a growing list of token ids into text deltas, never splitting a UTF-8 character.
+#[derive(Debug, Clone, Default)]
+pub struct IncrementalDecoder {
+    ids: Vec<u32>,
+    prefix_offset: usize,
+    read_offset: usize,
+}
+
+impl IncrementalDecoder {
+    /// Appends `id` and returns the text it completes (possibly empty).
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset])?;
+        let full = tok.decode(&self.ids[self.prefix_offset..])?;
+        // A trailing U+FFFD means the last token ends inside a multi-byte character: wait.
+        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') {
+            if let Some(delta) = full.get(prefix.len()..) {
+                let delta = delta.to_string();
+                self.prefix_offset = self.read_offset;
+                self.read_offset = self.ids.len();
+                return Ok(delta);
+            }
+        }
+        Ok(String::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_level_round_trips_and_streams_whole_characters() {
+        let t = Tokenizer::byte_level();
+        let text = "héllo, 世界 🙂!";
+        let ids = t.encode(text).unwrap();
+        assert_eq!(ids.len(), text.len(), "one token per byte");
+        assert_eq!(ids[0], b'h' as u32);
+        assert_eq!(t.decode(&ids).unwrap(), text);
+        let mut dec = IncrementalDecoder::default();
+        let mut out = String::new();
+        for &id in &ids {
+            let d = dec.push(&t, id).unwrap();
+            assert!(!d.contains('\u{FFFD}'));
+            out.push_str(&d);
+        }
+        assert_eq!(out, text);
+        assert_eq!(t.encode("<|im_end|>").unwrap(), vec![IM_END]);
+        assert_eq!(t.decode(&[b'a' as u32, IM_END]).unwrap(), "a");
+    }
+}
