@@ -122,8 +122,8 @@ def save(model, out_dir, prompt_list, dtype, shards):
         json.dump(tokenizer_json(), f, ensure_ascii=False)
     logits, tokens = record(model, prompt_list)
     save_file({f"logits.{i}": l.contiguous() for i, l in enumerate(logits)},
-              os.path.join(out_dir, "expected.safetensors"))
-    with open(os.path.join(out_dir, "expected.json"), "w") as f:
+              out_dir + ".expected.safetensors")
+    with open(out_dir + ".expected.json", "w") as f:
         json.dump({"prompts": prompt_list, "greedy_tokens": tokens, "steps": STEPS,
                    "transformers": __import__("transformers").__version__,
                    "torch": torch.__version__}, f)

@@ -111,7 +111,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
     /// Sampling temperature (0: greedy); defaults to the model's generation_config.json.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     temperature: Option<f32>,
     /// Top-k (0: off).
     #[arg(long)]
@@ -129,10 +129,10 @@ pub struct GenerateArgs {
     #[arg(long)]
     repetition_penalty: Option<f32>,
     /// Presence penalty in [-2, 2].
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     presence_penalty: f32,
     /// Frequency penalty in [-2, 2].
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     frequency_penalty: f32,
     /// Stop strings (repeatable).
     #[arg(long)]
@@ -230,7 +230,10 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let tail = text.finish();
+    let tail = match &tok {
+        Some(t) => text.finish(t)?,
+        None => String::new(),
+    };
     if args.json {
         let mut obj = serde_json::json!({
             "token_ids": ids,

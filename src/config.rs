@@ -145,12 +145,12 @@ impl ModelConfig {
                 return Err(Error::Config(format!("{name} must be positive")));
             }
         }
-        if heads % kv_heads != 0 {
+        if !heads.is_multiple_of(kv_heads) {
             return Err(Error::Config(format!(
                 "num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
             )));
         }
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             return Err(Error::Config(format!(
                 "head_dim {head_dim} must be even for RoPE"
             )));

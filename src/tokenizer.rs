@@ -111,16 +111,35 @@ impl IncrementalDecoder {
         self.ids.push(id);
         let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset])?;
         let full = tok.decode(&self.ids[self.prefix_offset..])?;
-        // A trailing U+FFFD means the last token ends inside a multi-byte character: wait.
-        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') {
-            if let Some(delta) = full.get(prefix.len()..) {
-                let delta = delta.to_string();
-                self.prefix_offset = self.read_offset;
-                self.read_offset = self.ids.len();
-                return Ok(delta);
-            }
+        // A trailing U+FFFD means the last token may end inside a multi-byte character: wait,
+        // but not past 4 tokens (the longest UTF-8 character), when the bytes are just invalid.
+        let pending = self.ids.len() - self.read_offset;
+        if full.len() <= prefix.len() || (full.ends_with('\u{FFFD}') && pending < 4) {
+            return Ok(String::new());
         }
-        Ok(String::new())
+        Ok(self.advance(&full, prefix.len()))
+    }
+
+    /// Returns whatever text is still held back (call when generation ends).
+    pub fn flush(&mut self, tok: &Tokenizer) -> Result<String> {
+        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset])?;
+        let full = tok.decode(&self.ids[self.prefix_offset..])?;
+        Ok(if full.len() > prefix.len() {
+            self.advance(&full, prefix.len())
+        } else {
+            String::new()
+        })
+    }
+
+    fn advance(&mut self, full: &str, from: usize) -> String {
+        // Decoding more tokens can rewrite earlier text (rare); never emit half a character.
+        let mut from = from;
+        while !full.is_char_boundary(from) {
+            from -= 1;
+        }
+        self.prefix_offset = self.read_offset;
+        self.read_offset = self.ids.len();
+        full[from..].to_string()
     }
 }
 
@@ -144,6 +163,12 @@ mod tests {
             out.push_str(&d);
         }
         assert_eq!(out, text);
+        // Invalid UTF-8 (lone lead bytes) still comes out, as U+FFFD, after at most 4 tokens.
+        let mut dec = IncrementalDecoder::default();
+        let mut out: String = (0..6).map(|_| dec.push(&t, 0xF0).unwrap()).collect();
+        assert!(out.contains('\u{FFFD}'));
+        out.push_str(&dec.flush(&t).unwrap());
+        assert_eq!(out, t.decode(&[0xF0; 6]).unwrap());
         assert_eq!(t.encode("<|im_end|>").unwrap(), vec![IM_END]);
         assert_eq!(t.decode(&[b'a' as u32, IM_END]).unwrap(), "a");
     }

@@ -360,7 +360,7 @@ impl Backend for CpuBackend {
             None => Ok(x.clone()),
             Some(c) => {
                 let data = c.all_gather_cols(self.rank, &x.data, x.rows);
-                let cols = if x.rows == 0 { 0 } else { data.len() / x.rows };
+                let cols = data.len().checked_div(x.rows).unwrap_or(0);
                 Ok(CpuTensor {
                     rows: x.rows,
                     cols,

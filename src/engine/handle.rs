@@ -11,6 +11,7 @@ use super::core::{EngineCore, RequestOutput};
 use super::executor::Executor;
 use super::sequence::{FinishReason, Request, RequestId};
 use crate::error::{Error, Result};
+use crate::kv::PoolStats;
 
 /// Outputs of one request, ending with one that has a finish reason, or an error.
 pub type OutputStream = UnboundedReceiver<Result<RequestOutput>>;
@@ -18,6 +19,18 @@ pub type OutputStream = UnboundedReceiver<Result<RequestOutput>>;
 enum Command {
     Add(Request, UnboundedSender<Result<RequestOutput>>),
     Abort(RequestId),
+    Stats(Sender<EngineStats>),
+}
+
+/// A snapshot of the engine's load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Sequences running.
+    pub running: usize,
+    /// Sequences waiting.
+    pub waiting: usize,
+    /// KV pool counters.
+    pub kv: PoolStats,
 }
 
 /// A running engine thread.
@@ -50,6 +63,14 @@ impl EngineHandle {
     /// Ends a request; its stream gets a final output with [`FinishReason::Abort`].
     pub fn abort(&self, id: RequestId) -> Result<()> {
         self.send(Command::Abort(id))
+    }
+
+    /// The engine's current load (waits for the engine thread between steps).
+    pub fn stats(&self) -> Result<EngineStats> {
+        let (tx, rx) = channel();
+        self.send(Command::Stats(tx))?;
+        rx.recv()
+            .map_err(|_| Error::Backend("the engine thread has stopped".into()))
     }
 
     fn send(&self, cmd: Command) -> Result<()> {
@@ -97,11 +118,19 @@ fn run<E: Executor>(mut core: EngineCore<E>, rx: Receiver<Command>) {
                         }
                     }
                 }
+                Command::Stats(reply) => {
+                    let (running, waiting) = core.num_requests();
+                    let _ = reply.send(EngineStats {
+                        running,
+                        waiting,
+                        kv: core.kv_stats(),
+                    });
+                }
                 Command::Abort(id) => {
-                    if core.abort(id) {
-                        if let Some(s) = streams.remove(&id) {
-                            let _ = s.send(Ok(aborted(id)));
-                        }
+                    if core.abort(id)
+                        && let Some(s) = streams.remove(&id)
+                    {
+                        let _ = s.send(Ok(aborted(id)));
                     }
                 }
             }

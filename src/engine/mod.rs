@@ -11,7 +11,7 @@ pub mod text;
 
 pub use self::core::{EngineCore, RequestOutput, StepFailure};
 pub use executor::{Executor, ExecutorConfig, ModelExecutor, StepBatch};
-pub use handle::EngineHandle;
+pub use handle::{EngineHandle, EngineStats, OutputStream};
 pub use params::SamplingParams;
 pub use sampler::Sampled;
 pub use sequence::{FinishReason, Request, RequestId};

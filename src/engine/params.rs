@@ -117,10 +117,10 @@ impl SamplingParams {
         if self.max_tokens < 1 {
             return bad("max_tokens must be at least 1".into());
         }
-        if let Some(n) = self.logprobs {
-            if n > MAX_LOGPROBS {
-                return bad(format!("logprobs must be at most {MAX_LOGPROBS}, got {n}"));
-            }
+        if let Some(n) = self.logprobs
+            && n > MAX_LOGPROBS
+        {
+            return bad(format!("logprobs must be at most {MAX_LOGPROBS}, got {n}"));
         }
         if self.stop.iter().any(String::is_empty) {
             return bad("stop strings must not be empty".into());

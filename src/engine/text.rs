@@ -60,9 +60,13 @@ impl TextStream {
         Ok(self.release(safe.max(self.released)))
     }
 
-    /// Releases whatever was held back (call when the request ends).
-    pub fn finish(&mut self) -> String {
-        self.release(self.text.len())
+    /// Releases whatever was held back (call when the request ends without a stop string).
+    pub fn finish(&mut self, tok: &Tokenizer) -> Result<String> {
+        if !self.stopped {
+            let rest = self.decoder.flush(tok)?;
+            self.text.push_str(&rest);
+        }
+        Ok(self.release(self.text.len()))
     }
 
     fn release(&mut self, upto: usize) -> String {
@@ -90,7 +94,7 @@ mod tests {
         for id in tok.encode(text).unwrap() {
             out.push_str(&s.push(&tok, id).unwrap());
         }
-        out.push_str(&s.finish());
+        out.push_str(&s.finish(&tok).unwrap());
         assert_eq!(out, s.text());
         (out, s.stopped())
     }

@@ -258,10 +258,10 @@ impl BlockPool {
             if b.ref_cnt == 0 && !seen[i] {
                 return Err(format!("block {i} has no references but is not free"));
             }
-            if let Some((h, t)) = &b.cached {
-                if self.index.get(h) != Some(&(i as u32)) || t.len() != self.block_size {
-                    return Err(format!("block {i} is cached but not indexed"));
-                }
+            if let Some((h, t)) = &b.cached
+                && (self.index.get(h) != Some(&(i as u32)) || t.len() != self.block_size)
+            {
+                return Err(format!("block {i} is cached but not indexed"));
             }
         }
         if self.index.len() != self.blocks.iter().filter(|b| b.cached.is_some()).count() {

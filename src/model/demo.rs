@@ -3,7 +3,7 @@
 use crate::config::{ModelConfig, RopeScaling};
 
 /// Seed of the demo model's generated weights.
-pub const DEMO_SEED: u64 = 0x7A4D_E3;
+pub const DEMO_SEED: u64 = 0x007A_4DE3;
 
 /// Config of the demo model: 4 layers, grouped-query attention, byte-level vocabulary.
 pub fn demo_config() -> ModelConfig {

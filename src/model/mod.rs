@@ -27,9 +27,9 @@ impl TpRank {
     /// Checks that `cfg` can be split `size` ways.
     pub fn validate(size: usize, cfg: &ModelConfig) -> Result<()> {
         let ok = size > 0
-            && cfg.num_attention_heads % size == 0
-            && cfg.num_key_value_heads % size == 0
-            && cfg.intermediate_size % size == 0;
+            && cfg.num_attention_heads.is_multiple_of(size)
+            && cfg.num_key_value_heads.is_multiple_of(size)
+            && cfg.intermediate_size.is_multiple_of(size);
         if ok {
             Ok(())
         } else {

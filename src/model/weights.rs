@@ -66,7 +66,7 @@ impl WeightSource {
     }
 
     /// Opens the safetensors weights of `dir`: through model.safetensors.index.json when present,
-    /// else every `*.safetensors` file in it.
+    /// else model.safetensors, else every `*.safetensors` file in it.
     pub fn open(dir: &Path) -> Result<Self> {
         let index_path = dir.join("model.safetensors.index.json");
         let names: Vec<String> = if index_path.exists() {
@@ -79,6 +79,8 @@ impl WeightSource {
             files.sort();
             files.dedup();
             files
+        } else if dir.join("model.safetensors").exists() {
+            vec!["model.safetensors".to_string()]
         } else {
             let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
             let mut files: Vec<String> = rd

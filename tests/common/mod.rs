@@ -30,9 +30,10 @@ pub struct Expected {
 }
 
 pub fn expected(name: &str) -> Expected {
-    let dir = fixture(name);
+    let base = fixture(name).display().to_string();
     let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(format!("{base}.expected.json")).unwrap())
+            .unwrap();
     let ids = |v: &serde_json::Value| -> Vec<Vec<u32>> {
         v.as_array()
             .unwrap()
@@ -48,7 +49,7 @@ pub fn expected(name: &str) -> Expected {
     };
     let prompts = ids(&meta["prompts"]);
     let greedy = ids(&meta["greedy_tokens"]);
-    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+    let bytes = std::fs::read(format!("{base}.expected.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let logits = (0..prompts.len())
         .map(|i| {

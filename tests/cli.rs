@@ -1,0 +1,147 @@
+//! `tandem generate` as a user runs it: a real process.
+
+mod common;
+
+use std::process::Command;
+
+use common::{expected, fixture};
+
+fn tandem(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn token_ids(stdout: &str) -> Vec<u64> {
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    v["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn demo_model_streams_text_and_says_it_is_random() {
+    let (ok, stdout, stderr) = tandem(&[
+        "generate",
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "12",
+        "--temperature",
+        "0",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("random text"), "{stderr}");
+    assert!(!stdout.trim().is_empty());
+}
+
+#[test]
+fn json_output_is_reproducible_across_tensor_parallel_sizes() {
+    let args = [
+        "generate",
+        "--prompt-ids",
+        "1,2,3,4,5",
+        "--max-tokens",
+        "10",
+        "--temperature",
+        "0",
+        "--ignore-eos",
+        "--json",
+    ];
+    let (ok, a, err) = tandem(&args);
+    assert!(ok, "{err}");
+    let ids = token_ids(&a);
+    assert_eq!(ids.len(), 10);
+    let mut tp2 = args.to_vec();
+    tp2.extend(["--tp", "2"]);
+    let (ok, b, err) = tandem(&tp2);
+    assert!(ok, "{err}");
+    assert_eq!(token_ids(&b), ids);
+    let seeded = [
+        "generate",
+        "--prompt-ids",
+        "7,8",
+        "--max-tokens",
+        "8",
+        "--temperature",
+        "1",
+        "--seed",
+        "3",
+        "--ignore-eos",
+        "--json",
+    ];
+    assert_eq!(token_ids(&tandem(&seeded).1), token_ids(&tandem(&seeded).1));
+}
+
+#[test]
+fn fixture_model_from_disk_gives_transformers_greedy_tokens() {
+    let exp = expected("tiny-qwen3-yarn");
+    let dir = fixture("tiny-qwen3-yarn");
+    let p = exp.prompts.last().unwrap();
+    let ids: Vec<String> = p.iter().map(u32::to_string).collect();
+    let (ok, out, err) = tandem(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt-ids",
+        &ids.join(","),
+        "--max-tokens",
+        "8",
+        "--temperature",
+        "0",
+        "--ignore-eos",
+        "--json",
+        "--block-size",
+        "16",
+    ]);
+    assert!(ok, "{err}");
+    let want: Vec<u64> = exp
+        .greedy
+        .last()
+        .unwrap()
+        .iter()
+        .map(|&t| t as u64)
+        .collect();
+    assert_eq!(token_ids(&out), want);
+}
+
+#[test]
+fn bad_arguments_fail_with_a_clear_message() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["generate", "--model", "/nonexistent", "--prompt", "x"],
+            "does not exist",
+        ),
+        (
+            &["generate", "--prompt", "x", "--temperature", "-1"],
+            "temperature",
+        ),
+        (&["generate", "--prompt", "x", "--top-p", "1.5"], "top_p"),
+        (&["generate"], "--prompt"),
+        (
+            &[
+                "generate",
+                "--prompt",
+                "a prompt longer than four tokens",
+                "--max-model-len",
+                "4",
+            ],
+            "max_model_len",
+        ),
+    ];
+    for (args, want) in cases {
+        let (ok, _, err) = tandem(args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
