@@ -341,6 +341,37 @@ mod tests {
     }
 
     #[test]
+    fn generation_config_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            GenerationConfig::from_dir(dir.path()).unwrap(),
+            GenerationConfig::default()
+        );
+        let write = |s: &str| std::fs::write(dir.path().join("generation_config.json"), s).unwrap();
+        write(
+            r#"{"do_sample": true, "temperature": 0.6, "top_k": 20, "top_p": 0.95, "eos_token_id": [151645, 151643]}"#,
+        );
+        let g = GenerationConfig::from_dir(dir.path()).unwrap();
+        assert_eq!(
+            (g.temperature, g.top_k, g.eos_token_ids.len()),
+            (Some(0.6), Some(20), 2)
+        );
+        write(r#"{"temperature": 0.6}"#);
+        assert_eq!(
+            GenerationConfig::from_dir(dir.path()).unwrap().temperature,
+            Some(0.0),
+            "no do_sample: greedy"
+        );
+        write("{");
+        assert!(
+            GenerationConfig::from_dir(dir.path())
+                .unwrap_err()
+                .to_string()
+                .contains("malformed")
+        );
+    }
+
+    #[test]
     fn reads_transformers5_rope_parameters() {
         let v5 = QWEN3_32B
             .replace("\"rope_scaling\"", "\"rope_parameters\"")

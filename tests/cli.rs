@@ -145,3 +145,41 @@ fn bad_arguments_fail_with_a_clear_message() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn dummy_weights_need_only_config_json() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("tiny-qwen3").join("config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (ok, out, err) = tandem(&[
+        "generate",
+        "--model",
+        d,
+        "--load-format",
+        "dummy",
+        "--prompt-ids",
+        "1,2,3",
+        "--max-tokens",
+        "4",
+        "--ignore-eos",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(token_ids(&out).len(), 4);
+    let (ok, _, err) = tandem(&[
+        "generate",
+        "--model",
+        d,
+        "--load-format",
+        "dummy",
+        "--prompt",
+        "text",
+    ]);
+    assert!(!ok && err.contains("no tokenizer.json"), "{err}");
+    let (ok, _, err) = tandem(&["generate", "--model", d, "--prompt-ids", "1"]);
+    assert!(!ok && err.contains("no *.safetensors"), "{err}");
+}

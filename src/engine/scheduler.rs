@@ -152,3 +152,142 @@ impl Scheduler {
         self.running.iter().chain(&self.waiting).any(|s| s.id == id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::params::SamplingParams;
+    use crate::engine::sequence::Request;
+
+    fn seq(id: u64, len: usize) -> Sequence {
+        let prompt = (0..len as u32).map(|t| t + 1000 * id as u32).collect();
+        Sequence::new(
+            Request {
+                id,
+                prompt,
+                params: SamplingParams::greedy(100),
+            },
+            0,
+        )
+    }
+
+    fn sched(budget: usize, max_seqs: usize) -> Scheduler {
+        Scheduler::new(SchedulerConfig {
+            max_num_seqs: max_seqs,
+            max_num_batched_tokens: budget,
+            long_prefill_token_threshold: 0,
+        })
+    }
+
+    /// Marks the plan as executed: computed counts advance, finished prompts get a token.
+    fn execute(s: &mut Scheduler, plan: &SchedulerOutput) {
+        for p in &plan.scheduled {
+            let q = &mut s.running[p.index];
+            q.num_computed += p.num_new;
+            if q.num_computed == q.tokens.len() {
+                q.tokens.push(1);
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_long_prompts_and_mixes_them_with_decodes() {
+        let mut kv = KvCacheManager::new(64, 4, true, false);
+        let mut s = sched(10, 8);
+        s.waiting.push_back(seq(1, 3));
+        s.waiting.push_back(seq(2, 25));
+        let plan = s.schedule(&mut kv);
+        assert_eq!(
+            plan.scheduled,
+            vec![
+                Scheduled {
+                    index: 0,
+                    num_new: 3
+                },
+                Scheduled {
+                    index: 1,
+                    num_new: 7
+                }
+            ]
+        );
+        execute(&mut s, &plan);
+        // Next step: one decode token for seq 1 and a 9-token chunk for seq 2.
+        let plan = s.schedule(&mut kv);
+        assert_eq!(
+            plan.scheduled,
+            vec![
+                Scheduled {
+                    index: 0,
+                    num_new: 1
+                },
+                Scheduled {
+                    index: 1,
+                    num_new: 9
+                }
+            ]
+        );
+        kv.pool().check_invariants().unwrap();
+    }
+
+    #[test]
+    fn preempts_the_newest_and_admits_in_arrival_order() {
+        let mut kv = KvCacheManager::new(6, 4, false, false);
+        let mut s = sched(100, 8);
+        for id in 1..=3 {
+            s.waiting.push_back(seq(id, 8));
+        }
+        let plan = s.schedule(&mut kv);
+        assert_eq!(
+            plan.scheduled.len(),
+            3,
+            "6 blocks hold three 8-token prompts"
+        );
+        execute(&mut s, &plan);
+        // Every sequence now needs a third block: the newest gives its two up for the others.
+        let plan = s.schedule(&mut kv);
+        assert_eq!(plan.preempted, vec![3]);
+        assert_eq!(
+            plan.scheduled,
+            vec![
+                Scheduled {
+                    index: 0,
+                    num_new: 1
+                },
+                Scheduled {
+                    index: 1,
+                    num_new: 1
+                }
+            ]
+        );
+        let waiting = &s.waiting[0];
+        assert!(waiting.id == 3 && waiting.num_computed == 0 && waiting.table.blocks.is_empty());
+        kv.pool().check_invariants().unwrap();
+        execute(&mut s, &plan);
+        // Removing the oldest lets the preempted one back in, recomputing prompt and output.
+        s.remove(1, &mut kv).unwrap();
+        let plan = s.schedule(&mut kv);
+        assert_eq!(
+            s.running.iter().map(|q| q.id).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert_eq!(
+            plan.scheduled[1],
+            Scheduled {
+                index: 1,
+                num_new: 9
+            }
+        );
+        kv.pool().check_invariants().unwrap();
+    }
+
+    #[test]
+    fn respects_max_num_seqs() {
+        let mut kv = KvCacheManager::new(64, 4, true, false);
+        let mut s = sched(100, 2);
+        for id in 1..=3 {
+            s.waiting.push_back(seq(id, 5));
+        }
+        assert_eq!(s.schedule(&mut kv).scheduled.len(), 2);
+        assert_eq!(s.waiting.len(), 1);
+    }
+}

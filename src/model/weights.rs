@@ -221,3 +221,65 @@ fn dummy_value(salt: u64, idx: u64, is_norm: bool) -> f32 {
     let v = u * 0.02 * 3f32.sqrt();
     if is_norm { 1.0 + v } else { v }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::tensor::TensorView;
+
+    #[test]
+    fn reads_every_float_dtype_and_shards() {
+        let vals: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect();
+        let f32b: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bf16b: Vec<u8> = vals
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect();
+        let f16b: Vec<u8> = vals
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let views = vec![
+            ("a", TensorView::new(Dtype::F32, vec![3, 4], &f32b).unwrap()),
+            (
+                "b",
+                TensorView::new(Dtype::BF16, vec![3, 4], &bf16b).unwrap(),
+            ),
+            ("c", TensorView::new(Dtype::F16, vec![3, 4], &f16b).unwrap()),
+        ];
+        safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+        let src = WeightSource::open(dir.path()).unwrap();
+        for name in ["a", "b", "c"] {
+            assert_eq!(
+                src.get(name, &[3, 4], Shard::Full).unwrap().data,
+                vals,
+                "{name}"
+            );
+            assert_eq!(
+                src.get(name, &[3, 4], Shard::Rows(1, 1)).unwrap().data,
+                vals[4..8].to_vec()
+            );
+            let cols = src.get(name, &[3, 4], Shard::Cols(2, 2)).unwrap();
+            assert_eq!(cols.shape, vec![3, 2]);
+            assert_eq!(
+                cols.data,
+                vec![vals[2], vals[3], vals[6], vals[7], vals[10], vals[11]]
+            );
+        }
+        let e = src.get("a", &[4, 3], Shard::Full).unwrap_err().to_string();
+        assert!(e.contains("shape"), "{e}");
+    }
+
+    #[test]
+    fn dummy_shards_agree_with_the_full_tensor() {
+        let src = WeightSource::dummy(9);
+        let full = src.get("w", &[6, 8], Shard::Full).unwrap();
+        let right = src.get("w", &[6, 8], Shard::Cols(4, 4)).unwrap();
+        assert_eq!(right.data[..4], full.data[4..8]);
+        let norm = src.get("n", &[8], Shard::Full).unwrap();
+        assert!(norm.data.iter().all(|v| (v - 1.0).abs() < 0.05));
+        let std = (full.data.iter().map(|v| v * v).sum::<f32>() / 48.0).sqrt();
+        assert!(std > 0.01 && std < 0.03, "std {std}");
+    }
+}

@@ -1,0 +1,155 @@
+//! Engine benchmarks (CPU): scheduler + block manager per step, prefix-cache lookup per block,
+//! and decode tokens/s of the CPU backend. Run: `cargo bench --bench engine`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use tandem::config::EngineConfig;
+use tandem::engine::sampler::Sampled;
+use tandem::engine::{EngineCore, Executor, Request, SamplingParams, StepBatch};
+use tandem::kv::{BlockTable, KvCacheManager};
+use tandem::loader::{ModelSpec, load_cpu};
+
+/// Returns a token at once: what is left of a step is the engine's own bookkeeping.
+struct NoModel;
+
+impl Executor for NoModel {
+    fn execute(&mut self, batch: &StepBatch<'_>) -> tandem::Result<Vec<Sampled>> {
+        Ok(batch
+            .samples
+            .iter()
+            .map(|_| Sampled {
+                token: 7,
+                logprob: None,
+                top_logprobs: vec![],
+            })
+            .collect())
+    }
+}
+
+fn forever(prompt_len: usize, salt: u32) -> (Vec<u32>, SamplingParams) {
+    let prompt = (0..prompt_len as u32)
+        .map(|i| (i * 31 + salt * 977) % 150_000)
+        .collect();
+    (
+        prompt,
+        SamplingParams {
+            ignore_eos: true,
+            ..SamplingParams::greedy(1 << 30)
+        },
+    )
+}
+
+/// 256 sequences decoding at 2k tokens of context, block size 64 (the reference geometry).
+fn scheduler_step(c: &mut Criterion) {
+    let cfg = EngineConfig {
+        block_size: 64,
+        num_blocks: 16_384,
+        max_model_len: 131_072,
+        max_num_seqs: 256,
+        max_num_batched_tokens: 8192,
+        long_prefill_token_threshold: 0,
+        enable_prefix_caching: true,
+        vocab_size: 151_936,
+    };
+    let mut engine = EngineCore::new(cfg, NoModel, vec![]).unwrap();
+    for i in 0..256u64 {
+        let (prompt, params) = forever(2048, i as u32);
+        engine
+            .add_request(Request {
+                id: i,
+                prompt,
+                params,
+            })
+            .unwrap();
+    }
+    while engine.num_requests().1 > 0 || engine.step().unwrap().len() < 256 {
+        engine.step().map_err(|f| f.error).unwrap();
+    }
+    let mut g = c.benchmark_group("scheduler");
+    g.throughput(Throughput::Elements(256));
+    g.bench_function("decode_step_256_seqs_2k_ctx", |b| {
+        b.iter(|| black_box(engine.step().unwrap().len()))
+    });
+    g.finish();
+}
+
+/// Hashing and looking up a 64k-token prompt (1024 blocks of 64) that is fully cached.
+fn prefix_lookup(c: &mut Criterion) {
+    let bs = 64;
+    let blocks = 1024;
+    let mut kv = KvCacheManager::new(blocks + 1, bs, true, false);
+    let (tokens, _) = forever(blocks * bs + 1, 3);
+    let mut held = BlockTable::default();
+    assert!(kv.allocate_slots(&mut held, &tokens, &[], 0, tokens.len()));
+    let mut g = c.benchmark_group("prefix_cache");
+    g.throughput(Throughput::Elements(blocks as u64));
+    g.bench_function("hash_and_lookup_per_block", |b| {
+        b.iter_batched(
+            BlockTable::default,
+            |mut t| {
+                let hits = kv.find_cached_prefix(&mut t, &tokens);
+                assert_eq!(hits.len(), blocks);
+                hits
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+/// Decode tokens/s of the CPU backend at batch 1 and 8 on the demo and fixture models
+/// (contexts of 128 to 384 tokens; only decode steps are timed).
+fn cpu_decode(c: &mut Criterion) {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-qwen3");
+    let mut g = c.benchmark_group("cpu_decode");
+    g.measurement_time(Duration::from_secs(5));
+    for (name, model) in [("demo", None), ("fixture", Some(fixture.into()))] {
+        for batch in [1usize, 8] {
+            let spec = ModelSpec {
+                model: model.clone(),
+                max_model_len: Some(512),
+                kv_cache_bytes: 64 << 20,
+                ..ModelSpec::default()
+            };
+            let mut engine = load_cpu(&spec).unwrap().engine;
+            let mut next_id = 0u64;
+            g.throughput(Throughput::Elements(batch as u64));
+            g.bench_function(format!("{name}_batch{batch}"), |b| {
+                b.iter_custom(|iters| {
+                    let mut timed = Duration::ZERO;
+                    for _ in 0..iters {
+                        if engine.num_requests().0 < batch {
+                            while engine.has_work() {
+                                engine.step().map_err(|f| f.error).unwrap();
+                            }
+                            for _ in 0..batch {
+                                let (prompt, mut params) = forever(128, next_id as u32);
+                                params.max_tokens = 256;
+                                let prompt = prompt.iter().map(|t| t % 256).collect();
+                                engine
+                                    .add_request(Request {
+                                        id: next_id,
+                                        prompt,
+                                        params,
+                                    })
+                                    .unwrap();
+                                next_id += 1;
+                            }
+                            engine.step().map_err(|f| f.error).unwrap();
+                        }
+                        let t = Instant::now();
+                        black_box(engine.step().map_err(|f| f.error).unwrap());
+                        timed += t.elapsed();
+                    }
+                    timed
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, scheduler_step, prefix_lookup, cpu_decode);
+criterion_main!(benches);
