@@ -5,6 +5,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use tandem::backend::{Backend, CpuBackend, HostTensor};
 use tandem::config::EngineConfig;
 use tandem::engine::sampler::Sampled;
 use tandem::engine::{EngineCore, Executor, Request, SamplingParams, StepBatch};
@@ -151,5 +152,18 @@ fn cpu_decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, scheduler_step, prefix_lookup, cpu_decode);
+/// The ceiling the CPU numbers are compared with: a large f32 GEMM through the same backend.
+fn cpu_gemm_ceiling(c: &mut Criterion) {
+    let (m, k, n) = (512, 1024, 1024);
+    let be = CpuBackend::new();
+    let fill = |rows: usize, cols: usize| HostTensor::new(vec![rows, cols], (0..rows * cols).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect());
+    let x = be.upload(&fill(m, k)).unwrap();
+    let w = be.upload(&fill(n, k)).unwrap();
+    let mut g = c.benchmark_group("cpu_ceiling");
+    g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+    g.bench_function("sgemm_512x1024x1024_flops", |b| b.iter(|| black_box(be.linear(&x, &w).unwrap())));
+    g.finish();
+}
+
+criterion_group!(benches, scheduler_step, prefix_lookup, cpu_decode, cpu_gemm_ceiling);
 criterion_main!(benches);
