@@ -156,14 +156,29 @@ fn cpu_decode(c: &mut Criterion) {
 fn cpu_gemm_ceiling(c: &mut Criterion) {
     let (m, k, n) = (512, 1024, 1024);
     let be = CpuBackend::new();
-    let fill = |rows: usize, cols: usize| HostTensor::new(vec![rows, cols], (0..rows * cols).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect());
+    let fill = |rows: usize, cols: usize| {
+        HostTensor::new(
+            vec![rows, cols],
+            (0..rows * cols)
+                .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
+                .collect(),
+        )
+    };
     let x = be.upload(&fill(m, k)).unwrap();
     let w = be.upload(&fill(n, k)).unwrap();
     let mut g = c.benchmark_group("cpu_ceiling");
     g.throughput(Throughput::Elements((2 * m * k * n) as u64));
-    g.bench_function("sgemm_512x1024x1024_flops", |b| b.iter(|| black_box(be.linear(&x, &w).unwrap())));
+    g.bench_function("sgemm_512x1024x1024_flops", |b| {
+        b.iter(|| black_box(be.linear(&x, &w).unwrap()))
+    });
     g.finish();
 }
 
-criterion_group!(benches, scheduler_step, prefix_lookup, cpu_decode, cpu_gemm_ceiling);
+criterion_group!(
+    benches,
+    scheduler_step,
+    prefix_lookup,
+    cpu_decode,
+    cpu_gemm_ceiling
+);
 criterion_main!(benches);
