@@ -1,5 +1,5 @@
 use clap::Parser;
-use tandem::cli::{Cli, Command, generate};
+use tandem::cli::{Cli, run};
 
 fn main() {
     tracing_subscriber::fmt()
@@ -10,10 +10,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Generate(args) => generate(args),
-    };
-    if let Err(e) = result {
+    if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

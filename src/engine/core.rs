@@ -27,6 +27,29 @@ pub struct RequestOutput {
     pub cached_tokens: usize,
 }
 
+/// Checks a request against the engine's limits: sampling parameters, an empty prompt, a
+/// prompt that leaves no room under max_model_len, token ids outside the vocabulary.
+pub fn validate_request(cfg: &EngineConfig, req: &Request) -> Result<()> {
+    req.params.validate()?;
+    if req.prompt.is_empty() {
+        return Err(Error::InvalidRequest("the prompt is empty".into()));
+    }
+    if req.prompt.len() >= cfg.max_model_len {
+        return Err(Error::InvalidRequest(format!(
+            "the prompt has {} tokens; max_model_len {} leaves no room for output",
+            req.prompt.len(),
+            cfg.max_model_len
+        )));
+    }
+    if let Some(t) = req.prompt.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+        return Err(Error::InvalidRequest(format!(
+            "token id {t} is outside the vocabulary of {}",
+            cfg.vocab_size
+        )));
+    }
+    Ok(())
+}
+
 /// A step whose execution failed: the error, and the requests it ended (their blocks freed).
 #[derive(Debug)]
 pub struct StepFailure {
@@ -101,6 +124,16 @@ impl<E: Executor> EngineCore<E> {
         (self.scheduler.running.len(), self.scheduler.waiting.len())
     }
 
+    /// Prompt tokens not yet computed, over waiting and running sequences.
+    pub fn queued_prefill_tokens(&self) -> usize {
+        let s = &self.scheduler;
+        s.waiting
+            .iter()
+            .chain(&s.running)
+            .map(|q| q.prompt_len.saturating_sub(q.num_computed))
+            .sum()
+    }
+
     /// Preemptions since the engine started.
     pub fn num_preemptions(&self) -> u64 {
         self.num_preemptions
@@ -122,27 +155,7 @@ impl<E: Executor> EngineCore<E> {
 
     /// Queues a request after validating it.
     pub fn add_request(&mut self, req: Request) -> Result<()> {
-        req.params.validate()?;
-        if req.prompt.is_empty() {
-            return Err(Error::InvalidRequest("the prompt is empty".into()));
-        }
-        if req.prompt.len() >= self.cfg.max_model_len {
-            return Err(Error::InvalidRequest(format!(
-                "the prompt has {} tokens; max_model_len {} leaves no room for output",
-                req.prompt.len(),
-                self.cfg.max_model_len
-            )));
-        }
-        if let Some(t) = req
-            .prompt
-            .iter()
-            .find(|&&t| t as usize >= self.cfg.vocab_size)
-        {
-            return Err(Error::InvalidRequest(format!(
-                "token id {t} is outside the vocabulary of {}",
-                self.cfg.vocab_size
-            )));
-        }
+        validate_request(&self.cfg, &req)?;
         if self.scheduler.contains(req.id) {
             return Err(Error::InvalidRequest(format!(
                 "request id {} is already in use",

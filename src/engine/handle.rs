@@ -7,9 +7,10 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use super::core::{EngineCore, RequestOutput};
+use super::core::{EngineCore, RequestOutput, validate_request};
 use super::executor::Executor;
 use super::sequence::{FinishReason, Request, RequestId};
+use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::kv::PoolStats;
 
@@ -29,12 +30,15 @@ pub struct EngineStats {
     pub running: usize,
     /// Sequences waiting.
     pub waiting: usize,
+    /// Prompt tokens not yet computed (waiting and partially prefilled sequences).
+    pub queued_prefill_tokens: usize,
     /// KV pool counters.
     pub kv: PoolStats,
 }
 
 /// A running engine thread.
 pub struct EngineHandle {
+    cfg: EngineConfig,
     tx: Option<Sender<Command>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -42,19 +46,28 @@ pub struct EngineHandle {
 impl EngineHandle {
     /// Moves `core` onto a new thread that steps while there is work.
     pub fn spawn<E: Executor + 'static>(core: EngineCore<E>) -> Result<Self> {
+        let cfg = core.config().clone();
         let (tx, rx) = channel();
         let thread = std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || run(core, rx))
             .map_err(|e| Error::Backend(format!("cannot spawn the engine thread: {e}")))?;
         Ok(EngineHandle {
+            cfg,
             tx: Some(tx),
             thread: Some(thread),
         })
     }
 
-    /// Submits a request; validation errors arrive as the stream's first item.
+    /// The engine's configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Submits a request. Invalid requests are refused here; a duplicate id is reported as the
+    /// stream's first item.
     pub fn submit(&self, req: Request) -> Result<OutputStream> {
+        validate_request(&self.cfg, &req)?;
         let (otx, orx) = unbounded_channel();
         self.send(Command::Add(req, otx))?;
         Ok(orx)
@@ -123,6 +136,7 @@ fn run<E: Executor>(mut core: EngineCore<E>, rx: Receiver<Command>) {
                     let _ = reply.send(EngineStats {
                         running,
                         waiting,
+                        queued_prefill_tokens: core.queued_prefill_tokens(),
                         kv: core.kv_stats(),
                     });
                 }

@@ -9,7 +9,7 @@ pub mod scheduler;
 pub mod sequence;
 pub mod text;
 
-pub use self::core::{EngineCore, RequestOutput, StepFailure};
+pub use self::core::{EngineCore, RequestOutput, StepFailure, validate_request};
 pub use executor::{Executor, ExecutorConfig, ModelExecutor, StepBatch};
 pub use handle::{EngineHandle, EngineStats, OutputStream};
 pub use params::SamplingParams;

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: fixtures, a logits-recording executor, error metrics.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;

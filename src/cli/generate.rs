@@ -1,100 +1,14 @@
-//! Command-line interface: `tandem generate` (more roles join as they are built).
+//! `tandem generate`: one prompt, streamed to stdout.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::Args;
 
+use super::ModelArgs;
 use crate::engine::text::TextStream;
 use crate::engine::{FinishReason, Request, SamplingParams};
-use crate::loader::{LoadFormat, ModelSpec, load_cpu};
-
-/// tandem: a native Rust LLM serving stack for Qwen3.
-#[derive(Debug, Parser)]
-#[command(name = "tandem", version, about)]
-pub struct Cli {
-    /// What to run.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Generate a completion of one prompt and stream it to stdout.
-    Generate(GenerateArgs),
-}
-
-/// Weight formats on the command line.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum LoadFormatArg {
-    /// Read the checkpoint's safetensors.
-    Auto,
-    /// Generate weights of the real shapes (performance work without a checkpoint).
-    Dummy,
-}
-
-/// Which model to load and how to run it (shared by every command that runs a model).
-#[derive(Debug, Args)]
-pub struct ModelArgs {
-    /// Hugging Face model directory (config.json, safetensors, tokenizer.json). Without it,
-    /// the built-in demo model runs: tiny, random weights, random text.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// auto: read the weights; dummy: generate them (reads only config.json).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub load_format: LoadFormatArg,
-    /// Tensor-parallel ranks.
-    #[arg(
-        long = "tensor-parallel-size",
-        visible_alias = "tp",
-        default_value_t = 1
-    )]
-    pub tp: usize,
-    /// Tokens per KV block.
-    #[arg(long, default_value_t = 64)]
-    pub block_size: usize,
-    /// KV cache size in GiB (all ranks together).
-    #[arg(long, default_value_t = 1.0)]
-    pub kv_cache_gib: f64,
-    /// Longest sequence (prompt + output); defaults to the model's.
-    #[arg(long)]
-    pub max_model_len: Option<usize>,
-    /// Most sequences running at once.
-    #[arg(long, default_value_t = 256)]
-    pub max_num_seqs: usize,
-    /// Token budget of one step (long prompts are prefilled in chunks of at most this).
-    #[arg(long, default_value_t = 8192)]
-    pub max_num_batched_tokens: usize,
-    /// Turn off prefix caching.
-    #[arg(long)]
-    pub no_prefix_caching: bool,
-}
-
-impl ModelArgs {
-    /// The loader's view of these arguments.
-    pub fn spec(&self, progress: bool) -> anyhow::Result<ModelSpec> {
-        if !(self.kv_cache_gib.is_finite() && self.kv_cache_gib > 0.0) {
-            bail!("--kv-cache-gib must be positive");
-        }
-        Ok(ModelSpec {
-            model: self.model.clone(),
-            load_format: match self.load_format {
-                LoadFormatArg::Auto => LoadFormat::Auto,
-                LoadFormatArg::Dummy => LoadFormat::Dummy,
-            },
-            tp_size: self.tp,
-            block_size: self.block_size,
-            kv_cache_bytes: (self.kv_cache_gib * (1u64 << 30) as f64) as usize,
-            max_model_len: self.max_model_len,
-            max_num_seqs: self.max_num_seqs,
-            max_num_batched_tokens: self.max_num_batched_tokens,
-            enable_prefix_caching: !self.no_prefix_caching,
-            progress,
-        })
-    }
-}
+use crate::loader::load_cpu;
 
 /// Arguments of `tandem generate`.
 #[derive(Debug, Args)]

@@ -1,0 +1,106 @@
+//! `tandem worker`: one engine behind the gRPC worker service.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use super::ModelArgs;
+use crate::engine::EngineHandle;
+use crate::loader::load_cpu;
+use crate::server::kv_hub::KvEventHub;
+use crate::server::proto::{ModelInfoResponse, worker_server::WorkerServer};
+use crate::server::worker::WorkerService;
+use crate::server::zmq_events::ZmqPublisher;
+
+/// Arguments of `tandem worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// gRPC port (0: any free port; the chosen address is printed on stdout).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Also publish KV events over ZMQ in vLLM's format, e.g. tcp://*:5557.
+    #[arg(long)]
+    kv_events_endpoint: Option<String>,
+    /// ZMQ topic of the KV events.
+    #[arg(long, default_value = "")]
+    kv_events_topic: String,
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Runs `tandem worker` until it is stopped.
+pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let mut loaded = load_cpu(&args.model.spec(false)?).context("loading the model")?;
+    let hub = Arc::new(KvEventHub::new());
+    let (tx, rx) = std::sync::mpsc::channel();
+    loaded.engine.set_event_sink(tx);
+    {
+        let hub = hub.clone();
+        std::thread::Builder::new()
+            .name("kv-events".into())
+            .spawn(move || {
+                // One batch per wake-up: everything the engine sent since the last one.
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    hub.publish(batch);
+                }
+            })?;
+    }
+    let cfg = loaded.engine.config().clone();
+    let info = ModelInfoResponse {
+        model: args.model.model_name(),
+        block_size: cfg.block_size as u32,
+        max_model_len: cfg.max_model_len as u32,
+        total_blocks: cfg.num_blocks as u64,
+        tp_size: args.model.tp as u32,
+        vocab_size: cfg.vocab_size as u32,
+        role: "agg".into(),
+    };
+    let engine = Arc::new(EngineHandle::spawn(loaded.engine)?);
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        if let Some(endpoint) = &args.kv_events_endpoint {
+            let publisher = ZmqPublisher::bind(endpoint).await?;
+            tokio::spawn(publisher.run(hub.clone(), args.kv_events_topic.clone()));
+        }
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| format!("binding {}:{}", args.host, args.port))?;
+        let addr: SocketAddr = listener.local_addr()?;
+        let mut out = std::io::stdout();
+        writeln!(out, "tandem worker listening on {addr}")?;
+        out.flush()?;
+        tonic::transport::Server::builder()
+            .add_service(WorkerServer::new(WorkerService::new(engine, hub, info)))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+            .await?;
+        Ok(())
+    })
+}

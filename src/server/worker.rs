@@ -1,0 +1,278 @@
+//! The worker's gRPC service over an engine thread.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::{Stream, StreamExt};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::kv_hub::{EventBatch, KvEventHub};
+use super::proto::{self, worker_server::Worker};
+use crate::engine::{self, EngineHandle, RequestId, RequestOutput, SamplingParams};
+use crate::error::Error;
+use crate::kv::KvEvent;
+
+type RpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Maps an engine error to the gRPC status a client should see.
+pub fn status_of(e: Error) -> Status {
+    match e {
+        Error::InvalidRequest(_) | Error::InvalidSampling(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// Sampling parameters of a gRPC request (validated by the engine on submit).
+pub fn sampling_from_proto(p: proto::SamplingParams) -> SamplingParams {
+    SamplingParams {
+        temperature: p.temperature,
+        top_k: p.top_k as usize,
+        top_p: p.top_p,
+        min_p: p.min_p,
+        seed: p.seed,
+        repetition_penalty: p.repetition_penalty,
+        presence_penalty: p.presence_penalty,
+        frequency_penalty: p.frequency_penalty,
+        max_tokens: p.max_tokens as usize,
+        stop_token_ids: p.stop_token_ids,
+        stop: Vec::new(),
+        ignore_eos: p.ignore_eos,
+        logprobs: p.logprobs.map(|n| n as usize),
+    }
+}
+
+/// The gRPC form of engine sampling parameters (stop strings stay with the frontend).
+pub fn sampling_to_proto(p: &SamplingParams) -> proto::SamplingParams {
+    proto::SamplingParams {
+        temperature: p.temperature,
+        top_k: p.top_k as u32,
+        top_p: p.top_p,
+        min_p: p.min_p,
+        seed: p.seed,
+        repetition_penalty: p.repetition_penalty,
+        presence_penalty: p.presence_penalty,
+        frequency_penalty: p.frequency_penalty,
+        max_tokens: p.max_tokens.min(u32::MAX as usize) as u32,
+        stop_token_ids: p.stop_token_ids.clone(),
+        ignore_eos: p.ignore_eos,
+        logprobs: p.logprobs.map(|n| n as u32),
+    }
+}
+
+fn response_of(o: RequestOutput) -> proto::GenerateResponse {
+    let (token_id, logprob, top) = match o.token {
+        Some(t) => (Some(t.token), t.logprob, t.top_logprobs),
+        None => (None, None, Vec::new()),
+    };
+    proto::GenerateResponse {
+        token_id,
+        logprob,
+        top_logprobs: top
+            .into_iter()
+            .map(|(token_id, logprob)| proto::TokenLogprob { token_id, logprob })
+            .collect(),
+        finish_reason: o.finish.map(|f| f.as_str().to_string()).unwrap_or_default(),
+        prompt_tokens: o.prompt_tokens as u32,
+        cached_tokens: o.cached_tokens as u32,
+    }
+}
+
+/// The gRPC form of a KV event batch.
+pub fn batch_to_proto(b: &EventBatch) -> proto::KvEventBatch {
+    use proto::kv_event::Event;
+    let events = b
+        .events
+        .iter()
+        .map(|e| proto::KvEvent {
+            event: Some(match e {
+                KvEvent::BlockStored {
+                    block_hashes,
+                    parent_block_hash,
+                    token_ids,
+                    block_size,
+                } => Event::Stored(proto::BlockStored {
+                    block_hashes: block_hashes.clone(),
+                    parent_block_hash: *parent_block_hash,
+                    token_ids: token_ids.clone(),
+                    block_size: *block_size as u32,
+                }),
+                KvEvent::BlockRemoved { block_hashes } => Event::Removed(proto::BlockRemoved {
+                    block_hashes: block_hashes.clone(),
+                }),
+                KvEvent::AllBlocksCleared => Event::Cleared(proto::AllBlocksCleared {}),
+            }),
+        })
+        .collect();
+    proto::KvEventBatch {
+        sequence: b.sequence,
+        timestamp: b.timestamp,
+        events,
+        snapshot: b.snapshot,
+    }
+}
+
+/// Forgets a request id when its stream ends, however it ends.
+struct LiveId {
+    ids: Arc<Mutex<HashMap<String, RequestId>>>,
+    key: String,
+}
+
+impl Drop for LiveId {
+    fn drop(&mut self) {
+        if let Ok(mut ids) = self.ids.lock() {
+            ids.remove(&self.key);
+        }
+    }
+}
+
+/// The gRPC face of one worker.
+pub struct WorkerService {
+    engine: Arc<EngineHandle>,
+    hub: Arc<KvEventHub>,
+    info: proto::ModelInfoResponse,
+    ids: Arc<Mutex<HashMap<String, RequestId>>>,
+    next_id: AtomicU64,
+}
+
+impl WorkerService {
+    /// A service over a running engine and its KV event hub.
+    pub fn new(
+        engine: Arc<EngineHandle>,
+        hub: Arc<KvEventHub>,
+        info: proto::ModelInfoResponse,
+    ) -> Self {
+        WorkerService {
+            engine,
+            hub,
+            info,
+            ids: Arc::default(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Worker for WorkerService {
+    type GenerateStream = RpcStream<proto::GenerateResponse>;
+    type SubscribeKvEventsStream = RpcStream<proto::KvEventBatch>;
+
+    async fn generate(
+        &self,
+        req: Request<proto::GenerateRequest>,
+    ) -> Result<Response<Self::GenerateStream>, Status> {
+        let r = req.into_inner();
+        let sampling = r
+            .sampling
+            .ok_or_else(|| Status::invalid_argument("sampling parameters are required"))?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut ids = self
+                .ids
+                .lock()
+                .map_err(|_| Status::internal("id map poisoned"))?;
+            if ids.contains_key(&r.request_id) {
+                return Err(Status::already_exists(format!(
+                    "request {} is already running",
+                    r.request_id
+                )));
+            }
+            ids.insert(r.request_id.clone(), id);
+        }
+        let live = LiveId {
+            ids: self.ids.clone(),
+            key: r.request_id,
+        };
+        let request = engine::Request {
+            id,
+            prompt: r.prompt_token_ids,
+            params: sampling_from_proto(sampling),
+        };
+        let outputs = self.engine.submit(request).map_err(status_of)?;
+        let stream = UnboundedReceiverStream::new(outputs).map(move |item| {
+            let _ = &live;
+            item.map(response_of).map_err(status_of)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn abort(
+        &self,
+        req: Request<proto::AbortRequest>,
+    ) -> Result<Response<proto::AbortResponse>, Status> {
+        let id = self
+            .ids
+            .lock()
+            .map_err(|_| Status::internal("id map poisoned"))?
+            .get(&req.get_ref().request_id)
+            .copied();
+        if let Some(id) = id {
+            self.engine.abort(id).map_err(status_of)?;
+        }
+        Ok(Response::new(proto::AbortResponse {
+            found: id.is_some(),
+        }))
+    }
+
+    async fn health(
+        &self,
+        _: Request<proto::HealthRequest>,
+    ) -> Result<Response<proto::HealthResponse>, Status> {
+        // The service starts only once the engine has loaded.
+        Ok(Response::new(proto::HealthResponse { ready: true }))
+    }
+
+    async fn load(
+        &self,
+        _: Request<proto::LoadRequest>,
+    ) -> Result<Response<proto::LoadResponse>, Status> {
+        let engine = self.engine.clone();
+        let s = tokio::task::spawn_blocking(move || engine.stats())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(status_of)?;
+        Ok(Response::new(proto::LoadResponse {
+            running: s.running as u32,
+            waiting: s.waiting as u32,
+            used_blocks: (s.kv.total_blocks - s.kv.free_blocks) as u64,
+            total_blocks: s.kv.total_blocks as u64,
+            cached_blocks: s.kv.cached_blocks as u64,
+            queued_prefill_tokens: s.queued_prefill_tokens as u64,
+        }))
+    }
+
+    async fn model_info(
+        &self,
+        _: Request<proto::ModelInfoRequest>,
+    ) -> Result<Response<proto::ModelInfoResponse>, Status> {
+        Ok(Response::new(self.info.clone()))
+    }
+
+    async fn subscribe_kv_events(
+        &self,
+        req: Request<proto::SubscribeKvEventsRequest>,
+    ) -> Result<Response<Self::SubscribeKvEventsStream>, Status> {
+        let sub = self.hub.subscribe(req.get_ref().resume_after);
+        let initial =
+            futures::stream::iter(sub.initial.into_iter().map(|b| Ok(batch_to_proto(&b))));
+        let live = futures::stream::unfold(Some(sub.live), |rx| async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Ok(b) => Some((Ok(batch_to_proto(&b)), Some(rx))),
+                Err(RecvError::Lagged(n)) => Some((
+                    Err(Status::data_loss(format!(
+                        "subscriber fell {n} batches behind: resubscribe"
+                    ))),
+                    None,
+                )),
+                Err(RecvError::Closed) => None,
+            }
+        });
+        Ok(Response::new(Box::pin(initial.chain(live))))
+    }
+}
