@@ -1,5 +1,6 @@
 //! Command-line interface: one subcommand per role.
 
+pub mod frontend;
 pub mod generate;
 pub mod worker;
 
@@ -26,6 +27,10 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Run one worker: the engine behind a gRPC service.
     Worker(worker::WorkerArgs),
+    /// Run the OpenAI-compatible frontend and router over running workers.
+    Frontend(frontend::FrontendArgs),
+    /// Run the frontend, router and N local workers (the quick start).
+    Serve(frontend::ServeArgs),
 }
 
 /// Weight formats on the command line.
@@ -80,16 +85,49 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The name the model is served under.
     pub fn model_name(&self) -> String {
-        if let Some(n) = &self.served_model_name {
-            return n.clone();
+        Self::name_for(self.served_model_name.as_deref(), self.model.as_deref())
+    }
+
+    /// The served name: the explicit one, else the directory's name, else tandem-demo.
+    pub fn name_for(served: Option<&str>, model: Option<&std::path::Path>) -> String {
+        if let Some(n) = served {
+            return n.to_string();
         }
-        match &self.model {
+        match model {
             None => "tandem-demo".into(),
             Some(p) => p.file_name().map_or_else(
                 || p.display().to_string(),
                 |n| n.to_string_lossy().into_owned(),
             ),
         }
+    }
+
+    /// These arguments as a command line (for starting worker processes with the same model).
+    pub fn to_cli_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        let mut flag = |k: &str, v: String| a.extend([k.to_string(), v]);
+        if let Some(m) = &self.model {
+            flag("--model", m.display().to_string());
+        }
+        if self.load_format == LoadFormatArg::Dummy {
+            flag("--load-format", "dummy".into());
+        }
+        flag("--tensor-parallel-size", self.tp.to_string());
+        flag("--block-size", self.block_size.to_string());
+        flag("--kv-cache-gib", self.kv_cache_gib.to_string());
+        if let Some(l) = self.max_model_len {
+            flag("--max-model-len", l.to_string());
+        }
+        flag("--max-num-seqs", self.max_num_seqs.to_string());
+        flag(
+            "--max-num-batched-tokens",
+            self.max_num_batched_tokens.to_string(),
+        );
+        flag("--served-model-name", self.model_name());
+        if self.no_prefix_caching {
+            a.push("--no-prefix-caching".into());
+        }
+        a
     }
 
     /// The loader's view of these arguments.
@@ -120,5 +158,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => generate::generate(args),
         Command::Worker(args) => worker::worker(args),
+        Command::Frontend(args) => frontend::frontend(args),
+        Command::Serve(args) => frontend::serve(args),
     }
 }

@@ -1,6 +1,11 @@
 //! Serving: the worker's gRPC service, its KV event publishers, and the OpenAI frontend.
 
+pub mod chat;
+pub mod dispatch;
+pub mod http;
 pub mod kv_hub;
+pub mod metrics;
+pub mod openai;
 pub mod proto;
 pub mod worker;
 pub mod zmq_events;

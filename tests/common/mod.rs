@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod procs;
+pub mod python;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1,0 +1,57 @@
+//! A Python with the real clients the tests talk to tandem with (openai, pyzmq, msgpack),
+//! in a virtualenv under target/ that the first test to need it creates from PyPI.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+const PACKAGES: &[&str] = &["openai==2.*", "pyzmq", "msgpack", "httpx"];
+
+/// Path of the virtualenv's python, creating the venv once per test binary.
+pub fn python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-venv");
+        let py = venv.join("bin/python");
+        let ready = venv.join(".ready");
+        if !ready.exists() {
+            let ok = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "python3 -m venv failed: the tests need Python 3 with venv"
+            );
+            let ok = Command::new(&py)
+                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+                .args(PACKAGES)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "pip install {PACKAGES:?} failed");
+            std::fs::write(&ready, PACKAGES.join("\n")).unwrap();
+        }
+        py
+    })
+    .clone()
+}
+
+/// Runs a script of tests/python with arguments; returns stdout, panicking with stderr on failure.
+pub fn run_script(script: &str, args: &[&str]) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let out = Command::new(python())
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
