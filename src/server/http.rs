@@ -345,7 +345,7 @@ async fn health(State(fe): State<Arc<Frontend>>) -> Response {
 
 async fn metrics(State(fe): State<Arc<Frontend>>) -> String {
     for w in &fe.router.pool().workers {
-        let l = w.load.lock().map(|l| l.clone()).unwrap_or_default();
+        let l = w.load.lock().map(|l| *l).unwrap_or_default();
         let set = |q: &str, v: i64| {
             fe.metrics
                 .worker
