@@ -138,6 +138,23 @@ pub fn frontend(args: FrontendArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Makes a child process receive SIGTERM when this process dies, however it dies (Linux),
+/// so that workers never outlive `tandem serve`.
+fn stop_with_parent(cmd: &mut tokio::process::Command) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
 /// Runs `tandem serve`: starts the workers, then the frontend over them.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.workers == 0 {
@@ -149,14 +166,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let mut children = Vec::new();
         let mut addrs = Vec::new();
         for i in 0..args.workers {
-            let mut child = tokio::process::Command::new(&exe)
-                .arg("worker")
+            let mut cmd = tokio::process::Command::new(&exe);
+            cmd.arg("worker")
                 .args(args.model.to_cli_args())
                 .args(["--port", "0"])
                 .stdout(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .context("starting a worker")?;
+                .kill_on_drop(true);
+            stop_with_parent(&mut cmd);
+            let mut child = cmd.spawn().context("starting a worker")?;
             let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
             let addr = loop {
                 match lines.next_line().await? {

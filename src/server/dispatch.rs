@@ -181,22 +181,22 @@ impl Frontend {
         };
         let (tx, rx) = mpsc::channel(64);
         let this = self.clone();
-        tokio::spawn(async move {
-            let worker = guard.worker.clone();
-            this.relay(stream, &worker, params, tx, started).await;
-            drop(guard);
-        });
+        tokio::spawn(async move { this.relay(stream, guard, params, tx, started).await });
         Ok(rx)
     }
 
     async fn relay(
         &self,
         mut stream: tonic::Streaming<proto::GenerateResponse>,
-        worker: &WorkerHandle,
+        in_flight: InFlight,
         params: SamplingParams,
         tx: mpsc::Sender<Event>,
         started: Instant,
     ) {
+        let worker = in_flight.worker.clone();
+        // Released as soon as the worker is done, before the client hears of it, so that the
+        // router's load counts are current for the client's next request.
+        let mut in_flight = Some(in_flight);
         let model = [self.model.as_str()];
         let mut text = TextStream::new(params.stop.clone());
         let (mut n, mut last) = (0usize, started);
@@ -206,6 +206,9 @@ impl Frontend {
                 // The client went away: dropping the stream cancels the request on the worker.
                 _ = tx.closed() => { self.count("abort"); return; }
             };
+            if !matches!(msg, Ok(Some(ref r)) if r.finish_reason.is_empty()) {
+                in_flight.take();
+            }
             let r = match msg {
                 Ok(Some(r)) => r,
                 Ok(None) => {
@@ -282,6 +285,7 @@ impl Frontend {
                 if text.stopped() {
                     // Dropping the stream below cancels the rest of the generation.
                     finish = "stop".into();
+                    in_flight.take();
                 }
             }
             if !finish.is_empty() {

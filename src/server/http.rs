@@ -344,7 +344,12 @@ async fn health(State(fe): State<Arc<Frontend>>) -> Response {
 }
 
 async fn metrics(State(fe): State<Arc<Frontend>>) -> String {
-    for w in &fe.router.pool().workers {
+    let pool = fe.router.pool();
+    let indexed: Vec<usize> = match pool.index.read() {
+        Ok(ix) => (0..pool.workers.len()).map(|i| ix.num_blocks(i)).collect(),
+        Err(_) => vec![0; pool.workers.len()],
+    };
+    for (w, indexed) in pool.workers.iter().zip(indexed) {
         let l = w.load.lock().map(|l| *l).unwrap_or_default();
         let set = |q: &str, v: i64| {
             fe.metrics
@@ -362,6 +367,7 @@ async fn metrics(State(fe): State<Arc<Frontend>>) -> String {
             "router_in_flight",
             w.in_flight.load(std::sync::atomic::Ordering::Relaxed) as i64,
         );
+        set("router_indexed_blocks", indexed as i64);
     }
     fe.metrics.render()
 }

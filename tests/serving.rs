@@ -1,0 +1,361 @@
+//! `tandem serve` and `tandem frontend` as real processes on loopback: the openai client,
+//! KV-aware versus round-robin routing, a worker killed mid-stream, a client that disconnects,
+//! and malformed requests.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::procs::{Proc, demo_worker, spawn};
+use common::python::run_script;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tandem::server::proto::LoadRequest;
+use tandem::server::proto::worker_client::WorkerClient;
+
+const DEMO: &[&str] = &[
+    "--max-model-len",
+    "512",
+    "--kv-cache-gib",
+    "0.05",
+    "--block-size",
+    "16",
+];
+
+fn serve(workers: usize, router: &str) -> Proc {
+    let n = workers.to_string();
+    let mut args = vec!["serve", "--port", "0", "--workers", &n, "--router", router];
+    args.extend_from_slice(DEMO);
+    spawn(&args)
+}
+
+async fn wait_healthy(base: &str) {
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(r) = http.get(format!("{base}/health")).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{base} never became healthy");
+}
+
+async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn completion(prompt: Vec<u32>, max_tokens: u32) -> Value {
+    json!({"model": "tandem-demo", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": true})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_client_streams_chat_and_completions() {
+    let s = serve(2, "kv");
+    let base = format!("http://{}", s.addr);
+    wait_healthy(&base).await;
+    let out = tokio::task::spawn_blocking(move || {
+        run_script("openai_client.py", &[&base, "tandem-demo"])
+    })
+    .await
+    .unwrap();
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["chat_chunks"].as_u64().unwrap() >= 3, "{v}");
+    assert_eq!(v["chat_finish"], json!(["length"]));
+    assert_eq!(v["chat_usage"], 8);
+    assert!(v["completion_chunks"].as_u64().unwrap() >= 2, "{v}");
+    assert_eq!(
+        v["completion_text"], v["full_text"],
+        "streamed and whole greedy text agree"
+    );
+    assert_eq!(
+        (v["full_logprobs"].as_u64(), v["full_usage"].as_u64()),
+        (Some(6), Some(6))
+    );
+    assert!(v["chat_logprobs"].as_u64().unwrap() >= 1);
+    assert!(
+        v["bad_request"].as_str().unwrap().contains("temperature"),
+        "{v}"
+    );
+}
+
+/// Cached prompt tokens reported for a request that shares `prefix` with an earlier one.
+async fn cached_after(base: &str, prefix: &[u32], suffix: u32) -> u64 {
+    let mut p = prefix.to_vec();
+    p.extend([suffix, suffix + 1, suffix + 2]);
+    let (status, v) = post(base, "/v1/completions", completion(p, 1)).await;
+    assert_eq!(status, 200, "{v}");
+    v["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_routing_follows_the_prefix_and_round_robin_rotates() {
+    let kv = serve(2, "kv");
+    let kv_base = format!("http://{}", kv.addr);
+    let rr = serve(2, "round-robin");
+    let rr_base = format!("http://{}", rr.addr);
+    wait_healthy(&kv_base).await;
+    wait_healthy(&rr_base).await;
+    for round in 0..4u32 {
+        let prefix: Vec<u32> = (0..96).map(|i| (i * 5 + round * 41) % 256).collect();
+        // KV: after the first request's blocks are indexed, every follow-up lands on its worker.
+        let before = indexed_blocks(&kv_base).await;
+        assert_eq!(cached_after(&kv_base, &prefix, 200).await, 0);
+        wait_indexed(&kv_base, before + 6).await;
+        for k in 0..3 {
+            assert_eq!(
+                cached_after(&kv_base, &prefix, 210 + k).await,
+                96,
+                "kv round {round} follow-up {k}"
+            );
+        }
+    }
+    // Round-robin: the second request goes to the other worker (no hit), the third comes back.
+    let prefix: Vec<u32> = (0..96).map(|i| (i * 3 + 7) % 256).collect();
+    let hits = [
+        cached_after(&rr_base, &prefix, 200).await,
+        cached_after(&rr_base, &prefix, 210).await,
+        cached_after(&rr_base, &prefix, 220).await,
+    ];
+    assert_eq!(hits, [0, 0, 96]);
+}
+
+/// Blocks the KV router has indexed, over all workers (from /metrics).
+async fn indexed_blocks(base: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("tandem_worker{") && l.contains("quantity=\"router_indexed_blocks\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+async fn wait_indexed(base: &str, at_least: u64) {
+    for _ in 0..500 {
+        if indexed_blocks(base).await >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the router never indexed {at_least} blocks");
+}
+
+async fn load(addr: &str) -> tandem::server::proto::LoadResponse {
+    WorkerClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+        .load(LoadRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_ends_its_requests_with_an_error_and_is_routed_around() {
+    let mut workers = vec![demo_worker(&[]), demo_worker(&[])];
+    let addrs = format!("{},{}", workers[0].addr, workers[1].addr);
+    let fe = spawn(&[
+        "frontend",
+        "--port",
+        "0",
+        "--workers",
+        &addrs,
+        "--router",
+        "round-robin",
+    ]);
+    let base = format!("http://{}", fe.addr);
+    wait_healthy(&base).await;
+    let mut body = completion((0..20).collect(), 2000);
+    body["stream"] = json!(true);
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = resp.bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    // Find the worker running it and kill it.
+    let mut victim = None;
+    for (i, w) in workers.iter().enumerate() {
+        if load(&w.addr).await.running == 1 {
+            victim = Some(i);
+        }
+    }
+    let victim = victim.expect("one worker runs the request");
+    let mut dead = workers.remove(victim);
+    dead.child.kill().unwrap();
+    dead.child.wait().unwrap();
+    let started = Instant::now();
+    let mut rest = String::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("the stream hangs")
+    {
+        match chunk {
+            Ok(b) => rest.push_str(&String::from_utf8_lossy(&b)),
+            Err(_) => break,
+        }
+    }
+    assert!(
+        rest.contains("\"error\""),
+        "the stream should end with an error event: {}",
+        &rest[rest.len().saturating_sub(300)..]
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // New requests go to the survivor, and /health says a worker is down.
+    for _ in 0..4 {
+        let (status, v) = post(&base, "/v1/completions", completion(vec![1, 2, 3], 2)).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let health = reqwest::get(format!("{base}/health"))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(health, 503);
+    drop(dead);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_frees_its_blocks() {
+    let w = demo_worker(&[]);
+    let fe = spawn(&["frontend", "--port", "0", "--workers", &w.addr]);
+    let base = format!("http://{}", fe.addr);
+    wait_healthy(&base).await;
+    let mut body = json!({"model": "tandem-demo", "messages": [{"role": "user", "content": "tell me everything"}],
+        "max_tokens": 400, "stream": true, "ignore_eos": true});
+    body["temperature"] = json!(0.5);
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = resp.bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    assert_eq!(load(&w.addr).await.running, 1);
+    drop(stream);
+    for _ in 0..300 {
+        let l = load(&w.addr).await;
+        if l.running == 0 && l.waiting == 0 {
+            assert_eq!(l.used_blocks, 0);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the request kept running after its client left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_openai_errors() {
+    let s = serve(1, "kv");
+    let base = format!("http://{}", s.addr);
+    wait_healthy(&base).await;
+    let chat = |extra: Value| {
+        let mut b =
+            json!({"model": "tandem-demo", "messages": [{"role": "user", "content": "hi"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "/v1/chat/completions",
+            json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
+            "model",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tandem-demo", "messages": []}),
+            "messages",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"max_tokens": 0})),
+            "max_tokens",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"temperature": -0.5})),
+            "temperature",
+        ),
+        ("/v1/chat/completions", chat(json!({"top_p": 0})), "top_p"),
+        ("/v1/chat/completions", chat(json!({"top_p": 1.5})), "top_p"),
+        ("/v1/chat/completions", chat(json!({"n": 2})), "n"),
+        (
+            "/v1/completions",
+            json!({"model": "tandem-demo", "prompt": "x".repeat(600)}),
+            "max_model_len",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "tandem-demo", "prompt": ""}),
+            "empty",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "tandem-demo", "prompt": [1, 99999]}),
+            "vocabulary",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "tandem-demo"}),
+            "malformed",
+        ),
+    ];
+    for (path, body, want) in cases {
+        let (status, v) = post(&base, path, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+        let msg = format!("{} {}", v["error"]["message"], v["error"]["param"]);
+        assert!(msg.contains(want), "{body}: {msg} should mention {want}");
+    }
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/v1/completions"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed")
+    );
+    let huge = format!(
+        "{{\"model\": \"tandem-demo\", \"prompt\": \"{}\"}}",
+        "a".repeat(9 << 20)
+    );
+    let r = http
+        .post(format!("{base}/v1/completions"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // The server is still fine.
+    let (status, _) = post(&base, "/v1/completions", completion(vec![1, 2], 2)).await;
+    assert_eq!(status, 200);
+}
