@@ -32,10 +32,10 @@ fn serve(workers: usize, router: &str) -> Proc {
 async fn wait_healthy(base: &str) {
     let http = reqwest::Client::new();
     for _ in 0..300 {
-        if let Ok(r) = http.get(format!("{base}/health")).send().await {
-            if r.status() == 200 {
-                return;
-            }
+        if let Ok(r) = http.get(format!("{base}/health")).send().await
+            && r.status() == 200
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
