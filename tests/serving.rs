@@ -229,7 +229,24 @@ async fn a_killed_worker_ends_its_requests_with_an_error_and_is_routed_around() 
         .unwrap()
         .status();
     assert_eq!(health, 503);
+    // A worker that comes back on the same address rejoins the pool and takes requests.
+    let port = dead.addr.rsplit(':').next().unwrap().to_string();
     drop(dead);
+    let back = demo_worker(&["--port", &port]);
+    wait_healthy(&base).await;
+    for _ in 0..4 {
+        let (status, v) = post(
+            &base,
+            "/v1/completions",
+            completion((100..120).collect(), 2),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+    }
+    assert!(
+        load(&back.addr).await.cached_blocks >= 1,
+        "round-robin sent the revived worker nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
