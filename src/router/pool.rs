@@ -44,6 +44,18 @@ impl WorkerHandle {
         }
     }
 
+    /// Puts it (back) into the pool.
+    pub fn mark_healthy(&self) {
+        if !self.healthy.swap(true, Ordering::AcqRel) {
+            tracing::info!(worker = %self.addr, "worker joined the pool");
+        }
+    }
+
+    /// Records its model info (the first answer wins: a worker's model does not change).
+    pub fn set_info(&self, info: proto::ModelInfoResponse) {
+        let _ = self.info.set(info);
+    }
+
     /// Its model info, once it has answered.
     pub fn info(&self) -> Option<&proto::ModelInfoResponse> {
         self.info.get()
@@ -140,9 +152,7 @@ async fn poll_health(w: Arc<WorkerHandle>) {
         .flatten()
         .is_some();
         if ok {
-            if !w.healthy.swap(true, Ordering::AcqRel) {
-                tracing::info!(worker = %w.addr, "worker joined the pool");
-            }
+            w.mark_healthy();
         } else {
             w.mark_dead();
         }

@@ -1,0 +1,224 @@
+//! Serving benchmarks (`cargo bench --bench serving`): router decision time with 16 workers and
+//! 1M indexed blocks, KV event ingestion into the router's index, and the frontend's overhead
+//! per streamed token against the same worker called directly.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tandem::kv::KvEvent;
+use tandem::kv::hash::extend_sequence_hashes;
+use tandem::router::index::KvIndex;
+use tandem::router::{Policy, Router, WorkerPool};
+use tandem::server::proto::worker_client::WorkerClient;
+use tandem::server::proto::{GenerateRequest, ModelInfoResponse, SamplingParams};
+
+const BS: usize = 64;
+const WORKERS: usize = 16;
+const BLOCKS: usize = 1 << 20;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Conversations of 64 blocks each, spread over the workers: 1M blocks in all.
+fn events() -> Vec<(usize, KvEvent)> {
+    let convs = BLOCKS / 64;
+    (0..convs)
+        .map(|c| {
+            let tokens: Vec<u32> = (0..64 * BS as u32)
+                .map(|t| t.wrapping_mul(2_654_435_761).wrapping_add(c as u32 * 7919) % 151_000)
+                .collect();
+            let mut hashes = Vec::new();
+            extend_sequence_hashes(&mut hashes, &tokens, BS);
+            (
+                c % WORKERS,
+                KvEvent::BlockStored {
+                    block_hashes: hashes,
+                    parent_block_hash: None,
+                    token_ids: tokens,
+                    block_size: BS,
+                },
+            )
+        })
+        .collect()
+}
+
+fn router_benches(rt: &tokio::runtime::Runtime) {
+    let evs = events();
+    let mut index = KvIndex::new(WORKERS);
+    let t = Instant::now();
+    for (w, e) in &evs {
+        index.apply(*w, e);
+    }
+    let dt = t.elapsed();
+    println!(
+        "kv_event_ingestion: {BLOCKS} blocks in {:.1} ms = {:.2} M blocks/s",
+        dt.as_secs_f64() * 1e3,
+        BLOCKS as f64 / dt.as_secs_f64() / 1e6
+    );
+
+    let _guard = rt.enter();
+    let addrs: Vec<String> = (0..WORKERS)
+        .map(|i| format!("127.0.0.1:{}", 1 + i))
+        .collect();
+    let pool = WorkerPool::new(&addrs).unwrap();
+    for w in &pool.workers {
+        w.mark_healthy();
+        w.set_info(ModelInfoResponse {
+            block_size: BS as u32,
+            ..Default::default()
+        });
+    }
+    *pool.index.write().unwrap() = index;
+    let router = Router::new(Policy::Kv { temperature: 0.0 }, pool);
+    // Prompts of 8k tokens: half continue an indexed conversation (deep hit), half are new.
+    let prompts: Vec<Vec<u32>> = (0..64)
+        .map(|i| match &evs[i * 97 % evs.len()].1 {
+            KvEvent::BlockStored { token_ids, .. } if i % 2 == 0 => token_ids[..128 * BS / 2]
+                .iter()
+                .chain(token_ids[..128 * BS / 2].iter())
+                .copied()
+                .collect(),
+            _ => (0..128 * BS as u32)
+                .map(|t| t ^ (i as u32 * 31337))
+                .collect(),
+        })
+        .collect();
+    let mut times = Vec::with_capacity(20_000);
+    for k in 0..20_000 {
+        let p = &prompts[k % prompts.len()];
+        let t = Instant::now();
+        std::hint::black_box(router.pick(p, &[]));
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!(
+        "router_decision (16 workers, {BLOCKS} blocks indexed, 8192-token prompts incl. hashing): p50 {:.1} us, p99 {:.1} us",
+        percentile(&times, 0.5).as_secs_f64() * 1e6,
+        percentile(&times, 0.99).as_secs_f64() * 1e6
+    );
+}
+
+struct Proc(std::process::Child, String);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Proc {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let l = lines.next().expect("process exited").unwrap();
+        if let Some(a) = l.split("listening on ").nth(1) {
+            break a.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Proc(child, addr)
+}
+
+async fn direct(addr: &str, n: u32) -> Duration {
+    let mut c = WorkerClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let sampling = SamplingParams {
+        top_p: 1.0,
+        repetition_penalty: 1.0,
+        max_tokens: n,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let mut s = c
+        .generate(GenerateRequest {
+            request_id: format!("b{}", rand_id()),
+            prompt_token_ids: vec![1, 2, 3],
+            sampling: Some(sampling),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = 0;
+    while let Some(r) = s.message().await.unwrap() {
+        got += r.token_id.is_some() as u32;
+    }
+    assert_eq!(got, n);
+    t.elapsed()
+}
+
+async fn through_frontend(base: &str, n: u32) -> Duration {
+    let body = serde_json::json!({"model": "tandem-demo", "prompt": [1, 2, 3], "max_tokens": n, "temperature": 0, "ignore_eos": true, "stream": true});
+    let t = Instant::now();
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let mut s = resp.bytes_stream();
+    let mut text = String::new();
+    while let Some(b) = s.next().await {
+        text.push_str(&String::from_utf8_lossy(&b.unwrap()));
+    }
+    assert!(text.contains("[DONE]"));
+    t.elapsed()
+}
+
+fn rand_id() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn frontend_overhead(rt: &tokio::runtime::Runtime) {
+    let n = 400;
+    let w = spawn(&[
+        "worker",
+        "--max-model-len",
+        "1024",
+        "--kv-cache-gib",
+        "0.1",
+        "--block-size",
+        "16",
+    ]);
+    let fe = spawn(&["frontend", "--port", "0", "--workers", &w.1]);
+    let base = format!("http://{}", fe.1);
+    rt.block_on(async {
+        for _ in 0..100 {
+            if reqwest::get(format!("{base}/health")).await.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (mut d, mut f) = (Vec::new(), Vec::new());
+        for _ in 0..7 {
+            d.push(direct(&w.1, n).await);
+            f.push(through_frontend(&base, n).await);
+        }
+        d.sort();
+        f.sort();
+        let per = |x: Duration| x.as_secs_f64() * 1e6 / n as f64;
+        let (dm, fm) = (per(d[3]), per(f[3]));
+        println!("frontend_overhead ({n} streamed tokens, demo model, medians of 7): worker direct {dm:.1} us/token, through frontend {fm:.1} us/token, overhead {:.1} us/token", fm - dm);
+    });
+}
+
+fn main() {
+    // `cargo test --benches` runs benches with --test: keep that quick.
+    if std::env::args().any(|a| a == "--test") {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    router_benches(&rt);
+    frontend_overhead(&rt);
+}
