@@ -376,3 +376,44 @@ async fn malformed_requests_get_openai_errors() {
     let (status, _) = post(&base, "/v1/completions", completion(vec![1, 2], 2)).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_strings_end_the_text_and_metrics_count_it() {
+    let s = serve(1, "round-robin");
+    let base = format!("http://{}", s.addr);
+    wait_healthy(&base).await;
+    // A seeded request's text is deterministic: learn it, then stop inside it.
+    let ask = |stop: Option<&str>| {
+        let mut b = json!({"model": "tandem-demo", "prompt": "The quick brown fox", "max_tokens": 24, "temperature": 1, "seed": 7, "ignore_eos": true});
+        if let Some(st) = stop {
+            b["stop"] = json!([st]);
+        }
+        b
+    };
+    let (status, full) = post(&base, "/v1/completions", ask(None)).await;
+    assert_eq!(status, 200, "{full}");
+    let text = full["choices"][0]["text"].as_str().unwrap().to_string();
+    let chars: Vec<char> = text.chars().collect();
+    assert!(chars.len() >= 6, "{text:?}");
+    let stop: String = chars[3..5].iter().collect();
+    let cut = text.find(&stop).unwrap();
+    let (status, v) = post(&base, "/v1/completions", ask(Some(&stop))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["text"].as_str().unwrap(), &text[..cut]);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        "tandem_time_to_first_token_seconds_count{model=\"tandem-demo\"} 2",
+        "tandem_e2e_request_latency_seconds_count{model=\"tandem-demo\"} 2",
+        "tandem_requests_total{model=\"tandem-demo\",outcome=\"stop\"} 1",
+        "tandem_requests_total{model=\"tandem-demo\",outcome=\"length\"} 1",
+    ] {
+        assert!(metrics.contains(want), "/metrics lacks {want}:\n{metrics}");
+    }
+    assert!(metrics.contains("tandem_inter_token_latency_seconds_bucket"));
+}
