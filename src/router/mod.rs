@@ -124,3 +124,74 @@ impl Router {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::KvEvent;
+    use crate::server::proto::ModelInfoResponse;
+
+    fn pool(n: usize) -> Arc<WorkerPool> {
+        let addrs: Vec<String> = (0..n).map(|i| format!("127.0.0.1:{}", 9 + i)).collect();
+        let pool = WorkerPool::new(&addrs).unwrap();
+        for w in &pool.workers {
+            w.mark_healthy();
+            w.set_info(ModelInfoResponse {
+                block_size: 4,
+                ..Default::default()
+            });
+        }
+        pool
+    }
+
+    #[tokio::test]
+    async fn kv_policy_prefers_the_prefix_until_load_outweighs_it() {
+        let pool = pool(2);
+        let prompt: Vec<u32> = (0..40).collect();
+        let mut hashes = Vec::new();
+        extend_sequence_hashes(&mut hashes, &prompt, 4);
+        let stored = KvEvent::BlockStored {
+            block_hashes: hashes,
+            parent_block_hash: None,
+            token_ids: prompt.clone(),
+            block_size: 4,
+        };
+        pool.index.write().unwrap().apply(1, &stored);
+        let router = Router::new(Policy::Kv { temperature: 0.0 }, pool.clone());
+        // Worker 1 holds all 10 blocks (but the last token is recomputed): cost 0 vs 10.
+        assert_eq!(
+            router.pick(&prompt, &[]),
+            Some(Choice {
+                worker: 1,
+                overlap_blocks: 10
+            })
+        );
+        // A burst of requests the router has in flight on worker 1 moves the next one away.
+        pool.workers[1].active_blocks.store(11, Ordering::Relaxed);
+        assert_eq!(router.pick(&prompt, &[]).unwrap().worker, 0);
+        // Dead or excluded workers are never picked.
+        pool.workers[0].mark_dead();
+        assert_eq!(router.pick(&prompt, &[]).unwrap().worker, 1);
+        assert_eq!(router.pick(&prompt, &[1]), None);
+    }
+
+    #[tokio::test]
+    async fn a_burst_spreads_over_idle_workers() {
+        let pool = pool(3);
+        let router = Router::new(Policy::Kv { temperature: 0.0 }, pool.clone());
+        let mut counts = [0; 3];
+        for i in 0..30u32 {
+            let prompt: Vec<u32> = (0..16).map(|t| t + 100 * i).collect();
+            let c = router.pick(&prompt, &[]).unwrap();
+            counts[c.worker] += 1;
+            // What dispatch does while the request runs.
+            pool.workers[c.worker]
+                .active_blocks
+                .fetch_add(4, Ordering::Relaxed);
+        }
+        assert_eq!(counts, [10, 10, 10]);
+        let rr = Router::new(Policy::RoundRobin, pool);
+        let picks: Vec<usize> = (0..6).map(|_| rr.pick(&[1], &[]).unwrap().worker).collect();
+        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+    }
+}
