@@ -53,6 +53,7 @@ fn scheduler_step(c: &mut Criterion) {
         long_prefill_token_threshold: 0,
         enable_prefix_caching: true,
         vocab_size: 151_936,
+        kv_hold_timeout: std::time::Duration::from_secs(30),
     };
     let mut engine = EngineCore::new(cfg, NoModel, vec![]).unwrap();
     for i in 0..256u64 {

@@ -402,6 +402,8 @@ pub struct EngineConfig {
     pub enable_prefix_caching: bool,
     /// Rows of the model's vocabulary (token ids must be below it).
     pub vocab_size: usize,
+    /// How long a prefill worker holds a finished prompt's blocks for a decode worker to pull.
+    pub kv_hold_timeout: std::time::Duration,
 }
 
 impl EngineConfig {
@@ -416,6 +418,7 @@ impl EngineConfig {
             long_prefill_token_threshold: 0,
             enable_prefix_caching: true,
             vocab_size: model.vocab_size,
+            kv_hold_timeout: std::time::Duration::from_secs(30),
         }
     }
 

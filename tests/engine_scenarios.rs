@@ -279,6 +279,7 @@ fn executor_failure_ends_the_steps_requests_and_frees_their_blocks() {
         long_prefill_token_threshold: 0,
         enable_prefix_caching: true,
         vocab_size: 100,
+        kv_hold_timeout: std::time::Duration::from_secs(30),
     };
     let mut e = EngineCore::new(
         cfg,
@@ -321,14 +322,31 @@ fn handle_streams_aborts_and_drops_clients() {
         }
     }
     assert!((1..=3).contains(&n));
-    // Invalid input comes back on the stream.
-    let mut bad = handle
-        .submit(req(2, vec![], SamplingParams::greedy(3)))
+    // Invalid input is refused at submission.
+    assert!(matches!(
+        handle.submit(req(2, vec![], SamplingParams::greedy(3))),
+        Err(Error::InvalidRequest(_))
+    ));
+    // A duplicate live id comes back on the stream.
+    let mut live = handle
+        .submit(req(
+            20,
+            prompt(10, 4),
+            SamplingParams {
+                ignore_eos: true,
+                ..SamplingParams::greedy(200)
+            },
+        ))
+        .unwrap();
+    live.blocking_recv().unwrap().unwrap();
+    let mut dup = handle
+        .submit(req(20, prompt(3, 1), SamplingParams::greedy(3)))
         .unwrap();
     assert!(matches!(
-        bad.blocking_recv(),
+        dup.blocking_recv(),
         Some(Err(Error::InvalidRequest(_)))
     ));
+    handle.abort(20).unwrap();
     // An explicit abort ends the stream with Abort.
     let mut s = handle
         .submit(req(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::{AttentionMeta, Backend, HeadDims, HostTensor, KvCacheSpec, ThreadComm};
 use crate::error::{Error, Result};
+use crate::kv::BlockId;
 
 /// A row-major f32 matrix in host memory.
 #[derive(Debug, Clone, PartialEq)]
@@ -381,6 +382,60 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn kv_block_bytes(&self, spec: &KvCacheSpec) -> usize {
+        2 * spec.block_elems() * 4
+    }
+
+    fn read_kv_blocks(&self, cache: &CpuKvCache, blocks: &[BlockId]) -> Result<Vec<u8>> {
+        let n = cache.spec.block_elems();
+        let mut out = Vec::with_capacity(blocks.len() * 2 * n * 4);
+        for &b in blocks {
+            let b = b as usize;
+            if b >= cache.spec.num_blocks {
+                return Err(shape_err(
+                    "read_kv_blocks",
+                    format!("block {b} of {}", cache.spec.num_blocks),
+                ));
+            }
+            for t in [&cache.k, &cache.v] {
+                out.extend(t[b * n..(b + 1) * n].iter().flat_map(|x| x.to_le_bytes()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn write_kv_blocks(
+        &self,
+        cache: &mut CpuKvCache,
+        blocks: &[BlockId],
+        data: &[u8],
+    ) -> Result<()> {
+        let n = cache.spec.block_elems();
+        if data.len() != blocks.len() * 2 * n * 4 {
+            return Err(shape_err(
+                "write_kv_blocks",
+                format!("{} bytes for {} blocks", data.len(), blocks.len()),
+            ));
+        }
+        for (i, &b) in blocks.iter().enumerate() {
+            let b = b as usize;
+            if b >= cache.spec.num_blocks {
+                return Err(shape_err(
+                    "write_kv_blocks",
+                    format!("block {b} of {}", cache.spec.num_blocks),
+                ));
+            }
+            let chunk = &data[i * 2 * n * 4..(i + 1) * 2 * n * 4];
+            let (k, v) = chunk.split_at(n * 4);
+            for (dst, src) in [(&mut cache.k, k), (&mut cache.v, v)] {
+                for (d, x) in dst[b * n..(b + 1) * n].iter_mut().zip(src.chunks_exact(4)) {
+                    *d = f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn all_gather_cols(&self, x: &CpuTensor) -> Result<CpuTensor> {
         match &self.comm {
             None => Ok(x.clone()),
@@ -394,5 +449,37 @@ impl Backend for CpuBackend {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_blocks_round_trip_between_caches() {
+        let be = CpuBackend::new();
+        let spec = KvCacheSpec {
+            num_blocks: 4,
+            block_size: 2,
+            kv_heads: 2,
+            head_dim: 3,
+        };
+        let mut src = be.alloc_kv_cache(&spec).unwrap();
+        for (i, x) in src.k.iter_mut().enumerate() {
+            *x = i as f32 * 0.5 - 3.0;
+        }
+        for (i, x) in src.v.iter_mut().enumerate() {
+            *x = 100.0 - i as f32;
+        }
+        let bytes = be.read_kv_blocks(&src, &[3, 1]).unwrap();
+        assert_eq!(bytes.len(), 2 * be.kv_block_bytes(&spec));
+        let mut dst = be.alloc_kv_cache(&spec).unwrap();
+        be.write_kv_blocks(&mut dst, &[0, 2], &bytes).unwrap();
+        let n = spec.block_elems();
+        assert_eq!(dst.k[..n], src.k[3 * n..4 * n]);
+        assert_eq!(dst.v[2 * n..3 * n], src.v[n..2 * n]);
+        assert!(be.read_kv_blocks(&src, &[4]).is_err());
+        assert!(be.write_kv_blocks(&mut dst, &[0], &bytes).is_err());
     }
 }

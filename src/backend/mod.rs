@@ -179,4 +179,17 @@ pub trait Backend: Send + Sized + 'static {
     fn all_reduce(&self, x: &mut Self::Tensor) -> Result<()>;
     /// Concatenates every rank's columns of `x` in rank order.
     fn all_gather_cols(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Bytes of one block of one layer (K and V) in this backend's cache dtype.
+    fn kv_block_bytes(&self, spec: &KvCacheSpec) -> usize;
+    /// Copies whole blocks out of one layer's cache: for each block, its K then its V, as
+    /// little-endian values of the cache dtype (what a KV transfer moves).
+    fn read_kv_blocks(&self, cache: &Self::KvCache, blocks: &[BlockId]) -> Result<Vec<u8>>;
+    /// Writes blocks laid out as [`Backend::read_kv_blocks`] returns them.
+    fn write_kv_blocks(
+        &self,
+        cache: &mut Self::KvCache,
+        blocks: &[BlockId],
+        data: &[u8],
+    ) -> Result<()>;
 }

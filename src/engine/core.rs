@@ -1,15 +1,17 @@
 //! The engine step: schedule, build the model input, execute, append tokens, finish requests.
 
+use std::collections::HashMap;
 use std::sync::mpsc::Sender;
 
 use super::executor::{Executor, StepBatch};
+use super::handoff::Held;
 use super::sampler::{SampleContext, Sampled};
 use super::scheduler::{Scheduler, SchedulerConfig};
 use super::sequence::{FinishReason, Request, RequestId, Sequence};
 use crate::backend::{AttentionMeta, AttnSeq};
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
-use crate::kv::{KvCacheManager, KvEvent, PoolStats};
+use crate::kv::{BlockTable, KvCacheManager, KvEvent, PoolStats};
 use crate::model::ModelInput;
 
 /// What one step produced for one request.
@@ -25,6 +27,8 @@ pub struct RequestOutput {
     pub prompt_tokens: usize,
     /// Prompt tokens served from the prefix cache.
     pub cached_tokens: usize,
+    /// For a prefill request that finished: the blocks now held for a decode worker to pull.
+    pub held_blocks: Option<Vec<crate::kv::BlockId>>,
 }
 
 /// Checks a request against the engine's limits: sampling parameters, an empty prompt, a
@@ -61,14 +65,18 @@ pub struct StepFailure {
 
 /// The engine of one worker: scheduler, KV cache manager and executor, stepped by its owner.
 pub struct EngineCore<E: Executor> {
-    cfg: EngineConfig,
-    scheduler: Scheduler,
-    kv: KvCacheManager,
-    executor: E,
+    pub(super) cfg: EngineConfig,
+    pub(super) scheduler: Scheduler,
+    pub(super) kv: KvCacheManager,
+    pub(super) executor: E,
     eos: Vec<u32>,
     events: Option<Sender<KvEvent>>,
     next_seed: u64,
     num_preemptions: u64,
+    /// Blocks of finished prefill requests, waiting to be pulled (see handoff.rs).
+    pub(super) held: HashMap<RequestId, Held>,
+    /// Blocks allocated for KV arriving from a prefill worker (see handoff.rs).
+    pub(super) reserved: HashMap<RequestId, BlockTable>,
 }
 
 impl<E: Executor> EngineCore<E> {
@@ -96,6 +104,8 @@ impl<E: Executor> EngineCore<E> {
             events: None,
             next_seed: rand::random(),
             num_preemptions: 0,
+            held: HashMap::new(),
+            reserved: HashMap::new(),
         })
     }
 
@@ -146,7 +156,7 @@ impl<E: Executor> EngineCore<E> {
 
     /// Checks the KV invariants; when idle, also that every block is free with no references.
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
-        if self.has_work() {
+        if self.has_work() || !self.held.is_empty() || !self.reserved.is_empty() {
             self.kv.pool().check_invariants()
         } else {
             self.kv.pool().check_all_free()
@@ -171,7 +181,9 @@ impl<E: Executor> EngineCore<E> {
 
     /// Ends a request wherever it is and frees its blocks; false if it is not live.
     pub fn abort(&mut self, id: RequestId) -> bool {
-        let found = self.scheduler.remove(id, &mut self.kv).is_some();
+        let found = self.scheduler.remove(id, &mut self.kv).is_some()
+            || self.release_held(id)
+            || self.cancel_reserved(id);
         self.flush_events();
         found
     }
@@ -264,6 +276,7 @@ impl<E: Executor> EngineCore<E> {
                 finish: None,
                 prompt_tokens: seq.prompt_len,
                 cached_tokens: seq.num_cached_prompt.unwrap_or(0),
+                held_blocks: None,
             };
             if samples_now {
                 let tok = sampled
@@ -274,6 +287,10 @@ impl<E: Executor> EngineCore<E> {
                 out.token = Some(tok);
             }
             if out.finish.is_some() {
+                let seq = &self.scheduler.running[s.index];
+                if seq.hold_kv {
+                    out.held_blocks = Some(seq.table.blocks.clone());
+                }
                 finished.push(out.id);
             }
             // Only requests with news report: a mid-prompt chunk says nothing.
@@ -282,7 +299,7 @@ impl<E: Executor> EngineCore<E> {
             }
         }
         for id in finished {
-            self.scheduler.remove(id, &mut self.kv);
+            self.finish_sequence(id);
         }
         self.flush_events();
         Ok(outputs)

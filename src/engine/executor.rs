@@ -11,6 +11,7 @@ use super::sequence::RequestId;
 use crate::backend::{Backend, HostTensor};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::kv::BlockId;
 use crate::model::{ModelInput, Qwen3, TpRank, WeightSource};
 
 /// One step: the model input, plus one sampling context per row of `input.logit_rows`.
@@ -27,6 +28,28 @@ pub struct StepBatch<'a> {
 pub trait Executor: Send {
     /// Runs one step and returns one sampled token per sampling context, in order.
     fn execute(&mut self, batch: &StepBatch<'_>) -> Result<Vec<Sampled>>;
+
+    /// Copies blocks out of the KV cache, one buffer per tensor-parallel rank (its shard of
+    /// every layer: for each layer, for each block, K then V).
+    fn read_kv_blocks(&mut self, _blocks: &[BlockId]) -> Result<Vec<Vec<u8>>> {
+        Err(Error::Backend(
+            "this executor holds no KV data to transfer".into(),
+        ))
+    }
+
+    /// Writes blocks laid out as [`Executor::read_kv_blocks`] returns them.
+    fn write_kv_blocks(&mut self, _blocks: &[BlockId], _shards: &[Vec<u8>]) -> Result<()> {
+        Err(Error::Backend(
+            "this executor holds no KV data to transfer".into(),
+        ))
+    }
+}
+
+/// What a rank thread is asked to do.
+enum RankCmd {
+    Forward(Arc<ModelInput>),
+    Read(Arc<Vec<BlockId>>),
+    Write(Arc<Vec<BlockId>>, Vec<u8>),
 }
 
 /// Everything one rank owns: its device, its weight shard and its KV cache.
@@ -59,11 +82,42 @@ impl<B: Backend> Rank<B> {
     fn forward(&mut self, input: &ModelInput) -> Result<B::Tensor> {
         self.model.forward(&self.backend, &mut self.kv, input)
     }
+
+    fn read(&self, blocks: &[BlockId]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for layer in &self.kv {
+            out.extend(self.backend.read_kv_blocks(layer, blocks)?);
+        }
+        Ok(out)
+    }
+
+    fn write(&mut self, blocks: &[BlockId], data: &[u8]) -> Result<()> {
+        let per_layer = data.len() / self.kv.len().max(1);
+        if per_layer * self.kv.len() != data.len() {
+            return Err(Error::Backend(format!(
+                "{} bytes do not split over {} layers",
+                data.len(),
+                self.kv.len()
+            )));
+        }
+        for (layer, chunk) in self.kv.iter_mut().zip(data.chunks(per_layer.max(1))) {
+            self.backend.write_kv_blocks(layer, blocks, chunk)?;
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, cmd: RankCmd) -> Result<Option<Vec<u8>>> {
+        match cmd {
+            RankCmd::Forward(input) => self.forward(&input).map(|_| None),
+            RankCmd::Read(blocks) => self.read(&blocks).map(Some),
+            RankCmd::Write(blocks, data) => self.write(&blocks, &data).map(|_| None),
+        }
+    }
 }
 
 struct RankThread {
-    tx: Sender<Arc<ModelInput>>,
-    done: Receiver<Result<()>>,
+    tx: Sender<RankCmd>,
+    done: Receiver<Result<Option<Vec<u8>>>>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -100,8 +154,8 @@ impl<B: Backend> ModelExecutor<B> {
         let mut others = Vec::new();
         let mut ready = Vec::new();
         for rank in 1..ecfg.tp_size {
-            let (tx, rx) = channel::<Arc<ModelInput>>();
-            let (done_tx, done) = channel::<Result<()>>();
+            let (tx, rx) = channel::<RankCmd>();
+            let (done_tx, done) = channel::<Result<Option<Vec<u8>>>>();
             let (ready_tx, ready_rx) = channel::<Result<()>>();
             let (backend, cfg, src) = (make_backend(rank), cfg.clone(), src.clone());
             let tp = TpRank {
@@ -131,9 +185,8 @@ impl<B: Backend> ModelExecutor<B> {
                             return;
                         }
                     };
-                    while let Ok(input) = rx.recv() {
-                        let r = state.forward(&input).map(|_| ());
-                        if done_tx.send(r).is_err() {
+                    while let Ok(cmd) = rx.recv() {
+                        if done_tx.send(state.run(cmd)).is_err() {
                             break;
                         }
                     }
@@ -167,25 +220,33 @@ impl<B: Backend> ModelExecutor<B> {
         Ok(ModelExecutor { rank0, others })
     }
 
+    /// Sends `make(rank)` to ranks 1.. and collects their answers after `rank0` ran on this thread.
+    fn on_all_ranks<T>(
+        &mut self,
+        make: impl Fn(usize) -> RankCmd,
+        rank0: impl FnOnce(&mut Rank<B>) -> Result<T>,
+    ) -> Result<(T, Vec<Option<Vec<u8>>>)> {
+        let exited = || Error::Backend("a tensor-parallel rank has exited".into());
+        for (i, r) in self.others.iter().enumerate() {
+            r.tx.send(make(i + 1)).map_err(|_| exited())?;
+        }
+        let first = rank0(&mut self.rank0);
+        let mut rest = Vec::with_capacity(self.others.len());
+        for r in &self.others {
+            rest.push(r.done.recv().map_err(|_| exited())??);
+        }
+        Ok((first?, rest))
+    }
+
     /// Runs the model on every rank and returns the logits of `input.logit_rows`.
     pub fn forward_logits(&mut self, input: &ModelInput) -> Result<HostTensor> {
-        if !self.others.is_empty() {
-            let shared = Arc::new(input.clone());
-            for r in &self.others {
-                r.tx.send(shared.clone())
-                    .map_err(|_| Error::Backend("a tensor-parallel rank has exited".into()))?;
-            }
-        }
-        let logits = self
-            .rank0
-            .forward(input)
-            .and_then(|t| self.rank0.backend.to_host(&t));
-        for r in &self.others {
-            r.done
-                .recv()
-                .map_err(|_| Error::Backend("a tensor-parallel rank has exited".into()))??;
-        }
-        logits
+        // TP1 never calls `make`: no copy of the input then.
+        let shared = std::cell::OnceCell::new();
+        let (logits, _) = self.on_all_ranks(
+            |_| RankCmd::Forward(shared.get_or_init(|| Arc::new(input.clone())).clone()),
+            |r| r.forward(input).and_then(|t| r.backend.to_host(&t)),
+        )?;
+        Ok(logits)
     }
 }
 
@@ -198,6 +259,31 @@ impl<B: Backend> Executor for ModelExecutor<B> {
             .enumerate()
             .map(|(i, ctx)| sample(&mut logits.row(i).to_vec(), ctx))
             .collect())
+    }
+
+    fn read_kv_blocks(&mut self, blocks: &[BlockId]) -> Result<Vec<Vec<u8>>> {
+        let shared = Arc::new(blocks.to_vec());
+        let (first, rest) =
+            self.on_all_ranks(|_| RankCmd::Read(shared.clone()), |r| r.read(blocks))?;
+        Ok(std::iter::once(first)
+            .chain(rest.into_iter().map(Option::unwrap_or_default))
+            .collect())
+    }
+
+    fn write_kv_blocks(&mut self, blocks: &[BlockId], shards: &[Vec<u8>]) -> Result<()> {
+        if shards.len() != self.others.len() + 1 {
+            return Err(Error::Backend(format!(
+                "{} KV shards for {} ranks",
+                shards.len(),
+                self.others.len() + 1
+            )));
+        }
+        let shared = Arc::new(blocks.to_vec());
+        self.on_all_ranks(
+            |rank| RankCmd::Write(shared.clone(), shards[rank].clone()),
+            |r| r.write(blocks, &shards[0]),
+        )?;
+        Ok(())
     }
 }
 

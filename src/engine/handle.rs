@@ -193,5 +193,6 @@ fn aborted(id: RequestId) -> RequestOutput {
         finish: Some(FinishReason::Abort),
         prompt_tokens: 0,
         cached_tokens: 0,
+        held_blocks: None,
     }
 }

@@ -137,14 +137,18 @@ impl Scheduler {
 
     /// Removes a sequence wherever it is, freeing its blocks; None if unknown.
     pub fn remove(&mut self, id: RequestId, kv: &mut KvCacheManager) -> Option<Sequence> {
-        let mut seq = if let Some(i) = self.running.iter().position(|s| s.id == id) {
-            self.running.remove(i)
-        } else {
-            let i = self.waiting.iter().position(|s| s.id == id)?;
-            self.waiting.remove(i)?
-        };
+        let mut seq = self.detach(id)?;
         kv.free(&mut seq.table);
         Some(seq)
+    }
+
+    /// Removes a sequence wherever it is, keeping its blocks allocated; None if unknown.
+    pub fn detach(&mut self, id: RequestId) -> Option<Sequence> {
+        if let Some(i) = self.running.iter().position(|s| s.id == id) {
+            return Some(self.running.remove(i));
+        }
+        let i = self.waiting.iter().position(|s| s.id == id)?;
+        self.waiting.remove(i)
     }
 
     /// Whether a request with this id is live.

@@ -60,6 +60,8 @@ pub struct Sequence {
     pub table: BlockTable,
     /// Times the request was preempted.
     pub num_preemptions: u32,
+    /// Keep the blocks after finishing, for a decode worker to pull (prefill role).
+    pub hold_kv: bool,
 }
 
 impl Sequence {
@@ -75,6 +77,7 @@ impl Sequence {
             params: req.params,
             table: BlockTable::default(),
             num_preemptions: 0,
+            hold_kv: false,
         }
     }
 

@@ -126,6 +126,18 @@ impl KvCacheManager {
         true
     }
 
+    /// Appends blocks for `num_tokens` more tokens without entering anything into the prefix
+    /// cache (KV that is still to arrive); false, changing nothing, when the pool is short.
+    pub fn allocate_uncached(&mut self, table: &mut BlockTable, num_tokens: usize) -> bool {
+        match self.pool.allocate(num_tokens.div_ceil(self.block_size)) {
+            Some(ids) => {
+                table.blocks.extend(ids);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Releases every block of the table (tail first, so the prefix stays cached longest).
     pub fn free(&mut self, table: &mut BlockTable) {
         self.pool.free(table.blocks.drain(..).rev());
