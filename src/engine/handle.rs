@@ -2,7 +2,7 @@
 //! come back on its own stream. A stream whose receiver is dropped aborts its request.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
 use std::thread::JoinHandle;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -12,15 +12,24 @@ use super::executor::Executor;
 use super::sequence::{FinishReason, Request, RequestId};
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
-use crate::kv::PoolStats;
+use crate::kv::{BlockId, PoolStats};
 
 /// Outputs of one request, ending with one that has a finish reason, or an error.
 pub type OutputStream = UnboundedReceiver<Result<RequestOutput>>;
 
+type Reply<T> = Sender<Result<T>>;
+
 enum Command {
     Add(Request, UnboundedSender<Result<RequestOutput>>),
+    AddPrefill(Request, UnboundedSender<Result<RequestOutput>>),
     Abort(RequestId),
     Stats(Sender<EngineStats>),
+    ReadHeld(RequestId, Vec<BlockId>, Reply<Vec<Vec<u8>>>),
+    ReleaseHeld(RequestId, Sender<bool>),
+    Reserve(RequestId, usize, Reply<Vec<BlockId>>),
+    WriteReserved(RequestId, Vec<Vec<u8>>, Reply<()>),
+    CancelReserved(RequestId),
+    CommitPrefilled(Request, u32, UnboundedSender<Result<RequestOutput>>),
 }
 
 /// A snapshot of the engine's load.
@@ -78,6 +87,54 @@ impl EngineHandle {
         self.send(Command::Abort(id))
     }
 
+    /// Submits a prefill request: it ends after its first token, whose output carries the
+    /// blocks now held for a decode worker to pull.
+    pub fn submit_prefill(&self, req: Request) -> Result<OutputStream> {
+        validate_request(&self.cfg, &req)?;
+        let (otx, orx) = unbounded_channel();
+        self.send(Command::AddPrefill(req, otx))?;
+        Ok(orx)
+    }
+
+    /// Copies held blocks of a finished prefill request (one buffer per TP rank).
+    pub fn read_held(&self, id: RequestId, blocks: Vec<BlockId>) -> Result<Vec<Vec<u8>>> {
+        self.ask(|tx| Command::ReadHeld(id, blocks, tx))?
+    }
+
+    /// Frees a held request's blocks; false if none were held.
+    pub fn release_held(&self, id: RequestId) -> Result<bool> {
+        self.ask(|tx| Command::ReleaseHeld(id, tx))
+    }
+
+    /// Reserves blocks for `num_tokens` tokens of KV arriving for `id`.
+    pub fn reserve_kv(&self, id: RequestId, num_tokens: usize) -> Result<Vec<BlockId>> {
+        self.ask(|tx| Command::Reserve(id, num_tokens, tx))?
+    }
+
+    /// Writes pulled KV into a reservation.
+    pub fn write_reserved(&self, id: RequestId, shards: Vec<Vec<u8>>) -> Result<()> {
+        self.ask(|tx| Command::WriteReserved(id, shards, tx))?
+    }
+
+    /// Frees a reservation (the pull failed).
+    pub fn cancel_reserved(&self, id: RequestId) -> Result<()> {
+        self.send(Command::CancelReserved(id))
+    }
+
+    /// Starts decoding a request whose prompt KV is in its reservation.
+    pub fn commit_prefilled(&self, req: Request, first_token: u32) -> Result<OutputStream> {
+        let (otx, orx) = unbounded_channel();
+        self.send(Command::CommitPrefilled(req, first_token, otx))?;
+        Ok(orx)
+    }
+
+    fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> Result<T> {
+        let (tx, rx) = channel();
+        self.send(make(tx))?;
+        rx.recv()
+            .map_err(|_| Error::Backend("the engine thread has stopped".into()))
+    }
+
     /// The engine's current load (waits for the engine thread between steps).
     pub fn stats(&self) -> Result<EngineStats> {
         let (tx, rx) = channel();
@@ -113,23 +170,26 @@ fn run<E: Executor>(mut core: EngineCore<E>, rx: Receiver<Command>) {
                 Err(TryRecvError::Disconnected) => break,
             }
         } else {
-            match rx.recv() {
+            // Idle: wait for a command, waking up when a KV hold expires.
+            let wait = core
+                .next_hold_expiry()
+                .map(|t| t.saturating_duration_since(std::time::Instant::now()));
+            let got = match wait {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(d) => rx.recv_timeout(d),
+            };
+            match got {
                 Ok(c) => Some(c),
-                Err(_) => break,
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
             }
         };
+        core.expire_held(std::time::Instant::now());
         if let Some(cmd) = cmd {
             match cmd {
                 Command::Add(req, out) => {
                     let id = req.id;
-                    match core.add_request(req) {
-                        Ok(()) => {
-                            streams.insert(id, out);
-                        }
-                        Err(e) => {
-                            let _ = out.send(Err(e));
-                        }
-                    }
+                    admit(&mut streams, id, out, core.add_request(req));
                 }
                 Command::Stats(reply) => {
                     let (running, waiting) = core.num_requests();
@@ -139,6 +199,29 @@ fn run<E: Executor>(mut core: EngineCore<E>, rx: Receiver<Command>) {
                         queued_prefill_tokens: core.queued_prefill_tokens(),
                         kv: core.kv_stats(),
                     });
+                }
+                Command::AddPrefill(req, out) => {
+                    let id = req.id;
+                    admit(&mut streams, id, out, core.add_prefill_request(req));
+                }
+                Command::CommitPrefilled(req, first, out) => {
+                    let id = req.id;
+                    admit(&mut streams, id, out, core.commit_prefilled(req, first));
+                }
+                Command::ReadHeld(id, blocks, reply) => {
+                    let _ = reply.send(core.read_held(id, &blocks));
+                }
+                Command::ReleaseHeld(id, reply) => {
+                    let _ = reply.send(core.release_held(id));
+                }
+                Command::Reserve(id, n, reply) => {
+                    let _ = reply.send(core.reserve_kv(id, n));
+                }
+                Command::WriteReserved(id, shards, reply) => {
+                    let _ = reply.send(core.write_reserved(id, &shards));
+                }
+                Command::CancelReserved(id) => {
+                    core.cancel_reserved(id);
                 }
                 Command::Abort(id) => {
                     if core.abort(id)
@@ -182,6 +265,23 @@ fn run<E: Executor>(mut core: EngineCore<E>, rx: Receiver<Command>) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Registers an accepted request's stream, or tells the stream why it was refused.
+fn admit(
+    streams: &mut HashMap<RequestId, UnboundedSender<Result<RequestOutput>>>,
+    id: RequestId,
+    out: UnboundedSender<Result<RequestOutput>>,
+    accepted: Result<()>,
+) {
+    match accepted {
+        Ok(()) => {
+            streams.insert(id, out);
+        }
+        Err(e) => {
+            let _ = out.send(Err(e));
         }
     }
 }
