@@ -44,6 +44,8 @@ pub struct ModelSpec {
     pub enable_prefix_caching: bool,
     /// Show a progress bar while loading.
     pub progress: bool,
+    /// How long finished prefill requests hold their blocks for a pull.
+    pub kv_hold_timeout: std::time::Duration,
 }
 
 impl Default for ModelSpec {
@@ -59,6 +61,7 @@ impl Default for ModelSpec {
             max_num_batched_tokens: 8192,
             enable_prefix_caching: true,
             progress: false,
+            kv_hold_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -136,6 +139,7 @@ pub fn load_cpu(spec: &ModelSpec) -> Result<LoadedModel> {
     ecfg.max_num_seqs = spec.max_num_seqs;
     ecfg.max_num_batched_tokens = spec.max_num_batched_tokens;
     ecfg.enable_prefix_caching = spec.enable_prefix_caching;
+    ecfg.kv_hold_timeout = spec.kv_hold_timeout;
     ecfg.validate()?;
     let comm = Arc::new(ThreadComm::new(spec.tp_size.max(1)));
     let executor = ModelExecutor::load(

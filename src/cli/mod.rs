@@ -80,6 +80,9 @@ pub struct ModelArgs {
     /// The model name clients use (default: the model directory's name, or tandem-demo).
     #[arg(long)]
     pub served_model_name: Option<String>,
+    /// Seconds a prefill worker holds a finished prompt's KV for a decode worker to pull.
+    #[arg(long, default_value_t = 30.0)]
+    pub kv_hold_timeout: f64,
 }
 
 impl ModelArgs {
@@ -124,6 +127,7 @@ impl ModelArgs {
             self.max_num_batched_tokens.to_string(),
         );
         flag("--served-model-name", self.model_name());
+        flag("--kv-hold-timeout", self.kv_hold_timeout.to_string());
         if self.no_prefix_caching {
             a.push("--no-prefix-caching".into());
         }
@@ -134,6 +138,9 @@ impl ModelArgs {
     pub fn spec(&self, progress: bool) -> anyhow::Result<ModelSpec> {
         if !(self.kv_cache_gib.is_finite() && self.kv_cache_gib > 0.0) {
             bail!("--kv-cache-gib must be positive");
+        }
+        if !(self.kv_hold_timeout.is_finite() && self.kv_hold_timeout > 0.0) {
+            bail!("--kv-hold-timeout must be positive");
         }
         Ok(ModelSpec {
             model: self.model.clone(),
@@ -149,6 +156,7 @@ impl ModelArgs {
             max_num_batched_tokens: self.max_num_batched_tokens,
             enable_prefix_caching: !self.no_prefix_caching,
             progress,
+            kv_hold_timeout: std::time::Duration::from_secs_f64(self.kv_hold_timeout),
         })
     }
 }

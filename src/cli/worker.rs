@@ -12,7 +12,7 @@ use super::ModelArgs;
 use crate::engine::EngineHandle;
 use crate::loader::load_cpu;
 use crate::server::kv_hub::KvEventHub;
-use crate::server::proto::{ModelInfoResponse, worker_server::WorkerServer};
+use crate::server::proto::{KvLayout, ModelInfoResponse, worker_server::WorkerServer};
 use crate::server::worker::WorkerService;
 use crate::server::zmq_events::ZmqPublisher;
 
@@ -33,6 +33,9 @@ pub struct WorkerArgs {
     /// ZMQ topic of the KV events.
     #[arg(long, default_value = "")]
     kv_events_topic: String,
+    /// Address decode workers use to pull KV from this one (default: the bound address).
+    #[arg(long)]
+    advertise_addr: Option<String>,
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
@@ -74,6 +77,19 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
             })?;
     }
     let cfg = loaded.engine.config().clone();
+    let model_cfg = &loaded.config;
+    let kv_heads = model_cfg.num_key_value_heads / args.model.tp.max(1);
+    let layout = KvLayout {
+        num_layers: model_cfg.num_hidden_layers as u32,
+        kv_heads_per_rank: kv_heads as u32,
+        head_dim: model_cfg.head_dim as u32,
+        block_size: cfg.block_size as u32,
+        dtype: "f32".into(),
+        tp_size: args.model.tp as u32,
+        // K and V of one block of one layer, f32 on the CPU backend.
+        block_bytes: (2 * cfg.block_size * kv_heads * model_cfg.head_dim * 4) as u64,
+        engine_id: format!("{:016x}", rand::random::<u64>()),
+    };
     let info = ModelInfoResponse {
         model: args.model.model_name(),
         block_size: cfg.block_size as u32,
@@ -98,7 +114,15 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         writeln!(out, "tandem worker listening on {addr}")?;
         out.flush()?;
         tonic::transport::Server::builder()
-            .add_service(WorkerServer::new(WorkerService::new(engine, hub, info)))
+            .add_service(WorkerServer::new(WorkerService::new(
+                engine,
+                hub,
+                info,
+                layout,
+                args.advertise_addr
+                    .clone()
+                    .unwrap_or_else(|| addr.to_string()),
+            )))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
             .await?;
         Ok(())

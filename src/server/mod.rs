@@ -7,5 +7,6 @@ pub mod kv_hub;
 pub mod metrics;
 pub mod openai;
 pub mod proto;
+pub mod transfer;
 pub mod worker;
 pub mod zmq_events;

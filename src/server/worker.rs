@@ -16,7 +16,8 @@ use crate::engine::{self, EngineHandle, RequestId, RequestOutput, SamplingParams
 use crate::error::Error;
 use crate::kv::KvEvent;
 
-type RpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+/// A server-streaming RPC's response stream.
+pub type RpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Maps an engine error to the gRPC status a client should see.
 pub fn status_of(e: Error) -> Status {
@@ -65,7 +66,8 @@ pub fn sampling_to_proto(p: &SamplingParams) -> proto::SamplingParams {
     }
 }
 
-fn response_of(o: RequestOutput) -> proto::GenerateResponse {
+/// The gRPC form of one engine output.
+pub fn response_of(o: RequestOutput) -> proto::GenerateResponse {
     let (token_id, logprob, top) = match o.token {
         Some(t) => (Some(t.token), t.logprob, t.top_logprobs),
         None => (None, None, Vec::new()),
@@ -118,7 +120,7 @@ pub fn batch_to_proto(b: &EventBatch) -> proto::KvEventBatch {
 }
 
 /// Forgets a request id when its stream ends, however it ends.
-struct LiveId {
+pub(super) struct LiveId {
     ids: Arc<Mutex<HashMap<String, RequestId>>>,
     key: String,
 }
@@ -133,10 +135,16 @@ impl Drop for LiveId {
 
 /// The gRPC face of one worker.
 pub struct WorkerService {
-    engine: Arc<EngineHandle>,
+    pub(super) engine: Arc<EngineHandle>,
     hub: Arc<KvEventHub>,
     info: proto::ModelInfoResponse,
+    /// This worker's KV cache layout, for transfer handshakes.
+    pub(super) layout: proto::KvLayout,
+    /// Where decode workers reach this worker's transfer service.
+    pub(super) transfer_addr: String,
     ids: Arc<Mutex<HashMap<String, RequestId>>>,
+    /// Finished prefill requests whose blocks are held, by request id.
+    pub(super) held: Mutex<HashMap<String, RequestId>>,
     next_id: AtomicU64,
 }
 
@@ -146,14 +154,41 @@ impl WorkerService {
         engine: Arc<EngineHandle>,
         hub: Arc<KvEventHub>,
         info: proto::ModelInfoResponse,
+        layout: proto::KvLayout,
+        transfer_addr: String,
     ) -> Self {
         WorkerService {
             engine,
             hub,
             info,
+            layout,
+            transfer_addr,
             ids: Arc::default(),
+            held: Mutex::default(),
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// Gives a client's request id an engine id, refusing ids that are live.
+    pub(super) fn register(&self, request_id: &str) -> Result<(RequestId, LiveId), Status> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut ids = self
+            .ids
+            .lock()
+            .map_err(|_| Status::internal("id map poisoned"))?;
+        if ids.contains_key(request_id) {
+            return Err(Status::already_exists(format!(
+                "request {request_id} is already running"
+            )));
+        }
+        ids.insert(request_id.to_string(), id);
+        Ok((
+            id,
+            LiveId {
+                ids: self.ids.clone(),
+                key: request_id.to_string(),
+            },
+        ))
     }
 }
 
@@ -170,24 +205,7 @@ impl Worker for WorkerService {
         let sampling = r
             .sampling
             .ok_or_else(|| Status::invalid_argument("sampling parameters are required"))?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut ids = self
-                .ids
-                .lock()
-                .map_err(|_| Status::internal("id map poisoned"))?;
-            if ids.contains_key(&r.request_id) {
-                return Err(Status::already_exists(format!(
-                    "request {} is already running",
-                    r.request_id
-                )));
-            }
-            ids.insert(r.request_id.clone(), id);
-        }
-        let live = LiveId {
-            ids: self.ids.clone(),
-            key: r.request_id,
-        };
+        let (id, live) = self.register(&r.request_id)?;
         let request = engine::Request {
             id,
             prompt: r.prompt_token_ids,
@@ -251,6 +269,46 @@ impl Worker for WorkerService {
         _: Request<proto::ModelInfoRequest>,
     ) -> Result<Response<proto::ModelInfoResponse>, Status> {
         Ok(Response::new(self.info.clone()))
+    }
+
+    type DecodeStream = RpcStream<proto::GenerateResponse>;
+    type PullKvStream = RpcStream<proto::KvChunk>;
+
+    async fn prefill(
+        &self,
+        req: Request<proto::GenerateRequest>,
+    ) -> Result<Response<proto::PrefillResponse>, Status> {
+        self.do_prefill(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn decode(
+        &self,
+        req: Request<proto::DecodeRequest>,
+    ) -> Result<Response<Self::DecodeStream>, Status> {
+        self.do_decode(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_kv_layout(
+        &self,
+        _: Request<proto::KvLayoutRequest>,
+    ) -> Result<Response<proto::KvLayout>, Status> {
+        Ok(Response::new(self.layout.clone()))
+    }
+
+    async fn pull_kv(
+        &self,
+        req: Request<proto::PullKvRequest>,
+    ) -> Result<Response<Self::PullKvStream>, Status> {
+        self.do_pull_kv(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn release_kv(
+        &self,
+        req: Request<proto::ReleaseKvRequest>,
+    ) -> Result<Response<proto::ReleaseKvResponse>, Status> {
+        self.do_release_kv(req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn subscribe_kv_events(

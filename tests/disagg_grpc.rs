@@ -1,0 +1,197 @@
+//! Prefill and decode workers as real processes: Prefill holds the prompt's KV, Decode pulls
+//! it over the transfer service (TCP), releases it at the source and streams the rest.
+
+mod common;
+
+use std::time::Duration;
+
+use common::procs::demo_worker;
+use tandem::server::proto::worker_client::WorkerClient;
+use tandem::server::proto::*;
+use tonic::Code;
+use tonic::transport::Channel;
+
+async fn client(addr: &str) -> WorkerClient<Channel> {
+    WorkerClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+fn request(id: &str, prompt: Vec<u32>, max_tokens: u32) -> GenerateRequest {
+    let sampling = SamplingParams {
+        temperature: 0.0,
+        top_p: 1.0,
+        repetition_penalty: 1.0,
+        max_tokens,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    GenerateRequest {
+        request_id: id.into(),
+        prompt_token_ids: prompt,
+        sampling: Some(sampling),
+    }
+}
+
+async fn used_when_idle(c: &mut WorkerClient<Channel>) -> u64 {
+    for _ in 0..300 {
+        let l = c.load(LoadRequest {}).await.unwrap().into_inner();
+        if l.running == 0 && l.waiting == 0 {
+            return l.used_blocks;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never idle");
+}
+
+async fn generate(c: &mut WorkerClient<Channel>, req: GenerateRequest) -> Vec<u32> {
+    let mut s = c.generate(req).await.unwrap().into_inner();
+    let mut out = Vec::new();
+    while let Some(r) = s.message().await.unwrap() {
+        out.extend(r.token_id);
+    }
+    out
+}
+
+/// Prefill on `p`, decode on `d`; returns all tokens.
+async fn disaggregated(
+    p: &mut WorkerClient<Channel>,
+    d: &mut WorkerClient<Channel>,
+    req: GenerateRequest,
+) -> Result<Vec<u32>, tonic::Status> {
+    let pre = p.prefill(req.clone()).await?.into_inner();
+    assert!(pre.finish_reason.is_empty());
+    let decode = DecodeRequest {
+        request: Some(req),
+        first_token: pre.first_token,
+        source_addr: pre.transfer_addr.clone(),
+        source_engine_id: pre.engine_id.clone(),
+        source_block_ids: pre.block_ids.clone(),
+    };
+    let mut s = d.decode(decode).await?.into_inner();
+    let mut out = vec![pre.first_token];
+    while let Some(r) = s.message().await? {
+        out.extend(r.token_id);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disaggregated_output_equals_aggregated_and_the_source_is_freed() {
+    let (a, p, d) = (
+        demo_worker(&[]),
+        demo_worker(&["--kv-hold-timeout", "1"]),
+        demo_worker(&["--no-prefix-caching"]),
+    );
+    let (mut ac, mut pc, mut dc) = (
+        client(&a.addr).await,
+        client(&p.addr).await,
+        client(&d.addr).await,
+    );
+    let base: Vec<u32> = (0..70).map(|i| (i * 11) % 256).collect();
+    for (i, extra) in [0u32, 5, 9].iter().enumerate() {
+        // The later prompts share the first's 64-token prefix: prefix hits on the prefill worker.
+        let mut prompt = base.clone();
+        prompt.truncate(64 + *extra as usize);
+        prompt.extend((0..*extra).map(|t| 200 + t));
+        let want = generate(&mut ac, request(&format!("a{i}"), prompt.clone(), 9)).await;
+        let got = disaggregated(&mut pc, &mut dc, request(&format!("x{i}"), prompt, 9))
+            .await
+            .unwrap();
+        assert_eq!(got, want, "prompt {i}");
+    }
+    // Source blocks are released after the pull; nothing stays in use anywhere.
+    assert_eq!(used_when_idle(&mut dc).await, 0);
+    for _ in 0..100 {
+        if used_when_idle(&mut pc).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(used_when_idle(&mut pc).await, 0);
+
+    // A prefill nobody pulls is freed after the hold timeout (1 s here).
+    let pre = pc
+        .prefill(request("orphan", (0..40).collect(), 5))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pre.block_ids.len(), 3);
+    assert_eq!(used_when_idle(&mut pc).await, 3);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(used_when_idle(&mut pc).await, 0);
+    // ... and a pull that comes too late finds nothing, leaking nothing on the decode side.
+    let late = DecodeRequest {
+        request: Some(request("orphan", (0..40).collect(), 5)),
+        first_token: pre.first_token,
+        source_addr: pre.transfer_addr,
+        source_engine_id: pre.engine_id,
+        source_block_ids: pre.block_ids,
+    };
+    assert_eq!(dc.decode(late).await.err().unwrap().code(), Code::NotFound);
+    assert_eq!(used_when_idle(&mut dc).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_prefill_worker_or_a_layout_mismatch_fails_cleanly() {
+    let (mut p, d) = (demo_worker(&[]), demo_worker(&[]));
+    let (mut pc, mut dc) = (client(&p.addr).await, client(&d.addr).await);
+    let req = request("r", (0..50).collect(), 6);
+    let pre = pc.prefill(req.clone()).await.unwrap().into_inner();
+    // The prefill worker dies before the pull: the decode request ends with an error, and the
+    // decode worker's reservation goes back to its pool.
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    let decode = DecodeRequest {
+        request: Some(req),
+        first_token: pre.first_token,
+        source_addr: pre.transfer_addr,
+        source_engine_id: pre.engine_id,
+        source_block_ids: pre.block_ids,
+    };
+    let err = dc.decode(decode).await.err().unwrap();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(used_when_idle(&mut dc).await, 0);
+
+    // A decode worker whose block size differs is refused by the handshake.
+    let p2 = demo_worker(&[]);
+    let odd = common::procs::spawn(&[
+        "worker",
+        "--max-model-len",
+        "512",
+        "--kv-cache-gib",
+        "0.05",
+        "--block-size",
+        "32",
+    ]);
+    let (mut pc2, mut oc) = (client(&p2.addr).await, client(&odd.addr).await);
+    let req = request("m", (0..64).collect(), 4);
+    let pre = pc2.prefill(req.clone()).await.unwrap().into_inner();
+    let decode = DecodeRequest {
+        request: Some(req),
+        first_token: pre.first_token,
+        source_addr: pre.transfer_addr,
+        source_engine_id: pre.engine_id,
+        source_block_ids: pre.block_ids,
+    };
+    let err = oc.decode(decode).await.err().unwrap();
+    assert!(err.message().contains("blocks here"), "{err:?}");
+    assert_eq!(used_when_idle(&mut oc).await, 0);
+    // The transfer handshake itself refuses a puller whose layout differs, naming the field.
+    let theirs = oc
+        .get_kv_layout(KvLayoutRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let pull = PullKvRequest {
+        request_id: "m".into(),
+        block_ids: vec![0],
+        layout: Some(theirs),
+    };
+    let err = pc2.pull_kv(pull).await.err().unwrap();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("layout mismatch") && err.message().contains("block size 16 vs 32"),
+        "{err:?}"
+    );
+}
