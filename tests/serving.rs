@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::http::{indexed_blocks, wait_health, wait_indexed};
 use common::procs::{Proc, demo_worker, spawn};
 use common::python::run_script;
 use futures::StreamExt;
@@ -29,19 +30,6 @@ fn serve(workers: usize, router: &str) -> Proc {
     spawn(&args)
 }
 
-async fn wait_healthy(base: &str) {
-    let http = reqwest::Client::new();
-    for _ in 0..300 {
-        if let Ok(r) = http.get(format!("{base}/health")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{base} never became healthy");
-}
-
 async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
     let r = reqwest::Client::new()
         .post(format!("{base}{path}"))
@@ -61,7 +49,7 @@ fn completion(prompt: Vec<u32>, max_tokens: u32) -> Value {
 async fn the_openai_client_streams_chat_and_completions() {
     let s = serve(2, "kv");
     let base = format!("http://{}", s.addr);
-    wait_healthy(&base).await;
+    wait_health(&base, 200).await;
     let out = tokio::task::spawn_blocking(move || {
         run_script("openai_client.py", &[&base, "tandem-demo"])
     })
@@ -104,8 +92,8 @@ async fn kv_routing_follows_the_prefix_and_round_robin_rotates() {
     let kv_base = format!("http://{}", kv.addr);
     let rr = serve(2, "round-robin");
     let rr_base = format!("http://{}", rr.addr);
-    wait_healthy(&kv_base).await;
-    wait_healthy(&rr_base).await;
+    wait_health(&kv_base, 200).await;
+    wait_health(&rr_base, 200).await;
     for round in 0..4u32 {
         let prefix: Vec<u32> = (0..96).map(|i| (i * 5 + round * 41) % 256).collect();
         // KV: after the first request's blocks are indexed, every follow-up lands on its worker.
@@ -128,32 +116,6 @@ async fn kv_routing_follows_the_prefix_and_round_robin_rotates() {
         cached_after(&rr_base, &prefix, 220).await,
     ];
     assert_eq!(hits, [0, 0, 96]);
-}
-
-/// Blocks the KV router has indexed, over all workers (from /metrics).
-async fn indexed_blocks(base: &str) -> u64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("tandem_worker{") && l.contains("quantity=\"router_indexed_blocks\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
-async fn wait_indexed(base: &str, at_least: u64) {
-    for _ in 0..500 {
-        if indexed_blocks(base).await >= at_least {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the router never indexed {at_least} blocks");
 }
 
 async fn load(addr: &str) -> tandem::server::proto::LoadResponse {
@@ -180,7 +142,7 @@ async fn a_killed_worker_ends_its_requests_with_an_error_and_is_routed_around() 
         "round-robin",
     ]);
     let base = format!("http://{}", fe.addr);
-    wait_healthy(&base).await;
+    wait_health(&base, 200).await;
     let mut body = completion((0..20).collect(), 2000);
     body["stream"] = json!(true);
     let resp = reqwest::Client::new()
@@ -233,7 +195,7 @@ async fn a_killed_worker_ends_its_requests_with_an_error_and_is_routed_around() 
     let port = dead.addr.rsplit(':').next().unwrap().to_string();
     drop(dead);
     let back = demo_worker(&["--port", &port]);
-    wait_healthy(&base).await;
+    wait_health(&base, 200).await;
     for _ in 0..4 {
         let (status, v) = post(
             &base,
@@ -254,7 +216,7 @@ async fn a_client_that_disconnects_frees_its_blocks() {
     let w = demo_worker(&[]);
     let fe = spawn(&["frontend", "--port", "0", "--workers", &w.addr]);
     let base = format!("http://{}", fe.addr);
-    wait_healthy(&base).await;
+    wait_health(&base, 200).await;
     let mut body = json!({"model": "tandem-demo", "messages": [{"role": "user", "content": "tell me everything"}],
         "max_tokens": 400, "stream": true, "ignore_eos": true});
     body["temperature"] = json!(0.5);
@@ -283,7 +245,7 @@ async fn a_client_that_disconnects_frees_its_blocks() {
 async fn malformed_requests_get_openai_errors() {
     let s = serve(1, "kv");
     let base = format!("http://{}", s.addr);
-    wait_healthy(&base).await;
+    wait_health(&base, 200).await;
     let chat = |extra: Value| {
         let mut b =
             json!({"model": "tandem-demo", "messages": [{"role": "user", "content": "hi"}]});
@@ -381,7 +343,7 @@ async fn malformed_requests_get_openai_errors() {
 async fn stop_strings_end_the_text_and_metrics_count_it() {
     let s = serve(1, "round-robin");
     let base = format!("http://{}", s.addr);
-    wait_healthy(&base).await;
+    wait_health(&base, 200).await;
     // A seeded request's text is deterministic: learn it, then stop inside it.
     let ask = |stop: Option<&str>| {
         let mut b = json!({"model": "tandem-demo", "prompt": "The quick brown fox", "max_tokens": 24, "temperature": 1, "seed": 7, "ignore_eos": true});

@@ -49,9 +49,20 @@ pub struct HttpArgs {
 pub struct FrontendArgs {
     #[command(flatten)]
     http: HttpArgs,
-    /// Worker addresses (host:port), comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// Aggregated worker addresses (host:port), comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "prefill_workers",
+        conflicts_with = "prefill_workers"
+    )]
     workers: Vec<String>,
+    /// Prefill worker addresses of a disaggregated deployment (needs --decode-workers).
+    #[arg(long, value_delimiter = ',', requires = "decode_workers")]
+    prefill_workers: Vec<String>,
+    /// Decode worker addresses of a disaggregated deployment (needs --prefill-workers).
+    #[arg(long, value_delimiter = ',', requires = "prefill_workers")]
+    decode_workers: Vec<String>,
     /// Model directory to take the tokenizer and chat template from (default: the demo model's).
     #[arg(long)]
     model: Option<PathBuf>,
@@ -68,8 +79,14 @@ pub struct ServeArgs {
     #[command(flatten)]
     http: HttpArgs,
     /// Aggregated worker processes to start.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, conflicts_with = "prefill")]
     workers: usize,
+    /// Prefill worker processes of a disaggregated deployment (needs --decode).
+    #[arg(long, requires = "decode")]
+    prefill: Option<usize>,
+    /// Decode worker processes of a disaggregated deployment (needs --prefill).
+    #[arg(long, requires = "prefill")]
+    decode: Option<usize>,
 }
 
 fn tokenizer_of(model: Option<&PathBuf>) -> anyhow::Result<Tokenizer> {
@@ -90,6 +107,9 @@ fn tokenizer_of(model: Option<&PathBuf>) -> anyhow::Result<Tokenizer> {
 
 async fn run_http(http: &HttpArgs, fe: Arc<Frontend>, track_kv: bool) -> anyhow::Result<()> {
     fe.router.pool().start(track_kv);
+    if let Some(decode) = &fe.decode {
+        decode.pool().start(false);
+    }
     let listener = tokio::net::TcpListener::bind((http.host.as_str(), http.port))
         .await
         .with_context(|| format!("binding {}:{}", http.host, http.port))?;
@@ -106,9 +126,11 @@ async fn run_http(http: &HttpArgs, fe: Arc<Frontend>, track_kv: bool) -> anyhow:
     Ok(())
 }
 
+/// A frontend over aggregated workers, or over prefill workers plus a decode pool.
 fn frontend_over(
     http: &HttpArgs,
     addrs: &[String],
+    decode: Option<&[String]>,
     name: String,
     model: Option<&PathBuf>,
 ) -> anyhow::Result<Arc<Frontend>> {
@@ -119,12 +141,18 @@ fn frontend_over(
             temperature: http.router_temperature,
         },
     };
+    // Decode workers are picked by load alone: no cached prefix matters to them.
+    let decode = decode
+        .map(|d| WorkerPool::new(d).map(|p| Router::new(Policy::Kv { temperature: 0.0 }, p)))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let template = ChatTemplate::from_model_dir(model.map(PathBuf::as_path))?;
     Ok(Arc::new(Frontend::new(
         name,
         tokenizer_of(model)?,
         template,
         Router::new(policy, pool),
+        decode,
     )))
 }
 
@@ -133,7 +161,12 @@ pub fn frontend(args: FrontendArgs) -> anyhow::Result<()> {
     let name = ModelArgs::name_for(args.served_model_name.as_deref(), args.model.as_deref());
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let fe = frontend_over(&args.http, &args.workers, name, args.model.as_ref())?;
+        let (addrs, decode) = if args.prefill_workers.is_empty() {
+            (&args.workers, None)
+        } else {
+            (&args.prefill_workers, Some(args.decode_workers.as_slice()))
+        };
+        let fe = frontend_over(&args.http, addrs, decode, name, args.model.as_ref())?;
         run_http(&args.http, fe, args.http.router == RouterArg::Kv).await
     })
 }
@@ -155,46 +188,80 @@ fn stop_with_parent(cmd: &mut tokio::process::Command) {
     let _ = cmd;
 }
 
-/// Runs `tandem serve`: starts the workers, then the frontend over them.
+/// Starts `n` worker processes with `role` and extra flags; returns them and their addresses.
+async fn start_workers(
+    args: &ServeArgs,
+    role: &str,
+    extra: &[&str],
+    n: usize,
+) -> anyhow::Result<(Vec<tokio::process::Child>, Vec<String>)> {
+    let exe = std::env::current_exe()?;
+    let (mut children, mut addrs) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.arg("worker")
+            .args(args.model.to_cli_args())
+            .args(["--port", "0", "--role", role])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        stop_with_parent(&mut cmd);
+        let mut child = cmd.spawn().context("starting a worker")?;
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let addr = loop {
+            match lines.next_line().await? {
+                Some(l) => {
+                    if let Some(a) = l.split("listening on ").nth(1) {
+                        break a.trim().to_string();
+                    }
+                }
+                None => bail!(
+                    "{role} worker {i} exited while starting: {}",
+                    child.wait().await?
+                ),
+            }
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        addrs.push(addr);
+        children.push(child);
+    }
+    Ok((children, addrs))
+}
+
+/// Runs `tandem serve`: starts the workers (aggregated, or prefill and decode), then the
+/// frontend over them; the workers stop with it.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    if args.workers == 0 {
-        bail!("--workers must be at least 1");
+    if args.workers == 0 || args.prefill == Some(0) || args.decode == Some(0) {
+        bail!("worker counts must be at least 1");
     }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let exe = std::env::current_exe()?;
-        let mut children = Vec::new();
-        let mut addrs = Vec::new();
-        for i in 0..args.workers {
-            let mut cmd = tokio::process::Command::new(&exe);
-            cmd.arg("worker")
-                .args(args.model.to_cli_args())
-                .args(["--port", "0"])
-                .stdout(Stdio::piped())
-                .kill_on_drop(true);
-            stop_with_parent(&mut cmd);
-            let mut child = cmd.spawn().context("starting a worker")?;
-            let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-            let addr = loop {
-                match lines.next_line().await? {
-                    Some(l) => {
-                        if let Some(a) = l.split("listening on ").nth(1) {
-                            break a.trim().to_string();
-                        }
-                    }
-                    None => bail!("worker {i} exited while starting: {}", child.wait().await?),
-                }
-            };
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            addrs.push(addr);
-            children.push(child);
-        }
-        let fe = frontend_over(
-            &args.http,
-            &addrs,
-            args.model.model_name(),
-            args.model.model.as_ref(),
-        )?;
+        let name = args.model.model_name();
+        let model = args.model.model.as_ref();
+        let (children, fe) = match (args.prefill, args.decode) {
+            (Some(p), Some(d)) => {
+                let (mut children, prefill) = start_workers(&args, "prefill", &[], p).await?;
+                // Decode workers keep no prefix cache, as in the reference deployment.
+                let no_cache: &[&str] = if args.model.no_prefix_caching {
+                    &[]
+                } else {
+                    &["--no-prefix-caching"]
+                };
+                let (more, decode) = start_workers(&args, "decode", no_cache, d).await?;
+                children.extend(more);
+                (
+                    children,
+                    frontend_over(&args.http, &prefill, Some(&decode), name, model)?,
+                )
+            }
+            _ => {
+                let (children, addrs) = start_workers(&args, "agg", &[], args.workers).await?;
+                (
+                    children,
+                    frontend_over(&args.http, &addrs, None, name, model)?,
+                )
+            }
+        };
         let result = run_http(&args.http, fe, args.http.router == RouterArg::Kv).await;
         drop(children);
         result

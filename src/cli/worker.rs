@@ -33,9 +33,23 @@ pub struct WorkerArgs {
     /// ZMQ topic of the KV events.
     #[arg(long, default_value = "")]
     kv_events_topic: String,
+    /// The worker's role in a deployment (reported by ModelInfo; every role serves every RPC).
+    #[arg(long, value_enum, default_value = "agg")]
+    role: Role,
     /// Address decode workers use to pull KV from this one (default: the bound address).
     #[arg(long)]
     advertise_addr: Option<String>,
+}
+
+/// Roles of a worker.
+#[derive(Debug, Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum Role {
+    /// Prefill and decode in one worker.
+    Agg,
+    /// Computes prompts and holds their KV for decode workers.
+    Prefill,
+    /// Pulls prompt KV and decodes.
+    Decode,
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
@@ -97,7 +111,12 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         total_blocks: cfg.num_blocks as u64,
         tp_size: args.model.tp as u32,
         vocab_size: cfg.vocab_size as u32,
-        role: "agg".into(),
+        role: match args.role {
+            Role::Agg => "agg",
+            Role::Prefill => "prefill",
+            Role::Decode => "decode",
+        }
+        .into(),
     };
     let engine = Arc::new(EngineHandle::spawn(loaded.engine)?);
     let rt = tokio::runtime::Runtime::new()?;

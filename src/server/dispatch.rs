@@ -9,9 +9,12 @@ use std::time::Instant;
 use axum::http::StatusCode;
 use tokio::sync::mpsc;
 use tonic::Code;
+use tonic::Streaming;
+use tonic::transport::Channel;
 
 use super::openai::ApiError;
 use super::proto;
+use super::proto::worker_client::WorkerClient;
 use super::worker::sampling_to_proto;
 use crate::engine::SamplingParams;
 use crate::engine::text::TextStream;
@@ -58,11 +61,31 @@ pub struct Frontend {
     pub tokenizer: Tokenizer,
     /// Chat template.
     pub template: super::chat::ChatTemplate,
-    /// Worker choice.
+    /// Worker choice: aggregated workers, or the prefill pool when `decode` is set.
     pub router: Router,
+    /// The decode pool of a disaggregated deployment.
+    pub decode: Option<Router>,
     /// Prometheus metrics.
     pub metrics: Metrics,
     next_id: AtomicU64,
+}
+
+/// How far a relayed generation has got.
+struct Progress {
+    text: TextStream,
+    /// Prompt and cached prompt tokens (the prefill worker's count wins in disaggregation).
+    prompt_tokens: usize,
+    cached_tokens: usize,
+    n: usize,
+    last: Instant,
+    started: Instant,
+}
+
+/// Whether a relay goes on after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    More,
+    Done,
 }
 
 /// Releases the router's in-flight accounting of a request when it ends.
@@ -93,21 +116,28 @@ fn is_worker_failure(code: Code) -> bool {
 }
 
 impl Frontend {
-    /// A frontend over `router`.
+    /// A frontend over `router` (and a decode pool, for disaggregated serving).
     pub fn new(
         model: String,
         tokenizer: Tokenizer,
         template: super::chat::ChatTemplate,
         router: Router,
+        decode: Option<Router>,
     ) -> Self {
         Frontend {
             model,
             tokenizer,
             template,
             router,
+            decode,
             metrics: Metrics::new(),
             next_id: AtomicU64::new(rand::random::<u32>() as u64),
         }
+    }
+
+    /// Every worker pool: the aggregated (or prefill) pool, then the decode pool.
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<crate::router::WorkerPool>> {
+        std::iter::once(self.router.pool()).chain(self.decode.as_ref().map(|d| d.pool()))
     }
 
     /// Longest sequence the workers accept (0 until one has answered).
@@ -129,6 +159,8 @@ impl Frontend {
     }
 
     /// Sends the request to a worker (another one if the first is down) and streams its events.
+    /// With a decode pool, the prompt goes to a prefill worker first and the rest to a decode
+    /// worker; when no prefill worker is up, decode workers serve whole requests.
     pub async fn generate(
         self: &Arc<Self>,
         id: String,
@@ -136,17 +168,62 @@ impl Frontend {
         params: SamplingParams,
     ) -> Result<mpsc::Receiver<Event>, ApiError> {
         let started = Instant::now();
-        let bs = self.router.pool().block_size().unwrap_or(1);
+        let (tx, rx) = mpsc::channel(64);
+        let req = proto::GenerateRequest {
+            request_id: id,
+            prompt_token_ids: prompt,
+            sampling: Some(sampling_to_proto(&params)),
+        };
+        let whole = match &self.decode {
+            Some(decode) if !self.router.pool().workers.iter().any(|w| w.is_healthy()) => decode,
+            Some(_) => {
+                // "Retried once on another prefill worker": two attempts at most.
+                let (pre, _prefilling) = self
+                    .call(&self.router, &req, 2, |mut c, r| async move {
+                        c.prefill(r).await.map(|r| r.into_inner())
+                    })
+                    .await?;
+                let this = self.clone();
+                tokio::spawn(async move { this.decode_after(pre, req, params, tx, started).await });
+                return Ok(rx);
+            }
+            None => &self.router,
+        };
+        let tries = whole.pool().workers.len();
+        let (stream, guard) = self
+            .call(whole, &req, tries, |mut c, r| async move {
+                c.generate(r).await.map(|r| r.into_inner())
+            })
+            .await?;
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.relay(None, Some((stream, guard)), params, tx, started)
+                .await
+        });
+        Ok(rx)
+    }
+
+    /// Calls `rpc` on a worker `router` picks, moving on to another worker when one is down,
+    /// at most `attempts` times. The returned guard keeps the router's load count.
+    async fn call<T, F, Fut>(
+        &self,
+        router: &Router,
+        req: &proto::GenerateRequest,
+        attempts: usize,
+        rpc: F,
+    ) -> Result<(T, InFlight), ApiError>
+    where
+        F: Fn(WorkerClient<Channel>, proto::GenerateRequest) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let prompt = &req.prompt_token_ids;
+        let bs = router.pool().block_size().unwrap_or(1);
         let mut tried = Vec::new();
-        let (stream, guard) = loop {
-            let Some(choice) = self.router.pick(&prompt, &tried) else {
-                self.count("rejected");
-                return Err(ApiError::server(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no healthy worker is available",
-                ));
+        while tried.len() < attempts.max(1) {
+            let Some(choice) = router.pick(prompt, &tried) else {
+                break;
             };
-            let worker = self.router.pool().workers[choice.worker].clone();
+            let worker = router.pool().workers[choice.worker].clone();
             let blocks = prompt.len().div_ceil(bs);
             worker.in_flight.fetch_add(1, Ordering::Relaxed);
             worker.active_blocks.fetch_add(blocks, Ordering::Relaxed);
@@ -154,13 +231,8 @@ impl Frontend {
                 worker: worker.clone(),
                 blocks,
             };
-            let req = proto::GenerateRequest {
-                request_id: id.clone(),
-                prompt_token_ids: prompt.clone(),
-                sampling: Some(sampling_to_proto(&params)),
-            };
-            match worker.client.clone().generate(req).await {
-                Ok(resp) => break (resp.into_inner(), guard),
+            match rpc(worker.client.clone(), req.clone()).await {
+                Ok(v) => return Ok((v, guard)),
                 Err(s) if s.code() == Code::InvalidArgument => {
                     self.count("rejected");
                     return Err(ApiError::invalid(None, s.message().to_string()));
@@ -178,28 +250,136 @@ impl Frontend {
                     ));
                 }
             }
+        }
+        self.count("rejected");
+        let msg = if tried.is_empty() {
+            "no healthy worker is available".to_string()
+        } else {
+            format!("{} worker(s) failed the request", tried.len())
         };
-        let (tx, rx) = mpsc::channel(64);
-        let this = self.clone();
-        tokio::spawn(async move { this.relay(stream, guard, params, tx, started).await });
-        Ok(rx)
+        Err(ApiError::server(StatusCode::SERVICE_UNAVAILABLE, msg))
     }
 
-    async fn relay(
-        &self,
-        mut stream: tonic::Streaming<proto::GenerateResponse>,
-        in_flight: InFlight,
+    /// After a prefill: sends the first token at once, then has a decode worker pull the KV
+    /// and stream the rest.
+    async fn decode_after(
+        self: Arc<Self>,
+        pre: proto::PrefillResponse,
+        req: proto::GenerateRequest,
         params: SamplingParams,
         tx: mpsc::Sender<Event>,
         started: Instant,
     ) {
+        let first = proto::GenerateResponse {
+            token_id: Some(pre.first_token),
+            logprob: pre.logprob,
+            top_logprobs: pre.top_logprobs.clone(),
+            finish_reason: pre.finish_reason.clone(),
+            prompt_tokens: pre.prompt_tokens,
+            cached_tokens: pre.cached_tokens,
+        };
+        let decode = self
+            .decode
+            .as_ref()
+            .expect("disaggregated mode has a decode pool");
+        let rest = async {
+            if !pre.finish_reason.is_empty() {
+                return Err(ApiError::server(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "nothing to decode",
+                ));
+            }
+            let dreq = proto::DecodeRequest {
+                request: None,
+                first_token: pre.first_token,
+                source_addr: pre.transfer_addr.clone(),
+                source_engine_id: pre.engine_id.clone(),
+                source_block_ids: pre.block_ids.clone(),
+            };
+            self.call(decode, &req, 1, |mut c, r| {
+                let d = proto::DecodeRequest {
+                    request: Some(r),
+                    ..dreq.clone()
+                };
+                async move { c.decode(d).await.map(|r| r.into_inner()) }
+            })
+            .await
+        };
+        self.relay_after_first(first, rest, params, tx, started)
+            .await;
+    }
+    /// Relays a worker's stream (already open) to the HTTP handler.
+    async fn relay(
+        &self,
+        first: Option<proto::GenerateResponse>,
+        open: Option<(Streaming<proto::GenerateResponse>, InFlight)>,
+        params: SamplingParams,
+        tx: mpsc::Sender<Event>,
+        started: Instant,
+    ) {
+        let open = async {
+            open.ok_or_else(|| {
+                ApiError::server(StatusCode::INTERNAL_SERVER_ERROR, "no stream to relay")
+            })
+        };
+        self.relay_after_first_opt(first, open, params, tx, started)
+            .await;
+    }
+
+    /// Relays `first`, then the stream `rest` opens (a decode worker pulling KV meanwhile).
+    async fn relay_after_first(
+        &self,
+        first: proto::GenerateResponse,
+        rest: impl std::future::Future<
+            Output = Result<(Streaming<proto::GenerateResponse>, InFlight), ApiError>,
+        >,
+        params: SamplingParams,
+        tx: mpsc::Sender<Event>,
+        started: Instant,
+    ) {
+        self.relay_after_first_opt(Some(first), rest, params, tx, started)
+            .await;
+    }
+
+    async fn relay_after_first_opt(
+        &self,
+        first: Option<proto::GenerateResponse>,
+        rest: impl std::future::Future<
+            Output = Result<(Streaming<proto::GenerateResponse>, InFlight), ApiError>,
+        >,
+        params: SamplingParams,
+        tx: mpsc::Sender<Event>,
+        started: Instant,
+    ) {
+        let mut st = Progress {
+            text: TextStream::new(params.stop),
+            prompt_tokens: 0,
+            cached_tokens: 0,
+            n: 0,
+            last: started,
+            started,
+        };
+        if let Some(f) = first {
+            if self.forward(&mut st, f, &tx).await == Flow::Done {
+                return;
+            }
+        }
+        let opened = tokio::select! {
+            r = rest => r,
+            _ = tx.closed() => { self.count("abort"); return; }
+        };
+        let (mut stream, in_flight) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                self.count("error");
+                let _ = tx.send(Event::Failed(e)).await;
+                return;
+            }
+        };
         let worker = in_flight.worker.clone();
         // Released as soon as the worker is done, before the client hears of it, so that the
         // router's load counts are current for the client's next request.
         let mut in_flight = Some(in_flight);
-        let model = [self.model.as_str()];
-        let mut text = TextStream::new(params.stop.clone());
-        let (mut n, mut last) = (0usize, started);
         loop {
             let msg = tokio::select! {
                 m = stream.message() => m,
@@ -209,104 +389,112 @@ impl Frontend {
             if !matches!(msg, Ok(Some(ref r)) if r.finish_reason.is_empty()) {
                 in_flight.take();
             }
-            let r = match msg {
-                Ok(Some(r)) => r,
-                Ok(None) => {
-                    let _ = tx
-                        .send(Event::Failed(ApiError::server(
-                            StatusCode::BAD_GATEWAY,
-                            "worker ended the stream without finishing",
-                        )))
-                        .await;
-                    self.count("error");
-                    return;
+            let failure = match msg {
+                Ok(Some(r)) => {
+                    if self.forward(&mut st, r, &tx).await == Flow::Done {
+                        return;
+                    }
+                    continue;
                 }
+                Ok(None) => "worker ended the stream without finishing".to_string(),
                 Err(s) => {
                     if is_worker_failure(s.code()) {
                         worker.mark_dead();
                     }
-                    let _ = tx
-                        .send(Event::Failed(ApiError::server(
-                            StatusCode::BAD_GATEWAY,
-                            format!("worker failed: {}", s.message()),
-                        )))
-                        .await;
-                    self.count("error");
-                    return;
+                    format!("worker failed: {}", s.message())
                 }
             };
-            let (prompt_tokens, cached) = (r.prompt_tokens as usize, r.cached_tokens as usize);
-            let mut finish = r.finish_reason.clone();
-            if let Some(token) = r.token_id {
-                let now = Instant::now();
-                if n == 0 {
-                    self.metrics
-                        .ttft
-                        .with_label_values(&model)
-                        .observe((now - started).as_secs_f64());
-                } else {
-                    self.metrics
-                        .itl
-                        .with_label_values(&model)
-                        .observe((now - last).as_secs_f64());
-                }
-                (n, last) = (n + 1, now);
-                let delta = match text.push(&self.tokenizer, token) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        let _ = tx
-                            .send(Event::Failed(ApiError::server(
-                                StatusCode::INTERNAL_SERVER_ERROR,
-                                e.to_string(),
-                            )))
-                            .await;
-                        self.count("error");
-                        return;
-                    }
-                };
-                let top_logprobs = r
-                    .top_logprobs
-                    .iter()
-                    .map(|t| (t.token_id, t.logprob))
-                    .collect();
-                if tx
-                    .send(Event::Token(Delta {
-                        text: delta,
-                        token,
-                        logprob: r.logprob,
-                        top_logprobs,
-                    }))
-                    .await
-                    .is_err()
-                {
-                    self.count("abort");
-                    return;
-                }
-                if text.stopped() {
-                    // Dropping the stream below cancels the rest of the generation.
-                    finish = "stop".into();
-                    in_flight.take();
-                }
-            }
-            if !finish.is_empty() {
-                let tail = text.finish(&self.tokenizer).unwrap_or_default();
+            self.count("error");
+            let _ = tx
+                .send(Event::Failed(ApiError::server(
+                    StatusCode::BAD_GATEWAY,
+                    failure,
+                )))
+                .await;
+            return;
+        }
+    }
+
+    /// Handles one worker response: latency metrics, detokenization, stop strings, the end.
+    async fn forward(
+        &self,
+        st: &mut Progress,
+        r: proto::GenerateResponse,
+        tx: &mpsc::Sender<Event>,
+    ) -> Flow {
+        let model = [self.model.as_str()];
+        st.prompt_tokens = st.prompt_tokens.max(r.prompt_tokens as usize);
+        st.cached_tokens = st.cached_tokens.max(r.cached_tokens as usize);
+        let mut finish = r.finish_reason;
+        if let Some(token) = r.token_id {
+            let now = Instant::now();
+            if st.n == 0 {
                 self.metrics
-                    .e2e
+                    .ttft
                     .with_label_values(&model)
-                    .observe(started.elapsed().as_secs_f64());
-                self.count(&finish);
-                let _ = tx
-                    .send(Event::Done {
-                        finish,
-                        prompt_tokens,
-                        cached_tokens: cached,
-                        completion_tokens: n,
-                        tail,
-                    })
-                    .await;
-                return;
+                    .observe((now - st.started).as_secs_f64());
+            } else {
+                self.metrics
+                    .itl
+                    .with_label_values(&model)
+                    .observe((now - st.last).as_secs_f64());
+            }
+            (st.n, st.last) = (st.n + 1, now);
+            let delta = match st.text.push(&self.tokenizer, token) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.count("error");
+                    let _ = tx
+                        .send(Event::Failed(ApiError::server(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            e.to_string(),
+                        )))
+                        .await;
+                    return Flow::Done;
+                }
+            };
+            let top_logprobs = r
+                .top_logprobs
+                .iter()
+                .map(|t| (t.token_id, t.logprob))
+                .collect();
+            if tx
+                .send(Event::Token(Delta {
+                    text: delta,
+                    token,
+                    logprob: r.logprob,
+                    top_logprobs,
+                }))
+                .await
+                .is_err()
+            {
+                self.count("abort");
+                return Flow::Done;
+            }
+            if st.text.stopped() {
+                // Returning drops the worker stream, which cancels the rest of the generation.
+                finish = "stop".into();
             }
         }
+        if finish.is_empty() {
+            return Flow::More;
+        }
+        let tail = st.text.finish(&self.tokenizer).unwrap_or_default();
+        self.metrics
+            .e2e
+            .with_label_values(&model)
+            .observe(st.started.elapsed().as_secs_f64());
+        self.count(&finish);
+        let _ = tx
+            .send(Event::Done {
+                finish,
+                prompt_tokens: st.prompt_tokens,
+                cached_tokens: st.cached_tokens,
+                completion_tokens: st.n,
+                tail,
+            })
+            .await;
+        Flow::Done
     }
 
     fn count(&self, outcome: &str) {

@@ -329,13 +329,13 @@ async fn models(State(fe): State<Arc<Frontend>>) -> Json<Value> {
 }
 
 async fn health(State(fe): State<Arc<Frontend>>) -> Response {
-    let pool = fe.router.pool();
-    let workers: Vec<Value> = pool
-        .workers
-        .iter()
-        .map(|w| json!({"addr": w.addr, "healthy": w.is_healthy()}))
+    let workers: Vec<Value> = fe
+        .pools()
+        .flat_map(|p| p.workers.iter())
+        .map(|w| json!({"addr": w.addr, "healthy": w.is_healthy(), "role": w.info().map(|i| i.role.clone())}))
         .collect();
-    let status = if pool.all_healthy() {
+    let all = fe.pools().all(|p| p.all_healthy());
+    let status = if all {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -344,30 +344,31 @@ async fn health(State(fe): State<Arc<Frontend>>) -> Response {
 }
 
 async fn metrics(State(fe): State<Arc<Frontend>>) -> String {
-    let pool = fe.router.pool();
-    let indexed: Vec<usize> = match pool.index.read() {
-        Ok(ix) => (0..pool.workers.len()).map(|i| ix.num_blocks(i)).collect(),
-        Err(_) => vec![0; pool.workers.len()],
-    };
-    for (w, indexed) in pool.workers.iter().zip(indexed) {
-        let l = w.load.lock().map(|l| *l).unwrap_or_default();
-        let set = |q: &str, v: i64| {
-            fe.metrics
-                .worker
-                .with_label_values(&[w.addr.as_str(), q])
-                .set(v)
+    for pool in fe.pools() {
+        let indexed: Vec<usize> = match pool.index.read() {
+            Ok(ix) => (0..pool.workers.len()).map(|i| ix.num_blocks(i)).collect(),
+            Err(_) => vec![0; pool.workers.len()],
         };
-        set("running", l.running as i64);
-        set("waiting", l.waiting as i64);
-        set("used_blocks", l.used_blocks as i64);
-        set("total_blocks", l.total_blocks as i64);
-        set("queued_prefill_tokens", l.queued_prefill_tokens as i64);
-        set("healthy", w.is_healthy() as i64);
-        set(
-            "router_in_flight",
-            w.in_flight.load(std::sync::atomic::Ordering::Relaxed) as i64,
-        );
-        set("router_indexed_blocks", indexed as i64);
+        for (w, indexed) in pool.workers.iter().zip(indexed) {
+            let l = w.load.lock().map(|l| *l).unwrap_or_default();
+            let set = |q: &str, v: i64| {
+                fe.metrics
+                    .worker
+                    .with_label_values(&[w.addr.as_str(), q])
+                    .set(v)
+            };
+            set("running", l.running as i64);
+            set("waiting", l.waiting as i64);
+            set("used_blocks", l.used_blocks as i64);
+            set("total_blocks", l.total_blocks as i64);
+            set("queued_prefill_tokens", l.queued_prefill_tokens as i64);
+            set("healthy", w.is_healthy() as i64);
+            set(
+                "router_in_flight",
+                w.in_flight.load(std::sync::atomic::Ordering::Relaxed) as i64,
+            );
+            set("router_indexed_blocks", indexed as i64);
+        }
     }
     fe.metrics.render()
 }

@@ -1,0 +1,43 @@
+//! HTTP helpers for tests against a tandem frontend.
+
+use std::time::Duration;
+
+/// Waits until GET /health answers `status`.
+pub async fn wait_health(base: &str, status: u16) {
+    for _ in 0..500 {
+        if let Ok(r) = reqwest::get(format!("{base}/health")).await
+            && r.status().as_u16() == status
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{base}/health never answered {status}");
+}
+
+/// Blocks the KV router has indexed, over all workers (from /metrics).
+pub async fn indexed_blocks(base: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("tandem_worker{") && l.contains("quantity=\"router_indexed_blocks\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Waits until the router has indexed at least `at_least` blocks.
+pub async fn wait_indexed(base: &str, at_least: u64) {
+    for _ in 0..500 {
+        if indexed_blocks(base).await >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the router never indexed {at_least} blocks");
+}
