@@ -359,10 +359,10 @@ impl Frontend {
             last: started,
             started,
         };
-        if let Some(f) = first {
-            if self.forward(&mut st, f, &tx).await == Flow::Done {
-                return;
-            }
+        if let Some(f) = first
+            && self.forward(&mut st, f, &tx).await == Flow::Done
+        {
+            return;
         }
         let opened = tokio::select! {
             r = rest => r,
