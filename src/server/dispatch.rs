@@ -197,7 +197,7 @@ impl Frontend {
             .await?;
         let this = self.clone();
         tokio::spawn(async move {
-            this.relay(None, Some((stream, guard)), params, tx, started)
+            this.relay(None, async { Ok((stream, guard)) }, params, tx, started)
                 .await
         });
         Ok(rx)
@@ -305,43 +305,11 @@ impl Frontend {
             })
             .await
         };
-        self.relay_after_first(first, rest, params, tx, started)
-            .await;
+        self.relay(Some(first), rest, params, tx, started).await;
     }
-    /// Relays a worker's stream (already open) to the HTTP handler.
+    /// Relays `first` (a prefill's token, if any), then the worker stream `rest` opens, to the
+    /// HTTP handler.
     async fn relay(
-        &self,
-        first: Option<proto::GenerateResponse>,
-        open: Option<(Streaming<proto::GenerateResponse>, InFlight)>,
-        params: SamplingParams,
-        tx: mpsc::Sender<Event>,
-        started: Instant,
-    ) {
-        let open = async {
-            open.ok_or_else(|| {
-                ApiError::server(StatusCode::INTERNAL_SERVER_ERROR, "no stream to relay")
-            })
-        };
-        self.relay_after_first_opt(first, open, params, tx, started)
-            .await;
-    }
-
-    /// Relays `first`, then the stream `rest` opens (a decode worker pulling KV meanwhile).
-    async fn relay_after_first(
-        &self,
-        first: proto::GenerateResponse,
-        rest: impl std::future::Future<
-            Output = Result<(Streaming<proto::GenerateResponse>, InFlight), ApiError>,
-        >,
-        params: SamplingParams,
-        tx: mpsc::Sender<Event>,
-        started: Instant,
-    ) {
-        self.relay_after_first_opt(Some(first), rest, params, tx, started)
-            .await;
-    }
-
-    async fn relay_after_first_opt(
         &self,
         first: Option<proto::GenerateResponse>,
         rest: impl std::future::Future<
