@@ -213,12 +213,91 @@ fn frontend_overhead(rt: &tokio::runtime::Runtime) {
     });
 }
 
+/// KV transfer over the TCP transport on loopback: a prefill worker holds a prompt's blocks of
+/// Qwen3-32B's KV geometry (64 layers, 8 KV heads, head dim 128; f32 on the CPU backend), and
+/// the bench pulls them repeatedly the way a decode worker does.
+fn kv_transfer(rt: &tokio::runtime::Runtime) {
+    use tandem::server::proto::{KvLayoutRequest, worker_client::WorkerClient as Client};
+    let dir = std::env::temp_dir().join(format!("tandem-kv-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Qwen3-32B's KV shape with tiny everything else, so the CPU prefill stays quick.
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"architectures":["Qwen3ForCausalLM"],"hidden_size":64,"intermediate_size":64,
+        "num_hidden_layers":64,"num_attention_heads":8,"num_key_value_heads":8,"head_dim":128,
+        "vocab_size":256,"max_position_embeddings":1024,"rope_theta":1000000.0}"#,
+    )
+    .unwrap();
+    let d = dir.to_str().unwrap();
+    let p = spawn(&[
+        "worker",
+        "--model",
+        d,
+        "--load-format",
+        "dummy",
+        "--block-size",
+        "64",
+        "--kv-cache-gib",
+        "1.5",
+        "--max-model-len",
+        "1024",
+        "--kv-hold-timeout",
+        "600",
+    ]);
+    let tokens = 512u32;
+    rt.block_on(async {
+        let mut c = Client::connect(format!("http://{}", p.1)).await.unwrap();
+        let sampling = SamplingParams { top_p: 1.0, repetition_penalty: 1.0, max_tokens: 4, ignore_eos: true, ..Default::default() };
+        let req = GenerateRequest { request_id: "bench".into(), prompt_token_ids: (0..tokens).map(|t| t % 256).collect(), sampling: Some(sampling) };
+        let t = Instant::now();
+        let pre = c.prefill(req).await.unwrap().into_inner();
+        let prefill = t.elapsed();
+        let layout = c.get_kv_layout(KvLayoutRequest {}).await.unwrap().into_inner();
+        let bytes = pre.block_ids.len() as f64 * layout.num_layers as f64 * layout.block_bytes as f64;
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let shards = tandem::server::transfer::pull(&p.1, "bench", pre.block_ids.clone(), layout.clone()).await.unwrap();
+            times.push(t.elapsed());
+            assert_eq!(shards[0].len() as f64, bytes);
+        }
+        times.sort();
+        let med = times[2].as_secs_f64();
+        let gbps = bytes / med / 1e9;
+        // A 12k-token prompt of Qwen3-32B in bf16 (what the GPU backend will hold): 256 KiB per token.
+        let ref_bytes = 12_035.0 * 256.0 * 1024.0;
+        println!(
+            "kv_transfer_tcp_loopback ({tokens} tokens x {} KiB/token f32 = {:.0} MiB, prefill {:.1} s): median pull {:.1} ms = {gbps:.2} GB/s; at that rate a 12,035-token Qwen3-32B prompt (bf16, {:.2} GiB) takes {:.2} s",
+            bytes / tokens as f64 / 1024.0,
+            bytes / (1 << 20) as f64,
+            prefill.as_secs_f64(),
+            med * 1e3,
+            ref_bytes / (1u64 << 30) as f64,
+            ref_bytes / 1e9 / gbps,
+        );
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
     // `cargo test --benches` runs benches with --test: keep that quick.
     if std::env::args().any(|a| a == "--test") {
         return;
     }
+    // `cargo bench --bench serving -- NAME` runs the benches whose name contains NAME.
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    router_benches(&rt);
-    frontend_overhead(&rt);
+    let benches: [(&str, fn(&tokio::runtime::Runtime)); 3] = [
+        ("router", router_benches),
+        ("frontend_overhead", frontend_overhead),
+        ("kv_transfer", kv_transfer),
+    ];
+    for (name, bench) in benches {
+        if name.contains(&filter) {
+            bench(&rt);
+        }
+    }
 }

@@ -195,3 +195,26 @@ async fn a_dead_prefill_worker_or_a_layout_mismatch_fails_cleanly() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tensor_parallel_workers_move_each_ranks_shard() {
+    let tp2 = ["--tensor-parallel-size", "2"];
+    let (a, p, d) = (demo_worker(&tp2), demo_worker(&tp2), demo_worker(&tp2));
+    let (mut ac, mut pc, mut dc) = (
+        client(&a.addr).await,
+        client(&p.addr).await,
+        client(&d.addr).await,
+    );
+    let layout = pc
+        .get_kv_layout(KvLayoutRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((layout.tp_size, layout.kv_heads_per_rank), (2, 1));
+    let prompt: Vec<u32> = (0..45).map(|i| (i * 5) % 256).collect();
+    let want = generate(&mut ac, request("a", prompt.clone(), 7)).await;
+    let got = disaggregated(&mut pc, &mut dc, request("x", prompt, 7))
+        .await
+        .unwrap();
+    assert_eq!(got, want);
+}

@@ -398,7 +398,8 @@ impl Backend for CpuBackend {
                 ));
             }
             for t in [&cache.k, &cache.v] {
-                out.extend(t[b * n..(b + 1) * n].iter().flat_map(|x| x.to_le_bytes()));
+                // f32 as little-endian bytes: the in-memory layout on every target tandem builds for.
+                out.extend_from_slice(bytemuck::cast_slice(&t[b * n..(b + 1) * n]));
             }
         }
         Ok(out)
@@ -417,7 +418,7 @@ impl Backend for CpuBackend {
                 format!("{} bytes for {} blocks", data.len(), blocks.len()),
             ));
         }
-        for (i, &b) in blocks.iter().enumerate() {
+        for (&b, chunk) in blocks.iter().zip(data.chunks_exact(2 * n * 4)) {
             let b = b as usize;
             if b >= cache.spec.num_blocks {
                 return Err(shape_err(
@@ -425,12 +426,10 @@ impl Backend for CpuBackend {
                     format!("block {b} of {}", cache.spec.num_blocks),
                 ));
             }
-            let chunk = &data[i * 2 * n * 4..(i + 1) * 2 * n * 4];
             let (k, v) = chunk.split_at(n * 4);
             for (dst, src) in [(&mut cache.k, k), (&mut cache.v, v)] {
-                for (d, x) in dst[b * n..(b + 1) * n].iter_mut().zip(src.chunks_exact(4)) {
-                    *d = f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
-                }
+                bytemuck::cast_slice_mut::<f32, u8>(&mut dst[b * n..(b + 1) * n])
+                    .copy_from_slice(src);
             }
         }
         Ok(())

@@ -132,7 +132,11 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         let mut out = std::io::stdout();
         writeln!(out, "tandem worker listening on {addr}")?;
         out.flush()?;
+        // Wide HTTP/2 windows: KV transfers stream hundreds of MiB per request.
         tonic::transport::Server::builder()
+            .initial_stream_window_size(Some(crate::server::transfer::WINDOW_BYTES))
+            .initial_connection_window_size(Some(crate::server::transfer::WINDOW_BYTES))
+            .max_frame_size(Some(crate::server::transfer::FRAME_BYTES))
             .add_service(WorkerServer::new(WorkerService::new(
                 engine,
                 hub,

@@ -15,6 +15,13 @@ use crate::engine::{self, EngineHandle, FinishReason, RequestId, validate_reques
 /// Bytes per KvChunk message (well under gRPC's default 4 MiB message limit).
 pub const CHUNK_BYTES: usize = 1 << 20;
 
+/// HTTP/2 flow-control window of transfer connections (the default 64 KiB would make a bulk
+/// transfer wait on a round trip every 64 KiB).
+pub const WINDOW_BYTES: u32 = 32 << 20;
+
+/// Largest HTTP/2 frame a worker sends (the 16 KiB default means 64 frames per chunk).
+pub const FRAME_BYTES: u32 = (1 << 24) - 1;
+
 /// Why two workers' KV caches cannot exchange blocks, if they cannot.
 pub fn layout_mismatch(ours: &proto::KvLayout, theirs: &proto::KvLayout) -> Option<String> {
     let fields = [
@@ -229,11 +236,13 @@ impl WorkerService {
             .into_iter()
             .enumerate()
             .flat_map(|(rank, data)| {
-                data.chunks(CHUNK_BYTES)
-                    .map(|c| {
+                let data = bytes::Bytes::from(data);
+                (0..data.len())
+                    .step_by(CHUNK_BYTES)
+                    .map(move |at| {
                         Ok(proto::KvChunk {
                             rank: rank as u32,
-                            data: c.to_vec(),
+                            data: data.slice(at..(at + CHUNK_BYTES).min(data.len())),
                         })
                     })
                     .collect::<Vec<_>>()
@@ -267,11 +276,17 @@ pub async fn pull(
     blocks: Vec<u32>,
     layout: proto::KvLayout,
 ) -> Result<Vec<Vec<u8>>, Status> {
-    let mut c = proto::worker_client::WorkerClient::connect(format!("http://{addr}"))
+    let unreachable = |e: tonic::transport::Error| {
+        Status::unavailable(format!("cannot reach the prefill worker at {addr}: {e}"))
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Status::invalid_argument(format!("bad source address {addr}: {e}")))?
+        .initial_stream_window_size(Some(WINDOW_BYTES))
+        .initial_connection_window_size(Some(WINDOW_BYTES))
+        .connect()
         .await
-        .map_err(|e| {
-            Status::unavailable(format!("cannot reach the prefill worker at {addr}: {e}"))
-        })?;
+        .map_err(unreachable)?;
+    let mut c = proto::worker_client::WorkerClient::new(channel);
     let n = blocks.len();
     let tp = layout.tp_size.max(1) as usize;
     let expect = n * layout.num_layers as usize * layout.block_bytes as usize;
