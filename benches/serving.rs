@@ -290,7 +290,8 @@ fn main() {
         .find(|a| !a.starts_with('-'))
         .unwrap_or_default();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let benches: [(&str, fn(&tokio::runtime::Runtime)); 3] = [
+    type Bench = fn(&tokio::runtime::Runtime);
+    let benches: [(&str, Bench); 3] = [
         ("router", router_benches),
         ("frontend_overhead", frontend_overhead),
         ("kv_transfer", kv_transfer),
