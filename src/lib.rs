@@ -11,6 +11,7 @@ pub mod error;
 pub mod kv;
 pub mod loader;
 pub mod model;
+pub mod replay;
 pub mod router;
 pub mod server;
 pub mod tokenizer;

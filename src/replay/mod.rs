@@ -1,0 +1,4 @@
+//! Trace replay: the Mooncake workload and AIPerf's metrics.
+
+pub mod metrics;
+pub mod trace;
