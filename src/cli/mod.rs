@@ -2,6 +2,7 @@
 
 pub mod frontend;
 pub mod generate;
+pub mod replay;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ pub enum Command {
     Frontend(frontend::FrontendArgs),
     /// Run the frontend, router and N local workers (the quick start).
     Serve(frontend::ServeArgs),
+    /// Replay a Mooncake trace against a server and report AIPerf's metrics.
+    Replay(replay::ReplayArgs),
 }
 
 /// Weight formats on the command line.
@@ -168,5 +171,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => worker::worker(args),
         Command::Frontend(args) => frontend::frontend(args),
         Command::Serve(args) => frontend::serve(args),
+        Command::Replay(args) => replay::replay(args),
     }
 }

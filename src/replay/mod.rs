@@ -1,4 +1,5 @@
 //! Trace replay: the Mooncake workload and AIPerf's metrics.
 
+pub mod client;
 pub mod metrics;
 pub mod trace;
