@@ -5,44 +5,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::grpc::{client, greedy, request, used_when_idle};
 use common::procs::demo_worker;
 use tandem::server::proto::worker_client::WorkerClient;
 use tandem::server::proto::*;
 use tonic::Code;
 use tonic::transport::Channel;
-
-async fn client(addr: &str) -> WorkerClient<Channel> {
-    WorkerClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
-}
-
-fn request(id: &str, prompt: Vec<u32>, max_tokens: u32) -> GenerateRequest {
-    let sampling = SamplingParams {
-        temperature: 0.0,
-        top_p: 1.0,
-        repetition_penalty: 1.0,
-        max_tokens,
-        ignore_eos: true,
-        ..Default::default()
-    };
-    GenerateRequest {
-        request_id: id.into(),
-        prompt_token_ids: prompt,
-        sampling: Some(sampling),
-    }
-}
-
-async fn used_when_idle(c: &mut WorkerClient<Channel>) -> u64 {
-    for _ in 0..300 {
-        let l = c.load(LoadRequest {}).await.unwrap().into_inner();
-        if l.running == 0 && l.waiting == 0 {
-            return l.used_blocks;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("never idle");
-}
 
 async fn generate(c: &mut WorkerClient<Channel>, req: GenerateRequest) -> Vec<u32> {
     let mut s = c.generate(req).await.unwrap().into_inner();
@@ -94,10 +62,18 @@ async fn disaggregated_output_equals_aggregated_and_the_source_is_freed() {
         let mut prompt = base.clone();
         prompt.truncate(64 + *extra as usize);
         prompt.extend((0..*extra).map(|t| 200 + t));
-        let want = generate(&mut ac, request(&format!("a{i}"), prompt.clone(), 9)).await;
-        let got = disaggregated(&mut pc, &mut dc, request(&format!("x{i}"), prompt, 9))
-            .await
-            .unwrap();
+        let want = generate(
+            &mut ac,
+            request(&format!("a{i}"), prompt.clone(), greedy(9)),
+        )
+        .await;
+        let got = disaggregated(
+            &mut pc,
+            &mut dc,
+            request(&format!("x{i}"), prompt, greedy(9)),
+        )
+        .await
+        .unwrap();
         assert_eq!(got, want, "prompt {i}");
     }
     // Source blocks are released after the pull; nothing stays in use anywhere.
@@ -112,7 +88,7 @@ async fn disaggregated_output_equals_aggregated_and_the_source_is_freed() {
 
     // A prefill nobody pulls is freed after the hold timeout (1 s here).
     let pre = pc
-        .prefill(request("orphan", (0..40).collect(), 5))
+        .prefill(request("orphan", (0..40).collect(), greedy(5)))
         .await
         .unwrap()
         .into_inner();
@@ -122,7 +98,7 @@ async fn disaggregated_output_equals_aggregated_and_the_source_is_freed() {
     assert_eq!(used_when_idle(&mut pc).await, 0);
     // ... and a pull that comes too late finds nothing, leaking nothing on the decode side.
     let late = DecodeRequest {
-        request: Some(request("orphan", (0..40).collect(), 5)),
+        request: Some(request("orphan", (0..40).collect(), greedy(5))),
         first_token: pre.first_token,
         source_addr: pre.transfer_addr,
         source_engine_id: pre.engine_id,
@@ -136,7 +112,7 @@ async fn disaggregated_output_equals_aggregated_and_the_source_is_freed() {
 async fn a_dead_prefill_worker_or_a_layout_mismatch_fails_cleanly() {
     let (mut p, d) = (demo_worker(&[]), demo_worker(&[]));
     let (mut pc, mut dc) = (client(&p.addr).await, client(&d.addr).await);
-    let req = request("r", (0..50).collect(), 6);
+    let req = request("r", (0..50).collect(), greedy(6));
     let pre = pc.prefill(req.clone()).await.unwrap().into_inner();
     // The prefill worker dies before the pull: the decode request ends with an error, and the
     // decode worker's reservation goes back to its pool.
@@ -165,7 +141,7 @@ async fn a_dead_prefill_worker_or_a_layout_mismatch_fails_cleanly() {
         "32",
     ]);
     let (mut pc2, mut oc) = (client(&p2.addr).await, client(&odd.addr).await);
-    let req = request("m", (0..64).collect(), 4);
+    let req = request("m", (0..64).collect(), greedy(4));
     let pre = pc2.prefill(req.clone()).await.unwrap().into_inner();
     let decode = DecodeRequest {
         request: Some(req),
@@ -212,8 +188,8 @@ async fn tensor_parallel_workers_move_each_ranks_shard() {
         .into_inner();
     assert_eq!((layout.tp_size, layout.kv_heads_per_rank), (2, 1));
     let prompt: Vec<u32> = (0..45).map(|i| (i * 5) % 256).collect();
-    let want = generate(&mut ac, request("a", prompt.clone(), 7)).await;
-    let got = disaggregated(&mut pc, &mut dc, request("x", prompt, 7))
+    let want = generate(&mut ac, request("a", prompt.clone(), greedy(7))).await;
+    let got = disaggregated(&mut pc, &mut dc, request("x", prompt, greedy(7)))
         .await
         .unwrap();
     assert_eq!(got, want);

@@ -2,49 +2,10 @@
 
 mod common;
 
-use std::time::Duration;
-
+use common::grpc::{client, greedy, request, used_when_idle};
 use common::procs::demo_worker;
-use tandem::server::proto::worker_client::WorkerClient;
 use tandem::server::proto::*;
 use tonic::Code;
-use tonic::transport::Channel;
-
-async fn client(addr: &str) -> WorkerClient<Channel> {
-    WorkerClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
-}
-
-fn greedy(max_tokens: u32) -> SamplingParams {
-    SamplingParams {
-        temperature: 0.0,
-        top_p: 1.0,
-        repetition_penalty: 1.0,
-        max_tokens,
-        ignore_eos: true,
-        ..Default::default()
-    }
-}
-
-fn request(id: &str, prompt: Vec<u32>, sampling: SamplingParams) -> GenerateRequest {
-    GenerateRequest {
-        request_id: id.into(),
-        prompt_token_ids: prompt,
-        sampling: Some(sampling),
-    }
-}
-
-async fn used_blocks_when_idle(c: &mut WorkerClient<Channel>) -> u64 {
-    for _ in 0..200 {
-        let l = c.load(LoadRequest {}).await.unwrap().into_inner();
-        if l.running == 0 && l.waiting == 0 {
-            return l.used_blocks;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the worker never went idle");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generate_load_events_abort_and_cancel() {
@@ -155,7 +116,7 @@ async fn generate_load_events_abort_and_cancel() {
         .into_inner();
     s.message().await.unwrap().unwrap();
     drop(s);
-    assert_eq!(used_blocks_when_idle(&mut c).await, 0);
+    assert_eq!(used_when_idle(&mut c).await, 0);
 
     // Abort by id ends the stream with finish_reason "abort".
     let mut s = c
@@ -187,7 +148,7 @@ async fn generate_load_events_abort_and_cancel() {
         .into_inner()
         .found
     );
-    assert_eq!(used_blocks_when_idle(&mut c).await, 0);
+    assert_eq!(used_when_idle(&mut c).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,5 +214,5 @@ async fn bad_requests_get_invalid_argument() {
         Code::AlreadyExists
     );
     drop(s);
-    assert_eq!(used_blocks_when_idle(&mut c).await, 0);
+    assert_eq!(used_when_idle(&mut c).await, 0);
 }

@@ -239,6 +239,32 @@ async fn respond(shape: Shape, mut rx: mpsc::Receiver<Event>, stream: bool) -> R
     Sse::new(events).into_response()
 }
 
+/// Generates and answers in the shape of `kind` (streamed or whole, as the request asked).
+async fn run(
+    fe: &Arc<Frontend>,
+    kind: Kind,
+    prompt: Vec<u32>,
+    params: crate::engine::SamplingParams,
+    logprobs: bool,
+    common: &super::openai::CommonParams,
+) -> Result<Response, ApiError> {
+    let id = fe.request_id(match kind {
+        Kind::Completion => "cmpl",
+        Kind::Chat => "chatcmpl",
+    });
+    let rx = fe.generate(id.clone(), prompt, params).await?;
+    let include_usage = common.stream_options.is_some_and(|o| o.include_usage);
+    let shape = Shape {
+        fe: fe.clone(),
+        kind,
+        id,
+        created: created(),
+        logprobs,
+        include_usage,
+    };
+    Ok(respond(shape, rx, common.stream).await)
+}
+
 async fn completions(
     State(fe): State<Arc<Frontend>>,
     body: Result<Bytes, BytesRejection>,
@@ -264,17 +290,15 @@ async fn completions(
         let params = req
             .common
             .sampling(req.common.max_tokens, req.logprobs, room)?;
-        let id = fe.request_id("cmpl");
-        let rx = fe.generate(id.clone(), prompt, params).await?;
-        let shape = Shape {
-            fe: fe.clone(),
-            kind: Kind::Completion,
-            id,
-            created: created(),
-            logprobs: req.logprobs.is_some(),
-            include_usage: req.common.stream_options.is_some_and(|o| o.include_usage),
-        };
-        Ok(respond(shape, rx, req.common.stream).await)
+        run(
+            &fe,
+            Kind::Completion,
+            prompt,
+            params,
+            req.logprobs.is_some(),
+            &req.common,
+        )
+        .await
     };
     run.await.unwrap_or_else(|e: ApiError| e.into_response())
 }
@@ -306,17 +330,7 @@ async fn chat(State(fe): State<Arc<Frontend>>, body: Result<Bytes, BytesRejectio
             logprobs,
             room,
         )?;
-        let id = fe.request_id("chatcmpl");
-        let rx = fe.generate(id.clone(), prompt, params).await?;
-        let shape = Shape {
-            fe: fe.clone(),
-            kind: Kind::Chat,
-            id,
-            created: created(),
-            logprobs: req.logprobs,
-            include_usage: req.common.stream_options.is_some_and(|o| o.include_usage),
-        };
-        Ok(respond(shape, rx, req.common.stream).await)
+        run(&fe, Kind::Chat, prompt, params, req.logprobs, &req.common).await
     };
     run.await.unwrap_or_else(|e: ApiError| e.into_response())
 }
