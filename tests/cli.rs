@@ -2,21 +2,8 @@
 
 mod common;
 
-use std::process::Command;
-
+use common::procs::run;
 use common::{expected, fixture};
-
-fn tandem(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn token_ids(stdout: &str) -> Vec<u64> {
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
@@ -30,7 +17,7 @@ fn token_ids(stdout: &str) -> Vec<u64> {
 
 #[test]
 fn demo_model_streams_text_and_says_it_is_random() {
-    let (ok, stdout, stderr) = tandem(&[
+    let (ok, stdout, stderr) = run(&[
         "generate",
         "--prompt",
         "Hello",
@@ -57,13 +44,13 @@ fn json_output_is_reproducible_across_tensor_parallel_sizes() {
         "--ignore-eos",
         "--json",
     ];
-    let (ok, a, err) = tandem(&args);
+    let (ok, a, err) = run(&args);
     assert!(ok, "{err}");
     let ids = token_ids(&a);
     assert_eq!(ids.len(), 10);
     let mut tp2 = args.to_vec();
     tp2.extend(["--tp", "2"]);
-    let (ok, b, err) = tandem(&tp2);
+    let (ok, b, err) = run(&tp2);
     assert!(ok, "{err}");
     assert_eq!(token_ids(&b), ids);
     let seeded = [
@@ -79,7 +66,7 @@ fn json_output_is_reproducible_across_tensor_parallel_sizes() {
         "--ignore-eos",
         "--json",
     ];
-    assert_eq!(token_ids(&tandem(&seeded).1), token_ids(&tandem(&seeded).1));
+    assert_eq!(token_ids(&run(&seeded).1), token_ids(&run(&seeded).1));
 }
 
 #[test]
@@ -88,7 +75,7 @@ fn fixture_model_from_disk_gives_transformers_greedy_tokens() {
     let dir = fixture("tiny-qwen3-yarn");
     let p = exp.prompts.last().unwrap();
     let ids: Vec<String> = p.iter().map(u32::to_string).collect();
-    let (ok, out, err) = tandem(&[
+    let (ok, out, err) = run(&[
         "generate",
         "--model",
         dir.to_str().unwrap(),
@@ -139,7 +126,7 @@ fn bad_arguments_fail_with_a_clear_message() {
         ),
     ];
     for (args, want) in cases {
-        let (ok, _, err) = tandem(args);
+        let (ok, _, err) = run(args);
         assert!(!ok, "{args:?} should fail");
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
@@ -155,7 +142,7 @@ fn dummy_weights_need_only_config_json() {
     )
     .unwrap();
     let d = dir.path().to_str().unwrap();
-    let (ok, out, err) = tandem(&[
+    let (ok, out, err) = run(&[
         "generate",
         "--model",
         d,
@@ -170,7 +157,7 @@ fn dummy_weights_need_only_config_json() {
     ]);
     assert!(ok, "{err}");
     assert_eq!(token_ids(&out).len(), 4);
-    let (ok, _, err) = tandem(&[
+    let (ok, _, err) = run(&[
         "generate",
         "--model",
         d,
@@ -180,6 +167,6 @@ fn dummy_weights_need_only_config_json() {
         "text",
     ]);
     assert!(!ok && err.contains("no tokenizer.json"), "{err}");
-    let (ok, _, err) = tandem(&["generate", "--model", d, "--prompt-ids", "1"]);
+    let (ok, _, err) = run(&["generate", "--model", d, "--prompt-ids", "1"]);
     assert!(!ok && err.contains("no *.safetensors"), "{err}");
 }

@@ -4,28 +4,17 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::http::wait_health;
-use common::procs::spawn;
+use common::procs::{run, spawn};
 use serde_json::Value;
+
+fn replay(args: &[&str]) -> (bool, String, String) {
+    run(&[&["replay"], args].concat())
+}
 
 fn trace_line(ts: u64, input: usize, output: usize, ids: &[u64]) -> String {
     format!(
         "{{\"timestamp\": {ts}, \"input_length\": {input}, \"output_length\": {output}, \"hash_ids\": {ids:?}}}"
-    )
-}
-
-fn replay(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .arg("replay")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 

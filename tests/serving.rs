@@ -7,27 +7,15 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::http::{indexed_blocks, wait_health, wait_indexed};
-use common::procs::{Proc, demo_worker, spawn};
+use common::procs::{self, Proc, demo_worker, spawn};
 use common::python::run_script;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tandem::server::proto::LoadRequest;
 use tandem::server::proto::worker_client::WorkerClient;
 
-const DEMO: &[&str] = &[
-    "--max-model-len",
-    "512",
-    "--kv-cache-gib",
-    "0.05",
-    "--block-size",
-    "16",
-];
-
 fn serve(workers: usize, router: &str) -> Proc {
-    let n = workers.to_string();
-    let mut args = vec!["serve", "--port", "0", "--workers", &n, "--router", router];
-    args.extend_from_slice(DEMO);
-    spawn(&args)
+    procs::serve(&["--workers", &workers.to_string(), "--router", router]).0
 }
 
 async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {

@@ -6,17 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::http::{wait_health, wait_indexed};
-use common::procs::{Proc, demo_worker, spawn};
+use common::procs::{demo_worker, serve, spawn};
 use serde_json::{Value, json};
-
-const DEMO: &[&str] = &[
-    "--max-model-len",
-    "512",
-    "--kv-cache-gib",
-    "0.05",
-    "--block-size",
-    "16",
-];
 
 async fn complete(base: &str, prompt: &[u32]) -> Value {
     let body = json!({"model": "tandem-demo", "prompt": prompt, "max_tokens": 8, "temperature": 0,
@@ -49,15 +40,6 @@ fn assert_same(a: &(String, Vec<f64>), b: &(String, Vec<f64>), what: &str) {
     for (x, y) in a.1.iter().zip(&b.1) {
         assert!((x - y).abs() < 1e-4, "{what}: logprob {x} vs {y}");
     }
-}
-
-fn serve(extra: &[&str]) -> (Proc, String) {
-    let mut args = vec!["serve", "--port", "0"];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(DEMO);
-    let p = spawn(&args);
-    let base = format!("http://{}", p.addr);
-    (p, base)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,6 +45,36 @@ pub fn spawn(args: &[&str]) -> Proc {
     Proc { child, addr }
 }
 
+/// Runs `tandem ARGS` to completion: (success, stdout, stderr).
+pub fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .output()
+        .expect("tandem runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Small-cache settings of the demo model used by the serving tests (block size 16).
+pub const DEMO: &[&str] = &[
+    "--max-model-len",
+    "512",
+    "--kv-cache-gib",
+    "0.05",
+    "--block-size",
+    "16",
+];
+
+/// `tandem serve --port 0 EXTRA` on the demo model; returns it and its base URL.
+pub fn serve(extra: &[&str]) -> (Proc, String) {
+    let mut args = vec!["serve", "--port", "0"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(DEMO);
+    let p = spawn(&args);
+    let base = format!("http://{}", p.addr);
+    (p, base)
+}
+
 /// A demo-model worker with a small cache, block size 16.
 pub fn demo_worker(extra: &[&str]) -> Proc {
     let mut args = vec![
