@@ -98,10 +98,10 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         kv_heads_per_rank: kv_heads as u32,
         head_dim: model_cfg.head_dim as u32,
         block_size: cfg.block_size as u32,
+        // The CPU backend keeps its cache in f32.
         dtype: "f32".into(),
         tp_size: args.model.tp as u32,
-        // K and V of one block of one layer, f32 on the CPU backend.
-        block_bytes: (2 * cfg.block_size * kv_heads * model_cfg.head_dim * 4) as u64,
+        block_bytes: loaded.engine.executor().kv_block_bytes() as u64,
         engine_id: format!("{:016x}", rand::random::<u64>()),
     };
     let info = ModelInfoResponse {

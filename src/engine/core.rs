@@ -119,6 +119,11 @@ impl<E: Executor> EngineCore<E> {
         &self.cfg
     }
 
+    /// The executor.
+    pub fn executor(&self) -> &E {
+        &self.executor
+    }
+
     /// The executor (for tests that inspect it).
     pub fn executor_mut(&mut self) -> &mut E {
         &mut self.executor

@@ -57,6 +57,8 @@ struct Rank<B: Backend> {
     backend: B,
     model: Qwen3<B>,
     kv: Vec<B::KvCache>,
+    /// Bytes of one block of one layer of this rank's cache (K and V).
+    block_bytes: usize,
 }
 
 impl<B: Backend> Rank<B> {
@@ -76,7 +78,13 @@ impl<B: Backend> Rank<B> {
         let kv = (0..cfg.num_hidden_layers)
             .map(|_| backend.alloc_kv_cache(&spec))
             .collect::<Result<_>>()?;
-        Ok(Rank { backend, model, kv })
+        let block_bytes = backend.kv_block_bytes(&spec);
+        Ok(Rank {
+            backend,
+            model,
+            kv,
+            block_bytes,
+        })
     }
 
     fn forward(&mut self, input: &ModelInput) -> Result<B::Tensor> {
@@ -236,6 +244,11 @@ impl<B: Backend> ModelExecutor<B> {
             rest.push(r.done.recv().map_err(|_| exited())??);
         }
         Ok((first?, rest))
+    }
+
+    /// Bytes of one block of one layer on one rank (K and V), as the backend stores them.
+    pub fn kv_block_bytes(&self) -> usize {
+        self.rank0.block_bytes
     }
 
     /// Runs the model on every rank and returns the logits of `input.logit_rows`.
