@@ -6,13 +6,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::http::{indexed_blocks, wait_health, wait_indexed};
+use common::grpc::client;
+use common::http::{indexed_blocks, post_stream, wait_health, wait_indexed};
 use common::procs::{self, Proc, demo_worker, spawn};
 use common::python::run_script;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tandem::server::proto::LoadRequest;
-use tandem::server::proto::worker_client::WorkerClient;
 
 fn serve(workers: usize, router: &str) -> Proc {
     procs::serve(&["--workers", &workers.to_string(), "--router", router]).0
@@ -107,9 +107,8 @@ async fn kv_routing_follows_the_prefix_and_round_robin_rotates() {
 }
 
 async fn load(addr: &str) -> tandem::server::proto::LoadResponse {
-    WorkerClient::connect(format!("http://{addr}"))
+    client(addr)
         .await
-        .unwrap()
         .load(LoadRequest {})
         .await
         .unwrap()
@@ -133,13 +132,7 @@ async fn a_killed_worker_ends_its_requests_with_an_error_and_is_routed_around() 
     wait_health(&base, 200).await;
     let mut body = completion((0..20).collect(), 2000);
     body["stream"] = json!(true);
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/v1/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let mut stream = resp.bytes_stream();
+    let mut stream = Box::pin(post_stream(&base, "/v1/completions", &body).await);
     stream.next().await.unwrap().unwrap();
     // Find the worker running it and kill it.
     let mut victim = None;
@@ -208,13 +201,7 @@ async fn a_client_that_disconnects_frees_its_blocks() {
     let mut body = json!({"model": "tandem-demo", "messages": [{"role": "user", "content": "tell me everything"}],
         "max_tokens": 400, "stream": true, "ignore_eos": true});
     body["temperature"] = json!(0.5);
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let mut stream = resp.bytes_stream();
+    let mut stream = Box::pin(post_stream(&base, "/v1/chat/completions", &body).await);
     stream.next().await.unwrap().unwrap();
     assert_eq!(load(&w.addr).await.running, 1);
     drop(stream);

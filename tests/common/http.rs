@@ -41,3 +41,18 @@ pub async fn wait_indexed(base: &str, at_least: u64) {
     }
     panic!("the router never indexed {at_least} blocks");
 }
+
+/// POSTs `body` to `base + path` and returns the response body as a byte stream.
+pub async fn post_stream(
+    base: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + use<> {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    resp.bytes_stream()
+}

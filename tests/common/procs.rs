@@ -77,15 +77,8 @@ pub fn serve(extra: &[&str]) -> (Proc, String) {
 
 /// A demo-model worker with a small cache, block size 16.
 pub fn demo_worker(extra: &[&str]) -> Proc {
-    let mut args = vec![
-        "worker",
-        "--max-model-len",
-        "512",
-        "--kv-cache-gib",
-        "0.05",
-        "--block-size",
-        "16",
-    ];
+    let mut args = vec!["worker"];
+    args.extend_from_slice(DEMO);
     args.extend_from_slice(extra);
     spawn(&args)
 }
