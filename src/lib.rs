@@ -14,6 +14,7 @@ pub mod model;
 pub mod replay;
 pub mod router;
 pub mod server;
+pub mod sim;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

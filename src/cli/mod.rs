@@ -3,6 +3,7 @@
 pub mod frontend;
 pub mod generate;
 pub mod replay;
+pub mod simulate;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -34,6 +35,9 @@ pub enum Command {
     Serve(frontend::ServeArgs),
     /// Replay a Mooncake trace against a server and report AIPerf's metrics.
     Replay(replay::ReplayArgs),
+    /// Replay a trace through simulated deployments (the servers' router, scheduler and KV
+    /// cache on a simulated clock) and compare them.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Weight formats on the command line.
@@ -172,5 +176,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Frontend(args) => frontend::frontend(args),
         Command::Serve(args) => frontend::serve(args),
         Command::Replay(args) => replay::replay(args),
+        Command::Simulate(args) => simulate::simulate_cmd(args),
     }
 }

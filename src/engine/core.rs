@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::mpsc::Sender;
 
-use super::executor::{Executor, StepBatch};
+use super::executor::{Executor, SeqWork, StepBatch};
 use super::handoff::Held;
 use super::sampler::{SampleContext, Sampled};
 use super::scheduler::{Scheduler, SchedulerConfig};
@@ -45,7 +45,14 @@ pub fn validate_request(cfg: &EngineConfig, req: &Request) -> Result<()> {
             cfg.max_model_len
         )));
     }
-    if let Some(t) = req.prompt.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+    // The max vectorizes; the error path is rare.
+    if let Some(t) = req
+        .prompt
+        .iter()
+        .copied()
+        .max()
+        .filter(|&t| t as usize >= cfg.vocab_size)
+    {
         return Err(Error::InvalidRequest(format!(
             "token id {t} is outside the vocabulary of {}",
             cfg.vocab_size
@@ -217,28 +224,40 @@ impl<E: Executor> EngineCore<E> {
             },
             ..Default::default()
         };
+        let runs_model = self.executor.runs_model();
         let (mut samples, mut sample_ids) = (Vec::new(), Vec::new());
         let mut sampling = Vec::with_capacity(plan.scheduled.len());
+        let mut work = Vec::with_capacity(plan.scheduled.len());
+        let mut rows = 0;
         for s in &plan.scheduled {
             let seq = &self.scheduler.running[s.index];
             let start = seq.num_computed;
             let end = start + s.num_new;
-            input.attn.seqs.push(AttnSeq {
-                query_start: input.tokens.len(),
-                query_len: s.num_new,
+            work.push(SeqWork {
+                new_tokens: s.num_new,
                 context_len: end,
-                block_table: seq.table.blocks.clone(),
             });
-            input.tokens.extend_from_slice(&seq.tokens[start..end]);
-            for pos in start..end {
-                input.positions.push(pos as u32);
-                input
-                    .slots
-                    .push(seq.table.blocks[pos / bs] * bs as u32 + (pos % bs) as u32);
+            if runs_model {
+                input.attn.seqs.push(AttnSeq {
+                    query_start: rows,
+                    query_len: s.num_new,
+                    context_len: end,
+                    block_table: seq.table.blocks.clone(),
+                });
+                input.tokens.extend_from_slice(&seq.tokens[start..end]);
+                for pos in start..end {
+                    input.positions.push(pos as u32);
+                    input
+                        .slots
+                        .push(seq.table.blocks[pos / bs] * bs as u32 + (pos % bs) as u32);
+                }
             }
+            rows += s.num_new;
             let samples_now = end == seq.tokens.len();
             if samples_now {
-                input.logit_rows.push(input.tokens.len() - 1);
+                if runs_model {
+                    input.logit_rows.push(rows - 1);
+                }
                 samples.push(SampleContext {
                     params: &seq.params,
                     prompt: seq.prompt(),
@@ -250,6 +269,7 @@ impl<E: Executor> EngineCore<E> {
             sampling.push(samples_now);
         }
         let result = self.executor.execute(&StepBatch {
+            work,
             input,
             samples,
             sample_ids,

@@ -14,9 +14,21 @@ use crate::error::{Error, Result};
 use crate::kv::BlockId;
 use crate::model::{ModelInput, Qwen3, TpRank, WeightSource};
 
+/// One sequence's share of a step, as a timing model sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqWork {
+    /// Tokens computed for it this step (1 for a decode).
+    pub new_tokens: usize,
+    /// Tokens in its cache after the step (cached prefix, earlier tokens and the new ones).
+    pub context_len: usize,
+}
+
 /// One step: the model input, plus one sampling context per row of `input.logit_rows`.
 pub struct StepBatch<'a> {
-    /// Tokens, positions, slots and attention metadata.
+    /// Every scheduled sequence's share, in row order.
+    pub work: Vec<SeqWork>,
+    /// Tokens, positions, slots and attention metadata; empty when the executor runs no
+    /// model ([`Executor::runs_model`]).
     pub input: ModelInput,
     /// How to sample each logits row.
     pub samples: Vec<SampleContext<'a>>,
@@ -28,6 +40,12 @@ pub struct StepBatch<'a> {
 pub trait Executor: Send {
     /// Runs one step and returns one sampled token per sampling context, in order.
     fn execute(&mut self, batch: &StepBatch<'_>) -> Result<Vec<Sampled>>;
+
+    /// Whether it needs the model input (tokens, positions, slots, block tables); a timing
+    /// model reads only [`StepBatch::work`], and building the input would dominate its step.
+    fn runs_model(&self) -> bool {
+        true
+    }
 
     /// Copies blocks out of the KV cache, one buffer per tensor-parallel rank (its shard of
     /// every layer: for each layer, for each block, K then V).

@@ -11,7 +11,7 @@ pub mod sequence;
 pub mod text;
 
 pub use self::core::{EngineCore, RequestOutput, StepFailure, validate_request};
-pub use executor::{Executor, ExecutorConfig, ModelExecutor, StepBatch};
+pub use executor::{Executor, ExecutorConfig, ModelExecutor, SeqWork, StepBatch};
 pub use handle::{EngineHandle, EngineStats, OutputStream};
 pub use params::SamplingParams;
 pub use sampler::Sampled;

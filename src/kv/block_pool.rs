@@ -7,7 +7,7 @@
 //! - the free list holds uncached blocks first, then cached ones from least to most recently
 //!   used, so allocation takes empty blocks before it evicts anything.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use super::events::KvEvent;
 
@@ -19,8 +19,8 @@ const NIL: u32 = u32::MAX;
 #[derive(Debug, Clone)]
 struct Block {
     ref_cnt: u32,
-    /// Sequence hash and tokens while the block is in the prefix cache.
-    cached: Option<(u64, Vec<u32>)>,
+    /// Sequence hash while the block is in the prefix cache (its tokens are in the arena).
+    cached: Option<u64>,
     prev: u32,
     next: u32,
 }
@@ -48,7 +48,10 @@ pub struct BlockPool {
     head: u32,
     tail: u32,
     num_free: usize,
-    index: HashMap<u64, BlockId>,
+    index: FxHashMap<u64, BlockId>,
+    /// Tokens of every block, `block_size` per block, so that caching a block allocates
+    /// nothing; valid while the block is cached.
+    tokens: Vec<u32>,
     events: Vec<KvEvent>,
     record_events: bool,
     pub(crate) query_tokens: u64,
@@ -74,7 +77,9 @@ impl BlockPool {
             head: if n == 0 { NIL } else { 0 },
             tail: if n == 0 { NIL } else { n - 1 },
             num_free: num_blocks,
-            index: HashMap::new(),
+            index: FxHashMap::default(),
+            // Zeroed pages are mapped lazily: a large pool costs memory only as it caches.
+            tokens: vec![0; num_blocks * block_size],
             events: Vec::new(),
             record_events,
             query_tokens: 0,
@@ -101,10 +106,8 @@ impl BlockPool {
     pub fn lookup(&self, hash: u64, tokens: &[u32]) -> Option<BlockId> {
         let id = *self.index.get(&hash)?;
         // A hash hit is only trusted when the tokens agree, so a collision never serves wrong KV.
-        match &self.blocks[id as usize].cached {
-            Some((_, t)) if t == tokens => Some(id),
-            _ => None,
-        }
+        (self.blocks[id as usize].cached == Some(hash) && self.block_tokens(id) == tokens)
+            .then_some(id)
     }
 
     /// Takes a reference on each block (prefix-cache hits), pulling unused ones off the free list.
@@ -129,7 +132,7 @@ impl BlockPool {
             let id = self.head;
             self.unlink(id);
             let b = &mut self.blocks[id as usize];
-            if let Some((hash, _)) = b.cached.take() {
+            if let Some(hash) = b.cached.take() {
                 self.index.remove(&hash);
                 evicted.push(hash);
             }
@@ -179,7 +182,8 @@ impl BlockPool {
             let fresh =
                 self.blocks[id as usize].cached.is_none() && !self.index.contains_key(&hash);
             if fresh {
-                self.blocks[id as usize].cached = Some((hash, block_tokens.to_vec()));
+                self.blocks[id as usize].cached = Some(hash);
+                self.tokens[id as usize * bs..(id as usize + 1) * bs].copy_from_slice(block_tokens);
                 self.index.insert(hash, id);
                 let run = pending.get_or_insert_with(|| (prev, Vec::new(), Vec::new()));
                 run.1.push(hash);
@@ -258,8 +262,8 @@ impl BlockPool {
             if b.ref_cnt == 0 && !seen[i] {
                 return Err(format!("block {i} has no references but is not free"));
             }
-            if let Some((h, t)) = &b.cached
-                && (self.index.get(h) != Some(&(i as u32)) || t.len() != self.block_size)
+            if let Some(h) = &b.cached
+                && self.index.get(h) != Some(&(i as u32))
             {
                 return Err(format!("block {i} is cached but not indexed"));
             }
@@ -280,6 +284,11 @@ impl BlockPool {
             )),
             None => Ok(()),
         }
+    }
+
+    fn block_tokens(&self, id: BlockId) -> &[u32] {
+        let bs = self.block_size;
+        &self.tokens[id as usize * bs..(id as usize + 1) * bs]
     }
 
     fn emit_stored(&mut self, (parent, hashes, tokens): (Option<u64>, Vec<u64>, Vec<u32>)) {

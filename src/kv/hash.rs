@@ -7,6 +7,10 @@ pub const HASH_SEED: u64 = 1337;
 
 /// Hash of one block's token ids (u32 little-endian), independent of its position.
 pub fn block_hash(tokens: &[u32]) -> u64 {
+    if cfg!(target_endian = "little") {
+        // The in-memory bytes are already little-endian: hash them in place.
+        return xxh3_64_with_seed(bytemuck::cast_slice(tokens), HASH_SEED);
+    }
     let mut bytes = Vec::with_capacity(tokens.len() * 4);
     for t in tokens {
         bytes.extend_from_slice(&t.to_le_bytes());

@@ -146,7 +146,8 @@ pub fn synthesize(r: &TraceRequest, first_id: u32, vocab: u32) -> Vec<u32> {
             let mut z =
                 h.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ j.wrapping_mul(0xBF58_476D_1CE4_E5B9);
             z = (z ^ (z >> 31)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            out.push(first_id + ((z ^ (z >> 29)) % vocab as u64) as u32);
+            // Multiply-high maps the 64-bit draw onto the vocabulary without a division.
+            out.push(first_id + (((z ^ (z >> 29)) as u128 * vocab as u128) >> 64) as u32);
         }
     }
     out

@@ -2,7 +2,7 @@
 //! the workers' KV events. Since sequence hashes chain their whole prefix, a prompt's overlap
 //! with a worker is the number of its leading block hashes the worker holds.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::FxHashMap;
 
 use crate::kv::KvEvent;
 
@@ -10,10 +10,13 @@ use crate::kv::KvEvent;
 pub const MAX_WORKERS: usize = 64;
 
 /// The router's view of every worker's prefix cache.
+///
+/// One map entry per block hash (the bitmask of its holders) and a count per worker: an event
+/// costs one hash lookup per block. Keys are already XXH3 hashes, so the map uses Fx.
 #[derive(Debug, Default)]
 pub struct KvIndex {
-    holders: HashMap<u64, u64>,
-    per_worker: Vec<HashSet<u64>>,
+    holders: FxHashMap<u64, u64>,
+    counts: Vec<usize>,
 }
 
 impl KvIndex {
@@ -21,14 +24,14 @@ impl KvIndex {
     pub fn new(workers: usize) -> Self {
         assert!(workers <= MAX_WORKERS, "at most {MAX_WORKERS} workers");
         KvIndex {
-            holders: HashMap::new(),
-            per_worker: vec![HashSet::new(); workers],
+            holders: FxHashMap::default(),
+            counts: vec![0; workers],
         }
     }
 
     /// Blocks indexed for `worker`.
     pub fn num_blocks(&self, worker: usize) -> usize {
-        self.per_worker[worker].len()
+        self.counts[worker]
     }
 
     /// Applies one event of `worker`.
@@ -37,44 +40,44 @@ impl KvIndex {
         match event {
             KvEvent::BlockStored { block_hashes, .. } => {
                 for &h in block_hashes {
-                    *self.holders.entry(h).or_default() |= bit;
-                    self.per_worker[worker].insert(h);
+                    let m = self.holders.entry(h).or_default();
+                    if *m & bit == 0 {
+                        *m |= bit;
+                        self.counts[worker] += 1;
+                    }
                 }
             }
             KvEvent::BlockRemoved { block_hashes } => {
                 for h in block_hashes {
-                    self.remove(worker, *h);
+                    if let Some(m) = self.holders.get_mut(h)
+                        && *m & bit != 0
+                    {
+                        *m &= !bit;
+                        self.counts[worker] -= 1;
+                        if *m == 0 {
+                            self.holders.remove(h);
+                        }
+                    }
                 }
             }
             KvEvent::AllBlocksCleared => self.clear(worker),
         }
     }
 
-    /// Forgets everything about `worker` (before a snapshot, or when it restarts).
+    /// Forgets everything about `worker` (before a snapshot, or when it restarts). It walks
+    /// the whole index; that is rare, where events are per step.
     pub fn clear(&mut self, worker: usize) {
-        for h in std::mem::take(&mut self.per_worker[worker]) {
-            self.unset(worker, h);
-        }
-    }
-
-    fn remove(&mut self, worker: usize, h: u64) {
-        if self.per_worker[worker].remove(&h) {
-            self.unset(worker, h);
-        }
-    }
-
-    fn unset(&mut self, worker: usize, h: u64) {
-        if let Some(m) = self.holders.get_mut(&h) {
-            *m &= !(1u64 << worker);
-            if *m == 0 {
-                self.holders.remove(&h);
-            }
-        }
+        let keep = !(1u64 << worker);
+        self.holders.retain(|_, m| {
+            *m &= keep;
+            *m != 0
+        });
+        self.counts[worker] = 0;
     }
 
     /// For each worker, how many leading blocks of `seq_hashes` it holds.
     pub fn overlaps(&self, seq_hashes: &[u64]) -> Vec<usize> {
-        let mut out = vec![0; self.per_worker.len()];
+        let mut out = vec![0; self.counts.len()];
         let mut active = u64::MAX;
         for h in seq_hashes {
             let m = self.holders.get(h).copied().unwrap_or(0) & active;

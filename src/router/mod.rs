@@ -64,19 +64,13 @@ impl Router {
             .map(|k| (start + k) % n)
             .filter(|i| workers[*i].is_healthy() && !exclude.contains(i))
             .collect();
-        let first = *candidates.first()?;
-        let temperature = match self.policy {
-            Policy::RoundRobin => {
-                return Some(Choice {
-                    worker: first,
-                    overlap_blocks: 0,
-                });
-            }
-            Policy::Kv { temperature } => temperature,
+        let bs = match self.policy {
+            Policy::Kv { .. } => self.pool.block_size(),
+            Policy::RoundRobin => None,
         };
-        let Some(bs) = self.pool.block_size() else {
-            return Some(Choice {
-                worker: first,
+        let Some(bs) = bs else {
+            return candidates.first().map(|&worker| Choice {
+                worker,
                 overlap_blocks: 0,
             });
         };
@@ -88,41 +82,71 @@ impl Router {
             .read()
             .map(|ix| ix.overlaps(&hashes))
             .unwrap_or_else(|_| vec![0; n]);
-        let prompt_blocks = prompt.len().div_ceil(bs);
-        let cost = |i: usize| {
-            let prefill = prompt_blocks - overlaps[i].min(prompt_blocks);
-            (prefill + workers[i].active_blocks.load(Ordering::Relaxed)) as f64
-        };
-        // Candidates start at a rotating offset, so equal costs spread over workers.
-        let worker = if temperature <= 0.0 {
-            *candidates
-                .iter()
-                .min_by(|&&a, &&b| cost(a).total_cmp(&cost(b)))?
-        } else {
-            let min = candidates
-                .iter()
-                .map(|&i| cost(i))
-                .fold(f64::INFINITY, f64::min);
-            let weights: Vec<f64> = candidates
-                .iter()
-                .map(|&i| (-(cost(i) - min) / temperature).exp())
-                .collect();
-            let mut u = rand::rng().random::<f64>() * weights.iter().sum::<f64>();
-            let mut pick = first;
-            for (&i, w) in candidates.iter().zip(&weights) {
-                pick = i;
-                if u < *w {
-                    break;
-                }
-                u -= w;
-            }
-            pick
-        };
-        Some(Choice {
-            worker,
-            overlap_blocks: overlaps[worker],
-        })
+        decide(
+            self.policy,
+            &candidates,
+            prompt.len().div_ceil(bs),
+            &overlaps,
+            |i| workers[i].active_blocks.load(Ordering::Relaxed),
+            rand::rng().random::<f64>(),
+        )
     }
+}
+
+/// The routing decision over plain data: the servers' router and the simulator both make it.
+///
+/// `candidates` are the eligible workers, starting at a rotating offset so that equal costs
+/// spread over workers; `overlaps[i]` is worker i's cached prefix in blocks and
+/// `active_blocks(i)` the blocks of requests in flight there; `u` is a uniform draw in [0, 1)
+/// for sampling at a positive temperature.
+pub fn decide(
+    policy: Policy,
+    candidates: &[usize],
+    prompt_blocks: usize,
+    overlaps: &[usize],
+    active_blocks: impl Fn(usize) -> usize,
+    u: f64,
+) -> Option<Choice> {
+    let first = *candidates.first()?;
+    let temperature = match policy {
+        Policy::RoundRobin => {
+            return Some(Choice {
+                worker: first,
+                overlap_blocks: 0,
+            });
+        }
+        Policy::Kv { temperature } => temperature,
+    };
+    let cost = |i: usize| {
+        let prefill = prompt_blocks - overlaps[i].min(prompt_blocks);
+        (prefill + active_blocks(i)) as f64
+    };
+    let worker = if temperature <= 0.0 {
+        *candidates
+            .iter()
+            .min_by(|&&a, &&b| cost(a).total_cmp(&cost(b)))?
+    } else {
+        let costs: Vec<f64> = candidates.iter().map(|&i| cost(i)).collect();
+        let min = costs.iter().copied().fold(f64::INFINITY, f64::min);
+        let weights: Vec<f64> = costs
+            .iter()
+            .map(|c| (-(c - min) / temperature).exp())
+            .collect();
+        let mut left = u * weights.iter().sum::<f64>();
+        let mut pick = first;
+        for (&i, w) in candidates.iter().zip(&weights) {
+            pick = i;
+            if left < *w {
+                break;
+            }
+            left -= w;
+        }
+        pick
+    };
+    Some(Choice {
+        worker,
+        overlap_blocks: overlaps[worker],
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,249 @@
+//! `tandem simulate`: the trace through simulated deployments, and the A/B of the two.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+
+use super::frontend::RouterArg;
+use crate::config::EngineConfig;
+use crate::replay::metrics::{RequestRecord, Slo, summarize};
+use crate::replay::trace::load;
+use crate::router::Policy;
+use crate::sim::report::{Arm, json, table};
+use crate::sim::{ClusterConfig, Profile, SimOutcome, Topology, plot, simulate};
+
+/// Which deployments to simulate.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Deployment {
+    /// Aggregated workers behind the baseline router.
+    Baseline,
+    /// Prefill and decode workers behind the disaggregated router.
+    Disagg,
+    /// Both, side by side.
+    Both,
+}
+
+/// Arguments of `tandem simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Mooncake JSONL trace (timestamp, input_length, output_length, hash_ids per line).
+    #[arg(long)]
+    trace: PathBuf,
+    /// baseline, disagg, or both (the A/B).
+    #[arg(long, value_enum, default_value = "both")]
+    deployment: Deployment,
+    /// Aggregated workers of the baseline.
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+    /// Prefill workers of the disaggregated deployment.
+    #[arg(long, default_value_t = 6)]
+    prefill: usize,
+    /// Decode workers of the disaggregated deployment.
+    #[arg(long, default_value_t = 2)]
+    decode: usize,
+    /// Router of the baseline.
+    #[arg(long, value_enum, default_value = "round-robin")]
+    baseline_router: RouterArg,
+    /// Router of the disaggregated deployment's prefill pool.
+    #[arg(long, value_enum, default_value = "kv")]
+    disagg_router: RouterArg,
+    /// Softmax temperature of the kv policy (0: always the cheapest worker).
+    #[arg(long, default_value_t = 0.0)]
+    router_temperature: f64,
+    /// Tensor-parallel GPUs per worker (for the default profile).
+    #[arg(
+        long = "tensor-parallel-size",
+        visible_alias = "tp",
+        default_value_t = 2
+    )]
+    tp: usize,
+    /// Timing profile (JSON, the fields `--out` writes under "profile"); default: Qwen3-32B
+    /// on H200 from arithmetic.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Tokens per KV block.
+    #[arg(long, default_value_t = 64)]
+    block_size: usize,
+    /// KV blocks per worker (default: the profile's capacity over the block size).
+    #[arg(long)]
+    kv_blocks: Option<usize>,
+    /// Longest sequence (the trace needs 128,195 tokens).
+    #[arg(long, default_value_t = 131_072)]
+    max_model_len: usize,
+    /// Most sequences running at once per worker.
+    #[arg(long, default_value_t = 256)]
+    max_num_seqs: usize,
+    /// Token budget of one step.
+    #[arg(long, default_value_t = 8192)]
+    max_num_batched_tokens: usize,
+    /// Turn off prefix caching.
+    #[arg(long)]
+    no_prefix_caching: bool,
+    /// Replay this many times faster than the trace's timestamps.
+    #[arg(long, default_value_t = 1.0)]
+    speedup: f64,
+    /// Simulate only the first N requests.
+    #[arg(long)]
+    max_requests: Option<usize>,
+    /// Goodput thresholds in AIPerf's syntax.
+    #[arg(
+        long,
+        default_value = "time_to_first_token:2000 inter_token_latency:25"
+    )]
+    goodput: String,
+    /// Synthesized prompts use token ids below this (Qwen's ordinary tokens).
+    #[arg(long, default_value_t = 151_643)]
+    vocab: u32,
+    /// Seed of the router's draws.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write ab.json, per-deployment request records and the TTFT/ITL CDF plots here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn policy(r: RouterArg, temperature: f64) -> Policy {
+    match r {
+        RouterArg::RoundRobin => Policy::RoundRobin,
+        RouterArg::Kv => Policy::Kv { temperature },
+    }
+}
+
+/// Runs `tandem simulate`.
+pub fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
+    if !(args.speedup.is_finite() && args.speedup > 0.0) {
+        bail!("--speedup must be positive");
+    }
+    if args.workers == 0 || args.prefill == 0 || args.decode == 0 || args.tp == 0 {
+        bail!("--workers, --prefill, --decode and --tensor-parallel-size must be positive");
+    }
+    if args.block_size == 0 || args.vocab == 0 {
+        bail!("--block-size and --vocab must be positive");
+    }
+    let slo = Slo::parse(&args.goodput)?;
+    let profile = match &args.profile {
+        Some(p) => Profile::load(p)?,
+        None => Profile::arithmetic(
+            &crate::sim::profile::QWEN3_32B,
+            &crate::sim::profile::H200,
+            args.tp,
+        ),
+    };
+    profile.validate()?;
+    let mut trace = load(&args.trace)?;
+    if let Some(n) = args.max_requests {
+        trace.truncate(n);
+    }
+    let engine = EngineConfig {
+        block_size: args.block_size,
+        num_blocks: args
+            .kv_blocks
+            .unwrap_or(profile.kv_capacity_tokens / args.block_size),
+        max_model_len: args.max_model_len,
+        max_num_seqs: args.max_num_seqs,
+        max_num_batched_tokens: args.max_num_batched_tokens,
+        long_prefill_token_threshold: 0,
+        enable_prefix_caching: !args.no_prefix_caching,
+        vocab_size: args.vocab as usize,
+        kv_hold_timeout: std::time::Duration::from_secs(30),
+    };
+    let base = |name: &str, topology, router| ClusterConfig {
+        name: name.to_string(),
+        topology,
+        policy: policy(router, args.router_temperature),
+        engine: engine.clone(),
+        speedup: args.speedup,
+        vocab: args.vocab,
+        seed: args.seed,
+    };
+    let mut configs = Vec::new();
+    if args.deployment != Deployment::Disagg {
+        configs.push(base(
+            "baseline",
+            Topology::Aggregated {
+                workers: args.workers,
+            },
+            args.baseline_router,
+        ));
+    }
+    if args.deployment != Deployment::Baseline {
+        configs.push(base(
+            "disagg",
+            Topology::Disaggregated {
+                prefill: args.prefill,
+                decode: args.decode,
+            },
+            args.disagg_router,
+        ));
+    }
+    eprintln!(
+        "simulating {} requests; profile: {}; {} KV blocks of {} tokens per worker",
+        trace.len(),
+        profile.name,
+        engine.num_blocks,
+        engine.block_size
+    );
+    let profile = Arc::new(profile);
+    let mut runs: Vec<(String, SimOutcome)> = Vec::new();
+    for c in &configs {
+        let o = simulate(c, profile.clone(), &trace)
+            .with_context(|| format!("simulating {}", c.name))?;
+        eprintln!(
+            "{}: {} steps, simulated {:.0} s in {:.2} s of wall time",
+            c.name, o.steps, o.duration_s, o.wall_s
+        );
+        runs.push((c.name.clone(), o));
+    }
+    let summaries: Vec<_> = runs
+        .iter()
+        .map(|(_, o)| summarize(&o.records, o.duration_s, Some(&slo)))
+        .collect();
+    let arms: Vec<Arm> = runs
+        .iter()
+        .zip(&summaries)
+        .map(|((name, outcome), summary)| Arm {
+            name,
+            outcome,
+            summary,
+        })
+        .collect();
+    print!("{}", table(&arms));
+    if let Some(dir) = &args.out {
+        write_out(dir, &arms, &profile)?;
+    }
+    Ok(())
+}
+
+fn write_out(dir: &std::path::Path, arms: &[Arm], profile: &Profile) -> anyhow::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(
+        dir.join("ab.json"),
+        serde_json::to_string_pretty(&json(arms, profile))?,
+    )?;
+    for a in arms {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(
+            dir.join(format!("{}_requests.jsonl", a.name)),
+        )?);
+        for r in &a.outcome.records {
+            writeln!(f, "{}", serde_json::to_string(r)?)?;
+        }
+        f.flush()?;
+    }
+    let series = |f: fn(&RequestRecord) -> Option<f64>| -> Vec<(&str, Vec<f64>)> {
+        arms.iter()
+            .map(|a| (a.name, a.outcome.records.iter().filter_map(f).collect()))
+            .collect()
+    };
+    std::fs::write(
+        dir.join("ttft_cdf.svg"),
+        plot::cdf_svg("Time to first token", "ms", &series(|r| r.ttft_ms)),
+    )?;
+    std::fs::write(
+        dir.join("itl_cdf.svg"),
+        plot::cdf_svg("Inter-token latency", "ms", &series(RequestRecord::itl_ms)),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,342 @@
+//! The timing model of one worker: how long a step and a KV transfer take.
+//!
+//! A step is a roofline: the larger of its bytes over the HBM bandwidth and its FLOPs over the
+//! matmul rate (each at a stated efficiency), plus the tensor-parallel all-reduces and a fixed
+//! overhead. A KV transfer is a latency plus its bytes over the link. The default profile is
+//! derived from Qwen3-32B's shapes and the H200's data sheet (see [`Profile::arithmetic`]);
+//! a profile measured on the CUDA backend replaces it through `--profile FILE` (the same JSON).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::SeqWork;
+use crate::error::{Error, Result};
+
+/// Timing model of one worker (all of its tensor-parallel ranks), in SI units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// What the profile describes.
+    pub name: String,
+    /// Weight bytes one rank reads in every step.
+    pub weight_bytes: f64,
+    /// FLOPs per token of the dense layers on one rank (2 × parameters read).
+    pub linear_flops_per_token: f64,
+    /// Attention FLOPs on one rank per (query token, context token) pair.
+    pub attn_flops_per_pair: f64,
+    /// KV bytes per token on one rank (read by attention, written once).
+    pub kv_bytes_per_token: f64,
+    /// HBM bandwidth of one GPU, bytes/s.
+    pub hbm_bandwidth: f64,
+    /// Fraction of `hbm_bandwidth` a step reaches.
+    pub hbm_efficiency: f64,
+    /// Dense bf16 matmul rate of one GPU, FLOP/s.
+    pub matmul_flops: f64,
+    /// Fraction of `matmul_flops` a step reaches.
+    pub matmul_efficiency: f64,
+    /// Bytes each rank all-reduces per token (0 at TP1).
+    pub allreduce_bytes_per_token: f64,
+    /// All-reduce bus bandwidth between the ranks, bytes/s.
+    pub allreduce_bandwidth: f64,
+    /// Fixed cost of a step, s: kernel launches, all-reduce latencies, scheduling.
+    pub step_overhead_s: f64,
+    /// KV bytes per token over all ranks: what a prefill-to-decode transfer moves.
+    pub transfer_bytes_per_token: f64,
+    /// Bandwidth between a prefill and a decode worker, bytes/s.
+    pub link_bandwidth: f64,
+    /// Fraction of `link_bandwidth` a transfer reaches.
+    pub link_efficiency: f64,
+    /// Fixed cost of a transfer, s: the handshake and the first round trip.
+    pub transfer_latency_s: f64,
+    /// Tokens of KV one worker holds.
+    pub kv_capacity_tokens: usize,
+}
+
+/// The shapes of a Qwen3 model that decide its cost.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelShape {
+    /// Hidden size.
+    pub hidden: f64,
+    /// MLP intermediate size.
+    pub intermediate: f64,
+    /// Decoder layers.
+    pub layers: f64,
+    /// Query heads.
+    pub q_heads: f64,
+    /// Key/value heads.
+    pub kv_heads: f64,
+    /// Width of a head.
+    pub head_dim: f64,
+    /// Vocabulary.
+    pub vocab: f64,
+    /// Bytes per weight and per cached value (bf16: 2).
+    pub dtype_bytes: f64,
+}
+
+/// Qwen3-32B (config.json of Qwen/Qwen3-32B).
+pub const QWEN3_32B: ModelShape = ModelShape {
+    hidden: 5120.0,
+    intermediate: 25600.0,
+    layers: 64.0,
+    q_heads: 64.0,
+    kv_heads: 8.0,
+    head_dim: 128.0,
+    vocab: 151_936.0,
+    dtype_bytes: 2.0,
+};
+
+/// One GPU and its links, from the data sheet.
+#[derive(Debug, Clone, Copy)]
+pub struct Gpu {
+    /// Name.
+    pub name: &'static str,
+    /// Device memory, bytes.
+    pub memory: f64,
+    /// HBM bandwidth, bytes/s.
+    pub hbm_bandwidth: f64,
+    /// Dense bf16 tensor-core rate, FLOP/s.
+    pub matmul_flops: f64,
+    /// NVLink bandwidth per direction, bytes/s.
+    pub nvlink_bandwidth: f64,
+    /// Network bandwidth per GPU (one NIC each), bytes/s.
+    pub nic_bandwidth: f64,
+}
+
+/// H200 SXM: 143,771 MiB, 4.8 TB/s HBM3e, 989 TFLOP/s dense bf16, NVLink 4 (450 GB/s per
+/// direction), one 400 Gb/s NIC per GPU.
+pub const H200: Gpu = Gpu {
+    name: "H200",
+    memory: 143_771.0 * 1024.0 * 1024.0,
+    hbm_bandwidth: 4.8e12,
+    matmul_flops: 989e12,
+    nvlink_bandwidth: 450e9,
+    nic_bandwidth: 50e9,
+};
+
+impl Profile {
+    /// The profile of `model` split over `tp` GPUs of kind `gpu`, from arithmetic:
+    ///
+    /// - weights read per step per rank: (layers × (q + k + v + o + gate + up + down) + lm_head)
+    ///   × dtype bytes / tp — the embedding is gathered, not read;
+    /// - dense FLOPs per token per rank: 2 × those parameters / tp;
+    /// - attention FLOPs per (query, context) pair per rank: 4 × layers × q_heads × head_dim / tp
+    ///   (QKᵀ and PV);
+    /// - KV bytes per token per rank: 2 (K, V) × layers × kv_heads × head_dim × dtype bytes / tp;
+    /// - all-reduce bytes per token: 2 per layer × hidden × dtype bytes (at TP > 1), over NVLink;
+    /// - KV capacity: 90% of device memory, less the weights and 4 GiB of activations, over the
+    ///   KV bytes per token;
+    /// - transfers cross nodes: one NIC per rank.
+    ///
+    /// Efficiencies: 80% of HBM bandwidth, 70% of the matmul rate, 70% of NVLink, 80% of the
+    /// NICs (what tuned kernels and NCCL/NIXL reach on Hopper); 1.5 ms of fixed step cost (two
+    /// all-reduce latencies per layer plus launches, with CUDA graphs); 2 ms per transfer.
+    pub fn arithmetic(model: &ModelShape, gpu: &Gpu, tp: usize) -> Self {
+        let m = model;
+        let tp_f = tp as f64;
+        let per_layer = m.hidden * (m.q_heads + 2.0 * m.kv_heads) * m.head_dim
+            + m.q_heads * m.head_dim * m.hidden
+            + 3.0 * m.hidden * m.intermediate;
+        let read_params = (m.layers * per_layer + m.vocab * m.hidden) / tp_f;
+        let stored_params = read_params + m.vocab * m.hidden / tp_f;
+        let kv_all_ranks = 2.0 * m.layers * m.kv_heads * m.head_dim * m.dtype_bytes;
+        let kv_per_rank = kv_all_ranks / tp_f;
+        let usable = 0.90 * gpu.memory - stored_params * m.dtype_bytes - 4.0 * (1u64 << 30) as f64;
+        Profile {
+            name: format!("Qwen3-32B TP{tp} on {} (arithmetic)", gpu.name),
+            weight_bytes: read_params * m.dtype_bytes,
+            linear_flops_per_token: 2.0 * read_params,
+            attn_flops_per_pair: 4.0 * m.layers * m.q_heads * m.head_dim / tp_f,
+            kv_bytes_per_token: kv_per_rank,
+            hbm_bandwidth: gpu.hbm_bandwidth,
+            hbm_efficiency: 0.80,
+            matmul_flops: gpu.matmul_flops,
+            matmul_efficiency: 0.70,
+            allreduce_bytes_per_token: if tp > 1 {
+                2.0 * m.layers * m.hidden * m.dtype_bytes
+            } else {
+                0.0
+            },
+            allreduce_bandwidth: 0.70 * gpu.nvlink_bandwidth,
+            step_overhead_s: 1.5e-3,
+            transfer_bytes_per_token: kv_all_ranks,
+            link_bandwidth: gpu.nic_bandwidth * tp_f,
+            link_efficiency: 0.80,
+            transfer_latency_s: 2e-3,
+            kv_capacity_tokens: (usable.max(0.0) / kv_per_rank) as usize,
+        }
+    }
+
+    /// The default: Qwen3-32B, TP2, H200.
+    pub fn default_qwen3_32b_tp2_h200() -> Self {
+        Self::arithmetic(&QWEN3_32B, &H200, 2)
+    }
+
+    /// Reads a profile from JSON.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let p: Profile = serde_json::from_str(&text)
+            .map_err(|e| Error::InvalidRequest(format!("profile {}: {e}", path.display())))?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Checks that every rate is positive and every efficiency in (0, 1].
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("weight_bytes", self.weight_bytes),
+            ("linear_flops_per_token", self.linear_flops_per_token),
+            ("kv_bytes_per_token", self.kv_bytes_per_token),
+            ("hbm_bandwidth", self.hbm_bandwidth),
+            ("matmul_flops", self.matmul_flops),
+            ("allreduce_bandwidth", self.allreduce_bandwidth),
+            ("transfer_bytes_per_token", self.transfer_bytes_per_token),
+            ("link_bandwidth", self.link_bandwidth),
+        ];
+        let non_negative = [
+            ("attn_flops_per_pair", self.attn_flops_per_pair),
+            ("allreduce_bytes_per_token", self.allreduce_bytes_per_token),
+            ("step_overhead_s", self.step_overhead_s),
+            ("transfer_latency_s", self.transfer_latency_s),
+        ];
+        let fractions = [
+            ("hbm_efficiency", self.hbm_efficiency),
+            ("matmul_efficiency", self.matmul_efficiency),
+            ("link_efficiency", self.link_efficiency),
+        ];
+        let bad = positive
+            .iter()
+            .filter(|(_, v)| !(v.is_finite() && *v > 0.0))
+            .chain(
+                non_negative
+                    .iter()
+                    .filter(|(_, v)| !(v.is_finite() && *v >= 0.0)),
+            )
+            .chain(
+                fractions
+                    .iter()
+                    .filter(|(_, v)| !(v.is_finite() && *v > 0.0 && *v <= 1.0)),
+            )
+            .map(|(k, _)| *k)
+            .collect::<Vec<_>>();
+        if !bad.is_empty() {
+            return Err(Error::InvalidRequest(format!(
+                "profile {:?}: out of range: {}",
+                self.name,
+                bad.join(", ")
+            )));
+        }
+        if self.kv_capacity_tokens == 0 {
+            return Err(Error::InvalidRequest(format!(
+                "profile {:?}: kv_capacity_tokens is 0 (the weights leave no room for KV)",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Seconds one step takes: new tokens cost FLOPs, context costs KV bytes.
+    pub fn step_time(&self, work: &[SeqWork]) -> f64 {
+        let (mut tokens, mut pairs, mut kv_tokens) = (0.0, 0.0, 0.0);
+        for w in work {
+            let new = w.new_tokens as f64;
+            let before = (w.context_len - w.new_tokens) as f64;
+            tokens += new;
+            // Causal: the i-th new token sees the cached context and the i new tokens up to it.
+            pairs += new * before + new * (new + 1.0) / 2.0;
+            kv_tokens += w.context_len as f64;
+        }
+        let bytes = self.weight_bytes + kv_tokens * self.kv_bytes_per_token;
+        let flops = tokens * self.linear_flops_per_token + pairs * self.attn_flops_per_pair;
+        let memory = bytes / (self.hbm_bandwidth * self.hbm_efficiency);
+        let compute = flops / (self.matmul_flops * self.matmul_efficiency);
+        memory.max(compute)
+            + tokens * self.allreduce_bytes_per_token / self.allreduce_bandwidth
+            + self.step_overhead_s
+    }
+
+    /// Seconds to move the KV of `tokens` prompt tokens from a prefill to a decode worker.
+    pub fn transfer_time(&self, tokens: usize) -> f64 {
+        self.transfer_latency_s
+            + tokens as f64 * self.transfer_bytes_per_token
+                / (self.link_bandwidth * self.link_efficiency)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(batch: usize, ctx: usize) -> Vec<SeqWork> {
+        vec![
+            SeqWork {
+                new_tokens: 1,
+                context_len: ctx,
+            };
+            batch
+        ]
+    }
+
+    #[test]
+    fn qwen3_32b_tp2_h200_figures() {
+        let p = Profile::default_qwen3_32b_tp2_h200();
+        p.validate().unwrap();
+        // 32.0 GB of weights per rank per step; 128 KiB of KV per token per rank.
+        assert!(
+            (p.weight_bytes / 1e9 - 32.0).abs() < 0.1,
+            "{}",
+            p.weight_bytes
+        );
+        assert_eq!(p.kv_bytes_per_token, 131_072.0);
+        assert_eq!(p.transfer_bytes_per_token, 262_144.0);
+        // About 750k tokens of KV per worker.
+        assert!((700_000..800_000).contains(&p.kv_capacity_tokens));
+        // Decode at batch 1 is bound by the weights: 32 GB / 3.84 TB/s + overheads ≈ 10 ms.
+        let t1 = p.step_time(&decode(1, 1000));
+        assert!((0.0095..0.0105).contains(&t1), "{t1}");
+        // Decode is memory-bound, so batch 64 at 2k context costs little more than the weights
+        // plus 64 × 2k tokens of KV.
+        let t64 = p.step_time(&decode(64, 2048));
+        let kv = 64.0 * 2048.0 * 131_072.0 / (4.8e12 * 0.8);
+        assert!((t64 - t1 - kv).abs() < 1e-3, "{t64}");
+        // An 8k prefill is compute-bound: ~0.5 s.
+        let t8k = p.step_time(&[SeqWork {
+            new_tokens: 8192,
+            context_len: 8192,
+        }]);
+        assert!((0.4..0.6).contains(&t8k), "{t8k}");
+        // A cached prefix makes a prefill cheaper than computing it.
+        let cached = p.step_time(&[SeqWork {
+            new_tokens: 1024,
+            context_len: 8192,
+        }]);
+        assert!(cached < t8k / 4.0);
+        // 12k tokens of KV (3.2 GB) over 2 × 50 GB/s at 80%: ~40 ms.
+        let x = p.transfer_time(12_000);
+        assert!((0.035..0.045).contains(&x), "{x}");
+    }
+
+    #[test]
+    fn profiles_round_trip_and_are_checked() {
+        let p = Profile::default_qwen3_32b_tp2_h200();
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("p.json");
+        std::fs::write(&f, serde_json::to_string_pretty(&p).unwrap()).unwrap();
+        assert_eq!(Profile::load(&f).unwrap(), p);
+        let mut bad = p.clone();
+        bad.hbm_efficiency = 1.5;
+        bad.link_bandwidth = 0.0;
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("hbm_efficiency") && e.contains("link_bandwidth"),
+            "{e}"
+        );
+        std::fs::write(&f, "{\"name\": \"x\"}").unwrap();
+        assert!(
+            Profile::load(&f)
+                .unwrap_err()
+                .to_string()
+                .contains("missing field")
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! `tandem simulate` as users run it: the reference trace through simulated deployments, the
+//! A/B outputs, bad input, and agreement with a real `tandem serve` on the same small trace.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use common::http::wait_health;
+use common::procs::{run, spawn};
+use serde_json::Value;
+
+/// The whole-trace simulations keep a core busy for seconds: the real-server test runs alone,
+/// so that its workers answer their health checks in time.
+static ALONE: Mutex<()> = Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ALONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn trace_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/traces/mooncake_conversation_trace.jsonl")
+}
+
+fn simulate(args: &[&str]) -> (bool, String, String) {
+    run(&[&["simulate"], args].concat())
+}
+
+fn records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Blocks an unbounded prefix cache serves in trace order: each request's leading run of full
+/// 512-token blocks seen before as full blocks, less one when that is the whole prompt (its
+/// last token is always computed, to sample from).
+fn reusable_blocks(trace: &str) -> (usize, usize) {
+    let mut seen = HashSet::new();
+    let (mut hits, mut refs) = (0, 0);
+    for line in trace.lines() {
+        let r: Value = serde_json::from_str(line).unwrap();
+        let n = r["input_length"].as_u64().unwrap() as usize;
+        let ids: Vec<u64> = r["hash_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_u64().unwrap())
+            .collect();
+        let full = n / 512;
+        let mut k = ids[..full].iter().take_while(|h| seen.contains(*h)).count();
+        if k * 512 == n {
+            k -= 1;
+        }
+        hits += k;
+        refs += ids.len();
+        seen.extend(ids[..full].iter().copied());
+    }
+    (hits, refs)
+}
+
+#[test]
+fn one_worker_with_an_unbounded_cache_reuses_what_the_trace_repeats() {
+    let _alone = alone();
+    let text = std::fs::read_to_string(trace_path()).unwrap();
+    let (hits, refs) = reusable_blocks(&text);
+    // The trace README: 36.64% of block references repeat an earlier block. A prefix cache of
+    // whole blocks serves all but 118 of them (partial last blocks, whole-prompt hits).
+    assert_eq!(refs, 288_500);
+    assert!((hits as f64 / refs as f64 - 0.3664).abs() < 0.0005);
+    let dir = tempfile::tempdir().unwrap();
+    // Arrivals 1000× slower than the trace: each request finishes before the next one, so
+    // the cache sees the trace's order.
+    let (ok, stdout, stderr) = simulate(&[
+        "--trace",
+        trace_path().to_str().unwrap(),
+        "--deployment",
+        "baseline",
+        "--workers",
+        "1",
+        "--block-size",
+        "512",
+        "--kv-blocks",
+        "300000",
+        "--speedup",
+        "0.001",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("prefix hit rate"), "{stdout}");
+    let recs = records(&dir.path().join("baseline_requests.jsonl"));
+    assert_eq!(recs.len(), 12_031);
+    assert!(recs.iter().all(|r| r["error"].is_null()));
+    let cached: u64 = recs
+        .iter()
+        .map(|r| r["cached_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(cached, hits as u64 * 512);
+}
+
+#[test]
+fn the_ab_prints_a_table_and_writes_json_and_plots() {
+    let _alone = alone();
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = simulate(&[
+        "--trace",
+        trace_path().to_str().unwrap(),
+        "--max-requests",
+        "1500",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    for row in [
+        "TTFT p99 (ms)",
+        "ITL p50 (ms)",
+        "goodput (req/s)",
+        "prefix hit rate (%)",
+    ] {
+        assert!(stdout.contains(row), "{stdout}");
+    }
+    assert!(stdout.contains("baseline") && stdout.contains("disagg"));
+    let ab: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("ab.json")).unwrap())
+            .unwrap();
+    let deps = ab["deployments"].as_array().unwrap();
+    assert_eq!(deps.len(), 2);
+    for d in deps {
+        let s = &d["summary"];
+        assert_eq!(s["request_count"]["avg"], 1500, "{d}");
+        assert!(s["time_to_first_token"]["p50"].as_f64().unwrap() > 0.0);
+        assert!(s["goodput"]["avg"].as_f64().is_some());
+    }
+    assert_eq!(deps[0]["transfers"], 0);
+    assert!(deps[1]["transfers"].as_u64().unwrap() > 1400);
+    // The profile that produced the run is part of it (and loads back as a profile).
+    let profile = dir.path().join("profile.json");
+    std::fs::write(&profile, ab["profile"].to_string()).unwrap();
+    for svg in ["ttft_cdf.svg", "itl_cdf.svg"] {
+        let s = std::fs::read_to_string(dir.path().join(svg)).unwrap();
+        assert!(
+            s.starts_with("<svg") && s.matches("<polyline").count() == 2,
+            "{svg}"
+        );
+    }
+    let (ok, _, stderr) = simulate(&[
+        "--trace",
+        trace_path().to_str().unwrap(),
+        "--max-requests",
+        "20",
+        "--deployment",
+        "disagg",
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn bad_input_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 2, \"hash_ids\": [0]}\nnot json\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = simulate(&["--trace", bad.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("line 2"), "{stderr}");
+    let trace = trace_path();
+    let t = trace.to_str().unwrap();
+    let profile = dir.path().join("p.json");
+    std::fs::write(&profile, "{\"name\": 1}").unwrap();
+    for (args, says) in [
+        (vec!["--speedup", "0"], "--speedup"),
+        (vec!["--workers", "0"], "must be positive"),
+        (vec!["--goodput", "ttft:3"], "goodput"),
+        (vec!["--profile", profile.to_str().unwrap()], "profile"),
+        (vec!["--kv-blocks", "10"], "max_model_len"),
+    ] {
+        let (ok, _, stderr) = simulate(&[&["--trace", t], &args[..]].concat());
+        assert!(!ok && stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+/// A small trace in the Mooncake format that the demo model can serve: conversations whose
+/// turns repeat their earlier blocks, one request every 500 ms.
+fn small_trace() -> String {
+    let mut lines = Vec::new();
+    for turn in 0..3u64 {
+        for conv in 0..4u64 {
+            let ids: Vec<u64> = std::iter::once(0)
+                .chain((0..turn).map(|t| 100 * (conv + 1) + t))
+                .collect();
+            let i = turn * 4 + conv;
+            lines.push(format!(
+                "{{\"timestamp\": {}, \"input_length\": {}, \"output_length\": {}, \"hash_ids\": {ids:?}}}",
+                i * 500,
+                512 * turn + 300,
+                3 + i % 5
+            ));
+        }
+    }
+    lines.join("\n")
+}
+
+#[test]
+fn simulated_and_real_runs_agree_on_counts_and_hits() {
+    let _alone = alone();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.jsonl");
+    std::fs::write(&trace, small_trace()).unwrap();
+    let trace = trace.to_str().unwrap();
+    // The same engine settings on both sides: 2 workers, blocks of 16 tokens. Round-robin makes
+    // the same choices whatever the timing (a debug build on a busy CI machine serves slower
+    // than any simulated profile), so each conversation stays on its worker on both sides.
+    let s = spawn(&[
+        "serve",
+        "--port",
+        "0",
+        "--workers",
+        "2",
+        "--router",
+        "round-robin",
+        "--block-size",
+        "16",
+        "--max-model-len",
+        "2048",
+        "--kv-cache-gib",
+        "0.2",
+    ]);
+    let base = format!("http://{}", s.addr);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(wait_health(&base, 200));
+    let real_out = dir.path().join("real");
+    let (ok, _, stderr) = run(&[
+        "replay",
+        "--trace",
+        trace,
+        "--url",
+        &base,
+        "--vocab",
+        "256",
+        "--out",
+        real_out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let sim_out = dir.path().join("sim");
+    let (ok, _, stderr) = simulate(&[
+        "--trace",
+        trace,
+        "--deployment",
+        "baseline",
+        "--workers",
+        "2",
+        "--baseline-router",
+        "round-robin",
+        "--block-size",
+        "16",
+        "--max-model-len",
+        "2048",
+        "--kv-blocks",
+        "4096",
+        "--vocab",
+        "256",
+        "--out",
+        sim_out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let real = records(&real_out.join("profile_export.jsonl"));
+    let sim = records(&sim_out.join("baseline_requests.jsonl"));
+    assert_eq!(real.len(), sim.len());
+    let sum = |rs: &[Value], k: &str| -> u64 { rs.iter().map(|r| r[k].as_u64().unwrap()).sum() };
+    assert!(real.iter().chain(&sim).all(|r| r["error"].is_null()));
+    assert_eq!(sum(&real, "output_tokens"), sum(&sim, "output_tokens"));
+    // A request's prefix was computed long before it arrives, on both sides: the same hits,
+    // request by request.
+    let cached = |rs: &[Value]| -> Vec<u64> {
+        rs.iter()
+            .map(|r| r["cached_tokens"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(cached(&real), cached(&sim));
+    assert!(sum(&sim, "cached_tokens") > 0);
+}
