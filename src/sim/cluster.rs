@@ -181,10 +181,17 @@ impl<'a> Cluster<'a> {
         let mut pools = Vec::new();
         for (p, (&(n, prefill_role), policy)) in sizes.iter().zip(policies).enumerate() {
             let members = (workers.len()..workers.len() + n).collect();
+            // Decode workers keep no prefix cache, as `tandem serve` runs them.
+            let decode_pool = p == 1;
+            let engine = EngineConfig {
+                enable_prefix_caching: cfg.engine.enable_prefix_caching && !decode_pool,
+                ..cfg.engine.clone()
+            };
+            let track_kv = track_kv && engine.enable_prefix_caching;
             for slot in 0..n {
                 let (tx, rx) = channel();
                 let mut core = EngineCore::new(
-                    cfg.engine.clone(),
+                    engine.clone(),
                     SimExecutor::new(profile.clone()),
                     Vec::new(),
                 )
