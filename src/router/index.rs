@@ -26,6 +26,15 @@ impl KvIndex {
         }
     }
 
+    /// Adds a slot for one more worker (the pool's slots are append-only).
+    pub fn add_worker(&mut self) {
+        assert!(
+            self.per_worker.len() < MAX_WORKERS,
+            "at most {MAX_WORKERS} workers"
+        );
+        self.per_worker.push(HashSet::new());
+    }
+
     /// Blocks indexed for `worker`.
     pub fn num_blocks(&self, worker: usize) -> usize {
         self.per_worker[worker].len()
