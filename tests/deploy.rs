@@ -1,22 +1,18 @@
-//! The deployment: the Kubernetes manifests under deploy/ (schema, rendering, flags, ports,
-//! GPUs) and the container image's docker/Dockerfile (sources, entrypoint, flags). Docker and
-//! a cluster are not available here: the manifests are validated against the API schemas that
+//! The Kubernetes manifests under deploy/: schema, rendering, flags, ports, probes, GPUs. No
+//! cluster is available here: the manifests are validated against the API schemas that
 //! kubernetes-validate bundles, the kustomizations are rendered (tests/python/k8s_manifests.py),
 //! and every `tandem` command line they hold is parsed by the real binary.
+//! (The container image is tests/image.rs.)
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
+use common::cli_flags::{check_command, flag};
 use common::python::run_script;
 use serde_json::Value;
-
-/// Flags that the `cuda` branch adds to `tandem worker`. The manifests already pass them; until
-/// that branch is merged they are accepted here without the binary knowing them. Delete this
-/// list after the merge: the test fails while a listed flag exists, to say so.
-const FLAGS_ADDED_BY_THE_CUDA_BRANCH: &[&str] = &["--device", "--gpu-memory-utilization"];
 
 /// Kubernetes versions the manifests must be valid for (grpc probes are GA since 1.27).
 const K8S_VERSIONS: &[&str] = &["1.29.0", "1.37.0"];
@@ -73,19 +69,6 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The value of `--flag` in a command line (`--flag=v` or `--flag v`).
-fn flag<'a>(argv: &'a [String], name: &str) -> Option<&'a str> {
-    argv.iter().enumerate().find_map(|(i, a)| {
-        if let Some(v) = a.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
-            Some(v)
-        } else if a == name {
-            argv.get(i + 1).map(String::as_str)
-        } else {
-            None
-        }
-    })
-}
-
 fn is_tandem(c: &Value) -> bool {
     c["image"].as_str().is_some_and(|i| i.starts_with("tandem"))
 }
@@ -107,66 +90,6 @@ fn tandem_commands() -> Vec<(String, Vec<String>)> {
         }
     }
     out
-}
-
-/// `tandem SUB --help`, once per subcommand.
-fn help(sub: &str) -> String {
-    static CACHE: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
-    let mut cache = CACHE.lock().unwrap();
-    cache
-        .entry(sub.to_string())
-        .or_insert_with(|| {
-            let (ok, out, err) = common::procs::run(&[sub, "--help"]);
-            assert!(ok, "tandem {sub} --help failed: {err}");
-            out
-        })
-        .clone()
-}
-
-fn help_flags(text: &str) -> BTreeSet<String> {
-    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-        .filter(|w| w.starts_with("--") && w.len() > 2)
-        .map(str::to_string)
-        .collect()
-}
-
-/// Checks that every flag of `argv` exists in `tandem SUB --help` and that the binary parses
-/// the whole command line (values included) by running it with `--help` appended.
-fn check_command(place: &str, argv: &[String]) {
-    let sub = argv
-        .first()
-        .unwrap_or_else(|| panic!("{place}: no subcommand"));
-    let known = help_flags(&help(sub));
-    for f in FLAGS_ADDED_BY_THE_CUDA_BRANCH {
-        assert!(
-            !known.contains(*f),
-            "tandem {sub} now has {f}: delete FLAGS_ADDED_BY_THE_CUDA_BRANCH in tests/deploy.rs"
-        );
-    }
-    let mut parsed: Vec<&str> = Vec::new();
-    let mut skip_value = false;
-    for a in argv {
-        if std::mem::take(&mut skip_value) {
-            continue;
-        }
-        let Some(name) = a.starts_with("--").then(|| a.split('=').next().unwrap()) else {
-            parsed.push(a);
-            continue;
-        };
-        if FLAGS_ADDED_BY_THE_CUDA_BRANCH.contains(&name) {
-            skip_value = !a.contains('=');
-            continue;
-        }
-        assert!(known.contains(name), "{place}: tandem {sub} has no {name}");
-        parsed.push(a);
-    }
-    parsed.push("--help");
-    let (ok, _, err) = common::procs::run(&parsed);
-    assert!(
-        ok,
-        "{place}: tandem {} does not parse: {err}",
-        argv.join(" ")
-    );
 }
 
 #[test]
@@ -236,8 +159,6 @@ fn every_tandem_command_line_parses() {
     for (place, argv) in &cmds {
         check_command(place, argv);
     }
-    let (_, cmd) = dockerfile_entry();
-    check_command("docker/Dockerfile CMD", &cmd);
 }
 
 /// Whether a Service selector picks a pod template's labels.
@@ -499,190 +420,6 @@ fn perf_jobs_target_the_frontend_and_write_to_the_results_volume() {
             let argv = strings(&main["args"]);
             assert_eq!(flag(&argv, "--url"), Some(url.as_str()));
             assert!(flag(&argv, "--out").unwrap().starts_with("/results/"));
-        }
-    }
-}
-
-/// The Dockerfile's logical lines (continuations joined, comments dropped).
-fn dockerfile() -> Vec<String> {
-    let text = std::fs::read_to_string(root().join("docker/Dockerfile")).unwrap();
-    let mut lines = Vec::new();
-    let mut cur = String::new();
-    for l in text.lines() {
-        let t = l.trim();
-        if t.starts_with('#') || (t.is_empty() && cur.is_empty()) {
-            continue;
-        }
-        match t.strip_suffix('\\') {
-            Some(head) => {
-                cur.push_str(head);
-                cur.push(' ');
-            }
-            None => {
-                cur.push_str(t);
-                lines.push(std::mem::take(&mut cur));
-            }
-        }
-    }
-    lines
-}
-
-/// ENTRYPOINT and CMD of the final stage, as exec-form arrays.
-fn dockerfile_entry() -> (Vec<String>, Vec<String>) {
-    let exec_form = |prefix: &str| -> Vec<String> {
-        let l = dockerfile()
-            .into_iter()
-            .rev()
-            .find(|l| l.starts_with(prefix))
-            .unwrap();
-        serde_json::from_str(l[prefix.len()..].trim()).expect("exec form (a JSON array)")
-    };
-    (exec_form("ENTRYPOINT"), exec_form("CMD"))
-}
-
-#[test]
-fn the_image_builds_tandem_with_cuda_and_runs_it() {
-    let lines = dockerfile();
-    let mut stages: Vec<String> = Vec::new();
-    let mut args = BTreeMap::new();
-    let mut final_copies = Vec::new();
-    for l in &lines {
-        let words: Vec<&str> = l.split_whitespace().collect();
-        match words[0] {
-            "ARG" => {
-                if let Some((k, v)) = words[1].split_once('=') {
-                    args.insert(k.to_string(), v.to_string());
-                }
-            }
-            "FROM" => {
-                final_copies.clear();
-                stages.push(words.get(3).map_or(String::new(), |s| s.to_string()));
-                if stages.len() > 1 {
-                    assert!(words[1].contains("${CUDA_VERSION}"), "{l}: a CUDA base");
-                }
-            }
-            "COPY" => {
-                let from = words.iter().find_map(|w| w.strip_prefix("--from="));
-                match from {
-                    Some(stage) => assert!(
-                        stages[..stages.len() - 1].iter().any(|s| s == stage),
-                        "{l}: no stage {stage}"
-                    ),
-                    None => {
-                        for src in &words[1..words.len() - 1] {
-                            assert!(root().join(src).exists(), "{l}: {src} does not exist");
-                        }
-                    }
-                }
-                final_copies.push(l.clone());
-            }
-            _ => {}
-        }
-    }
-    assert!(args["CUDA_VERSION"].starts_with("13."), "CUDA 13 images");
-    assert_eq!(args["FEATURES"], "cuda");
-    let last_from = lines.iter().rev().find(|l| l.starts_with("FROM")).unwrap();
-    assert!(
-        last_from.contains("-runtime-"),
-        "the final stage is a CUDA runtime image: {last_from}"
-    );
-    let build = lines
-        .iter()
-        .find(|l| l.contains("cargo build"))
-        .expect("a cargo build");
-    assert!(
-        build.contains("--release") && build.contains("--features \"${FEATURES}\""),
-        "{build}"
-    );
-    assert!(
-        build.contains("target/release/tandem /out/tandem"),
-        "{build}"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("NVCC=/usr/local/cuda/bin/nvcc"))
-    );
-    let (entry, _) = dockerfile_entry();
-    assert_eq!(
-        entry.len(),
-        1,
-        "the entrypoint is the binary alone: {entry:?}"
-    );
-    assert!(
-        final_copies
-            .iter()
-            .any(|c| c.ends_with(&format!("/out/tandem {}", entry[0]))),
-        "the final stage does not put the binary at {}",
-        entry[0]
-    );
-    let user = lines
-        .iter()
-        .rev()
-        .find(|l| l.starts_with("USER"))
-        .expect("a USER");
-    let uid: u32 = user[4..]
-        .trim()
-        .split(':')
-        .next()
-        .unwrap()
-        .parse()
-        .expect("a numeric USER");
-    assert_ne!(uid, 0, "the image runs as a non-root user");
-    let build_script = root().join("docker/build.sh");
-    assert!(
-        std::fs::read_to_string(&build_script)
-            .unwrap()
-            .contains("docker/Dockerfile")
-    );
-}
-
-#[test]
-fn the_build_context_holds_what_cargo_reads() {
-    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
-    let patterns: Vec<&str> = ignore
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
-    assert_eq!(
-        patterns.first(),
-        Some(&"*"),
-        "an allowlist: everything is left out first"
-    );
-    let allowed: BTreeSet<&str> = patterns[1..]
-        .iter()
-        .map(|p| {
-            p.strip_prefix('!')
-                .expect("only re-includes after *")
-                .trim_end_matches('/')
-        })
-        .collect();
-    let mut needed = vec![
-        "Cargo.toml",
-        "Cargo.lock",
-        "build.rs",
-        "src",
-        "proto",
-        "benches",
-    ];
-    // The cuda feature's build.rs compiles kernels/*.cu.
-    if Path::new(&root().join("kernels")).exists() {
-        needed.push("kernels");
-    }
-    for n in needed {
-        assert!(allowed.contains(n), ".dockerignore leaves out {n}");
-        assert!(root().join(n).exists(), "{n} is missing");
-    }
-    // The [[bench]] targets the manifest names must be in the context too.
-    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
-    for l in manifest.lines().filter(|l| l.starts_with("name = ")) {
-        let name = l.trim_start_matches("name = ").trim_matches('"');
-        if name != "tandem" {
-            assert!(
-                root().join(format!("benches/{name}.rs")).exists(),
-                "bench {name}"
-            );
         }
     }
 }
