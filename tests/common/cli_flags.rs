@@ -8,6 +8,7 @@ use std::sync::Mutex;
 /// that branch is merged they are accepted here without the binary knowing them. Delete this
 /// list after the merge: the test fails while a listed flag exists, to say so.
 pub const FLAGS_ADDED_BY_THE_CUDA_BRANCH: &[&str] = &["--device", "--gpu-memory-utilization"];
+
 /// The value of `--flag` in a command line (`--flag=v` or `--flag v`).
 pub fn flag<'a>(argv: &'a [String], name: &str) -> Option<&'a str> {
     argv.iter().enumerate().find_map(|(i, a)| {
