@@ -6,7 +6,8 @@ Every YAML document under DEPLOY_DIR is parsed; every Kubernetes object (all but
 Kustomization files) is validated strictly (unknown fields are errors) against the OpenAPI
 schemas that the kubernetes-validate package bundles, for each K8S_VERSION. Each directory
 with a kustomization.yaml that is not only a base is rendered the way `kubectl kustomize` does
-for the fields these kustomizations use (resources, namespace, labels without selectors); any
+for the fields these kustomizations use (resources, namespace, labels without selectors,
+images by name); any
 other field is refused, so the rendering here cannot silently differ from kustomize's.
 Prints JSON: {"files": {path: [objects]}, "overlays": {name: [rendered objects]}}.
 """
@@ -22,7 +23,7 @@ import yaml
 # Kinds that live outside namespaces (kustomize's namespace transformer leaves them alone).
 CLUSTER_SCOPED = {"Namespace", "PersistentVolume", "StorageClass", "ClusterRole",
                   "ClusterRoleBinding", "CustomResourceDefinition"}
-KUSTOMIZATION_KEYS = {"apiVersion", "kind", "resources", "namespace", "labels"}
+KUSTOMIZATION_KEYS = {"apiVersion", "kind", "resources", "namespace", "labels", "images"}
 
 
 def load(path):
@@ -50,6 +51,15 @@ def render(directory):
             raise SystemExit(f"{directory}: only labels[].pairs is rendered here: {entry}")
         for o in objects:
             o.setdefault("metadata", {}).setdefault("labels", {}).update(entry["pairs"])
+    for img in k.get("images", []):
+        if set(img) - {"name", "newName", "newTag"}:
+            raise SystemExit(f"{directory}: only images[].name/newName/newTag is rendered here")
+        for o in objects:
+            spec = o.get("spec", {}).get("template", {}).get("spec") or o.get("spec", {})
+            for c in spec.get("initContainers", []) + spec.get("containers", []):
+                name, _, tag = c["image"].partition(":")
+                if name == img["name"]:
+                    c["image"] = img.get("newName", name) + ":" + img.get("newTag", tag)
     ns = k.get("namespace")
     if ns:
         for o in objects:
