@@ -411,6 +411,7 @@ fn perf_jobs_target_the_frontend_and_write_to_the_results_volume() {
             for f in [
                 "--custom-dataset-type mooncake_trace",
                 "--fixed-schedule",
+                "--extra-inputs ignore_eos:true",
                 "--streaming",
                 "--artifact-dir",
             ] {
