@@ -1,5 +1,6 @@
 //! The workers behind a frontend: gRPC clients, health, load, and the KV event feed of the
-//! index. A worker that fails a health check or a call leaves the pool until it answers again.
+//! index. A worker that fails a health check or a call leaves the pool until it answers again;
+//! `dns:` entries add and retire workers as their name's answer changes (discovery.rs).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
