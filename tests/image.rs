@@ -1,6 +1,7 @@
 //! The container image: docker/Dockerfile and .dockerignore, checked by reading them (Docker
-//! cannot run here): sources that exist, a cuda build on CUDA 13 images, the binary as the
-//! entrypoint of a non-root runtime stage, and a default command the binary parses.
+//! cannot run here): hadolint (Docker's syntax and its best practices), sources that exist, a
+//! cuda build on CUDA 13 images, the binary as the entrypoint of a non-root runtime stage, and a
+//! default command the binary parses.
 
 mod common;
 
@@ -201,4 +202,18 @@ fn the_build_context_holds_what_cargo_reads() {
 fn the_default_command_parses() {
     let (_, cmd) = dockerfile_entry();
     check_command("docker/Dockerfile CMD", &cmd);
+}
+
+#[test]
+fn hadolint_passes() {
+    let out = std::process::Command::new(common::python::venv_program("hadolint"))
+        .arg(root().join("docker/Dockerfile"))
+        .output()
+        .expect("hadolint runs");
+    assert!(
+        out.status.success(),
+        "hadolint docker/Dockerfile:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

