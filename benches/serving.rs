@@ -62,7 +62,7 @@ fn router_benches(rt: &tokio::runtime::Runtime) {
         .map(|i| format!("127.0.0.1:{}", 1 + i))
         .collect();
     let pool = WorkerPool::new(&addrs).unwrap();
-    for w in &pool.workers {
+    for w in &pool.workers() {
         w.mark_healthy();
         w.set_info(ModelInfoResponse {
             block_size: BS as u32,

@@ -49,7 +49,8 @@ pub struct HttpArgs {
 pub struct FrontendArgs {
     #[command(flatten)]
     http: HttpArgs,
-    /// Aggregated worker addresses (host:port), comma-separated.
+    /// Aggregated workers, comma-separated: host:port, or dns:NAME:PORT for every address NAME
+    /// resolves to, re-resolved every 2 s (a Kubernetes headless Service).
     #[arg(
         long,
         value_delimiter = ',',
@@ -57,10 +58,10 @@ pub struct FrontendArgs {
         conflicts_with = "prefill_workers"
     )]
     workers: Vec<String>,
-    /// Prefill worker addresses of a disaggregated deployment (needs --decode-workers).
+    /// Prefill workers of a disaggregated deployment, as --workers (needs --decode-workers).
     #[arg(long, value_delimiter = ',', requires = "decode_workers")]
     prefill_workers: Vec<String>,
-    /// Decode worker addresses of a disaggregated deployment (needs --prefill-workers).
+    /// Decode workers of a disaggregated deployment, as --workers (needs --prefill-workers).
     #[arg(long, value_delimiter = ',', requires = "prefill_workers")]
     decode_workers: Vec<String>,
     /// Model directory to take the tokenizer and chat template from (default: the demo model's).

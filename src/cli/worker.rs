@@ -137,6 +137,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
             .initial_stream_window_size(Some(crate::server::transfer::WINDOW_BYTES))
             .initial_connection_window_size(Some(crate::server::transfer::WINDOW_BYTES))
             .max_frame_size(Some(crate::server::transfer::FRAME_BYTES))
+            .add_service(crate::server::health::health_service(engine.clone()))
             .add_service(WorkerServer::new(WorkerService::new(
                 engine,
                 hub,

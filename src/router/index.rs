@@ -29,6 +29,15 @@ impl KvIndex {
         }
     }
 
+    /// Adds a slot for one more worker (the pool's slots are append-only).
+    pub fn add_worker(&mut self) {
+        assert!(
+            self.counts.len() < MAX_WORKERS,
+            "at most {MAX_WORKERS} workers"
+        );
+        self.counts.push(0);
+    }
+
     /// Blocks indexed for `worker`.
     pub fn num_blocks(&self, worker: usize) -> usize {
         self.counts[worker]

@@ -1,5 +1,6 @@
 //! Routing requests to workers: round-robin, or KV-aware (prefix overlap and load).
 
+pub mod discovery;
 pub mod index;
 pub mod pool;
 
@@ -57,7 +58,7 @@ impl Router {
 
     /// Picks a healthy worker for `prompt`, skipping those in `exclude`; None if none is up.
     pub fn pick(&self, prompt: &[u32], exclude: &[usize]) -> Option<Choice> {
-        let workers = &self.pool.workers;
+        let workers = self.pool.workers();
         let n = workers.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let candidates: Vec<usize> = (0..n)
@@ -158,7 +159,7 @@ mod tests {
     fn pool(n: usize) -> Arc<WorkerPool> {
         let addrs: Vec<String> = (0..n).map(|i| format!("127.0.0.1:{}", 9 + i)).collect();
         let pool = WorkerPool::new(&addrs).unwrap();
-        for w in &pool.workers {
+        for w in &pool.workers() {
             w.mark_healthy();
             w.set_info(ModelInfoResponse {
                 block_size: 4,
@@ -191,10 +192,10 @@ mod tests {
             })
         );
         // A burst of requests the router has in flight on worker 1 moves the next one away.
-        pool.workers[1].active_blocks.store(11, Ordering::Relaxed);
+        pool.workers()[1].active_blocks.store(11, Ordering::Relaxed);
         assert_eq!(router.pick(&prompt, &[]).unwrap().worker, 0);
         // Dead or excluded workers are never picked.
-        pool.workers[0].mark_dead();
+        pool.workers()[0].mark_dead();
         assert_eq!(router.pick(&prompt, &[]).unwrap().worker, 1);
         assert_eq!(router.pick(&prompt, &[1]), None);
     }
@@ -209,7 +210,7 @@ mod tests {
             let c = router.pick(&prompt, &[]).unwrap();
             counts[c.worker] += 1;
             // What dispatch does while the request runs.
-            pool.workers[c.worker]
+            pool.workers()[c.worker]
                 .active_blocks
                 .fetch_add(4, Ordering::Relaxed);
         }

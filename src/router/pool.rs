@@ -1,5 +1,6 @@
 //! The workers behind a frontend: gRPC clients, health, load, and the KV event feed of the
-//! index. A worker that fails a health check or a call leaves the pool until it answers again.
+//! index. A worker that fails a health check or a call leaves the pool until it answers again;
+//! `dns:` entries add and retire workers as their name's answer changes (discovery.rs).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -7,7 +8,8 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
-use super::index::KvIndex;
+use super::discovery::{self, DnsSource, Resolver, WorkerEntry, system_resolver};
+use super::index::{KvIndex, MAX_WORKERS};
 use crate::kv::KvEvent;
 use crate::server::proto::{self, kv_event::Event, worker_client::WorkerClient};
 
@@ -21,6 +23,8 @@ pub struct WorkerHandle {
     /// A client (cheap to clone).
     pub client: WorkerClient<Channel>,
     healthy: AtomicBool,
+    /// Set while discovery no longer lists it: never routed to, not polled.
+    retired: AtomicBool,
     /// Requests the router sent it that have not finished.
     pub in_flight: AtomicUsize,
     /// KV blocks those requests hold, by the router's own count.
@@ -29,12 +33,43 @@ pub struct WorkerHandle {
     pub load: Mutex<proto::LoadResponse>,
     info: OnceLock<proto::ModelInfoResponse>,
     last_event: AtomicU64,
+    /// Bumped when it is retired: an event stream opened before must resync by snapshot.
+    epoch: AtomicU64,
 }
 
 impl WorkerHandle {
-    /// Whether it answered its last health check and call.
+    /// A handle for the worker at `addr` (connected lazily: it may come up later).
+    fn new(addr: &str) -> Result<Self, String> {
+        let ep = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad worker address {addr}: {e}"))?
+            .connect_timeout(Duration::from_secs(2))
+            // A pod that vanishes sends no RST: pings find the dead connection, so streams
+            // to it (KV events, generations) end instead of hanging.
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        Ok(WorkerHandle {
+            addr: addr.to_string(),
+            client: WorkerClient::new(ep.connect_lazy()),
+            healthy: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            active_blocks: AtomicUsize::new(0),
+            load: Mutex::new(proto::LoadResponse::default()),
+            info: OnceLock::new(),
+            last_event: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether it answered its last health check and call (and discovery still lists it).
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+        self.healthy.load(Ordering::Acquire) && !self.is_retired()
+    }
+
+    /// Whether discovery dropped it (its pod went away).
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// Takes it out of the pool until a health check succeeds.
@@ -63,70 +98,158 @@ impl WorkerHandle {
 }
 
 /// All workers, and the KV index their events feed.
+///
+/// Slots are append-only: a worker keeps its slot number (its bit in the KV index) for the
+/// pool's life, and an address that discovery drops and lists again gets its old slot back.
+/// Only when all `MAX_WORKERS` slots are taken does a new address take over a retired slot.
 pub struct WorkerPool {
-    /// The workers, in the order given.
-    pub workers: Vec<Arc<WorkerHandle>>,
+    workers: RwLock<Vec<Arc<WorkerHandle>>>,
     /// Which worker holds which block.
     pub index: RwLock<KvIndex>,
+    /// Host names re-resolved for members (`dns:NAME:PORT` entries).
+    sources: Vec<DnsSource>,
+    pub(super) resolver: Resolver,
+    /// Set by `start`: whether workers added later follow KV events.
+    track_kv: OnceLock<bool>,
 }
 
 impl WorkerPool {
-    /// Clients for `addrs` (connected lazily: a worker may come up later).
-    pub fn new(addrs: &[String]) -> Result<Arc<Self>, String> {
-        if addrs.is_empty() || addrs.len() > super::index::MAX_WORKERS {
-            return Err(format!(
-                "give between 1 and {} workers",
-                super::index::MAX_WORKERS
-            ));
+    /// A pool over `entries`: `host:port` for a fixed worker, `dns:NAME:PORT` for every
+    /// address NAME resolves to (re-resolved after `start`, so replicas can come and go).
+    pub fn new(entries: &[String]) -> Result<Arc<Self>, String> {
+        Self::with_resolver(entries, system_resolver())
+    }
+
+    /// As `new`, resolving `dns:` entries with `resolver`.
+    pub fn with_resolver(entries: &[String], resolver: Resolver) -> Result<Arc<Self>, String> {
+        if entries.is_empty() {
+            return Err("give at least one worker (host:port or dns:NAME:PORT)".into());
         }
-        let mut workers = Vec::new();
-        for a in addrs {
-            let ep = Endpoint::from_shared(format!("http://{a}"))
-                .map_err(|e| format!("bad worker address {a}: {e}"))?
-                .connect_timeout(Duration::from_secs(2));
-            workers.push(Arc::new(WorkerHandle {
-                addr: a.clone(),
-                client: WorkerClient::new(ep.connect_lazy()),
-                healthy: AtomicBool::new(false),
-                in_flight: AtomicUsize::new(0),
-                active_blocks: AtomicUsize::new(0),
-                load: Mutex::new(proto::LoadResponse::default()),
-                info: OnceLock::new(),
-                last_event: AtomicU64::new(0),
-            }));
+        let (mut fixed, mut sources) = (Vec::new(), Vec::new());
+        for e in entries {
+            match WorkerEntry::parse(e)? {
+                WorkerEntry::Fixed(a) => fixed.push(Arc::new(WorkerHandle::new(&a)?)),
+                WorkerEntry::Dns(s) => sources.push(s),
+            }
+        }
+        if fixed.len() > MAX_WORKERS {
+            return Err(format!("give at most {MAX_WORKERS} workers"));
         }
         Ok(Arc::new(WorkerPool {
-            index: RwLock::new(KvIndex::new(workers.len())),
-            workers,
+            index: RwLock::new(KvIndex::new(fixed.len())),
+            workers: RwLock::new(fixed),
+            sources,
+            resolver,
+            track_kv: OnceLock::new(),
         }))
     }
 
-    /// Starts the health/load poller of every worker, and their KV event feeds when `track_kv`.
+    /// The workers by slot (a snapshot: discovery may add more later).
+    pub fn workers(&self) -> Vec<Arc<WorkerHandle>> {
+        self.workers.read().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// Starts the health/load poller of every worker, their KV event feeds when `track_kv`,
+    /// and the re-resolution of `dns:` entries.
     pub fn start(self: &Arc<Self>, track_kv: bool) {
-        for (i, w) in self.workers.iter().enumerate() {
-            tokio::spawn(poll_health(w.clone()));
-            if track_kv {
-                tokio::spawn(follow_events(self.clone(), i));
-            }
+        if self.track_kv.set(track_kv).is_err() {
+            return;
+        }
+        for (i, w) in self.workers().into_iter().enumerate() {
+            self.spawn_tasks(i, w);
+        }
+        for s in &self.sources {
+            tokio::spawn(discovery::follow(self.clone(), s.clone()));
         }
     }
 
-    /// Whether every worker is healthy.
+    fn spawn_tasks(self: &Arc<Self>, slot: usize, w: Arc<WorkerHandle>) {
+        let Some(&track_kv) = self.track_kv.get() else {
+            return;
+        };
+        tokio::spawn(poll_health(self.clone(), slot, w.clone()));
+        if track_kv {
+            tokio::spawn(follow_events(self.clone(), slot, w));
+        }
+    }
+
+    /// Whether `w` still occupies `slot` (per-worker tasks end when it does not).
+    fn holds(&self, slot: usize, w: &Arc<WorkerHandle>) -> bool {
+        self.workers
+            .read()
+            .is_ok_and(|ws| ws.get(slot).is_some_and(|x| Arc::ptr_eq(x, w)))
+    }
+
+    /// Makes `addr` a member: its old slot if it had one, else a new slot, else (all slots
+    /// taken) a retired worker's slot. Returns the slot, or an error when all are live.
+    pub(crate) fn admit(self: &Arc<Self>, addr: &str) -> Result<usize, String> {
+        // Lock order everywhere: index, then workers.
+        let mut index = self.index.write().map_err(|_| "index lock poisoned")?;
+        let mut ws = self.workers.write().map_err(|_| "pool lock poisoned")?;
+        if let Some(i) = ws.iter().position(|w| w.addr == addr) {
+            if ws[i].retired.swap(false, Ordering::AcqRel) {
+                tracing::info!(worker = %addr, slot = i, "discovered worker is back");
+            }
+            return Ok(i);
+        }
+        let handle = Arc::new(WorkerHandle::new(addr)?);
+        let slot = if ws.len() < MAX_WORKERS {
+            index.add_worker();
+            ws.push(handle.clone());
+            ws.len() - 1
+        } else {
+            let i = ws
+                .iter()
+                .position(|w| w.is_retired())
+                .ok_or_else(|| format!("all {MAX_WORKERS} worker slots are in use"))?;
+            index.clear(i);
+            ws[i] = handle.clone();
+            i
+        };
+        drop((ws, index));
+        tracing::info!(worker = %addr, slot, "discovered worker");
+        self.spawn_tasks(slot, handle);
+        Ok(slot)
+    }
+
+    /// Takes `addr` out of the pool (discovery no longer lists it) and forgets its blocks.
+    pub(crate) fn retire(&self, addr: &str) {
+        let (Ok(mut index), Ok(ws)) = (self.index.write(), self.workers.read()) else {
+            return;
+        };
+        if let Some(i) = ws.iter().position(|w| w.addr == addr) {
+            if !ws[i].retired.swap(true, Ordering::AcqRel) {
+                tracing::warn!(worker = %addr, slot = i, "worker no longer discovered");
+            }
+            ws[i].mark_dead();
+            ws[i].epoch.fetch_add(1, Ordering::AcqRel);
+            ws[i].last_event.store(0, Ordering::Release);
+            index.clear(i);
+        }
+    }
+
+    /// Whether there is at least one member and every member is healthy.
     pub fn all_healthy(&self) -> bool {
-        self.workers.iter().all(|w| w.is_healthy())
+        let ws = self.workers();
+        let mut members = ws.iter().filter(|w| !w.is_retired()).peekable();
+        members.peek().is_some() && members.all(|w| w.is_healthy())
     }
 
     /// The block size the workers hash with (from the first that answered).
     pub fn block_size(&self) -> Option<usize> {
-        self.workers
+        self.workers()
             .iter()
             .find_map(|w| w.info())
             .map(|i| i.block_size as usize)
     }
 }
 
-async fn poll_health(w: Arc<WorkerHandle>) {
-    loop {
+async fn poll_health(pool: Arc<WorkerPool>, slot: usize, w: Arc<WorkerHandle>) {
+    while pool.holds(slot, &w) {
+        if w.is_retired() {
+            tokio::time::sleep(POLL_INTERVAL).await;
+            continue;
+        }
         let mut c = w.client.clone();
         let ok = tokio::time::timeout(POLL_INTERVAL * 4, async {
             let ready = c
@@ -177,9 +300,13 @@ fn event_of(e: proto::KvEvent) -> Option<KvEvent> {
 }
 
 /// Keeps worker `i`'s part of the index current, resubscribing (and resyncing) after errors.
-async fn follow_events(pool: Arc<WorkerPool>, i: usize) {
-    let w = pool.workers[i].clone();
-    loop {
+async fn follow_events(pool: Arc<WorkerPool>, i: usize, w: Arc<WorkerHandle>) {
+    while pool.holds(i, &w) {
+        if w.is_retired() {
+            tokio::time::sleep(POLL_INTERVAL).await;
+            continue;
+        }
+        let epoch = w.epoch.load(Ordering::Acquire);
         let resume = match w.last_event.load(Ordering::Acquire) {
             0 => None,
             n => Some(n),
@@ -197,6 +324,11 @@ async fn follow_events(pool: Arc<WorkerPool>, i: usize) {
                     Ok(ix) => ix,
                     Err(_) => return,
                 };
+                // Checked under the index lock: a retired or replaced worker's late events
+                // must not land in the slot.
+                if w.epoch.load(Ordering::Acquire) != epoch || !pool.holds(i, &w) {
+                    break;
+                }
                 if batch.snapshot {
                     index.clear(i);
                 }

@@ -144,7 +144,7 @@ impl Frontend {
     pub fn max_model_len(&self) -> usize {
         self.router
             .pool()
-            .workers
+            .workers()
             .iter()
             .find_map(|w| w.info())
             .map_or(0, |i| i.max_model_len as usize)
@@ -175,7 +175,7 @@ impl Frontend {
             sampling: Some(sampling_to_proto(&params)),
         };
         let whole = match &self.decode {
-            Some(decode) if !self.router.pool().workers.iter().any(|w| w.is_healthy()) => decode,
+            Some(decode) if !self.router.pool().workers().iter().any(|w| w.is_healthy()) => decode,
             Some(_) => {
                 // "Retried once on another prefill worker": two attempts at most.
                 let (pre, _prefilling) = self
@@ -189,7 +189,7 @@ impl Frontend {
             }
             None => &self.router,
         };
-        let tries = whole.pool().workers.len();
+        let tries = whole.pool().workers().len();
         let (stream, guard) = self
             .call(whole, &req, tries, |mut c, r| async move {
                 c.generate(r).await.map(|r| r.into_inner())
@@ -223,7 +223,7 @@ impl Frontend {
             let Some(choice) = router.pick(prompt, &tried) else {
                 break;
             };
-            let worker = router.pool().workers[choice.worker].clone();
+            let worker = router.pool().workers()[choice.worker].clone();
             let blocks = prompt.len().div_ceil(bs);
             worker.in_flight.fetch_add(1, Ordering::Relaxed);
             worker.active_blocks.fetch_add(blocks, Ordering::Relaxed);

