@@ -1,0 +1,56 @@
+//! Memory planning of a GPU rank: the activation arena for the largest step, and how many KV
+//! blocks fit in what `--gpu-memory-utilization` leaves after weights and arena.
+
+use crate::config::ModelConfig;
+
+/// Bytes of one bf16 value.
+const BF16: usize = 2;
+
+/// Activation arena of one rank for steps of up to `max_tokens` tokens and `max_seqs`
+/// sequences: every tensor a forward pass holds at once (hidden states, residual, norm
+/// output, qkv, attention output, o_proj, gate_up, activation), the logits, the
+/// flash-decoding partials, plus a quarter for fragmentation.
+pub fn arena_bytes(cfg: &ModelConfig, tp: usize, max_tokens: usize, max_seqs: usize) -> usize {
+    let tp = tp.max(1);
+    let (h, d) = (cfg.hidden_size, cfg.head_dim);
+    let (qh, kvh) = (cfg.num_attention_heads / tp, cfg.num_key_value_heads / tp);
+    let inter = cfg.intermediate_size / tp;
+    let qkv = (qh + 2 * kvh) * d;
+    let per_token = (6 * h + qkv + qh * d + 3 * inter) * BF16 + 64;
+    let vocab_shard = cfg.vocab_size.div_ceil(tp);
+    // Shard, padded shard, gathered shards and the assembled row.
+    let logits = max_seqs * (3 * vocab_shard * tp + vocab_shard) * BF16;
+    let d_pad = d.next_power_of_two().max(32);
+    let partials = max_seqs * qh * super::attention::MAX_SPLITS * (d_pad + 2) * 4;
+    let need = max_tokens * per_token + logits + partials;
+    need + need / 4 + (16 << 20)
+}
+
+/// Bytes of the weights one rank holds in bf16.
+pub fn weight_bytes(cfg: &ModelConfig, tp: usize) -> usize {
+    let tp = tp.max(1);
+    let (h, d) = (cfg.hidden_size, cfg.head_dim);
+    let attn = (cfg.num_attention_heads * 2 + cfg.num_key_value_heads * 2) * d * h / tp;
+    let mlp = 3 * cfg.intermediate_size * h / tp;
+    let norms = 2 * h + 2 * d;
+    let layers = cfg.num_hidden_layers * (attn + mlp + norms);
+    let vocab = cfg.vocab_size.div_ceil(tp) * h;
+    let heads = if cfg.tie_word_embeddings {
+        vocab
+    } else {
+        2 * vocab
+    };
+    (layers + heads + h) * BF16
+}
+
+/// KV blocks (all layers) that fit in `utilization` of `total` device memory once
+/// `used` bytes (weights, arena, library workspaces, RoPE table) are taken.
+pub fn kv_blocks(
+    total: usize,
+    used: usize,
+    utilization: f64,
+    block_bytes_all_layers: usize,
+) -> usize {
+    let budget = (total as f64 * utilization) as usize;
+    budget.saturating_sub(used) / block_bytes_all_layers.max(1)
+}
