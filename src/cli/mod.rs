@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::loader::{LoadFormat, ModelSpec};
+use crate::loader::{DeviceKind, LoadFormat, ModelSpec};
 
 /// tandem: a native Rust LLM serving stack for Qwen3.
 #[derive(Debug, Parser)]
@@ -43,6 +43,15 @@ pub enum LoadFormatArg {
     Auto,
     /// Generate weights of the real shapes (performance work without a checkpoint).
     Dummy,
+}
+
+/// Backends on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DeviceArg {
+    /// The f32 reference backend.
+    Cpu,
+    /// One GPU per tensor-parallel rank (a build with `--features cuda`).
+    Cuda,
 }
 
 /// Which model to load and how to run it (shared by every command that runs a model).
@@ -86,6 +95,13 @@ pub struct ModelArgs {
     /// Seconds a prefill worker holds a finished prompt's KV for a decode worker to pull.
     #[arg(long, default_value_t = 30.0)]
     pub kv_hold_timeout: f64,
+    /// Backend: cpu (reference) or cuda (GPU rank r on device r).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    /// With --device cuda: fraction of each GPU's memory to use; the KV cache gets what
+    /// weights and activations leave (--kv-cache-gib is not used then).
+    #[arg(long, default_value_t = 0.9)]
+    pub gpu_memory_utilization: f64,
 }
 
 impl ModelArgs {
@@ -134,6 +150,13 @@ impl ModelArgs {
         if self.no_prefix_caching {
             a.push("--no-prefix-caching".into());
         }
+        if self.device == DeviceArg::Cuda {
+            a.extend(["--device".into(), "cuda".into()]);
+            a.extend([
+                "--gpu-memory-utilization".into(),
+                self.gpu_memory_utilization.to_string(),
+            ]);
+        }
         a
     }
 
@@ -144,6 +167,9 @@ impl ModelArgs {
         }
         if !(self.kv_hold_timeout.is_finite() && self.kv_hold_timeout > 0.0) {
             bail!("--kv-hold-timeout must be positive");
+        }
+        if !(self.gpu_memory_utilization > 0.0 && self.gpu_memory_utilization <= 1.0) {
+            bail!("--gpu-memory-utilization must be in (0, 1]");
         }
         Ok(ModelSpec {
             model: self.model.clone(),
@@ -160,6 +186,11 @@ impl ModelArgs {
             enable_prefix_caching: !self.no_prefix_caching,
             progress,
             kv_hold_timeout: std::time::Duration::from_secs_f64(self.kv_hold_timeout),
+            device: match self.device {
+                DeviceArg::Cpu => DeviceKind::Cpu,
+                DeviceArg::Cuda => DeviceKind::Cuda,
+            },
+            gpu_memory_utilization: self.gpu_memory_utilization,
         })
     }
 }
