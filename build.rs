@@ -84,7 +84,13 @@ mod cuda_kernels {
                     .to_string();
                 let fatbin = out.join(format!("{stem}.fatbin"));
                 let child = Command::new(&nvcc)
-                    .args(["-fatbin", "-O3", "-std=c++17", "--use_fast_math", "-lineinfo"])
+                    .args([
+                        "-fatbin",
+                        "-O3",
+                        "-std=c++17",
+                        "--use_fast_math",
+                        "-lineinfo",
+                    ])
                     .arg("-I")
                     .arg(&src_dir)
                     .args(GENCODE)

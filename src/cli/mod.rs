@@ -1,5 +1,6 @@
 //! Command-line interface: one subcommand per role.
 
+pub mod bench_kernels;
 pub mod frontend;
 pub mod generate;
 pub mod replay;
@@ -34,6 +35,8 @@ pub enum Command {
     Serve(frontend::ServeArgs),
     /// Replay a Mooncake trace against a server and report AIPerf's metrics.
     Replay(replay::ReplayArgs),
+    /// Time every CUDA kernel at Qwen3-32B shapes against measured ceilings (cuda builds).
+    BenchKernels(bench_kernels::BenchKernelsArgs),
 }
 
 /// Weight formats on the command line.
@@ -203,5 +206,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Frontend(args) => frontend::frontend(args),
         Command::Serve(args) => frontend::serve(args),
         Command::Replay(args) => replay::replay(args),
+        Command::BenchKernels(args) => bench_kernels::bench_kernels(args),
     }
 }

@@ -5,6 +5,7 @@
 //! [`CpuBackend`]: crate::backend::CpuBackend
 
 mod attention;
+pub mod bench;
 mod blas;
 mod device;
 mod kernels;
