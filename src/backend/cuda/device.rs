@@ -41,8 +41,10 @@ impl DeviceMem {
 
 impl Drop for DeviceMem {
     fn drop(&mut self) {
+        // Kernels queued before the drop may still read this memory: wait for them (owned
+        // buffers are weights, caches and rare arena overflows, so this is off the hot path).
         // Nothing to report to from a destructor; a failed free only leaks.
-        if self.ctx.bind_to_thread().is_ok() {
+        if self.ctx.bind_to_thread().is_ok() && self.ctx.synchronize().is_ok() {
             // SAFETY: ptr came from malloc_sync in this context and is freed once.
             let _ = unsafe { result::free_sync(self.ptr) };
         }
