@@ -263,3 +263,23 @@ impl CudaBackend {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_widths_and_partitions() {
+        assert_eq!(padded_dim(24, 128).unwrap(), 32);
+        assert_eq!(padded_dim(128, 128).unwrap(), 128);
+        assert_eq!(padded_dim(256, 256).unwrap(), 256);
+        assert!(padded_dim(256, 128).is_err());
+        assert!(padded_dim(20, 256).is_err());
+        // Few blocks: short partitions; many: long ones; never more than MAX_SPLITS.
+        assert_eq!(decode_partition(1500, 8), (256, 6));
+        assert_eq!(decode_partition(1500, 512), (512, 3));
+        assert_eq!(decode_partition(1, 8), (256, 1));
+        let (p, n) = decode_partition(131_072, 8);
+        assert!(n <= MAX_SPLITS && p * n >= 131_072 && p.is_multiple_of(64));
+    }
+}

@@ -51,30 +51,32 @@ impl Drop for DeviceMem {
     }
 }
 
-#[derive(Debug)]
-struct ArenaInner {
-    mem: DeviceMem,
-    /// Free ranges `(offset, len)`, sorted by offset, never adjacent (coalesced on release).
-    free: Mutex<Vec<(usize, usize)>>,
-}
+/// Free ranges `(offset, len)` of the arena, sorted by offset and never adjacent (coalesced
+/// on release): first fit, so a step that allocates in the same order gets the same offsets.
+#[derive(Debug, Default)]
+pub(crate) struct FreeList(Vec<(usize, usize)>);
 
-impl ArenaInner {
-    fn take(&self, bytes: usize) -> Option<usize> {
-        let mut free = self.free.lock().ok()?;
-        let i = free.iter().position(|&(_, len)| len >= bytes)?;
-        let (off, len) = free[i];
+impl FreeList {
+    /// One free range of `bytes`.
+    pub(crate) fn new(bytes: usize) -> Self {
+        FreeList(vec![(0, bytes)])
+    }
+
+    /// The offset of `bytes` taken from the first range that holds them.
+    pub(crate) fn take(&mut self, bytes: usize) -> Option<usize> {
+        let i = self.0.iter().position(|&(_, len)| len >= bytes)?;
+        let (off, len) = self.0[i];
         if len == bytes {
-            free.remove(i);
+            self.0.remove(i);
         } else {
-            free[i] = (off + bytes, len - bytes);
+            self.0[i] = (off + bytes, len - bytes);
         }
         Some(off)
     }
 
-    fn give_back(&self, off: usize, bytes: usize) {
-        let Ok(mut free) = self.free.lock() else {
-            return;
-        };
+    /// Returns a range taken before, merging it with its free neighbours.
+    pub(crate) fn give_back(&mut self, off: usize, bytes: usize) {
+        let free = &mut self.0;
         let i = free.partition_point(|&(o, _)| o < off);
         free.insert(i, (off, bytes));
         if i + 1 < free.len() && free[i].0 + free[i].1 == free[i + 1].0 {
@@ -84,6 +86,24 @@ impl ArenaInner {
         if i > 0 && free[i - 1].0 + free[i - 1].1 == free[i].0 {
             free[i - 1].1 += free[i].1;
             free.remove(i);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ArenaInner {
+    mem: DeviceMem,
+    free: Mutex<FreeList>,
+}
+
+impl ArenaInner {
+    fn take(&self, bytes: usize) -> Option<usize> {
+        self.free.lock().ok()?.take(bytes)
+    }
+
+    fn give_back(&self, off: usize, bytes: usize) {
+        if let Ok(mut free) = self.free.lock() {
+            free.give_back(off, bytes);
         }
     }
 }
@@ -145,7 +165,7 @@ impl Device {
             stream,
             arena: Arc::new(ArenaInner {
                 mem,
-                free: Mutex::new(vec![(0, arena_bytes)]),
+                free: Mutex::new(FreeList::new(arena_bytes)),
             }),
             overflows: AtomicUsize::new(0),
         })
@@ -286,4 +306,29 @@ fn raw_alloc(ctx: &Arc<CudaContext>, bytes: usize) -> Result<DeviceMem> {
         bytes,
         ctx: ctx.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FreeList;
+
+    #[test]
+    fn free_list_reuses_and_coalesces() {
+        let mut f = FreeList::new(1000);
+        let a = f.take(100).unwrap();
+        let b = f.take(200).unwrap();
+        let c = f.take(300).unwrap();
+        assert_eq!((a, b, c), (0, 100, 300));
+        assert_eq!(f.take(401), None);
+        f.give_back(b, 200);
+        // First fit: the hole left by b.
+        assert_eq!(f.take(150), Some(100));
+        f.give_back(100, 150);
+        f.give_back(a, 100);
+        f.give_back(c, 300);
+        // Everything merged back into one range.
+        assert_eq!(f.0, vec![(0, 1000)]);
+        assert_eq!(f.take(1000), Some(0));
+        assert_eq!(f.take(1), None);
+    }
 }

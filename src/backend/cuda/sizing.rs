@@ -54,3 +54,39 @@ pub fn kv_blocks(
     let budget = (total as f64 * utilization) as usize;
     budget.saturating_sub(used) / block_bytes_all_layers.max(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qwen3_32b() -> ModelConfig {
+        ModelConfig::from_json(
+            r#"{"architectures":["Qwen3ForCausalLM"],"hidden_size":5120,"intermediate_size":25600,
+            "num_hidden_layers":64,"num_attention_heads":64,"num_key_value_heads":8,"head_dim":128,
+            "vocab_size":151936,"max_position_embeddings":40960,"rope_theta":1000000.0,
+            "tie_word_embeddings":false}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn qwen3_32b_plan() {
+        let cfg = qwen3_32b();
+        // 32.8B parameters in bf16.
+        let w = weight_bytes(&cfg, 1) as f64 / 1e9;
+        assert!((65.0..66.5).contains(&w), "{w} GB");
+        let half = weight_bytes(&cfg, 2) as f64 / 1e9;
+        assert!(
+            (w / 2.0 - half).abs() < 0.1 + 1e-6 * w,
+            "{half} GB per TP2 rank"
+        );
+        // The arena of an 8192-token step is a few GiB, not tens.
+        let a = arena_bytes(&cfg, 1, 8192, 256) as f64 / (1u64 << 30) as f64;
+        assert!((1.0..6.0).contains(&a), "{a} GiB");
+        // 80 GiB at 0.9 with 70 GiB used leaves 2 GiB: 2 GiB / (64 layers * 2 * 64 * 8 * 128 * 2 B).
+        let gib = 1usize << 30;
+        let block = 2 * 64 * 64 * 8 * 128 * 2;
+        assert_eq!(kv_blocks(80 * gib, 70 * gib, 0.9, block), 2 * gib / block);
+        assert_eq!(kv_blocks(80 * gib, 79 * gib, 0.9, block), 0);
+    }
+}
