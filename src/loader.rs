@@ -61,6 +61,8 @@ pub struct ModelSpec {
     /// Fraction of each GPU's memory for weights, activations and KV (cuda only; the KV
     /// cache gets what is left, `kv_cache_bytes` is not used).
     pub gpu_memory_utilization: f64,
+    /// Cuda only: run decode steps eagerly instead of replaying CUDA graphs.
+    pub enforce_eager: bool,
 }
 
 impl Default for ModelSpec {
@@ -79,6 +81,7 @@ impl Default for ModelSpec {
             kv_hold_timeout: std::time::Duration::from_secs(30),
             device: DeviceKind::Cpu,
             gpu_memory_utilization: 0.9,
+            enforce_eager: false,
         }
     }
 }

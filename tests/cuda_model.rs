@@ -64,6 +64,15 @@ fn tiny_qwen3_on_gpu_matches_cpu_and_transformers() {
             .collect();
         let mut cpu = fixture_engine(name, setup);
         let cpu_out = run_greedy(&mut cpu, &reqs);
+        // Eager, then with decode graphs (captured for 1, 2, 4, ... rows, padded replays).
+        let graphs = gpu(test).expect("the GPU found above");
+        graphs.enable_decode_graphs(8, setup.max_model_len, setup.block_size);
+        let mut gg = gpu_engine(name, &setup, graphs);
+        let graph_out = run_greedy(&mut gg, &reqs);
+        assert!(
+            !gg.executor().backend().captured_graphs().is_empty(),
+            "{name}: no decode graph was captured"
+        );
         let backend = gpu(test).expect("the GPU found above");
         let mut g = gpu_engine(name, &setup, backend);
         let gpu_out = run_greedy(&mut g, &reqs);
@@ -75,6 +84,10 @@ fn tiny_qwen3_on_gpu_matches_cpu_and_transformers() {
             assert_eq!(
                 gpu_out[id], exp.greedy[*id as usize],
                 "{name}: vs transformers"
+            );
+            assert_eq!(
+                graph_out[id], gpu_out[id],
+                "{name}: graphs vs eager, prompt {id}"
             );
         }
         // Prefill logits of each prompt, GPU vs transformers.

@@ -182,6 +182,17 @@ pub trait Backend: Send + Sized + 'static {
     /// Concatenates every rank's columns of `x` in rank order.
     fn all_gather_cols(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
+    /// Runs one forward pass, `step`, for `input`. A backend may call `step` on a padded copy
+    /// of the input (to replay a captured graph: more rows, the real ones first) and may call
+    /// it more than once; the default calls it once with `input`.
+    fn run_step(
+        &self,
+        input: &crate::model::ModelInput,
+        mut step: impl FnMut(&crate::model::ModelInput) -> Result<Self::Tensor>,
+    ) -> Result<Self::Tensor> {
+        step(input)
+    }
+
     /// Bytes of one block of one layer (K and V) in this backend's cache dtype.
     fn kv_block_bytes(&self, spec: &KvCacheSpec) -> usize;
     /// Copies whole blocks out of one layer's cache: for each block, its K then its V, as

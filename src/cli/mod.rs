@@ -105,6 +105,9 @@ pub struct ModelArgs {
     /// weights and activations leave (--kv-cache-gib is not used then).
     #[arg(long, default_value_t = 0.9)]
     pub gpu_memory_utilization: f64,
+    /// With --device cuda: no CUDA graphs, every decode step launched kernel by kernel.
+    #[arg(long)]
+    pub enforce_eager: bool,
 }
 
 impl ModelArgs {
@@ -159,6 +162,9 @@ impl ModelArgs {
                 "--gpu-memory-utilization".into(),
                 self.gpu_memory_utilization.to_string(),
             ]);
+            if self.enforce_eager {
+                a.push("--enforce-eager".into());
+            }
         }
         a
     }
@@ -194,6 +200,7 @@ impl ModelArgs {
                 DeviceArg::Cuda => DeviceKind::Cuda,
             },
             gpu_memory_utilization: self.gpu_memory_utilization,
+            enforce_eager: self.enforce_eager,
         })
     }
 }

@@ -35,15 +35,24 @@ pub fn load_cuda(spec: &ModelSpec) -> Result<LoadedModel<CudaBackend>> {
     }
     let ordinals: Vec<usize> = (0..tp).collect();
     let comms = NcclComm::group(&ordinals)?;
-    let arena = sizing::arena_bytes(cfg, tp, spec.max_num_batched_tokens, spec.max_num_seqs);
+    let max_len = spec.max_model_len.unwrap_or(cfg.max_position_embeddings);
+    let mut arena = sizing::arena_bytes(cfg, tp, spec.max_num_batched_tokens, spec.max_num_seqs);
+    if !spec.enforce_eager {
+        arena += sizing::graph_bytes(cfg, spec.max_num_seqs, max_len, spec.block_size);
+    }
     let backends: Vec<CudaBackend> = comms
         .into_iter()
         .zip(&ordinals)
         .map(|(comm, &o)| CudaBackend::new(o, arena, comm))
         .collect::<Result<_>>()?;
+    if !spec.enforce_eager {
+        for b in &backends {
+            b.enable_decode_graphs(spec.max_num_seqs, max_len, spec.block_size);
+        }
+    }
 
     let weights = sizing::weight_bytes(cfg, tp);
-    let rope = spec.max_model_len.unwrap_or(cfg.max_position_embeddings) * cfg.head_dim * 2;
+    let rope = max_len * cfg.head_dim * 2;
     let kv_heads = cfg.num_key_value_heads / tp;
     let block_bytes = 2 * cfg.num_hidden_layers * spec.block_size * kv_heads * cfg.head_dim * 2;
     let mut num_blocks = usize::MAX;
@@ -57,11 +66,12 @@ pub fn load_cuda(spec: &ModelSpec) -> Result<LoadedModel<CudaBackend>> {
             in_use_gib = (total - free) as f64 / (1u64 << 30) as f64,
             weights_gib = weights as f64 / (1u64 << 30) as f64,
             arena_gib = arena as f64 / (1u64 << 30) as f64,
+            graphs = !spec.enforce_eager,
             "cuda memory before weights"
         );
-        num_blocks = num_blocks.min(fit);
+        // Less the scratch block each layer cache keeps for graph padding rows.
+        num_blocks = num_blocks.min(fit.saturating_sub(1));
     }
-    let max_len = spec.max_model_len.unwrap_or(cfg.max_position_embeddings);
     let concurrency = (num_blocks * spec.block_size) as f64 / max_len.max(1) as f64;
     tracing::info!(
         num_blocks,

@@ -4,8 +4,7 @@
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::device::cuda_err;
-use super::kernels::grid_dim;
+use super::kernels::{grid_dim, launch};
 use super::{CudaBackend, CudaKvCache, CudaTensor};
 use crate::backend::{AttentionMeta, AttnSeq, HeadDims};
 use crate::error::{Error, Result};
@@ -109,7 +108,10 @@ impl CudaBackend {
                 qkv.rows, qkv.cols, cache.spec
             )));
         }
-        check(&meta.seqs, meta.block_size, qkv.rows, cache.spec.num_blocks)?;
+        let frozen = self.frozen_config();
+        // In a graph step the padding rows read the scratch block after the real ones.
+        let blocks = cache.spec.num_blocks + usize::from(frozen.is_some());
+        check(&meta.seqs, meta.block_size, qkv.rows, blocks)?;
         let out = self.tensor(qkv.rows, dims.q_heads * d)?;
         // Rows of no sequence read as zeros, as on the CPU.
         self.dev.zero(out.ptr(), out.bytes())?;
@@ -138,10 +140,14 @@ impl CudaBackend {
         let mut meta: Vec<u32> = seqs.iter().map(|s| s.query_start as u32).collect();
         meta.extend(seqs.iter().map(|s| s.context_len as u32));
         meta.extend(table);
-        let meta_buf = self.upload_u32(&meta)?;
+        let meta_buf = self.upload_u32(&meta, "decode_meta")?;
         let group = dims.q_heads / dims.kv_heads;
         let chunks = group.div_ceil(DECODE_HEADS);
-        let max_ctx = seqs.iter().map(|s| s.context_len).max().unwrap_or(1);
+        // A graph is captured for the longest context it may replay with.
+        let max_ctx = match self.frozen_config() {
+            Some(g) => g.max_blocks * g.block_size,
+            None => seqs.iter().map(|s| s.context_len).max().unwrap_or(1),
+        };
         let (partition, splits) = decode_partition(max_ctx, n * dims.kv_heads * chunks);
         let parts = if splits > 1 {
             let o = self.dev.alloc(n * dims.q_heads * splits * dp * 4)?;
@@ -182,8 +188,8 @@ impl CudaBackend {
             grid_dim(dims.kv_heads * chunks, "decode heads")?,
             grid_dim(n, "decode seqs")?,
         );
-        // SAFETY: arguments match attn_decode_d*; every block id and row was checked.
-        unsafe { b.launch(launch_cfg(grid, 128)) }.map_err(cuda_err(&name))?;
+        // Arguments in attn_decode_d*'s order; every block id and row was checked.
+        launch(&self.dev, b, launch_cfg(grid, 128), &name)?;
         if splits > 1 {
             let f = self.k.attention_fn("attn_decode_combine")?;
             let ints = [
@@ -199,8 +205,7 @@ impl CudaBackend {
                 b.arg(i);
             }
             let grid = (grid_dim(dims.q_heads, "heads")?, grid_dim(n, "seqs")?, 1);
-            // SAFETY: as above; the partials were written by the launch before on this stream.
-            unsafe { b.launch(launch_cfg(grid, 128)) }.map_err(cuda_err("attn_decode_combine"))?;
+            launch(&self.dev, b, launch_cfg(grid, 128), "attn_decode_combine")?;
         }
         Ok(())
     }
@@ -227,7 +232,7 @@ impl CudaBackend {
                 tiles += 1;
             }
         }
-        let meta_buf = self.upload_u32(&meta)?;
+        let meta_buf = self.upload_u32(&meta, "prefill_meta")?;
         let name = format!("attn_prefill_d{dp}");
         let f = self.k.attention_fn(&name)?;
         let (outp, qkvp, kp, vp, mp) = (
@@ -258,8 +263,8 @@ impl CudaBackend {
             grid_dim(dims.q_heads, "heads")?,
             1,
         );
-        // SAFETY: arguments match attn_prefill_d*; every block id and row was checked.
-        unsafe { b.launch(launch_cfg(grid, 128)) }.map_err(cuda_err(&name))?;
+        // Arguments in attn_prefill_d*'s order; every block id and row was checked.
+        launch(&self.dev, b, launch_cfg(grid, 128), &name)?;
         Ok(())
     }
 }

@@ -4,7 +4,7 @@
 //! Every operation of a rank runs on one stream, so a buffer returned to the arena can be
 //! handed out again at once: any later use is ordered after the earlier kernels on the stream.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaContext, CudaStream, result, sys};
@@ -129,6 +129,8 @@ pub enum Buf {
     Owned(DeviceMem),
     /// A range of the activation arena.
     Leased(Lease),
+    /// Memory owned elsewhere (a graph's static buffers and outputs).
+    Static(u64),
 }
 
 impl Buf {
@@ -137,6 +139,7 @@ impl Buf {
         match self {
             Buf::Owned(m) => m.ptr,
             Buf::Leased(l) => l.arena.mem.ptr + l.off as u64,
+            Buf::Static(p) => *p,
         }
     }
 }
@@ -151,6 +154,10 @@ pub struct Device {
     arena: Arc<ArenaInner>,
     /// Activation allocations the arena could not serve (each one a cudaMalloc).
     overflows: AtomicUsize,
+    /// A graph replay's dry run: launches and copies on the device are skipped (see graph.rs).
+    dry: AtomicBool,
+    /// The stream is being captured into a graph: no cudaMalloc (it would break the capture).
+    capturing: AtomicBool,
 }
 
 impl Device {
@@ -168,7 +175,22 @@ impl Device {
                 free: Mutex::new(FreeList::new(arena_bytes)),
             }),
             overflows: AtomicUsize::new(0),
+            dry: AtomicBool::new(false),
+            capturing: AtomicBool::new(false),
         })
+    }
+
+    /// Whether work is being skipped (a graph replay's dry run).
+    pub fn is_dry(&self) -> bool {
+        self.dry.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_dry(&self, on: bool) {
+        self.dry.store(on, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_capturing(&self, on: bool) {
+        self.capturing.store(on, Ordering::Relaxed);
     }
 
     /// Makes this device's context current on the calling thread (ranks run on their own threads).
@@ -196,6 +218,11 @@ impl Device {
                 off,
                 bytes: rounded,
             }));
+        }
+        if self.capturing.load(Ordering::Relaxed) {
+            return Err(Error::Backend(format!(
+                "activation arena full ({bytes} bytes more) while capturing a graph"
+            )));
         }
         if self.overflows.fetch_add(1, Ordering::Relaxed) == 0 {
             tracing::warn!(
@@ -241,7 +268,7 @@ impl Device {
 
     /// Copies `bytes` between device addresses, ordered on the stream.
     pub fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
-        if bytes == 0 {
+        if bytes == 0 || self.is_dry() {
             return Ok(());
         }
         // SAFETY: both ranges hold `bytes` bytes.
@@ -257,7 +284,7 @@ impl Device {
         width: usize,
         height: usize,
     ) -> Result<()> {
-        if width == 0 || height == 0 {
+        if width == 0 || height == 0 || self.is_dry() {
             return Ok(());
         }
         // SAFETY: a plain struct of integers and pointers; unused fields stay zero.
@@ -278,6 +305,9 @@ impl Device {
 
     /// Zeroes `bytes` at `dst`, ordered on the stream.
     pub fn zero(&self, dst: u64, bytes: usize) -> Result<()> {
+        if self.is_dry() {
+            return Ok(());
+        }
         // SAFETY: dst holds `bytes` bytes.
         unsafe { result::memset_d8_async(dst, 0, bytes, self.cu_stream()) }
             .map_err(cuda_err("memset"))

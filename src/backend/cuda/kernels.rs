@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, LaunchArgs, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 
 use super::device::{Device, cuda_err};
@@ -53,6 +53,22 @@ fn cfg(grid: (u32, u32, u32), block: u32) -> LaunchConfig {
         block_dim: (block, 1, 1),
         shared_mem_bytes: 0,
     }
+}
+
+/// Launches `b` unless the device is in a graph replay's dry run (which only refreshes the
+/// graph's inputs: the launch was captured already).
+pub(crate) fn launch(
+    dev: &Device,
+    mut b: LaunchArgs<'_>,
+    cfg: LaunchConfig,
+    name: &str,
+) -> Result<()> {
+    if dev.is_dry() {
+        return Ok(());
+    }
+    // SAFETY: every caller pushes the arguments of its kernel's signature, in order, for
+    // buffers it sized and indices it checked.
+    unsafe { b.launch(cfg) }.map(drop).map_err(cuda_err(name))
 }
 
 /// A grid dimension from a count, refusing counts the hardware cannot launch.
@@ -116,8 +132,7 @@ impl Kernels {
             .arg(&cols)
             .arg(&off);
         let grid = (grid_dim(n, "embedding")?, 1, 1);
-        // SAFETY: argument list matches the kernel signature; buffers sized by the caller.
-        unsafe { b.launch(cfg(grid, ROW_THREADS)) }.map_err(cuda_err("embedding_gather"))?;
+        launch(dev, b, cfg(grid, ROW_THREADS), "embedding_gather")?;
         Ok(())
     }
 
@@ -136,8 +151,7 @@ impl Kernels {
         let mut b = dev.stream.launch_builder(f);
         b.arg(&out).arg(&x).arg(&rows).arg(&cols);
         let grid = (grid_dim(n, "gather_rows")?, 1, 1);
-        // SAFETY: as above.
-        unsafe { b.launch(cfg(grid, ROW_THREADS)) }.map_err(cuda_err("gather_rows"))?;
+        launch(dev, b, cfg(grid, ROW_THREADS), "gather_rows")?;
         Ok(())
     }
 
@@ -161,15 +175,13 @@ impl Kernels {
                 let f = self.f("rms_norm")?;
                 let mut b = dev.stream.launch_builder(f);
                 b.arg(&out).arg(&x).arg(&w).arg(&cols).arg(&eps);
-                // SAFETY: as above.
-                unsafe { b.launch(cfg(grid, ROW_THREADS)) }.map_err(cuda_err("rms_norm"))?;
+                launch(dev, b, cfg(grid, ROW_THREADS), "rms_norm")?;
             }
             Some(res) => {
                 let f = self.f("add_rms_norm")?;
                 let mut b = dev.stream.launch_builder(f);
                 b.arg(&out).arg(&res).arg(&x).arg(&w).arg(&cols).arg(&eps);
-                // SAFETY: as above.
-                unsafe { b.launch(cfg(grid, ROW_THREADS)) }.map_err(cuda_err("add_rms_norm"))?;
+                launch(dev, b, cfg(grid, ROW_THREADS), "add_rms_norm")?;
             }
         }
         Ok(())
@@ -208,8 +220,7 @@ impl Kernels {
             .arg(&rope)
             .arg(&positions);
         b.arg(&qh).arg(&kh).arg(&d).arg(&c).arg(&eps);
-        // SAFETY: as above.
-        unsafe { b.launch(cfg(grid, 32 * WARPS as u32)) }.map_err(cuda_err("qk_norm_rope"))?;
+        launch(dev, b, cfg(grid, 32 * WARPS as u32), "qk_norm_rope")?;
         Ok(())
     }
 
@@ -229,8 +240,7 @@ impl Kernels {
         let f = self.f("silu_mul")?;
         let mut b = dev.stream.launch_builder(f);
         b.arg(&out).arg(&input).arg(&rows).arg(&inter);
-        // SAFETY: as above.
-        unsafe { b.launch(cfg((blocks as u32, 1, 1), 256)) }.map_err(cuda_err("silu_mul"))?;
+        launch(dev, b, cfg((blocks as u32, 1, 1), 256), "silu_mul")?;
         Ok(())
     }
 
@@ -258,8 +268,7 @@ impl Kernels {
             .arg(&q)
             .arg(&kv);
         let grid = (grid_dim(rows, "write_kv")?, 1, 1);
-        // SAFETY: as above.
-        unsafe { b.launch(cfg(grid, 128)) }.map_err(cuda_err("write_kv"))?;
+        launch(dev, b, cfg(grid, 128), "write_kv")?;
         Ok(())
     }
 
@@ -288,8 +297,7 @@ impl Kernels {
         }
         b.arg(&blocks).arg(&elems);
         let grid = (grid_dim(n, name)?, 2, 1);
-        // SAFETY: as above.
-        unsafe { b.launch(cfg(grid, 256)) }.map_err(cuda_err(name))?;
+        launch(dev, b, cfg(grid, 256), name)?;
         Ok(())
     }
 
@@ -307,8 +315,7 @@ impl Kernels {
         let mut b = dev.stream.launch_builder(f);
         b.arg(&out).arg(&logits).arg(&v);
         let grid = (grid_dim(rows, "argmax")?, 1, 1);
-        // SAFETY: as above.
-        unsafe { b.launch(cfg(grid, 1024)) }.map_err(cuda_err("argmax_rows"))?;
+        launch(dev, b, cfg(grid, 1024), "argmax_rows")?;
         Ok(())
     }
 
@@ -332,8 +339,7 @@ impl Kernels {
             .arg(&top_p)
             .arg(&u);
         let grid = (grid_dim(rows, "sample")?, 1, 1);
-        // SAFETY: as above.
-        unsafe { b.launch(cfg(grid, 1024)) }.map_err(cuda_err("sample_top_k_top_p"))?;
+        launch(dev, b, cfg(grid, 1024), "sample_top_k_top_p")?;
         Ok(())
     }
 

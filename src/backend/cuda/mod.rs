@@ -8,6 +8,7 @@ mod attention;
 pub mod bench;
 mod blas;
 mod device;
+pub mod graph;
 mod kernels;
 mod nccl;
 pub mod sizing;
@@ -54,6 +55,9 @@ pub struct CudaBackend {
     k: kernels::Kernels,
     gemm: blas::Gemm,
     comm: NcclComm,
+    graphs: std::sync::Mutex<graph::Graphs>,
+    /// Every rank's logits width, learnt on the first all-gather (graphs cannot ask again).
+    widths: std::sync::Mutex<Option<Vec<usize>>>,
 }
 
 fn shape_err(op: &str, detail: String) -> Error {
@@ -106,7 +110,14 @@ impl CudaBackend {
         let dev = Device::open(ordinal, arena_bytes)?;
         let k = kernels::Kernels::load(&dev)?;
         let gemm = blas::Gemm::new(&dev)?;
-        Ok(CudaBackend { dev, k, gemm, comm })
+        Ok(CudaBackend {
+            dev,
+            k,
+            gemm,
+            comm,
+            graphs: std::sync::Mutex::new(graph::Graphs::new()),
+            widths: std::sync::Mutex::new(None),
+        })
     }
 
     /// A single-rank backend on GPU `ordinal`.
@@ -127,10 +138,23 @@ impl CudaBackend {
         })
     }
 
-    fn upload_u32(&self, data: &[u32]) -> Result<Buf> {
-        let buf = self.dev.alloc(data.len() * 4)?;
-        self.dev.htod(buf.ptr(), data)?;
-        Ok(buf)
+    /// Host data for a kernel (through graph.rs: a captured step keeps it in static buffers).
+    fn upload_u32(&self, data: &[u32], role: &'static str) -> Result<Buf> {
+        self.upload_u32_as(data, role)
+    }
+
+    /// Whether the step in flight is captured into or replayed from a graph.
+    fn frozen(&self) -> bool {
+        self.graphs.lock().map(|g| g.frozen()).unwrap_or(false)
+    }
+
+    /// Graph config while a graph step is in flight (fixed block-table width and context).
+    fn frozen_config(&self) -> Option<graph::GraphConfig> {
+        self.graphs
+            .lock()
+            .ok()
+            .filter(|g| g.frozen())
+            .and_then(|g| g.cfg)
     }
 
     /// Greedy token of each row of `logits`, computed on the device.
@@ -169,7 +193,7 @@ impl CudaBackend {
             bytemuck::cast_slice::<f32, u32>(u),
         ]
         .into_iter()
-        .map(|p| self.upload_u32(p))
+        .map(|p| self.upload_u32(p, "sampling"))
         .collect::<Result<_>>()?;
         let out = self.dev.alloc(r * 4)?;
         let p = (
@@ -198,6 +222,36 @@ impl CudaBackend {
         }
     }
 
+    /// Every rank's logits width (shards differ by the vocabulary's remainder): asked once
+    /// over NCCL, then cached (the answer never changes and a graph capture cannot ask).
+    fn rank_widths(&self, mine: usize) -> Result<Vec<usize>> {
+        let mut cache = self
+            .widths
+            .lock()
+            .map_err(|_| Error::Backend("width cache poisoned".into()))?;
+        if let Some(w) = cache
+            .as_ref()
+            .filter(|w| w.get(self.comm.rank()) == Some(&mine))
+        {
+            return Ok(w.clone());
+        }
+        if self.frozen() {
+            return Err(Error::Backend("rank widths unknown inside a graph".into()));
+        }
+        // One u32 each, moved as two bf16 (NCCL only copies the bytes).
+        let world = self.comm.world();
+        let mine_buf = self.dev.alloc(4)?;
+        self.dev.htod(mine_buf.ptr(), &[mine as u32])?;
+        let all = self.dev.alloc(world * 4)?;
+        self.comm
+            .all_gather_bf16(&self.dev, mine_buf.ptr(), all.ptr(), 2)?;
+        let mut widths = vec![0u32; world];
+        self.dev.dtoh(&mut widths, all.ptr())?;
+        let widths: Vec<usize> = widths.into_iter().map(|w| w as usize).collect();
+        *cache = Some(widths.clone());
+        Ok(widths)
+    }
+
     /// Concatenates every rank's columns of `x` (vocabulary shards may differ in width by
     /// one rank's remainder: NCCL gathers equal counts, so shards are padded to the widest).
     fn gather_cols(&self, x: &CudaTensor) -> Result<CudaTensor> {
@@ -207,14 +261,7 @@ impl CudaBackend {
             self.dev.dtod(out.ptr(), x.ptr(), x.bytes())?;
             return Ok(out);
         }
-        // Every rank's width: one u32 each, moved as two bf16 (NCCL only copies the bytes).
-        let mine = self.upload_u32(&[x.cols as u32])?;
-        let all = self.dev.alloc(world * 4)?;
-        self.comm
-            .all_gather_bf16(&self.dev, mine.ptr(), all.ptr(), 2)?;
-        let mut widths = vec![0u32; world];
-        self.dev.dtoh(&mut widths, all.ptr())?;
-        let widths: Vec<usize> = widths.into_iter().map(|w| w as usize).collect();
+        let widths = self.rank_widths(x.cols)?;
         let max_c = widths.iter().copied().max().unwrap_or(0);
         let padded = self.tensor(x.rows, max_c)?;
         self.dev.zero(padded.ptr(), padded.bytes())?;

@@ -7,6 +7,7 @@ use super::{CudaBackend, CudaKvCache, CudaTensor, shape_err};
 use crate::backend::{AttentionMeta, Backend, HeadDims, HostTensor, KvCacheSpec};
 use crate::error::Result;
 use crate::kv::BlockId;
+use crate::model::ModelInput;
 
 /// Row widths the 16-byte-vector kernels accept.
 fn check_vec8(op: &str, what: &str, n: usize) -> Result<()> {
@@ -45,7 +46,11 @@ impl Backend for CudaBackend {
 
     fn alloc_kv_cache(&self, spec: &KvCacheSpec) -> Result<CudaKvCache> {
         self.dev.bind()?;
-        let bytes = spec.num_blocks * spec.block_elems() * 2;
+        // One block more than asked: the scratch block that graph padding rows write to.
+        let bytes = (spec.num_blocks + 1) * spec.block_elems() * 2;
+        if let Ok(mut g) = self.graphs.lock() {
+            g.num_blocks = Some(spec.num_blocks);
+        }
         let (k, v) = (self.dev.alloc_owned(bytes)?, self.dev.alloc_owned(bytes)?);
         // Zeroed so that a block read before it is written holds numbers, not NaN patterns.
         self.dev.zero(k.ptr(), bytes)?;
@@ -65,7 +70,7 @@ impl Backend for CudaBackend {
         if ids.is_empty() {
             return Ok(out);
         }
-        let ids_buf = self.upload_u32(ids)?;
+        let ids_buf = self.upload_u32(ids, "ids")?;
         self.k.embedding(
             &self.dev,
             out.ptr(),
@@ -194,7 +199,7 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         self.dev.bind()?;
-        let pos = self.upload_u32(positions)?;
+        let pos = self.upload_u32(positions, "positions")?;
         self.k.qk_norm_rope(
             &self.dev,
             qkv.ptr(),
@@ -230,7 +235,9 @@ impl Backend for CudaBackend {
     ) -> Result<()> {
         let w = dims.kv_heads * dims.head_dim;
         let q_w = dims.q_heads * dims.head_dim;
-        let capacity = cache.spec.num_blocks * cache.spec.block_size;
+        // A graph step's padding rows write to the scratch block after the real ones.
+        let blocks = cache.spec.num_blocks + usize::from(self.frozen());
+        let capacity = blocks * cache.spec.block_size;
         if slots.len() != qkv.rows
             || w != cache.spec.kv_heads * cache.spec.head_dim
             || qkv.cols != dims.qkv_width()
@@ -251,7 +258,7 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         self.dev.bind()?;
-        let slots_buf = self.upload_u32(slots)?;
+        let slots_buf = self.upload_u32(slots, "slots")?;
         self.k.write_kv(
             &self.dev,
             (cache.k.ptr(), cache.v.ptr()),
@@ -275,6 +282,15 @@ impl Backend for CudaBackend {
         self.paged_attention(qkv, dims, cache, meta)
     }
 
+    fn run_step(
+        &self,
+        input: &ModelInput,
+        mut step: impl FnMut(&ModelInput) -> Result<CudaTensor>,
+    ) -> Result<CudaTensor> {
+        self.dev.bind()?;
+        self.graph_step(input, &mut step)
+    }
+
     fn gather_rows(&self, x: &CudaTensor, rows: &[usize]) -> Result<CudaTensor> {
         if let Some(&r) = rows.iter().find(|&&r| r >= x.rows) {
             return Err(shape_err("gather_rows", format!("row {r} of {}", x.rows)));
@@ -285,7 +301,7 @@ impl Backend for CudaBackend {
             return Ok(out);
         }
         let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-        let idx_buf = self.upload_u32(&idx)?;
+        let idx_buf = self.upload_u32(&idx, "rows")?;
         self.k.gather_rows(
             &self.dev,
             out.ptr(),
@@ -322,7 +338,7 @@ impl Backend for CudaBackend {
         }
         self.dev.bind()?;
         let staging = self.dev.alloc(total)?;
-        let ids = self.upload_u32(blocks)?;
+        let ids = self.upload_u32(blocks, "blocks")?;
         self.k.kv_blocks(
             &self.dev,
             true,
@@ -356,7 +372,7 @@ impl Backend for CudaBackend {
         self.dev.bind()?;
         let staging = self.dev.alloc(data.len())?;
         self.dev.htod(staging.ptr(), data)?;
-        let ids = self.upload_u32(blocks)?;
+        let ids = self.upload_u32(blocks, "blocks")?;
         self.k.kv_blocks(
             &self.dev,
             false,

@@ -26,6 +26,27 @@ pub fn arena_bytes(cfg: &ModelConfig, tp: usize, max_tokens: usize, max_seqs: us
     need + need / 4 + (16 << 20)
 }
 
+/// Arena bytes the decode graphs keep for good: each ladder size's logits and its static
+/// inputs (token ids, positions, slots, logit rows, attention metadata with full-width block
+/// tables), each rounded up to the arena's alignment.
+pub fn graph_bytes(
+    cfg: &ModelConfig,
+    max_seqs: usize,
+    max_model_len: usize,
+    block_size: usize,
+) -> usize {
+    let max_blocks = max_model_len.div_ceil(block_size.max(1));
+    let round = |b: usize| b.next_multiple_of(256).max(256);
+    super::graph::ladder(max_seqs)
+        .into_iter()
+        .map(|b| {
+            round(b * cfg.vocab_size * BF16)
+                + 5 * round(b * 4)
+                + round((2 * b + b * max_blocks) * 4)
+        })
+        .sum()
+}
+
 /// Bytes of the weights one rank holds in bf16.
 pub fn weight_bytes(cfg: &ModelConfig, tp: usize) -> usize {
     let tp = tp.max(1);
@@ -88,5 +109,8 @@ mod tests {
         let block = 2 * 64 * 64 * 8 * 128 * 2;
         assert_eq!(kv_blocks(80 * gib, 70 * gib, 0.9, block), 2 * gib / block);
         assert_eq!(kv_blocks(80 * gib, 79 * gib, 0.9, block), 0);
+        // Graphs for every batch up to 256 keep about a GiB (mostly their logits).
+        let g = graph_bytes(&cfg, 256, 40960, 64) as f64 / (1u64 << 30) as f64;
+        assert!((0.5..2.5).contains(&g), "{g} GiB");
     }
 }
