@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::backend::{CpuBackend, ThreadComm};
+use crate::backend::{Backend, CpuBackend, ThreadComm};
 use crate::config::{EngineConfig, GenerationConfig, ModelConfig};
 use crate::engine::{EngineCore, ExecutorConfig, ModelExecutor};
 use crate::error::{Error, Result};
@@ -19,6 +19,16 @@ pub enum LoadFormat {
     Auto,
     /// Generate values of the real shapes; only config.json is read.
     Dummy,
+}
+
+/// Which backend runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceKind {
+    /// The f32 reference backend, ranks as threads.
+    #[default]
+    Cpu,
+    /// One GPU per rank (needs the `cuda` feature).
+    Cuda,
 }
 
 /// What to load and how to run it.
@@ -46,6 +56,13 @@ pub struct ModelSpec {
     pub progress: bool,
     /// How long finished prefill requests hold their blocks for a pull.
     pub kv_hold_timeout: std::time::Duration,
+    /// Which backend runs the model.
+    pub device: DeviceKind,
+    /// Fraction of each GPU's memory for weights, activations and KV (cuda only; the KV
+    /// cache gets what is left, `kv_cache_bytes` is not used).
+    pub gpu_memory_utilization: f64,
+    /// Cuda only: run decode steps eagerly instead of replaying CUDA graphs.
+    pub enforce_eager: bool,
 }
 
 impl Default for ModelSpec {
@@ -62,12 +79,15 @@ impl Default for ModelSpec {
             enable_prefix_caching: true,
             progress: false,
             kv_hold_timeout: std::time::Duration::from_secs(30),
+            device: DeviceKind::Cpu,
+            gpu_memory_utilization: 0.9,
+            enforce_eager: false,
         }
     }
 }
 
-/// A loaded model, ready to serve on the CPU backend.
-pub struct LoadedModel {
+/// A loaded model, ready to serve (on the CPU backend unless `B` says otherwise).
+pub struct LoadedModel<B: Backend = CpuBackend> {
     /// The model's config.
     pub config: ModelConfig,
     /// Its generation defaults.
@@ -75,13 +95,22 @@ pub struct LoadedModel {
     /// Its tokenizer, when the directory has one (the demo model always does).
     pub tokenizer: Option<Tokenizer>,
     /// The engine.
-    pub engine: EngineCore<ModelExecutor<CpuBackend>>,
+    pub engine: EngineCore<ModelExecutor<B>>,
     /// Whether this is the built-in demo model (random weights, random text).
     pub is_demo: bool,
 }
 
-/// Loads `spec` onto the CPU backend, ranks as threads.
-pub fn load_cpu(spec: &ModelSpec) -> Result<LoadedModel> {
+/// Everything about a model that comes before choosing a backend.
+struct Prepared {
+    config: ModelConfig,
+    generation: GenerationConfig,
+    tokenizer: Option<Tokenizer>,
+    src: WeightSource,
+    is_demo: bool,
+    max_model_len: usize,
+}
+
+fn prepare(spec: &ModelSpec) -> Result<Prepared> {
     let (config, generation, tokenizer, src, is_demo) = match &spec.model {
         None => {
             let cfg = demo_config();
@@ -126,13 +155,31 @@ pub fn load_cpu(spec: &ModelSpec) -> Result<LoadedModel> {
             config.max_position_embeddings
         )));
     }
-    let block_bytes = 2
-        * config.num_hidden_layers
-        * spec.block_size
-        * config.num_key_value_heads
-        * config.head_dim
-        * 4;
-    let num_blocks = spec.kv_cache_bytes / block_bytes.max(1);
+    Ok(Prepared {
+        config,
+        generation,
+        tokenizer,
+        src,
+        is_demo,
+        max_model_len,
+    })
+}
+
+/// Builds the engine over `num_blocks` blocks with backends made by `make_backend(rank)`.
+fn assemble<B: Backend>(
+    spec: &ModelSpec,
+    p: Prepared,
+    num_blocks: usize,
+    make_backend: impl Fn(usize) -> B,
+) -> Result<LoadedModel<B>> {
+    let Prepared {
+        config,
+        generation,
+        tokenizer,
+        src,
+        is_demo,
+        max_model_len,
+    } = p;
     let mut ecfg = EngineConfig::for_model(&config, num_blocks);
     ecfg.block_size = spec.block_size;
     ecfg.max_model_len = max_model_len;
@@ -141,7 +188,6 @@ pub fn load_cpu(spec: &ModelSpec) -> Result<LoadedModel> {
     ecfg.enable_prefix_caching = spec.enable_prefix_caching;
     ecfg.kv_hold_timeout = spec.kv_hold_timeout;
     ecfg.validate()?;
-    let comm = Arc::new(ThreadComm::new(spec.tp_size.max(1)));
     let executor = ModelExecutor::load(
         &config,
         Arc::new(src),
@@ -152,7 +198,7 @@ pub fn load_cpu(spec: &ModelSpec) -> Result<LoadedModel> {
             max_model_len,
             progress: spec.progress,
         },
-        |rank| CpuBackend::with_comm(rank, comm.clone()),
+        make_backend,
     )?;
     let mut eos = generation.eos_token_ids.clone();
     for id in &config.eos_token_ids {
@@ -169,3 +215,41 @@ pub fn load_cpu(spec: &ModelSpec) -> Result<LoadedModel> {
         is_demo,
     })
 }
+
+/// Loads `spec` onto the CPU backend, ranks as threads.
+pub fn load_cpu(spec: &ModelSpec) -> Result<LoadedModel> {
+    if spec.device != DeviceKind::Cpu {
+        return Err(Error::EngineConfig(
+            "load_cpu needs device cpu (use load_cuda for the GPU)".into(),
+        ));
+    }
+    let p = prepare(spec)?;
+    let config = &p.config;
+    let block_bytes = 2
+        * config.num_hidden_layers
+        * spec.block_size
+        * config.num_key_value_heads
+        * config.head_dim
+        * 4;
+    let num_blocks = spec.kv_cache_bytes / block_bytes.max(1);
+    let comm = Arc::new(ThreadComm::new(spec.tp_size.max(1)));
+    assemble(spec, p, num_blocks, |rank| {
+        CpuBackend::with_comm(rank, comm.clone())
+    })
+}
+
+/// Without the `cuda` feature there is no GPU backend: a clear error instead.
+#[cfg(not(feature = "cuda"))]
+pub fn load_cuda(_spec: &ModelSpec) -> Result<LoadedModel> {
+    Err(Error::EngineConfig(
+        "--device cuda: this tandem was built without the cuda feature (rebuild with \
+         `cargo build --release --features cuda`, see README)"
+            .into(),
+    ))
+}
+
+#[cfg(feature = "cuda")]
+pub use gpu::load_cuda;
+
+#[cfg(feature = "cuda")]
+mod gpu;

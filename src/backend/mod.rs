@@ -5,6 +5,8 @@
 
 pub mod comm;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use crate::error::Result;
 use crate::kv::BlockId;
@@ -179,6 +181,17 @@ pub trait Backend: Send + Sized + 'static {
     fn all_reduce(&self, x: &mut Self::Tensor) -> Result<()>;
     /// Concatenates every rank's columns of `x` in rank order.
     fn all_gather_cols(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Runs one forward pass, `step`, for `input`. A backend may call `step` on a padded copy
+    /// of the input (to replay a captured graph: more rows, the real ones first) and may call
+    /// it more than once; the default calls it once with `input`.
+    fn run_step(
+        &self,
+        input: &crate::model::ModelInput,
+        mut step: impl FnMut(&crate::model::ModelInput) -> Result<Self::Tensor>,
+    ) -> Result<Self::Tensor> {
+        step(input)
+    }
 
     /// Bytes of one block of one layer (K and V) in this backend's cache dtype.
     fn kv_block_bytes(&self, spec: &KvCacheSpec) -> usize;

@@ -6,9 +6,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::ModelArgs;
+use crate::backend::Backend;
 use crate::engine::text::TextStream;
 use crate::engine::{FinishReason, Request, SamplingParams};
-use crate::loader::load_cpu;
+use crate::loader::{DeviceKind, LoadedModel, load_cpu, load_cuda};
 
 /// Arguments of `tandem generate`.
 #[derive(Debug, Args)]
@@ -67,7 +68,14 @@ pub struct GenerateArgs {
 
 /// Runs `tandem generate`.
 pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
-    let mut loaded = load_cpu(&args.model.spec(true)?).context("loading the model")?;
+    let spec = args.model.spec(true)?;
+    match spec.device {
+        DeviceKind::Cpu => run(args, load_cpu(&spec).context("loading the model")?),
+        DeviceKind::Cuda => run(args, load_cuda(&spec).context("loading the model")?),
+    }
+}
+
+fn run<B: Backend>(args: GenerateArgs, mut loaded: LoadedModel<B>) -> anyhow::Result<()> {
     if loaded.is_demo {
         eprintln!(
             "tandem: no --model given, running the built-in demo model (a tiny Qwen3 with random \

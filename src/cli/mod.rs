@@ -1,5 +1,6 @@
 //! Command-line interface: one subcommand per role.
 
+pub mod bench_kernels;
 pub mod frontend;
 pub mod generate;
 pub mod replay;
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::loader::{LoadFormat, ModelSpec};
+use crate::loader::{DeviceKind, LoadFormat, ModelSpec};
 
 /// tandem: a native Rust LLM serving stack for Qwen3.
 #[derive(Debug, Parser)]
@@ -38,6 +39,8 @@ pub enum Command {
     /// Replay a trace through simulated deployments (the servers' router, scheduler and KV
     /// cache on a simulated clock) and compare them.
     Simulate(simulate::SimulateArgs),
+    /// Time every CUDA kernel at Qwen3-32B shapes against measured ceilings (cuda builds).
+    BenchKernels(bench_kernels::BenchKernelsArgs),
 }
 
 /// Weight formats on the command line.
@@ -47,6 +50,15 @@ pub enum LoadFormatArg {
     Auto,
     /// Generate weights of the real shapes (performance work without a checkpoint).
     Dummy,
+}
+
+/// Backends on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DeviceArg {
+    /// The f32 reference backend.
+    Cpu,
+    /// One GPU per tensor-parallel rank (a build with `--features cuda`).
+    Cuda,
 }
 
 /// Which model to load and how to run it (shared by every command that runs a model).
@@ -90,6 +102,16 @@ pub struct ModelArgs {
     /// Seconds a prefill worker holds a finished prompt's KV for a decode worker to pull.
     #[arg(long, default_value_t = 30.0)]
     pub kv_hold_timeout: f64,
+    /// Backend: cpu (reference) or cuda (GPU rank r on device r).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    /// With --device cuda: fraction of each GPU's memory to use; the KV cache gets what
+    /// weights and activations leave (--kv-cache-gib is not used then).
+    #[arg(long, default_value_t = 0.9)]
+    pub gpu_memory_utilization: f64,
+    /// With --device cuda: no CUDA graphs, every decode step launched kernel by kernel.
+    #[arg(long)]
+    pub enforce_eager: bool,
 }
 
 impl ModelArgs {
@@ -138,6 +160,16 @@ impl ModelArgs {
         if self.no_prefix_caching {
             a.push("--no-prefix-caching".into());
         }
+        if self.device == DeviceArg::Cuda {
+            a.extend(["--device".into(), "cuda".into()]);
+            a.extend([
+                "--gpu-memory-utilization".into(),
+                self.gpu_memory_utilization.to_string(),
+            ]);
+            if self.enforce_eager {
+                a.push("--enforce-eager".into());
+            }
+        }
         a
     }
 
@@ -148,6 +180,9 @@ impl ModelArgs {
         }
         if !(self.kv_hold_timeout.is_finite() && self.kv_hold_timeout > 0.0) {
             bail!("--kv-hold-timeout must be positive");
+        }
+        if !(self.gpu_memory_utilization > 0.0 && self.gpu_memory_utilization <= 1.0) {
+            bail!("--gpu-memory-utilization must be in (0, 1]");
         }
         Ok(ModelSpec {
             model: self.model.clone(),
@@ -164,6 +199,12 @@ impl ModelArgs {
             enable_prefix_caching: !self.no_prefix_caching,
             progress,
             kv_hold_timeout: std::time::Duration::from_secs_f64(self.kv_hold_timeout),
+            device: match self.device {
+                DeviceArg::Cpu => DeviceKind::Cpu,
+                DeviceArg::Cuda => DeviceKind::Cuda,
+            },
+            gpu_memory_utilization: self.gpu_memory_utilization,
+            enforce_eager: self.enforce_eager,
         })
     }
 }
@@ -177,5 +218,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => frontend::serve(args),
         Command::Replay(args) => replay::replay(args),
         Command::Simulate(args) => simulate::simulate_cmd(args),
+        Command::BenchKernels(args) => bench_kernels::bench_kernels(args),
     }
 }

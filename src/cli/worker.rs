@@ -9,8 +9,9 @@ use clap::Args;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use super::ModelArgs;
+use crate::backend::Backend;
 use crate::engine::EngineHandle;
-use crate::loader::load_cpu;
+use crate::loader::{DeviceKind, LoadedModel, load_cpu, load_cuda};
 use crate::server::kv_hub::KvEventHub;
 use crate::server::proto::{KvLayout, ModelInfoResponse, worker_server::WorkerServer};
 use crate::server::worker::WorkerService;
@@ -52,6 +53,15 @@ pub enum Role {
     Decode,
 }
 
+/// The KV dtype name for `block_bytes` bytes per block of `elems` values (K and V).
+fn kv_dtype(block_bytes: usize, elems: usize) -> &'static str {
+    if block_bytes == 2 * elems {
+        "bf16"
+    } else {
+        "f32"
+    }
+}
+
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -73,7 +83,14 @@ pub async fn shutdown_signal() {
 
 /// Runs `tandem worker` until it is stopped.
 pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
-    let mut loaded = load_cpu(&args.model.spec(false)?).context("loading the model")?;
+    let spec = args.model.spec(false)?;
+    match spec.device {
+        DeviceKind::Cpu => serve(args, load_cpu(&spec).context("loading the model")?),
+        DeviceKind::Cuda => serve(args, load_cuda(&spec).context("loading the model")?),
+    }
+}
+
+fn serve<B: Backend>(args: WorkerArgs, mut loaded: LoadedModel<B>) -> anyhow::Result<()> {
     let hub = Arc::new(KvEventHub::new());
     let (tx, rx) = std::sync::mpsc::channel();
     loaded.engine.set_event_sink(tx);
@@ -98,8 +115,12 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         kv_heads_per_rank: kv_heads as u32,
         head_dim: model_cfg.head_dim as u32,
         block_size: cfg.block_size as u32,
-        // The CPU backend keeps its cache in f32.
-        dtype: "f32".into(),
+        // What the backend stores: f32 on the CPU, bf16 on the GPU.
+        dtype: kv_dtype(
+            loaded.engine.executor().kv_block_bytes(),
+            2 * cfg.block_size * kv_heads * model_cfg.head_dim,
+        )
+        .into(),
         tp_size: args.model.tp as u32,
         block_bytes: loaded.engine.executor().kv_block_bytes() as u64,
         engine_id: format!("{:016x}", rand::random::<u64>()),

@@ -63,6 +63,16 @@ pub trait Executor: Send {
     }
 }
 
+/// The first `n` rows of `t` (a backend may return padding rows after the real ones).
+fn first_rows(mut t: HostTensor, n: usize) -> HostTensor {
+    if t.rows() > n {
+        let cols = t.cols();
+        t.data.truncate(n * cols);
+        t.shape = vec![n, cols];
+    }
+    t
+}
+
 /// What a rank thread is asked to do.
 enum RankCmd {
     Forward(Arc<ModelInput>),
@@ -106,7 +116,8 @@ impl<B: Backend> Rank<B> {
     }
 
     fn forward(&mut self, input: &ModelInput) -> Result<B::Tensor> {
-        self.model.forward(&self.backend, &mut self.kv, input)
+        let (backend, model, kv) = (&self.backend, &self.model, &mut self.kv);
+        backend.run_step(input, |inp| model.forward(backend, kv, inp))
     }
 
     fn read(&self, blocks: &[BlockId]) -> Result<Vec<u8>> {
@@ -264,6 +275,11 @@ impl<B: Backend> ModelExecutor<B> {
         Ok((first?, rest))
     }
 
+    /// Rank 0's backend (device statistics).
+    pub fn backend(&self) -> &B {
+        &self.rank0.backend
+    }
+
     /// Bytes of one block of one layer on one rank (K and V), as the backend stores them.
     pub fn kv_block_bytes(&self) -> usize {
         self.rank0.block_bytes
@@ -277,7 +293,7 @@ impl<B: Backend> ModelExecutor<B> {
             |_| RankCmd::Forward(shared.get_or_init(|| Arc::new(input.clone())).clone()),
             |r| r.forward(input).and_then(|t| r.backend.to_host(&t)),
         )?;
-        Ok(logits)
+        Ok(first_rows(logits, input.logit_rows.len()))
     }
 }
 

@@ -4,11 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
-/// Flags that the `cuda` branch adds to `tandem worker`. The manifests already pass them; until
-/// that branch is merged they are accepted here without the binary knowing them. Delete this
-/// list after the merge: the test fails while a listed flag exists, to say so.
-pub const FLAGS_ADDED_BY_THE_CUDA_BRANCH: &[&str] = &["--device", "--gpu-memory-utilization"];
-
 /// The value of `--flag` in a command line (`--flag=v` or `--flag v`).
 pub fn flag<'a>(argv: &'a [String], name: &str) -> Option<&'a str> {
     argv.iter().enumerate().find_map(|(i, a)| {
@@ -50,26 +45,12 @@ pub fn check_command(place: &str, argv: &[String]) {
         .first()
         .unwrap_or_else(|| panic!("{place}: no subcommand"));
     let known = help_flags(&help(sub));
-    for f in FLAGS_ADDED_BY_THE_CUDA_BRANCH {
-        assert!(
-            !known.contains(*f),
-            "tandem {sub} now has {f}: delete FLAGS_ADDED_BY_THE_CUDA_BRANCH in tests/deploy.rs"
-        );
-    }
     let mut parsed: Vec<&str> = Vec::new();
-    let mut skip_value = false;
     for a in argv {
-        if std::mem::take(&mut skip_value) {
-            continue;
-        }
         let Some(name) = a.starts_with("--").then(|| a.split('=').next().unwrap()) else {
             parsed.push(a);
             continue;
         };
-        if FLAGS_ADDED_BY_THE_CUDA_BRANCH.contains(&name) {
-            skip_value = !a.contains('=');
-            continue;
-        }
         assert!(known.contains(name), "{place}: tandem {sub} has no {name}");
         parsed.push(a);
     }
