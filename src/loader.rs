@@ -52,6 +52,8 @@ pub struct ModelSpec {
     pub max_num_batched_tokens: usize,
     /// Reuse cached prefixes.
     pub enable_prefix_caching: bool,
+    /// Most prefill tokens one sequence gets per step (0: only the step budget limits).
+    pub long_prefill_token_threshold: usize,
     /// Show a progress bar while loading.
     pub progress: bool,
     /// How long finished prefill requests hold their blocks for a pull.
@@ -77,6 +79,7 @@ impl Default for ModelSpec {
             max_num_seqs: 256,
             max_num_batched_tokens: 8192,
             enable_prefix_caching: true,
+            long_prefill_token_threshold: 0,
             progress: false,
             kv_hold_timeout: std::time::Duration::from_secs(30),
             device: DeviceKind::Cpu,
@@ -186,6 +189,7 @@ fn assemble<B: Backend>(
     ecfg.max_num_seqs = spec.max_num_seqs;
     ecfg.max_num_batched_tokens = spec.max_num_batched_tokens;
     ecfg.enable_prefix_caching = spec.enable_prefix_caching;
+    ecfg.long_prefill_token_threshold = spec.long_prefill_token_threshold;
     ecfg.kv_hold_timeout = spec.kv_hold_timeout;
     ecfg.validate()?;
     let executor = ModelExecutor::load(

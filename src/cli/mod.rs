@@ -93,6 +93,10 @@ pub struct ModelArgs {
     /// Token budget of one step (long prompts are prefilled in chunks of at most this).
     #[arg(long, default_value_t = 8192)]
     pub max_num_batched_tokens: usize,
+    /// Most prompt tokens one sequence gets per step (0: no cap below the step budget), so
+    /// that a long prompt's chunks leave room for the other sequences' decodes.
+    #[arg(long, default_value_t = 0)]
+    pub long_prefill_token_threshold: usize,
     /// Turn off prefix caching.
     #[arg(long)]
     pub no_prefix_caching: bool,
@@ -157,6 +161,10 @@ impl ModelArgs {
         );
         flag("--served-model-name", self.model_name());
         flag("--kv-hold-timeout", self.kv_hold_timeout.to_string());
+        flag(
+            "--long-prefill-token-threshold",
+            self.long_prefill_token_threshold.to_string(),
+        );
         if self.no_prefix_caching {
             a.push("--no-prefix-caching".into());
         }
@@ -197,6 +205,7 @@ impl ModelArgs {
             max_num_seqs: self.max_num_seqs,
             max_num_batched_tokens: self.max_num_batched_tokens,
             enable_prefix_caching: !self.no_prefix_caching,
+            long_prefill_token_threshold: self.long_prefill_token_threshold,
             progress,
             kv_hold_timeout: std::time::Duration::from_secs_f64(self.kv_hold_timeout),
             device: match self.device {

@@ -78,6 +78,9 @@ pub struct SimulateArgs {
     /// Token budget of one step.
     #[arg(long, default_value_t = 8192)]
     max_num_batched_tokens: usize,
+    /// Most prompt tokens one sequence gets per step (0: no cap below the step budget).
+    #[arg(long, default_value_t = 0)]
+    long_prefill_token_threshold: usize,
     /// Turn off prefix caching.
     #[arg(long)]
     no_prefix_caching: bool,
@@ -144,7 +147,7 @@ pub fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
         max_model_len: args.max_model_len,
         max_num_seqs: args.max_num_seqs,
         max_num_batched_tokens: args.max_num_batched_tokens,
-        long_prefill_token_threshold: 0,
+        long_prefill_token_threshold: args.long_prefill_token_threshold,
         enable_prefix_caching: !args.no_prefix_caching,
         vocab_size: args.vocab as usize,
         kv_hold_timeout: std::time::Duration::from_secs(30),
