@@ -151,8 +151,10 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     }
     const float total = prefix[blockDim.x - 1];
     const float target = fminf(u[r], 0.99999994f) * total;
-    const float before = prefix[threadIdx.x] - local;
-    if (local > 0.0f && target >= before && target < before + local) {
+    // Bounds from the scan itself (not prefix - local, whose rounding can leave gaps between
+    // neighbouring chunks): the chunks then tile [0, total) exactly.
+    const float before = threadIdx.x > 0 ? prefix[threadIdx.x - 1] : 0.0f;
+    if (local > 0.0f && target >= before && target < prefix[threadIdx.x]) {
         float acc = before;
         uint32_t last = 0xffffffffu;
         for (int i = begin; i < stop; ++i) {

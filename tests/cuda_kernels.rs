@@ -378,18 +378,21 @@ fn device_sampling() {
             })
             .collect();
         assert_eq!(g.argmax(&gl).unwrap(), want, "argmax");
-        // top_k 1 and a tiny top_p both leave only the argmax.
+        // top_k 1 and a tiny top_p both leave only the row's largest value. The kernel keeps
+        // ties at a threshold together, and bf16 rows of 151936 values in [-5, 5) hold
+        // hundreds of copies of their maximum, so compare values, not the argmax index.
         let ones = [1.0f32; 4];
         let u = [0.1f32, 0.5, 0.9, 0.999];
-        assert_eq!(
-            g.sample(&gl, &ones, &[1; 4], &ones, &u).unwrap(),
-            want,
-            "top_k 1"
-        );
-        assert_eq!(
+        let is_max = |got: Vec<u32>, what: &str| {
+            for (r, &t) in got.iter().enumerate() {
+                let row = host.row(r);
+                assert_eq!(row[t as usize], row[want[r] as usize], "{what}: row {r}");
+            }
+        };
+        is_max(g.sample(&gl, &ones, &[1; 4], &ones, &u).unwrap(), "top_k 1");
+        is_max(
             g.sample(&gl, &ones, &[0; 4], &[1e-6; 4], &u).unwrap(),
-            want,
-            "top_p"
+            "top_p",
         );
         // top_k 5: every draw is one of the row's 5 largest.
         let got = g.sample(&gl, &ones, &[5; 4], &ones, &u).unwrap();
