@@ -296,7 +296,8 @@ pub async fn pull(
         layout: Some(layout),
     };
     let mut stream = c.pull_kv(req).await?.into_inner();
-    let mut shards = vec![Vec::with_capacity(expect); tp];
+    // Not `vec![Vec::with_capacity(expect); tp]`: clones of an empty Vec drop the capacity.
+    let mut shards: Vec<Vec<u8>> = (0..tp).map(|_| Vec::with_capacity(expect)).collect();
     while let Some(chunk) = stream.message().await? {
         let shard = shards
             .get_mut(chunk.rank as usize)
