@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::http::wait_health;
+use common::http::{completion, wait_health};
 use common::procs::{Proc, demo_worker, spawn};
 use serde_json::{Value, json};
 use tonic_health::pb::HealthCheckRequest;
@@ -28,14 +28,7 @@ async fn health(base: &str) -> (u16, Value) {
 async fn complete(base: &str) -> Value {
     let body = json!({"model": "tandem-demo", "prompt": "Hello there", "max_tokens": 4,
         "temperature": 0, "ignore_eos": true});
-    let r = reqwest::Client::new()
-        .post(format!("{base}/v1/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
+    completion(base, &body).await
 }
 
 fn worker_on(port: u16, extra: &[&str]) -> Proc {

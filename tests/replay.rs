@@ -6,16 +6,11 @@ mod common;
 
 use common::http::wait_health;
 use common::procs::{run, spawn};
+use common::trace_line;
 use serde_json::Value;
 
 fn replay(args: &[&str]) -> (bool, String, String) {
     run(&[&["replay"], args].concat())
-}
-
-fn trace_line(ts: u64, input: usize, output: usize, ids: &[u64]) -> String {
-    format!(
-        "{{\"timestamp\": {ts}, \"input_length\": {input}, \"output_length\": {output}, \"hash_ids\": {ids:?}}}"
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

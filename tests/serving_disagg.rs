@@ -5,21 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::http::{wait_health, wait_indexed};
+use common::http::{completion, wait_health, wait_indexed};
 use common::procs::{demo_worker, serve, spawn};
 use serde_json::{Value, json};
 
 async fn complete(base: &str, prompt: &[u32]) -> Value {
     let body = json!({"model": "tandem-demo", "prompt": prompt, "max_tokens": 8, "temperature": 0,
         "ignore_eos": true, "logprobs": 1});
-    let r = reqwest::Client::new()
-        .post(format!("{base}/v1/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
+    completion(base, &body).await
 }
 
 fn tokens(v: &Value) -> (String, Vec<f64>) {

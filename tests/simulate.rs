@@ -9,7 +9,9 @@ use std::sync::Mutex;
 
 use common::http::wait_health;
 use common::procs::{run, spawn};
+use common::trace_line;
 use serde_json::Value;
+use tandem::replay::trace::{TraceRequest, load};
 
 /// The whole-trace simulations keep a core busy for seconds: the real-server test runs alone,
 /// so that its workers answer their health checks in time.
@@ -38,18 +40,11 @@ fn records(path: &Path) -> Vec<Value> {
 /// Blocks an unbounded prefix cache serves in trace order: each request's leading run of full
 /// 512-token blocks seen before as full blocks, less one when that is the whole prompt (its
 /// last token is always computed, to sample from).
-fn reusable_blocks(trace: &str) -> (usize, usize) {
+fn reusable_blocks(trace: &[TraceRequest]) -> (usize, usize) {
     let mut seen = HashSet::new();
     let (mut hits, mut refs) = (0, 0);
-    for line in trace.lines() {
-        let r: Value = serde_json::from_str(line).unwrap();
-        let n = r["input_length"].as_u64().unwrap() as usize;
-        let ids: Vec<u64> = r["hash_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h.as_u64().unwrap())
-            .collect();
+    for r in trace {
+        let (n, ids) = (r.input_length, &r.hash_ids);
         let full = n / 512;
         let mut k = ids[..full].iter().take_while(|h| seen.contains(*h)).count();
         if k * 512 == n {
@@ -65,8 +60,7 @@ fn reusable_blocks(trace: &str) -> (usize, usize) {
 #[test]
 fn one_worker_with_an_unbounded_cache_reuses_what_the_trace_repeats() {
     let _alone = alone();
-    let text = std::fs::read_to_string(trace_path()).unwrap();
-    let (hits, refs) = reusable_blocks(&text);
+    let (hits, refs) = reusable_blocks(&load(&trace_path()).unwrap());
     // The trace README: 36.64% of block references repeat an earlier block. A prefix cache of
     // whole blocks serves all but 118 of them (partial last blocks, whole-prompt hits).
     assert_eq!(refs, 288_500);
@@ -164,11 +158,7 @@ fn the_ab_prints_a_table_and_writes_json_and_plots() {
 fn bad_input_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.jsonl");
-    std::fs::write(
-        &bad,
-        "{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 2, \"hash_ids\": [0]}\nnot json\n",
-    )
-    .unwrap();
+    std::fs::write(&bad, format!("{}\nnot json\n", trace_line(0, 10, 2, &[0]))).unwrap();
     let (ok, _, stderr) = simulate(&["--trace", bad.to_str().unwrap()]);
     assert!(!ok && stderr.contains("line 2"), "{stderr}");
     let trace = trace_path();
@@ -197,11 +187,11 @@ fn small_trace() -> String {
                 .chain((0..turn).map(|t| 100 * (conv + 1) + t))
                 .collect();
             let i = turn * 4 + conv;
-            lines.push(format!(
-                "{{\"timestamp\": {}, \"input_length\": {}, \"output_length\": {}, \"hash_ids\": {ids:?}}}",
+            lines.push(trace_line(
                 i * 500,
-                512 * turn + 300,
-                3 + i % 5
+                512 * turn as usize + 300,
+                3 + (i % 5) as usize,
+                &ids,
             ));
         }
     }

@@ -15,6 +15,18 @@ pub async fn wait_health(base: &str, status: u16) {
     panic!("{base}/health never answered {status}");
 }
 
+/// POSTs `body` to /v1/completions and returns the answer, which must be a 200.
+pub async fn completion(base: &str, body: &serde_json::Value) -> serde_json::Value {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/completions"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
 /// Blocks the KV router has indexed, over all workers (from /metrics).
 pub async fn indexed_blocks(base: &str) -> u64 {
     let text = reqwest::get(format!("{base}/metrics"))

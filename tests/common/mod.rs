@@ -76,6 +76,13 @@ pub fn expected(name: &str) -> Expected {
     }
 }
 
+/// One line of a Mooncake trace (AIPerf's mooncake_trace fields).
+pub fn trace_line(ts: u64, input: usize, output: usize, ids: &[u64]) -> String {
+    format!(
+        "{{\"timestamp\": {ts}, \"input_length\": {input}, \"output_length\": {output}, \"hash_ids\": {ids:?}}}"
+    )
+}
+
 /// max |a - b| / max |b|: the error relative to the row's scale.
 pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
