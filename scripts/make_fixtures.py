@@ -91,6 +91,19 @@ def record(model, prompt_list):
     return logits, tokens
 
 
+def write_expected(model, base, prompt_list):
+    """Records transformers' greedy logits of every prompt into BASE.expected.{safetensors,json}
+    (what tests/common reads); returns the logits and greedy tokens."""
+    logits, tokens = record(model, prompt_list)
+    save_file({f"logits.{i}": l.contiguous() for i, l in enumerate(logits)},
+              base + ".expected.safetensors")
+    with open(base + ".expected.json", "w") as f:
+        json.dump({"prompts": prompt_list, "greedy_tokens": tokens, "steps": STEPS,
+                   "transformers": __import__("transformers").__version__,
+                   "torch": torch.__version__}, f)
+    return logits, tokens
+
+
 def save(model, out_dir, prompt_list, dtype, shards):
     os.makedirs(out_dir, exist_ok=True)
     if dtype == torch.bfloat16:
@@ -120,13 +133,7 @@ def save(model, out_dir, prompt_list, dtype, shards):
             json.dump({"metadata": {}, "weight_map": weight_map}, f, indent=1)
     with open(os.path.join(out_dir, "tokenizer.json"), "w") as f:
         json.dump(tokenizer_json(), f, ensure_ascii=False)
-    logits, tokens = record(model, prompt_list)
-    save_file({f"logits.{i}": l.contiguous() for i, l in enumerate(logits)},
-              out_dir + ".expected.safetensors")
-    with open(out_dir + ".expected.json", "w") as f:
-        json.dump({"prompts": prompt_list, "greedy_tokens": tokens, "steps": STEPS,
-                   "transformers": __import__("transformers").__version__,
-                   "torch": torch.__version__}, f)
+    logits, tokens = write_expected(model, out_dir, prompt_list)
     scale = max(float(l.abs().max()) for l in logits)
     print(f"{out_dir}: {len(prompt_list)} prompts, max |logit| {scale:.2f}")
 

@@ -279,8 +279,16 @@ impl GenerationConfig {
             return Ok(Self::default());
         }
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: malformed JSON: {e}", path.display())))?;
+        Self::from_json(&text).map_err(|e| match e {
+            Error::Config(msg) => Error::Config(format!("{}: {msg}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Parses the text of a generation_config.json.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| Error::Config(format!("malformed JSON: {e}")))?;
         let f = |k: &str| v.get(k).and_then(Value::as_f64).map(|x| x as f32);
         let do_sample = v.get("do_sample").and_then(Value::as_bool).unwrap_or(false);
         Ok(GenerationConfig {

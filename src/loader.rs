@@ -8,8 +8,11 @@ use crate::config::{EngineConfig, GenerationConfig, ModelConfig};
 use crate::engine::{EngineCore, ExecutorConfig, ModelExecutor};
 use crate::error::{Error, Result};
 use crate::model::WeightSource;
-use crate::model::demo::{DEMO_SEED, demo_config};
+use crate::model::demo;
 use crate::tokenizer::Tokenizer;
+
+/// Seed of `--load-format dummy` weights.
+const DUMMY_SEED: u64 = 0x007A_4DE3;
 
 /// How weights are obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -99,7 +102,7 @@ pub struct LoadedModel<B: Backend = CpuBackend> {
     pub tokenizer: Option<Tokenizer>,
     /// The engine.
     pub engine: EngineCore<ModelExecutor<B>>,
-    /// Whether this is the built-in demo model (random weights, random text).
+    /// Whether this is the built-in demo model.
     pub is_demo: bool,
 }
 
@@ -116,16 +119,15 @@ struct Prepared {
 fn prepare(spec: &ModelSpec) -> Result<Prepared> {
     let (config, generation, tokenizer, src, is_demo) = match &spec.model {
         None => {
-            let cfg = demo_config();
-            let generation = GenerationConfig {
-                eos_token_ids: cfg.eos_token_ids.clone(),
-                ..Default::default()
+            let src = match spec.load_format {
+                LoadFormat::Auto => demo::weights()?,
+                LoadFormat::Dummy => WeightSource::dummy(DUMMY_SEED),
             };
             (
-                cfg,
-                generation,
-                Some(Tokenizer::byte_level()),
-                WeightSource::dummy(DEMO_SEED),
+                demo::config()?,
+                demo::generation_config()?,
+                Some(demo::tokenizer()?),
+                src,
                 true,
             )
         }
@@ -146,7 +148,7 @@ fn prepare(spec: &ModelSpec) -> Result<Prepared> {
             };
             let src = match spec.load_format {
                 LoadFormat::Auto => WeightSource::open(dir)?,
-                LoadFormat::Dummy => WeightSource::dummy(DEMO_SEED),
+                LoadFormat::Dummy => WeightSource::dummy(DUMMY_SEED),
             };
             (cfg, generation, tokenizer, src, false)
         }

@@ -1,5 +1,5 @@
-//! Tokenizer loading (tokenizer.json through the `tokenizers` crate), the built-in byte-level
-//! tokenizer of the demo model, and incremental detokenization.
+//! Tokenizer loading (tokenizer.json through the `tokenizers` crate), a byte-level tokenizer
+//! (the test fixtures'), and incremental detokenization.
 
 use std::path::Path;
 
@@ -42,7 +42,15 @@ impl Tokenizer {
         Ok(Tokenizer { inner })
     }
 
-    /// The demo model's tokenizer: one token per byte, plus Qwen's first three special tokens.
+    /// Parses the text of a tokenizer.json.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let inner = json
+            .parse::<tokenizers::Tokenizer>()
+            .map_err(|e| Error::Tokenizer(format!("malformed tokenizer.json: {e}")))?;
+        Ok(Tokenizer { inner })
+    }
+
+    /// A byte-level tokenizer (the test fixtures' vocabulary): one token per byte, plus Qwen's first three special tokens.
     pub fn byte_level() -> Self {
         let json = byte_level_json();
         let inner = json
@@ -65,6 +73,28 @@ impl Tokenizer {
         self.inner
             .decode(ids, true)
             .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// Text of `ids` with special tokens kept (as /detokenize answers).
+    pub fn decode_with_special(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// The vocabulary piece of a token id (e.g. `Ġhello`), if it has one.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// Tokens in the vocabulary, added (special and markup) tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Tokens of the base vocabulary, without added tokens: the ids ordinary text encodes to.
+    pub fn ordinary_vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(false)
     }
 
     /// Id of a token string, if the vocabulary has it.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::drain;
 use tandem::config::EngineConfig;
+use tandem::engine::hooks::{Hooked, Hooks};
 use tandem::engine::sampler::Sampled;
 use tandem::engine::{
     EngineCore, EngineHandle, Executor, FinishReason, Request, SamplingParams, StepBatch,
@@ -23,7 +24,10 @@ fn demo(
     blocks: usize,
     budget: usize,
 ) -> EngineCore<tandem::engine::ModelExecutor<tandem::backend::CpuBackend>> {
-    let bytes = blocks * 2 * 4 * block_size * 2 * 48 * 4;
+    let c = tandem::model::demo::config().unwrap();
+    // K and V of every layer, f32 on the CPU backend.
+    let bytes =
+        blocks * 2 * c.num_hidden_layers * block_size * c.num_key_value_heads * c.head_dim * 4;
     let spec = ModelSpec {
         block_size,
         kv_cache_bytes: bytes,
@@ -74,11 +78,19 @@ fn abort_at_any_point_frees_everything() {
             },
         ))
         .unwrap();
+        let mut finished_1 = false;
         for _ in 0..abort_after {
-            e.step().map_err(|f| f.error).unwrap();
+            let out = e.step().map_err(|f| f.error).unwrap();
+            finished_1 |= out.iter().any(|o| o.id == 1 && o.finish.is_some());
             e.check_invariants().unwrap();
         }
-        e.abort(1);
+        let aborted = e.num_aborted();
+        assert_eq!(
+            e.abort(1),
+            !finished_1,
+            "after {abort_after} steps: abort finds request 1 exactly while it is live"
+        );
+        assert_eq!(e.num_aborted(), aborted + u64::from(!finished_1));
         if abort_after == 0 {
             assert!(e.abort(2), "request 2 is live before any step");
         }
@@ -309,7 +321,14 @@ fn executor_failure_ends_the_steps_requests_and_frees_their_blocks() {
 
 #[test]
 fn handle_streams_aborts_and_drops_clients() {
-    let handle = EngineHandle::spawn(demo(16, 64, 4096)).unwrap();
+    // 5 ms a step: a 200-token request takes a second, far longer than the test waits for
+    // an aborted one to end.
+    let slow = Hooks {
+        step_delay: Duration::from_millis(5),
+        ..Hooks::default()
+    };
+    let handle =
+        EngineHandle::spawn(demo(16, 64, 4096).map_executor(|e| Hooked::new(e, slow))).unwrap();
     let mut s = handle
         .submit(req(1, prompt(10, 1), SamplingParams::greedy(3)))
         .unwrap();
@@ -365,7 +384,8 @@ fn handle_streams_aborts_and_drops_clients() {
         .unwrap()
         .unwrap();
     assert_eq!(last.finish, Some(FinishReason::Abort));
-    // A client that goes away loses its request and its blocks.
+    // A client that goes away loses its request and its blocks, long before it would end.
+    let before = handle.stats().unwrap();
     let s = handle
         .submit(req(
             4,
@@ -376,13 +396,20 @@ fn handle_streams_aborts_and_drops_clients() {
             },
         ))
         .unwrap();
-    std::thread::sleep(Duration::from_millis(20));
+    std::thread::sleep(Duration::from_millis(50));
     drop(s);
     let mut idle = false;
-    for _ in 0..200 {
+    for _ in 0..40 {
         let st = handle.stats().unwrap();
         if st.running == 0 && st.waiting == 0 {
             assert_eq!(st.kv.free_blocks, st.kv.total_blocks);
+            assert_eq!(
+                st.aborted,
+                before.aborted + 1,
+                "the request ended by an abort"
+            );
+            let made = st.generated_tokens - before.generated_tokens;
+            assert!(made < 100, "{made} of its 200 tokens were generated");
             idle = true;
             break;
         }

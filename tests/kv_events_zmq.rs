@@ -1,98 +1,252 @@
-//! KV events over ZMQ in vLLM's wire format, read by a real pyzmq + msgpack subscriber.
+//! KV events over ZMQ in vLLM's wire format: a real pyzmq + msgpack subscriber reads every
+//! kind (BlockStored, BlockRemoved on eviction, AllBlocksCleared on a prefix-cache reset) with
+//! increasing sequence numbers; and NVIDIA Dynamo's own KV router, following the same stream,
+//! computes the prefix overlap the worker itself reports, for hits, misses and evictions.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
-use common::procs::demo_worker;
+use common::grpc::{client, greedy, request};
+use common::procs::{Proc, spawn};
 use common::python::python;
+use serde_json::Value;
 use tandem::server::proto::worker_client::WorkerClient;
 use tandem::server::proto::*;
+use tonic::transport::Channel;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vllm_style_subscriber_decodes_block_stored() {
-    let port = TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
-    let endpoint = format!("tcp://127.0.0.1:{port}");
-    let w = demo_worker(&[
+        .port()
+}
+
+/// A demo worker publishing on `port`, with a cache of `gib`.
+fn worker(port: u16, block_size: &str, gib: &str, topic: &str) -> Proc {
+    spawn(&[
+        "worker",
+        "--max-model-len",
+        "512",
+        "--block-size",
+        block_size,
+        "--kv-cache-gib",
+        gib,
         "--kv-events-endpoint",
         &format!("tcp://*:{port}"),
         "--kv-events-topic",
-        "kv@demo",
-    ]);
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/zmq_subscriber.py"
-    );
-    let mut sub = Command::new(python())
-        .arg(script)
-        .arg(&endpoint)
+        topic,
+    ])
+}
+
+/// A Python helper of tests/python reading `endpoint`; its stdout lines arrive on the channel.
+fn helper(script: &str, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(python())
+        .arg(path)
+        .args(args)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
-    // ZMQ drops messages published before the subscription reaches the socket: keep sending
-    // fresh prompts until the subscriber reports one.
-    let mut c = WorkerClient::connect(format!("http://{}", w.addr))
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(
+        lines.next().unwrap().unwrap(),
+        "ready",
+        "{script} did not start"
+    );
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Runs `prompt` to completion (one token); returns the prompt tokens the worker had cached.
+async fn run(c: &mut WorkerClient<Channel>, id: &str, prompt: Vec<u32>) -> u32 {
+    let mut s = c
+        .generate(request(id, prompt, greedy(1)))
         .await
-        .unwrap();
-    let reader = std::thread::spawn(move || lines.next().unwrap().unwrap());
-    let mut prompts = Vec::new();
+        .unwrap()
+        .into_inner();
+    let mut cached = 0;
+    while let Some(r) = s.message().await.unwrap() {
+        cached = r.cached_tokens;
+    }
+    cached
+}
+
+fn prompt(len: usize, salt: u32) -> Vec<u32> {
+    (0..len as u32)
+        .map(|i| (i * 7 + salt * 131) % 2000)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vllm_style_subscriber_reads_every_event_kind_in_order() {
+    let port = free_port();
+    // 32 blocks of 16 tokens: a few prompts evict each other's blocks.
+    let w = worker(port, "16", "0.001", "kv@demo");
+    let (mut sub, batches) = helper("zmq_subscriber.py", &[&format!("tcp://127.0.0.1:{port}")]);
+    let mut c = client(&w.addr).await;
+    // ZMQ drops what is published before the subscription reaches the socket: send fresh
+    // prompts until the subscriber reports a batch.
+    let mut first = None;
     for round in 0..50u32 {
-        let prompt: Vec<u32> = (0..32).map(|i| (i * 3 + round * 11) % 256).collect();
-        prompts.push(prompt.clone());
-        let sampling = SamplingParams {
-            top_p: 1.0,
-            repetition_penalty: 1.0,
-            max_tokens: 1,
-            ..Default::default()
-        };
-        let req = GenerateRequest {
-            request_id: format!("r{round}"),
-            prompt_token_ids: prompt,
-            sampling: Some(sampling),
-        };
-        let mut s = c.generate(req).await.unwrap().into_inner();
-        while s.message().await.unwrap().is_some() {}
-        if reader.is_finished() {
+        run(&mut c, &format!("warm{round}"), prompt(40, round)).await;
+        if let Ok(b) = batches.recv_timeout(Duration::from_millis(100)) {
+            first = Some(b);
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let line = reader.join().unwrap();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(v["topic"], "kv@demo");
-    assert_eq!(v["block_size"], 16);
-    assert_eq!(v["medium"], "GPU");
-    assert_eq!(v["dp_rank"], 0);
-    assert!(v["parent"].is_null());
-    let tokens: Vec<u32> = v["token_ids"]
-        .as_array()
+    let first: Value = serde_json::from_str(&first.expect("no KV event arrived")).unwrap();
+    // Prompts of 300 tokens in a 512-token cache: each evicts the one before it.
+    for i in 0..4 {
+        run(&mut c, &format!("big{i}"), prompt(300, 100 + i)).await;
+    }
+    let reset = c
+        .reset_prefix_cache(ResetPrefixCacheRequest {})
+        .await
         .unwrap()
-        .iter()
-        .map(|t| t.as_u64().unwrap() as u32)
-        .collect();
-    let prompt = prompts
-        .iter()
-        .find(|p| p[..tokens.len()] == tokens[..])
-        .expect("the event carries a prompt's tokens");
-    let mut hashes = Vec::new();
-    tandem::kv::hash::extend_sequence_hashes(&mut hashes, prompt, 16);
-    let got: Vec<u64> = v["block_hashes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h.as_u64().unwrap())
-        .collect();
-    assert_eq!(
-        got, hashes,
-        "hashes are Dynamo's XXH3 chain over the prompt"
+        .into_inner();
+    assert!(reset.reset, "an idle worker resets its prefix cache");
+    let mut all = vec![first];
+    let mut kinds = std::collections::BTreeSet::new();
+    while kinds.len() < 3 {
+        let line = batches
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("event kinds seen: {kinds:?}"));
+        let b: Value = serde_json::from_str(&line).unwrap();
+        for e in b["events"].as_array().unwrap() {
+            kinds.insert(e["kind"].as_str().unwrap().to_string());
+        }
+        all.push(b);
+    }
+    let seqs: Vec<u64> = all.iter().map(|b| b["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "sequences {seqs:?}");
+    for b in &all {
+        assert_eq!(
+            (b["topic"].as_str(), b["dp_rank"].as_u64()),
+            (Some("kv@demo"), Some(0))
+        );
+        for e in b["events"].as_array().unwrap() {
+            match e["kind"].as_str().unwrap() {
+                "BlockStored" => {
+                    assert_eq!(
+                        (e["block_size"].as_u64(), e["medium"].as_str()),
+                        (Some(16), Some("GPU"))
+                    );
+                    let n = e["block_hashes"].as_array().unwrap().len();
+                    assert_eq!(e["token_ids"].as_array().unwrap().len(), 16 * n);
+                }
+                "BlockRemoved" => {
+                    assert!(!e["block_hashes"].as_array().unwrap().is_empty());
+                    assert_eq!(e["medium"], "GPU");
+                }
+                _ => {}
+            }
+        }
+    }
+    let _ = sub.kill();
+}
+
+/// Dynamo's router, asked for overlaps line by line.
+struct Dynamo {
+    child: Child,
+    stdin: ChildStdin,
+    answers: mpsc::Receiver<String>,
+}
+
+impl Dynamo {
+    fn overlap(&mut self, tokens: &[u32]) -> u64 {
+        writeln!(self.stdin, "{}", serde_json::to_string(tokens).unwrap()).unwrap();
+        let line = self
+            .answers
+            .recv_timeout(Duration::from_secs(20))
+            .expect("Dynamo's router answers");
+        serde_json::from_str::<Value>(&line).unwrap()["overlap"]
+            .as_u64()
+            .unwrap()
+    }
+}
+
+impl Drop for Dynamo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs fresh fence prompts until Dynamo's index holds one: events come in order on one
+/// socket, so then every event before the fence has been applied too (the first fences also
+/// wait out ZMQ's slow joiner; a lost fence is never rerun, since a rerun stores nothing new).
+async fn sync(dynamo: &mut Dynamo, c: &mut WorkerClient<Channel>, step: u32) {
+    for attempt in 0..100 {
+        let p = prompt(70, 10_000 + step * 100 + attempt);
+        run(c, &format!("fence{step}-{attempt}"), p.clone()).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        if dynamo.overlap(&p) == 1 {
+            return;
+        }
+    }
+    panic!("Dynamo's router never saw a fence (step {step})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamos_kv_router_agrees_with_the_worker_on_every_prefix() {
+    let port = free_port();
+    // 16 blocks of 64 tokens: a few 150-token prompts evict the oldest.
+    let w = worker(port, "64", "0.002", "");
+    let (mut child, answers) = helper(
+        "dynamo_router.py",
+        &[&format!("tcp://127.0.0.1:{port}"), "64"],
     );
-    let _ = sub.wait();
+    let stdin = child.stdin.take().unwrap();
+    let mut dynamo = Dynamo {
+        child,
+        stdin,
+        answers,
+    };
+    let mut c = client(&w.addr).await;
+    let a = prompt(150, 1);
+    let b: Vec<u32> = a[..64].iter().copied().chain(prompt(86, 2)).collect();
+    let mut overlaps = Vec::new();
+    for (step, (p, what)) in [
+        (&a, "a miss"),
+        (&a, "a hit of both full blocks"),
+        (&b, "a hit of the first block"),
+        (&a, "after its blocks were evicted"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if step == 3 {
+            for i in 0..6 {
+                run(&mut c, &format!("evict{i}"), prompt(150, 50 + i)).await;
+            }
+        }
+        sync(&mut dynamo, &mut c, step as u32).await;
+        // Dynamo first, then the worker: the worker's answer is its cache before this request.
+        let overlap = dynamo.overlap(p);
+        let cached = run(&mut c, &format!("q{step}"), p.clone()).await;
+        assert_eq!(
+            overlap,
+            u64::from(cached) / 64,
+            "{what}: Dynamo says {overlap} blocks, the worker had {cached} tokens cached"
+        );
+        overlaps.push(overlap);
+    }
+    // The last question comes after an eviction: a's second block went (its first, shared
+    // with b and used later, may stay).
+    assert_eq!(overlaps[..3], [0, 2, 1]);
+    assert!(overlaps[3] < 2, "{overlaps:?}");
 }

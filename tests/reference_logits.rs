@@ -1,7 +1,8 @@
 //! tandem's CPU engine against transformers' own logits (tests/fixtures, made by
 //! scripts/make_fixtures.py): every prefill and decode step, f32, error under 1e-4 of the
 //! logits' scale; alone, in mixed batches with chunked prefill, with prefix-cache hits,
-//! under preemption, with YaRN and bf16 sharded weights, and tensor-parallel.
+//! under preemption, with YaRN and bf16 sharded weights, and tensor-parallel; the same for the
+//! built-in demo model, whose trained logits are far from the random fixtures' near-uniform ones.
 
 mod common;
 
@@ -62,7 +63,7 @@ fn all_prompts_at_once(
 
 #[test]
 fn each_prompt_alone_matches_transformers() {
-    for name in ["tiny-qwen3", "tiny-qwen3-yarn"] {
+    for name in ["tiny-qwen3", "tiny-qwen3-yarn", DEMO_FIXTURE] {
         let exp = expected(name);
         for (p, prompt) in exp.prompts.iter().enumerate() {
             let mut engine = fixture_engine(
@@ -81,7 +82,7 @@ fn each_prompt_alone_matches_transformers() {
 
 #[test]
 fn mixed_batch_with_chunked_prefill_and_prefix_hits_matches_transformers() {
-    for name in ["tiny-qwen3", "tiny-qwen3-yarn"] {
+    for name in ["tiny-qwen3", "tiny-qwen3-yarn", DEMO_FIXTURE] {
         // A 40-token budget splits the long prompts into chunks that share steps with decodes;
         // the second round finds every prompt's full blocks in the prefix cache.
         let setup = Setup {
@@ -113,7 +114,7 @@ fn preemption_by_recompute_matches_transformers() {
 
 #[test]
 fn tensor_parallel_2_matches_transformers() {
-    for name in ["tiny-qwen3", "tiny-qwen3-yarn"] {
+    for name in ["tiny-qwen3", "tiny-qwen3-yarn", DEMO_FIXTURE] {
         all_prompts_at_once(
             name,
             Setup {
@@ -124,4 +125,26 @@ fn tensor_parallel_2_matches_transformers() {
             1,
         );
     }
+}
+
+#[test]
+fn the_demo_models_logits_are_far_from_uniform() {
+    // A trained model is confident where random weights are not: the parity checks above then
+    // test a distribution with real structure.
+    let exp = expected(DEMO_FIXTURE);
+    let mut confident = 0;
+    let mut rows = 0;
+    for steps in &exp.logits {
+        for row in steps {
+            let max = row.iter().copied().fold(f32::MIN, f32::max);
+            let z: f32 = row.iter().map(|l| (l - max).exp()).sum();
+            rows += 1;
+            confident += usize::from(1.0 / z > 0.2);
+        }
+    }
+    // Uniform over 2,048 tokens would put 0.05% on the top token.
+    assert!(
+        confident * 2 > rows,
+        "{confident} of {rows} steps put over 20% on one token"
+    );
 }

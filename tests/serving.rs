@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::grpc::client;
-use common::http::{indexed_blocks, post_stream, wait_health, wait_indexed};
+use common::http::{indexed_blocks, metrics_text, post_stream, wait_health, wait_indexed};
 use common::procs::{self, Proc, demo_worker, spawn};
 use common::python::run_script;
 use futures::StreamExt;
@@ -117,7 +117,9 @@ async fn load(addr: &str) -> tandem::server::proto::LoadResponse {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_ends_its_requests_with_an_error_and_is_routed_around() {
-    let mut workers = vec![demo_worker(&[]), demo_worker(&[])];
+    // Slow steps: the long request is surely running when its worker is killed.
+    let slow = ["--debug-step-delay-ms", "20"];
+    let mut workers = vec![demo_worker(&slow), demo_worker(&slow)];
     let addrs = format!("{},{}", workers[0].addr, workers[1].addr);
     let fe = spawn(&[
         "frontend",
@@ -130,7 +132,7 @@ async fn a_killed_worker_ends_its_requests_with_an_error_and_is_routed_around() 
     ]);
     let base = format!("http://{}", fe.addr);
     wait_health(&base, 200).await;
-    let mut body = completion((0..20).collect(), 2000);
+    let mut body = completion((0..20).collect(), 450);
     body["stream"] = json!(true);
     let mut stream = Box::pin(post_stream(&base, "/v1/completions", &body).await);
     stream.next().await.unwrap().unwrap();
@@ -194,7 +196,8 @@ async fn a_killed_worker_ends_its_requests_with_an_error_and_is_routed_around() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_disconnects_frees_its_blocks() {
-    let w = demo_worker(&[]);
+    // 50 ms a step: the 400 tokens asked for would take 20 s; the abort must end it at once.
+    let w = demo_worker(&["--debug-step-delay-ms", "50"]);
     let fe = spawn(&["frontend", "--port", "0", "--workers", &w.addr]);
     let base = format!("http://{}", fe.addr);
     wait_health(&base, 200).await;
@@ -205,10 +208,25 @@ async fn a_client_that_disconnects_frees_its_blocks() {
     stream.next().await.unwrap().unwrap();
     assert_eq!(load(&w.addr).await.running, 1);
     drop(stream);
-    for _ in 0..300 {
+    for _ in 0..100 {
         let l = load(&w.addr).await;
         if l.running == 0 && l.waiting == 0 {
             assert_eq!(l.used_blocks, 0);
+            assert_eq!(l.aborted_requests, 1, "the worker aborted the request");
+            assert!(
+                l.generated_tokens < 100,
+                "{} of 400 tokens were generated",
+                l.generated_tokens
+            );
+            let metrics = metrics_text(&base).await;
+            assert!(
+                metrics
+                    .lines()
+                    .any(|m| m.starts_with("tandem_requests_total")
+                        && m.contains("outcome=\"abort\"")
+                        && m.ends_with(" 1")),
+                "{metrics}"
+            );
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -252,11 +270,21 @@ async fn malformed_requests_get_openai_errors() {
         ),
         ("/v1/chat/completions", chat(json!({"top_p": 0})), "top_p"),
         ("/v1/chat/completions", chat(json!({"top_p": 1.5})), "top_p"),
-        ("/v1/chat/completions", chat(json!({"n": 2})), "n"),
+        ("/v1/chat/completions", chat(json!({"n": 0})), "n"),
+        (
+            "/v1/chat/completions",
+            chat(json!({"n": 2, "temperature": 0})),
+            "greedy",
+        ),
         (
             "/v1/completions",
-            json!({"model": "tandem-demo", "prompt": "x".repeat(600)}),
-            "max_model_len",
+            json!({"model": "tandem-demo", "prompt": vec![5; 600]}),
+            "maximum context length",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "tandem-demo", "prompt": [1, 2], "max_tokens": 600}),
+            "(600 > 512 - 2)",
         ),
         (
             "/v1/completions",
@@ -338,12 +366,7 @@ async fn stop_strings_end_the_text_and_metrics_count_it() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["choices"][0]["text"].as_str().unwrap(), &text[..cut]);
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&base).await;
     for want in [
         "tandem_time_to_first_token_seconds_count{model=\"tandem-demo\"} 2",
         "tandem_e2e_request_latency_seconds_count{model=\"tandem-demo\"} 2",

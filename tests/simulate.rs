@@ -4,14 +4,14 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use common::http::wait_health;
 use common::procs::{run, spawn};
 use common::trace_line;
 use serde_json::Value;
-use tandem::replay::trace::{TraceRequest, load};
+use tandem::replay::trace::{TraceRequest, reference};
 
 /// The whole-trace simulations keep a core busy for seconds: the real-server test runs alone,
 /// so that its workers answer their health checks in time.
@@ -19,10 +19,6 @@ static ALONE: Mutex<()> = Mutex::new(());
 
 fn alone() -> std::sync::MutexGuard<'static, ()> {
     ALONE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn trace_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/traces/mooncake_conversation_trace.jsonl")
 }
 
 fn simulate(args: &[&str]) -> (bool, String, String) {
@@ -60,7 +56,7 @@ fn reusable_blocks(trace: &[TraceRequest]) -> (usize, usize) {
 #[test]
 fn one_worker_with_an_unbounded_cache_reuses_what_the_trace_repeats() {
     let _alone = alone();
-    let (hits, refs) = reusable_blocks(&load(&trace_path()).unwrap());
+    let (hits, refs) = reusable_blocks(&reference().unwrap());
     // The trace README: 36.64% of block references repeat an earlier block. A prefix cache of
     // whole blocks serves all but 118 of them (partial last blocks, whole-prompt hits).
     assert_eq!(refs, 288_500);
@@ -69,8 +65,6 @@ fn one_worker_with_an_unbounded_cache_reuses_what_the_trace_repeats() {
     // Arrivals 1000× slower than the trace: each request finishes before the next one, so
     // the cache sees the trace's order.
     let (ok, stdout, stderr) = simulate(&[
-        "--trace",
-        trace_path().to_str().unwrap(),
         "--deployment",
         "baseline",
         "--workers",
@@ -101,8 +95,6 @@ fn the_ab_prints_a_table_and_writes_json_and_plots() {
     let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let (ok, stdout, stderr) = simulate(&[
-        "--trace",
-        trace_path().to_str().unwrap(),
         "--max-requests",
         "1500",
         "--out",
@@ -142,8 +134,6 @@ fn the_ab_prints_a_table_and_writes_json_and_plots() {
         );
     }
     let (ok, _, stderr) = simulate(&[
-        "--trace",
-        trace_path().to_str().unwrap(),
         "--max-requests",
         "20",
         "--deployment",
@@ -161,8 +151,6 @@ fn bad_input_is_reported() {
     std::fs::write(&bad, format!("{}\nnot json\n", trace_line(0, 10, 2, &[0]))).unwrap();
     let (ok, _, stderr) = simulate(&["--trace", bad.to_str().unwrap()]);
     assert!(!ok && stderr.contains("line 2"), "{stderr}");
-    let trace = trace_path();
-    let t = trace.to_str().unwrap();
     let profile = dir.path().join("p.json");
     std::fs::write(&profile, "{\"name\": 1}").unwrap();
     for (args, says) in [
@@ -172,7 +160,8 @@ fn bad_input_is_reported() {
         (vec!["--profile", profile.to_str().unwrap()], "profile"),
         (vec!["--kv-blocks", "10"], "max_model_len"),
     ] {
-        let (ok, _, stderr) = simulate(&[&["--trace", t], &args[..]].concat());
+        // Without --trace: the built-in reference trace.
+        let (ok, _, stderr) = simulate(&args);
         assert!(!ok && stderr.contains(says), "{args:?}: {stderr}");
     }
 }

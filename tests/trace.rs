@@ -1,17 +1,17 @@
-//! The Mooncake conversation trace of ../shared/traces, loaded and checked against the figures
-//! its README gives.
+//! The reference trace the binary carries (data/traces/), loaded and checked against the
+//! figures of the published Mooncake conversation trace.
 
 use std::path::PathBuf;
 
-use tandem::replay::trace::{load, stats};
+use tandem::replay::trace::{load, reference, stats};
 
 #[test]
 fn loader_matches_the_published_trace_figures() {
+    let reqs = reference().unwrap();
+    // The same file read from disk, through the .xz path of `--trace`.
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/traces/mooncake_conversation_trace.jsonl");
-    let reqs = load(&path).unwrap_or_else(|e| {
-        panic!("{e} (the trace lives in ../shared/traces beside the repository)")
-    });
+        .join("data/traces/mooncake_conversation_trace.jsonl.xz");
+    assert_eq!(load(&path).unwrap(), reqs);
     let s = stats(&reqs);
     assert_eq!(s.requests, 12_031);
     assert_eq!(s.duration_ms, 3_536_999);

@@ -9,7 +9,9 @@ use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generate_load_events_abort_and_cancel() {
-    let w = demo_worker(&[]);
+    // 20 ms a step: a 400-token request would run for 8 s, past every wait below, unless
+    // it is aborted.
+    let w = demo_worker(&["--debug-step-delay-ms", "20"]);
     let mut c = client(&w.addr).await;
     let info = c
         .model_info(ModelInfoRequest {})
@@ -108,7 +110,9 @@ async fn generate_load_events_abort_and_cancel() {
         .into_inner();
     assert_eq!(again.message().await.unwrap().unwrap(), live);
 
-    // A cancelled stream aborts its request and frees its blocks.
+    // A cancelled stream aborts its request and frees its blocks, long before the 400 tokens
+    // it asked for (20 ms a step here).
+    let before = c.load(LoadRequest {}).await.unwrap().into_inner();
     let mut s = c
         .generate(request("c", (0..50).collect(), greedy(400)))
         .await
@@ -117,6 +121,10 @@ async fn generate_load_events_abort_and_cancel() {
     s.message().await.unwrap().unwrap();
     drop(s);
     assert_eq!(used_when_idle(&mut c).await, 0);
+    let after = c.load(LoadRequest {}).await.unwrap().into_inner();
+    assert_eq!(after.aborted_requests, before.aborted_requests + 1);
+    let made = after.generated_tokens - before.generated_tokens;
+    assert!(made < 100, "{made} of 400 tokens were generated");
 
     // Abort by id ends the stream with finish_reason "abort".
     let mut s = c

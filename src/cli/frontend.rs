@@ -12,11 +12,17 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::ModelArgs;
 use super::worker::shutdown_signal;
+use crate::config::GenerationConfig;
+use crate::engine::SamplingParams;
 use crate::router::{Policy, Router, WorkerPool};
 use crate::server::chat::ChatTemplate;
 use crate::server::dispatch::Frontend;
 use crate::server::http::app;
+use crate::server::openai::{ApiOptions, Defaults};
+use crate::server::reasoning::ReasoningParserKind;
+use crate::server::tool_calls::ToolParserKind;
 use crate::tokenizer::Tokenizer;
+use serde_json::Value;
 
 /// Routing policies on the command line.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -42,6 +48,36 @@ pub struct HttpArgs {
     /// Softmax temperature of the kv policy over worker costs (0: always the cheapest).
     #[arg(long, default_value_t = 0.0)]
     router_temperature: f64,
+    /// Split the model's reasoning out of chat answers (`reasoning_content`).
+    #[arg(long, value_enum)]
+    reasoning_parser: Option<ReasoningParserKind>,
+    /// Parse tool calls out of chat answers when a request has `tools` (tool_choice "auto").
+    #[arg(long, value_enum)]
+    tool_call_parser: Option<ToolParserKind>,
+    /// Accepted for vLLM's command lines: tool_choice "auto" is on with --tool-call-parser.
+    #[arg(long, requires = "tool_call_parser")]
+    enable_auto_tool_choice: bool,
+    /// Chat template variables every request gets unless it sets its own
+    /// (`chat_template_kwargs`); the default answers without thinking, as a JSON object.
+    #[arg(long, default_value = r#"{"enable_thinking": false}"#)]
+    default_chat_template_kwargs: String,
+}
+
+impl HttpArgs {
+    /// The API options these flags and the model's generation config give.
+    fn api_options(&self, generation: &GenerationConfig) -> anyhow::Result<ApiOptions> {
+        let kwargs: Value = serde_json::from_str(&self.default_chat_template_kwargs)
+            .context("--default-chat-template-kwargs is not JSON")?;
+        let Value::Object(template_kwargs) = kwargs else {
+            bail!("--default-chat-template-kwargs must be a JSON object");
+        };
+        Ok(ApiOptions {
+            defaults: Defaults(SamplingParams::from_generation_config(generation)),
+            reasoning: self.reasoning_parser,
+            tool_parser: self.tool_call_parser,
+            template_kwargs,
+        })
+    }
 }
 
 /// Arguments of `tandem frontend`.
@@ -88,11 +124,33 @@ pub struct ServeArgs {
     /// Decode worker processes of a disaggregated deployment (needs --prefill).
     #[arg(long, requires = "prefill")]
     decode: Option<usize>,
+    /// Workers publish KV events over ZMQ in vLLM's format: worker i binds this endpoint's port
+    /// plus i (prefill workers first, then decode workers), e.g. tcp://*:5557.
+    #[arg(long)]
+    kv_events_endpoint: Option<String>,
+}
+
+/// `endpoint` (transport://host:port) with its port moved up by `offset`.
+fn endpoint_plus(endpoint: &str, offset: usize) -> anyhow::Result<String> {
+    let bad =
+        || anyhow::anyhow!("--kv-events-endpoint {endpoint:?}: expected transport://host:port");
+    let (head, port) = endpoint.rsplit_once(':').ok_or_else(bad)?;
+    if !head.contains("://") {
+        return Err(bad());
+    }
+    let port: usize = port.parse().map_err(|_| bad())?;
+    let port = u16::try_from(port + offset).map_err(|_| {
+        anyhow::anyhow!(
+            "--kv-events-endpoint {endpoint:?}: port {} is out of range",
+            port + offset
+        )
+    })?;
+    Ok(format!("{head}:{port}"))
 }
 
 fn tokenizer_of(model: Option<&PathBuf>) -> anyhow::Result<Tokenizer> {
     match model {
-        None => Ok(Tokenizer::byte_level()),
+        None => Ok(crate::model::demo::tokenizer()?),
         Some(dir) => {
             let path = dir.join("tokenizer.json");
             if !path.exists() {
@@ -148,12 +206,17 @@ fn frontend_over(
         .transpose()
         .map_err(anyhow::Error::msg)?;
     let template = ChatTemplate::from_model_dir(model.map(PathBuf::as_path))?;
+    let generation = match model {
+        Some(dir) => GenerationConfig::from_dir(dir)?,
+        None => crate::model::demo::generation_config()?,
+    };
     Ok(Arc::new(Frontend::new(
         name,
         tokenizer_of(model)?,
         template,
         Router::new(policy, pool),
         decode,
+        http.api_options(&generation)?,
     )))
 }
 
@@ -189,12 +252,13 @@ fn stop_with_parent(cmd: &mut tokio::process::Command) {
     let _ = cmd;
 }
 
-/// Starts `n` worker processes with `role` and extra flags; returns them and their addresses.
+/// Starts `n` worker processes with `role` and extra flags, the first being worker number
+/// `first` of the deployment; returns them and their addresses.
 async fn start_workers(
     args: &ServeArgs,
     role: &str,
     extra: &[&str],
-    n: usize,
+    (first, n): (usize, usize),
 ) -> anyhow::Result<(Vec<tokio::process::Child>, Vec<String>)> {
     let exe = std::env::current_exe()?;
     let (mut children, mut addrs) = (Vec::new(), Vec::new());
@@ -206,6 +270,11 @@ async fn start_workers(
             .args(extra)
             .stdout(Stdio::piped())
             .kill_on_drop(true);
+        if let Some(ep) = &args.kv_events_endpoint {
+            let ep = endpoint_plus(ep, first + i)?;
+            tracing::info!(role, worker = i, endpoint = %ep, "KV events over ZMQ");
+            cmd.args(["--kv-events-endpoint", &ep]);
+        }
         stop_with_parent(&mut cmd);
         let mut child = cmd.spawn().context("starting a worker")?;
         let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
@@ -235,20 +304,24 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.workers == 0 || args.prefill == Some(0) || args.decode == Some(0) {
         bail!("worker counts must be at least 1");
     }
+    if let Some(ep) = &args.kv_events_endpoint {
+        let n = args.prefill.unwrap_or(args.workers) + args.decode.unwrap_or(0);
+        endpoint_plus(ep, n - 1)?;
+    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let name = args.model.model_name();
         let model = args.model.model.as_ref();
         let (children, fe) = match (args.prefill, args.decode) {
             (Some(p), Some(d)) => {
-                let (mut children, prefill) = start_workers(&args, "prefill", &[], p).await?;
+                let (mut children, prefill) = start_workers(&args, "prefill", &[], (0, p)).await?;
                 // Decode workers keep no prefix cache, as in the reference deployment.
                 let no_cache: &[&str] = if args.model.no_prefix_caching {
                     &[]
                 } else {
                     &["--no-prefix-caching"]
                 };
-                let (more, decode) = start_workers(&args, "decode", no_cache, d).await?;
+                let (more, decode) = start_workers(&args, "decode", no_cache, (p, d)).await?;
                 children.extend(more);
                 (
                     children,
@@ -256,7 +329,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 )
             }
             _ => {
-                let (children, addrs) = start_workers(&args, "agg", &[], args.workers).await?;
+                let (children, addrs) = start_workers(&args, "agg", &[], (0, args.workers)).await?;
                 (
                     children,
                     frontend_over(&args.http, &addrs, None, name, model)?,
@@ -267,4 +340,21 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drop(children);
         result
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_plus;
+
+    #[test]
+    fn kv_event_endpoints_count_up_from_the_base_port() {
+        assert_eq!(endpoint_plus("tcp://*:5557", 2).unwrap(), "tcp://*:5559");
+        assert_eq!(
+            endpoint_plus("tcp://127.0.0.1:5557", 0).unwrap(),
+            "tcp://127.0.0.1:5557"
+        );
+        for bad in ["5557", "tcp://*", "tcp://*:x", "tcp://*:65535"] {
+            assert!(endpoint_plus(bad, 1).is_err(), "{bad}");
+        }
+    }
 }

@@ -78,8 +78,8 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 fn run<B: Backend>(args: GenerateArgs, mut loaded: LoadedModel<B>) -> anyhow::Result<()> {
     if loaded.is_demo {
         eprintln!(
-            "tandem: no --model given, running the built-in demo model (a tiny Qwen3 with random \
-             weights): it produces random text."
+            "tandem: no --model given, running the built-in demo model (a 3.5M-parameter Qwen3 \
+             trained on the King James Bible)."
         );
     }
     let tok = loaded.tokenizer.clone();

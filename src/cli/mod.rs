@@ -65,7 +65,7 @@ pub enum DeviceArg {
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// Hugging Face model directory (config.json, safetensors, tokenizer.json). Without it,
-    /// the built-in demo model runs: tiny, random weights, random text.
+    /// the built-in demo model runs (a tiny Qwen3 trained on the King James Bible).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// auto: read the weights; dummy: generate them (reads only config.json).
@@ -116,6 +116,12 @@ pub struct ModelArgs {
     /// With --device cuda: no CUDA graphs, every decode step launched kernel by kernel.
     #[arg(long)]
     pub enforce_eager: bool,
+    /// Test hook (workers): every request's output is this text's tokens, then EOS.
+    #[arg(long, hide = true)]
+    pub debug_output_text: Option<String>,
+    /// Test hook (workers): every engine step takes this many milliseconds longer.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub debug_step_delay_ms: u64,
 }
 
 impl ModelArgs {
@@ -130,7 +136,7 @@ impl ModelArgs {
             return n.to_string();
         }
         match model {
-            None => "tandem-demo".into(),
+            None => crate::model::demo::NAME.into(),
             Some(p) => p.file_name().map_or_else(
                 || p.display().to_string(),
                 |n| n.to_string_lossy().into_owned(),
@@ -165,6 +171,15 @@ impl ModelArgs {
             "--long-prefill-token-threshold",
             self.long_prefill_token_threshold.to_string(),
         );
+        if let Some(t) = &self.debug_output_text {
+            flag("--debug-output-text", t.clone());
+        }
+        if self.debug_step_delay_ms > 0 {
+            flag(
+                "--debug-step-delay-ms",
+                self.debug_step_delay_ms.to_string(),
+            );
+        }
         if self.no_prefix_caching {
             a.push("--no-prefix-caching".into());
         }

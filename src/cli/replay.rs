@@ -9,14 +9,15 @@ use clap::Args;
 
 use crate::replay::client::{ReplayConfig, replay as run_replay};
 use crate::replay::metrics::{Slo, summarize};
-use crate::replay::trace::load;
+use crate::replay::trace::load_or_reference;
 
 /// Arguments of `tandem replay`.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// Mooncake JSONL trace (timestamp, input_length, output_length, hash_ids per line).
+    /// Mooncake JSONL trace (timestamp, input_length, output_length, hash_ids per line; .xz
+    /// is read too). Default: the built-in Mooncake conversation trace (12,031 requests).
     #[arg(long)]
-    trace: PathBuf,
+    trace: Option<PathBuf>,
     /// Server base URL.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     url: String,
@@ -35,9 +36,10 @@ pub struct ReplayArgs {
     /// Write profile_export_aiperf.json and profile_export.jsonl here.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Synthesized prompts use token ids below this (Qwen's 151,643 ordinary tokens by default).
-    #[arg(long, default_value_t = 151_643)]
-    vocab: u32,
+    /// Synthesized prompts use token ids below this (default: the server's ordinary
+    /// vocabulary from /v1/models, else Qwen's 151,643).
+    #[arg(long)]
+    vocab: Option<u32>,
     /// Seconds before a request that has not finished counts as failed.
     #[arg(long, default_value_t = 600.0)]
     request_timeout: f64,
@@ -46,11 +48,11 @@ pub struct ReplayArgs {
 /// Runs `tandem replay`.
 pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let slo = args.goodput.as_deref().map(Slo::parse).transpose()?;
-    let mut reqs = load(&args.trace)?;
+    let mut reqs = load_or_reference(args.trace.as_deref())?;
     if let Some(n) = args.max_requests {
         reqs.truncate(n);
     }
-    if args.vocab == 0 || !(args.request_timeout.is_finite() && args.request_timeout > 0.0) {
+    if args.vocab == Some(0) || !(args.request_timeout.is_finite() && args.request_timeout > 0.0) {
         anyhow::bail!("--vocab and --request-timeout must be positive");
     }
     let cfg = ReplayConfig {

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use super::frontend::RouterArg;
 use crate::config::EngineConfig;
 use crate::replay::metrics::{RequestRecord, Slo, summarize};
-use crate::replay::trace::load;
+use crate::replay::trace::load_or_reference;
 use crate::router::Policy;
 use crate::sim::report::{Arm, json, table};
 use crate::sim::{ClusterConfig, Profile, SimOutcome, Topology, plot, simulate};
@@ -28,9 +28,10 @@ pub enum Deployment {
 /// Arguments of `tandem simulate`.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    /// Mooncake JSONL trace (timestamp, input_length, output_length, hash_ids per line).
+    /// Mooncake JSONL trace (timestamp, input_length, output_length, hash_ids per line; .xz
+    /// is read too). Default: the built-in Mooncake conversation trace (12,031 requests).
     #[arg(long)]
-    trace: PathBuf,
+    trace: Option<PathBuf>,
     /// baseline, disagg, or both (the A/B).
     #[arg(long, value_enum, default_value = "both")]
     deployment: Deployment,
@@ -135,7 +136,7 @@ pub fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
         ),
     };
     profile.validate()?;
-    let mut trace = load(&args.trace)?;
+    let mut trace = load_or_reference(args.trace.as_deref())?;
     if let Some(n) = args.max_requests {
         trace.truncate(n);
     }

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use super::ModelArgs;
 use crate::backend::Backend;
 use crate::engine::EngineHandle;
+use crate::engine::hooks::{Hooked, Hooks};
 use crate::loader::{DeviceKind, LoadedModel, load_cpu, load_cuda};
 use crate::server::kv_hub::KvEventHub;
 use crate::server::proto::{KvLayout, ModelInfoResponse, worker_server::WorkerServer};
@@ -90,6 +91,32 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The test hooks the hidden `--debug-*` flags ask for.
+fn hooks_of<B: Backend>(args: &ModelArgs, loaded: &LoadedModel<B>) -> anyhow::Result<Hooks> {
+    let script = match &args.debug_output_text {
+        None => None,
+        Some(text) => {
+            let tok = loaded
+                .tokenizer
+                .as_ref()
+                .context("--debug-output-text needs the model's tokenizer")?;
+            let mut ids = tok.encode(text)?;
+            let eos = loaded
+                .generation
+                .eos_token_ids
+                .first()
+                .or(loaded.config.eos_token_ids.first())
+                .context("--debug-output-text needs an EOS token to end on")?;
+            ids.push(*eos);
+            Some(ids)
+        }
+    };
+    Ok(Hooks {
+        script,
+        step_delay: std::time::Duration::from_millis(args.debug_step_delay_ms),
+    })
+}
+
 fn serve<B: Backend>(args: WorkerArgs, mut loaded: LoadedModel<B>) -> anyhow::Result<()> {
     let hub = Arc::new(KvEventHub::new());
     let (tx, rx) = std::sync::mpsc::channel();
@@ -139,7 +166,9 @@ fn serve<B: Backend>(args: WorkerArgs, mut loaded: LoadedModel<B>) -> anyhow::Re
         }
         .into(),
     };
-    let engine = Arc::new(EngineHandle::spawn(loaded.engine)?);
+    let hooks = hooks_of(&args.model, &loaded)?;
+    let core = loaded.engine.map_executor(|e| Hooked::new(e, hooks));
+    let engine = Arc::new(EngineHandle::spawn(core)?);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         if let Some(endpoint) = &args.kv_events_endpoint {

@@ -80,6 +80,8 @@ pub struct EngineCore<E: Executor> {
     events: Option<Sender<KvEvent>>,
     next_seed: u64,
     num_preemptions: u64,
+    num_aborted: u64,
+    num_generated: u64,
     /// Blocks of finished prefill requests, waiting to be pulled (see handoff.rs).
     pub(super) held: HashMap<RequestId, Held>,
     /// Blocks allocated for KV arriving from a prefill worker (see handoff.rs).
@@ -111,9 +113,29 @@ impl<E: Executor> EngineCore<E> {
             events: None,
             next_seed: rand::random(),
             num_preemptions: 0,
+            num_aborted: 0,
+            num_generated: 0,
             held: HashMap::new(),
             reserved: HashMap::new(),
         })
+    }
+
+    /// The same engine over `f(executor)` (e.g. the executor wrapped in test hooks).
+    pub fn map_executor<F: Executor>(self, f: impl FnOnce(E) -> F) -> EngineCore<F> {
+        EngineCore {
+            cfg: self.cfg,
+            scheduler: self.scheduler,
+            kv: self.kv,
+            executor: f(self.executor),
+            eos: self.eos,
+            events: self.events,
+            next_seed: self.next_seed,
+            num_preemptions: self.num_preemptions,
+            num_aborted: self.num_aborted,
+            num_generated: self.num_generated,
+            held: self.held,
+            reserved: self.reserved,
+        }
     }
 
     /// Sends every KV event to `sink` from now on (events are dropped without a sink).
@@ -161,6 +183,16 @@ impl<E: Executor> EngineCore<E> {
         self.num_preemptions
     }
 
+    /// Requests ended by [`EngineCore::abort`] while live, since the engine started.
+    pub fn num_aborted(&self) -> u64 {
+        self.num_aborted
+    }
+
+    /// Tokens sampled since the engine started.
+    pub fn num_generated(&self) -> u64 {
+        self.num_generated
+    }
+
     /// Whether a step would do anything.
     pub fn has_work(&self) -> bool {
         self.scheduler.has_work()
@@ -196,6 +228,7 @@ impl<E: Executor> EngineCore<E> {
         let found = self.scheduler.remove(id, &mut self.kv).is_some()
             || self.release_held(id)
             || self.cancel_reserved(id);
+        self.num_aborted += u64::from(found);
         self.flush_events();
         found
     }
@@ -308,6 +341,7 @@ impl<E: Executor> EngineCore<E> {
                     .next()
                     .expect("the executor returns one token per sampling context");
                 seq.tokens.push(tok.token);
+                self.num_generated += 1;
                 out.finish = self.finish_reason(&self.scheduler.running[s.index], tok.token);
                 out.token = Some(tok);
             }

@@ -30,6 +30,7 @@ enum Command {
     WriteReserved(RequestId, Vec<Vec<u8>>, Reply<()>),
     CancelReserved(RequestId),
     CommitPrefilled(Request, u32, UnboundedSender<Result<RequestOutput>>),
+    ResetPrefixCache(Sender<bool>),
 }
 
 /// A snapshot of the engine's load.
@@ -43,6 +44,10 @@ pub struct EngineStats {
     pub queued_prefill_tokens: usize,
     /// KV pool counters.
     pub kv: PoolStats,
+    /// Requests aborted while live (a client gone, an Abort call), since start.
+    pub aborted: u64,
+    /// Tokens generated since start.
+    pub generated_tokens: u64,
 }
 
 /// A running engine thread.
@@ -128,6 +133,11 @@ impl EngineHandle {
         Ok(orx)
     }
 
+    /// Drops the prefix cache; false while requests hold blocks.
+    pub fn reset_prefix_cache(&self) -> Result<bool> {
+        self.ask(Command::ResetPrefixCache)
+    }
+
     fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> Result<T> {
         let (tx, rx) = channel();
         self.send(make(tx))?;
@@ -198,6 +208,8 @@ fn run<E: Executor>(mut core: EngineCore<E>, rx: Receiver<Command>) {
                         waiting,
                         queued_prefill_tokens: core.queued_prefill_tokens(),
                         kv: core.kv_stats(),
+                        aborted: core.num_aborted(),
+                        generated_tokens: core.num_generated(),
                     });
                 }
                 Command::AddPrefill(req, out) => {
@@ -219,6 +231,9 @@ fn run<E: Executor>(mut core: EngineCore<E>, rx: Receiver<Command>) {
                 }
                 Command::WriteReserved(id, shards, reply) => {
                     let _ = reply.send(core.write_reserved(id, &shards));
+                }
+                Command::ResetPrefixCache(reply) => {
+                    let _ = reply.send(core.reset_prefix_cache());
                 }
                 Command::CancelReserved(id) => {
                     core.cancel_reserved(id);

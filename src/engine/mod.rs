@@ -4,6 +4,7 @@ pub mod core;
 pub mod executor;
 pub mod handle;
 pub mod handoff;
+pub mod hooks;
 pub mod params;
 pub mod sampler;
 pub mod scheduler;

@@ -69,4 +69,25 @@ mod tests {
         extend_sequence_hashes(&mut h, &a, 4);
         assert_eq!(h, ha);
     }
+
+    /// Known answers of NVIDIA Dynamo 1.6.1's `compute_block_hash_for_seq` (block size 64):
+    /// the per-block hashes its router matches KV events with.
+    #[test]
+    fn block_hashes_equal_dynamos() {
+        let hashes = |tokens: &[u32]| -> Vec<u64> { tokens.chunks(64).map(block_hash).collect() };
+        let a: Vec<u32> = (1..=128).collect();
+        assert_eq!(
+            hashes(&a),
+            [17_732_852_320_395_450_624, 16_977_986_247_603_081_716]
+        );
+        let b: Vec<u32> = (0..192u32).map(|i| (7 + 37 * i) % 151_643).collect();
+        assert_eq!(
+            hashes(&b),
+            [
+                17_106_244_237_794_711_426,
+                7_178_736_877_499_942_347,
+                1_266_680_660_956_685_374
+            ]
+        );
+    }
 }

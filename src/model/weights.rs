@@ -36,9 +36,41 @@ impl Shard {
 
 struct WeightFile {
     path: PathBuf,
-    mmap: Mmap,
+    bytes: FileBytes,
     header_len: usize,
     meta: Metadata,
+}
+
+/// A safetensors file's bytes: mapped from disk, or compiled into the binary (the demo model).
+enum FileBytes {
+    Mapped(Mmap),
+    Static(&'static [u8]),
+}
+
+impl FileBytes {
+    fn get(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(m) => m,
+            FileBytes::Static(b) => b,
+        }
+    }
+}
+
+impl WeightFile {
+    fn new(path: PathBuf, bytes: FileBytes) -> Result<Self> {
+        let (header_len, meta) = SafeTensors::read_metadata(bytes.get()).map_err(|e| {
+            Error::Weights(format!(
+                "{}: not a valid safetensors file: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(WeightFile {
+            path,
+            bytes,
+            header_len,
+            meta,
+        })
+    }
 }
 
 /// A source of named weights: a checkpoint's files, or dummy values.
@@ -104,23 +136,23 @@ impl WeightSource {
             let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
             // SAFETY: the file is opened read-only; tandem never writes weight files while serving.
             let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-            let (header_len, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| {
-                Error::Weights(format!(
-                    "{}: not a valid safetensors file: {e}",
-                    path.display()
-                ))
-            })?;
-            for tensor in meta.tensors().keys() {
+            let f = WeightFile::new(path, FileBytes::Mapped(mmap))?;
+            for tensor in f.meta.tensors().keys() {
                 index.insert(tensor.clone(), i);
             }
-            files.push(WeightFile {
-                path,
-                mmap,
-                header_len,
-                meta,
-            });
+            files.push(f);
         }
         Ok(WeightSource(Source::Safetensors { files, index }))
+    }
+
+    /// One safetensors file compiled into the binary; `name` labels its errors.
+    pub fn from_static(name: &str, bytes: &'static [u8]) -> Result<Self> {
+        let f = WeightFile::new(PathBuf::from(name), FileBytes::Static(bytes))?;
+        let index = f.meta.tensors().keys().map(|t| (t.clone(), 0)).collect();
+        Ok(WeightSource(Source::Safetensors {
+            files: vec![f],
+            index,
+        }))
     }
 
     /// Reads `shard` of the tensor `name`, which must have exactly `shape` (1-D or 2-D).
@@ -180,7 +212,8 @@ impl WeightSource {
                 };
                 let (start, end) = info.data_offsets;
                 let bytes = f
-                    .mmap
+                    .bytes
+                    .get()
                     .get(8 + f.header_len + start..8 + f.header_len + end)
                     .filter(|b| b.len() == rows * cols * size)
                     .ok_or_else(|| {

@@ -22,16 +22,20 @@ pub struct ReplayConfig {
     pub model: Option<String>,
     /// Divide the trace's timestamps by this.
     pub speedup: f64,
-    /// Synthesized prompt tokens come from ids `0..vocab`.
-    pub vocab: u32,
+    /// Synthesized prompt tokens come from ids `0..vocab`; asked from /v1/models when None.
+    pub vocab: Option<u32>,
     /// Give up on a request after this long.
     pub request_timeout: Duration,
     /// Draw a progress bar.
     pub progress: bool,
 }
 
-/// The model a server serves (its first in /v1/models).
-pub async fn served_model(client: &reqwest::Client, url: &str) -> Result<String> {
+/// Synthesized prompts' vocabulary when the server does not say (Qwen's ordinary tokens).
+pub const DEFAULT_VOCAB: u32 = 151_643;
+
+/// What a server's /v1/models says: its first model, and that model's ordinary vocabulary
+/// (tandem's `vocab_size` extension; other servers may not say).
+pub async fn served_model(client: &reqwest::Client, url: &str) -> Result<(String, Option<u32>)> {
     let v: Value = client
         .get(format!("{url}/v1/models"))
         .send()
@@ -40,10 +44,15 @@ pub async fn served_model(client: &reqwest::Client, url: &str) -> Result<String>
         .json()
         .await
         .map_err(|e| Error::InvalidRequest(format!("{url}/v1/models: {e}")))?;
-    v["data"][0]["id"]
+    let model = v["data"][0]["id"]
         .as_str()
         .map(str::to_string)
-        .ok_or_else(|| Error::InvalidRequest(format!("{url}/v1/models lists no model")))
+        .ok_or_else(|| Error::InvalidRequest(format!("{url}/v1/models lists no model")))?;
+    let vocab = v["data"][0]["vocab_size"]
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|&n| n > 0);
+    Ok((model, vocab))
 }
 
 /// Replays `reqs`; returns one record per request and the benchmark duration in seconds.
@@ -57,10 +66,26 @@ pub async fn replay(
     let client = reqwest::Client::builder()
         .build()
         .map_err(|e| Error::InvalidRequest(e.to_string()))?;
-    let model = match &cfg.model {
-        Some(m) => m.clone(),
-        None => served_model(&client, &cfg.url).await?,
+    // The model and vocabulary from /v1/models, for what the command line leaves out; with
+    // --model given, a server that cannot be asked is an error of every request, not fatal.
+    let (model, vocab) = match (&cfg.model, cfg.vocab) {
+        (Some(m), Some(v)) => (m.clone(), Some(v)),
+        (None, v) => {
+            let (m, served) = served_model(&client, &cfg.url).await?;
+            (m, v.or(served))
+        }
+        (Some(m), None) => {
+            let served = served_model(&client, &cfg.url).await.ok();
+            (m.clone(), served.and_then(|(_, v)| v))
+        }
     };
+    let vocab = vocab.unwrap_or_else(|| {
+        tracing::warn!(
+            "{}/v1/models gives no vocab_size: prompts use ids below {DEFAULT_VOCAB} (set --vocab)",
+            cfg.url
+        );
+        DEFAULT_VOCAB
+    });
     let bar = if cfg.progress {
         ProgressBar::new(reqs.len() as u64)
     } else {
@@ -76,7 +101,7 @@ pub async fn replay(
     for (index, r) in reqs.iter().enumerate() {
         let at = Duration::from_secs_f64(r.timestamp as f64 / 1000.0 / cfg.speedup);
         tokio::time::sleep_until((start + at).into()).await;
-        let prompt = synthesize(r, 0, cfg.vocab);
+        let prompt = synthesize(r, 0, vocab);
         let (shared, output_length) = (shared.clone(), r.output_length);
         tasks.push(tokio::spawn(async move {
             let (client, model, cfg, bar) = &*shared;

@@ -3,6 +3,7 @@
 //! equal ids meaning equal blocks). Prompts are synthesized so that equal ids give equal tokens.
 
 use std::collections::HashSet;
+use std::io::Read;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -25,13 +26,49 @@ pub struct TraceRequest {
     pub hash_ids: Vec<u64>,
 }
 
-/// Reads a trace; every malformed line is reported with its line number.
+/// The reference workload, compiled in: the Mooncake conversation trace (data/traces/).
+const REFERENCE_XZ: &[u8] =
+    include_bytes!("../../data/traces/mooncake_conversation_trace.jsonl.xz");
+
+/// What `--trace` defaults to, as the command line names it.
+pub const REFERENCE_NAME: &str = "the built-in Mooncake conversation trace";
+
+/// Reads a trace (`.xz` files are decompressed); every malformed line is reported with its
+/// line number.
 pub fn load(path: &Path) -> Result<Vec<TraceRequest>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let text = if path.extension().is_some_and(|e| e == "xz") {
+        unxz(&bytes).map_err(|e| Error::io(path, e))?
+    } else {
+        String::from_utf8(bytes).map_err(|e| {
+            Error::InvalidRequest(format!("{}: not UTF-8 text: {e}", path.display()))
+        })?
+    };
     parse(&text).map_err(|e| match e {
         Error::InvalidRequest(m) => Error::InvalidRequest(format!("{}: {m}", path.display())),
         other => other,
     })
+}
+
+/// The reference trace (12,031 requests over 59 minutes; see data/traces/README.md).
+pub fn reference() -> Result<Vec<TraceRequest>> {
+    let text = unxz(REFERENCE_XZ)
+        .map_err(|e| Error::InvalidRequest(format!("the built-in trace is corrupt: {e}")))?;
+    parse(&text)
+}
+
+/// The trace at `path`, or the reference trace without one.
+pub fn load_or_reference(path: Option<&Path>) -> Result<Vec<TraceRequest>> {
+    match path {
+        Some(p) => load(p),
+        None => reference(),
+    }
+}
+
+fn unxz(bytes: &[u8]) -> std::io::Result<String> {
+    let mut text = String::new();
+    liblzma::read::XzDecoder::new(bytes).read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// Parses trace text (see [`load`]).

@@ -67,6 +67,8 @@ pub struct Frontend {
     pub decode: Option<Router>,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// How requests are read and answered.
+    pub api: super::openai::ApiOptions,
     next_id: AtomicU64,
 }
 
@@ -123,6 +125,7 @@ impl Frontend {
         template: super::chat::ChatTemplate,
         router: Router,
         decode: Option<Router>,
+        api: super::openai::ApiOptions,
     ) -> Self {
         Frontend {
             model,
@@ -131,6 +134,7 @@ impl Frontend {
             router,
             decode,
             metrics: Metrics::new(),
+            api,
             next_id: AtomicU64::new(rand::random::<u32>() as u64),
         }
     }

