@@ -83,10 +83,25 @@ print(os.pathsep.join(dirs))' 2>/dev/null || true)"
         if "$t" --test-threads=1 >"$out/$name.log" 2>&1; then res=pass; else res=FAIL; status=1; fi
         echo "| $name | $res ($(grep -E '^test result' "$out/$name.log" | tail -n 1)) | $name.log |" >>"$report"
     done
-    gen=(generate --device cuda --gpu-memory-utilization 0.5 --model tests/fixtures/tiny-qwen3
-        --prompt-ids 256,72,101,108,108,111 --max-tokens 16 --json)
-    if "$suite/bin/tandem" "${gen[@]}" >"$out/generate.log" 2>&1; then res=pass; else res=FAIL; status=1; fi
-    echo "| tandem generate --device cuda (tiny-qwen3) | $res | generate.log |" >>"$report"
+    # tandem generate on the GPU: its greedy tokens must be transformers' (the fixtures'
+    # recorded tokens of each prompt), for both tiny fixtures, not merely exit 0.
+    for fx in tiny-qwen3 tiny-qwen3-yarn; do
+        res=pass
+        for p in 0 1 2; do
+            ids="$(python3 -c "import json; print(','.join(map(str, json.load(open('tests/fixtures/$fx.expected.json'))['prompts'][$p])))")"
+            want="$(python3 -c "import json; print(json.load(open('tests/fixtures/$fx.expected.json'))['greedy_tokens'][$p])")"
+            n="$(python3 -c "print(len($want))")"
+            if ! "$suite/bin/tandem" generate --device cuda --gpu-memory-utilization 0.5 \
+                --model "tests/fixtures/$fx" --prompt-ids "$ids" --max-tokens "$n" \
+                --temperature 0 --ignore-eos --json >"$out/generate-$fx-$p.json" 2>"$out/generate-$fx-$p.log"; then
+                res=FAIL
+            elif ! python3 -c "import json, sys; got = json.load(open(sys.argv[1]))['token_ids']; sys.exit(got != $want)" "$out/generate-$fx-$p.json"; then
+                res="FAIL (tokens differ from transformers')"
+            fi
+        done
+        [ "$res" = pass ] || status=1
+        echo "| tandem generate --device cuda ($fx, 3 prompts vs transformers) | $res | generate-$fx-*.log |" >>"$report"
+    done
     {
         echo
         echo "## Kernels (tandem bench-kernels)"

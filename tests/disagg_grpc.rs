@@ -194,3 +194,110 @@ async fn tensor_parallel_workers_move_each_ranks_shard() {
         .unwrap();
     assert_eq!(got, want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_transfers_full_caches_and_bad_addresses_are_refused_cleanly() {
+    // A decode worker of 32 blocks of 16 tokens, its steps slowed so that a long request
+    // holds most of them while the others arrive.
+    let p = demo_worker(&[]);
+    let d = common::procs::spawn(&[
+        "worker",
+        "--max-model-len",
+        "512",
+        "--block-size",
+        "16",
+        "--kv-cache-gib",
+        "0.001",
+        "--debug-step-delay-ms",
+        "50",
+    ]);
+    let (mut pc, mut dc) = (client(&p.addr).await, client(&d.addr).await);
+    let layout = dc
+        .get_kv_layout(KvLayoutRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Data loss: a puller that expects larger blocks than the source sends (the handshake
+    // fields agree) finds the shard short, and says so.
+    let req = request("dl", (0..40).collect(), greedy(4));
+    let pre = pc.prefill(req.clone()).await.unwrap().into_inner();
+    let mut big = layout.clone();
+    big.block_bytes *= 2;
+    let err = tandem::server::transfer::pull(&pre.transfer_addr, "dl", pre.block_ids.clone(), big)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
+    assert!(err.message().contains("expected"), "{err:?}");
+    // The hold is still there for a correct pull, then released.
+    let shards = tandem::server::transfer::pull(&pre.transfer_addr, "dl", pre.block_ids, layout)
+        .await
+        .unwrap();
+    assert_eq!(shards.len(), 1);
+    assert!(
+        pc.release_kv(ReleaseKvRequest {
+            request_id: "dl".into()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .released
+    );
+
+    // Resource exhausted: a 400-token prompt holds 25 of the decode worker's 32 blocks; a
+    // 200-token prompt (13 blocks) finds no room, and nothing leaks on either side.
+    let mut long = dc
+        .generate(request("long", (0..400).collect(), greedy(100)))
+        .await
+        .unwrap()
+        .into_inner();
+    long.message().await.unwrap().unwrap();
+    let req = request("full", (0..200).collect(), greedy(4));
+    let pre = pc.prefill(req.clone()).await.unwrap().into_inner();
+    let decode = DecodeRequest {
+        request: Some(req),
+        first_token: pre.first_token,
+        source_addr: pre.transfer_addr.clone(),
+        source_engine_id: pre.engine_id.clone(),
+        source_block_ids: pre.block_ids.clone(),
+    };
+    let err = dc.decode(decode.clone()).await.err().unwrap();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    drop(long);
+    assert_eq!(used_when_idle(&mut dc).await, 0);
+
+    // Bad addresses: one that does not parse, one where nothing listens.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for (addr, code) in [
+        ("not an address at all", Code::InvalidArgument),
+        (&*format!("127.0.0.1:{port}"), Code::Unavailable),
+    ] {
+        let bad = DecodeRequest {
+            source_addr: addr.to_string(),
+            ..decode.clone()
+        };
+        let err = dc.decode(bad).await.err().unwrap();
+        assert_eq!(err.code(), code, "{addr}: {err:?}");
+        assert_eq!(
+            used_when_idle(&mut dc).await,
+            0,
+            "{addr}: the reservation is freed"
+        );
+    }
+    // The source still holds the prompt's blocks until the pull it waits for, or its timeout.
+    assert!(
+        pc.release_kv(ReleaseKvRequest {
+            request_id: "full".into()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .released
+    );
+    assert_eq!(used_when_idle(&mut pc).await, 0);
+}

@@ -205,7 +205,13 @@ async fn a_client_that_disconnects_frees_its_blocks() {
         "max_tokens": 400, "stream": true, "ignore_eos": true});
     body["temperature"] = json!(0.5);
     let mut stream = Box::pin(post_stream(&base, "/v1/chat/completions", &body).await);
-    stream.next().await.unwrap().unwrap();
+    // The first chunk opens the assistant's turn; wait for generated text.
+    let mut seen = String::new();
+    while !seen.contains("\"content\":\"") || seen.matches("data:").count() < 3 {
+        seen.push_str(&String::from_utf8_lossy(
+            &stream.next().await.unwrap().unwrap(),
+        ));
+    }
     assert_eq!(load(&w.addr).await.running, 1);
     drop(stream);
     for _ in 0..100 {
@@ -271,6 +277,29 @@ async fn malformed_requests_get_openai_errors() {
         ("/v1/chat/completions", chat(json!({"top_p": 0})), "top_p"),
         ("/v1/chat/completions", chat(json!({"top_p": 1.5})), "top_p"),
         ("/v1/chat/completions", chat(json!({"n": 0})), "n"),
+        // The extension fields, out of range.
+        ("/v1/chat/completions", chat(json!({"top_k": -3})), "top_k"),
+        ("/v1/chat/completions", chat(json!({"min_p": 1.5})), "min_p"),
+        (
+            "/v1/chat/completions",
+            chat(json!({"repetition_penalty": 0})),
+            "repetition_penalty",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "tandem-demo", "prompt": "x", "presence_penalty": 2.5}),
+            "presence_penalty",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "tandem-demo", "prompt": "x", "frequency_penalty": -3}),
+            "frequency_penalty",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "tandem-demo", "prompt": "x", "top_k": "many"}),
+            "malformed",
+        ),
         (
             "/v1/chat/completions",
             chat(json!({"n": 2, "temperature": 0})),

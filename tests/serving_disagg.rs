@@ -5,9 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::http::{completion, wait_health, wait_indexed};
+use common::grpc::client;
+use common::http::{completion, metrics_text, wait_health, wait_indexed};
 use common::procs::{demo_worker, serve, spawn};
 use serde_json::{Value, json};
+use tandem::server::proto::{LoadRequest, LoadResponse};
 
 async fn complete(base: &str, prompt: &[u32]) -> Value {
     let body = json!({"model": "tandem-demo", "prompt": prompt, "max_tokens": 8, "temperature": 0,
@@ -71,29 +73,136 @@ async fn disaggregated_serving_equals_aggregated() {
     assert_eq!(roles, vec!["prefill", "prefill", "decode"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prefill_failures_fail_over_and_decode_workers_serve_alone() {
-    let (mut p1, p2, d) = (
-        demo_worker(&["--role", "prefill"]),
-        demo_worker(&["--role", "prefill"]),
-        demo_worker(&["--role", "decode", "--no-prefix-caching"]),
-    );
-    let fe = spawn(&[
+/// A failover counter of the frontend's /metrics (0 while it has not happened).
+async fn failovers(base: &str, path: &str) -> u64 {
+    let want = format!("tandem_failovers_total{{path=\"{path}\"}} ");
+    metrics_text(base)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(&want)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until /health says which workers are healthy.
+async fn wait_healthy(base: &str, want: &[bool]) {
+    for _ in 0..500 {
+        let h: Value = reqwest::get(format!("{base}/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let got: Vec<bool> = h["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["healthy"].as_bool().unwrap())
+            .collect();
+        if got == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{base}/health never showed {want:?}");
+}
+
+/// A decode worker's and its prefill workers' transfer counters once the releases landed.
+async fn settle(prefill: &[&str], decode: &str, pulls: u64) -> (LoadResponse, Vec<LoadResponse>) {
+    for _ in 0..200 {
+        let d = load(decode).await;
+        let mut p = Vec::new();
+        for a in prefill {
+            p.push(load(a).await);
+        }
+        if d.kv_pulls == pulls && p.iter().map(|l| l.kv_released).sum::<u64>() == pulls {
+            return (d, p);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{pulls} pulls and releases never happened");
+}
+
+async fn load(addr: &str) -> LoadResponse {
+    client(addr)
+        .await
+        .load(LoadRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn disagg_frontend(prefill: &[&str], decode: &str, extra: &[&str]) -> common::procs::Proc {
+    let workers = prefill.join(",");
+    let mut args = vec![
         "frontend",
         "--port",
         "0",
         "--prefill-workers",
-        &format!("{},{}", p1.addr, p2.addr),
+        &workers,
         "--decode-workers",
+        decode,
+    ];
+    args.extend_from_slice(extra);
+    spawn(&args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefill_call_to_a_dead_worker_is_retried_on_another() {
+    let (p0, mut p1, d) = (
+        demo_worker(&["--role", "prefill"]),
+        demo_worker(&["--role", "prefill"]),
+        demo_worker(&["--role", "decode", "--no-prefix-caching"]),
+    );
+    // Round-robin: request k goes to prefill worker k mod 2. Health is checked once a minute,
+    // so the frontend learns of the kill only from the failed call.
+    let fe = disagg_frontend(
+        &[&p0.addr, &p1.addr],
         &d.addr,
-    ]);
+        &["--router", "round-robin", "--health-check-interval", "60"],
+    );
     let base = format!("http://{}", fe.addr);
     wait_health(&base, 200).await;
     let prompt: Vec<u32> = (0..30).collect();
     let want = tokens(&complete(&base, &prompt).await);
-    // A prefill worker dies: requests keep succeeding on the other one.
     p1.child.kill().unwrap();
     p1.child.wait().unwrap();
+    assert_same(
+        &tokens(&complete(&base, &prompt).await),
+        &want,
+        "retried on the live prefill worker",
+    );
+    assert_eq!(failovers(&base, "retry").await, 1);
+    assert_eq!(failovers(&base, "decode_only").await, 0);
+    // Both requests went through a KV pull from p0, which freed its blocks after each.
+    let (dl, pl) = settle(&[&p0.addr], &d.addr, 2).await;
+    assert!(
+        dl.kv_pulled_bytes > 0 && dl.kv_pulled_bytes == pl[0].kv_served_bytes,
+        "{dl:?} {pl:?}"
+    );
+    assert_eq!(pl[0].used_blocks, 0);
+    assert_eq!(
+        dl.generated_tokens,
+        2 * 7,
+        "the decode worker made all but the first tokens"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_prefill_workers_leave_the_pool_then_decode_workers_serve_alone() {
+    let (mut p0, mut p1, d) = (
+        demo_worker(&["--role", "prefill"]),
+        demo_worker(&["--role", "prefill"]),
+        demo_worker(&["--role", "decode", "--no-prefix-caching"]),
+    );
+    let fe = disagg_frontend(&[&p0.addr, &p1.addr], &d.addr, &[]);
+    let base = format!("http://{}", fe.addr);
+    wait_health(&base, 200).await;
+    let prompt: Vec<u32> = (0..30).collect();
+    let want = tokens(&complete(&base, &prompt).await);
+    // The health checks take a killed worker out before any request is sent to it.
+    p1.child.kill().unwrap();
+    p1.child.wait().unwrap();
+    wait_healthy(&base, &[true, false, true]).await;
     for _ in 0..4 {
         assert_same(
             &tokens(&complete(&base, &prompt).await),
@@ -101,13 +210,28 @@ async fn prefill_failures_fail_over_and_decode_workers_serve_alone() {
             "after a prefill worker died",
         );
     }
+    assert_eq!(
+        failovers(&base, "retry").await,
+        0,
+        "no request met the dead worker"
+    );
+    let (_, pl) = settle(&[&p0.addr], &d.addr, 5).await;
+    assert!(pl[0].kv_served_bytes > 0);
     // With no prefill worker at all, the decode worker serves whole requests.
-    drop(p2);
-    wait_health(&base, 503).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    p0.child.kill().unwrap();
+    p0.child.wait().unwrap();
+    wait_healthy(&base, &[false, false, true]).await;
+    let before = load(&d.addr).await;
     assert_same(
         &tokens(&complete(&base, &prompt).await),
         &want,
         "decode workers alone",
     );
+    assert_eq!(failovers(&base, "decode_only").await, 1);
+    let after = load(&d.addr).await;
+    assert_eq!(
+        after.kv_pulls, before.kv_pulls,
+        "no pull: the decode worker prefilled"
+    );
+    assert_eq!(after.generated_tokens - before.generated_tokens, 8);
 }

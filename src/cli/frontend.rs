@@ -14,6 +14,7 @@ use super::ModelArgs;
 use super::worker::shutdown_signal;
 use crate::config::GenerationConfig;
 use crate::engine::SamplingParams;
+use crate::router::pool::Liveness;
 use crate::router::{Policy, Router, WorkerPool};
 use crate::server::chat::ChatTemplate;
 use crate::server::dispatch::Frontend;
@@ -57,6 +58,16 @@ pub struct HttpArgs {
     /// Accepted for vLLM's command lines: tool_choice "auto" is on with --tool-call-parser.
     #[arg(long, requires = "tool_call_parser")]
     enable_auto_tool_choice: bool,
+    /// Seconds between health checks (and load polls) of each worker.
+    #[arg(long, default_value_t = 0.25)]
+    health_check_interval: f64,
+    /// Seconds a health check may take before it counts as missed (a busy worker answers
+    /// late; a dead one refuses the connection and leaves the pool at once).
+    #[arg(long, default_value_t = 1.0)]
+    health_check_timeout: f64,
+    /// Health checks missed in a row after which a worker leaves the pool.
+    #[arg(long, default_value_t = 3)]
+    health_check_misses: u32,
     /// Chat template variables every request gets unless it sets its own
     /// (`chat_template_kwargs`); the default answers without thinking, as a JSON object.
     #[arg(long, default_value = r#"{"enable_thinking": false}"#)]
@@ -64,6 +75,26 @@ pub struct HttpArgs {
 }
 
 impl HttpArgs {
+    /// How the worker pools tell dead workers from busy ones.
+    fn liveness(&self) -> anyhow::Result<Liveness> {
+        for (name, v) in [
+            ("--health-check-interval", self.health_check_interval),
+            ("--health-check-timeout", self.health_check_timeout),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("{name} must be a positive number of seconds");
+            }
+        }
+        if self.health_check_misses == 0 {
+            bail!("--health-check-misses must be at least 1");
+        }
+        Ok(Liveness {
+            interval: std::time::Duration::from_secs_f64(self.health_check_interval),
+            timeout: std::time::Duration::from_secs_f64(self.health_check_timeout),
+            misses: self.health_check_misses,
+        })
+    }
+
     /// The API options these flags and the model's generation config give.
     fn api_options(&self, generation: &GenerationConfig) -> anyhow::Result<ApiOptions> {
         let kwargs: Value = serde_json::from_str(&self.default_chat_template_kwargs)
@@ -193,7 +224,8 @@ fn frontend_over(
     name: String,
     model: Option<&PathBuf>,
 ) -> anyhow::Result<Arc<Frontend>> {
-    let pool = WorkerPool::new(addrs).map_err(anyhow::Error::msg)?;
+    let liveness = http.liveness()?;
+    let pool = WorkerPool::with_liveness(addrs, liveness).map_err(anyhow::Error::msg)?;
     let policy = match http.router {
         RouterArg::RoundRobin => Policy::RoundRobin,
         RouterArg::Kv => Policy::Kv {
@@ -202,7 +234,10 @@ fn frontend_over(
     };
     // Decode workers are picked by load alone: no cached prefix matters to them.
     let decode = decode
-        .map(|d| WorkerPool::new(d).map(|p| Router::new(Policy::Kv { temperature: 0.0 }, p)))
+        .map(|d| {
+            WorkerPool::with_liveness(d, liveness)
+                .map(|p| Router::new(Policy::Kv { temperature: 0.0 }, p))
+        })
         .transpose()
         .map_err(anyhow::Error::msg)?;
     let template = ChatTemplate::from_model_dir(model.map(PathBuf::as_path))?;

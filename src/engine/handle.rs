@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -23,7 +24,6 @@ enum Command {
     Add(Request, UnboundedSender<Result<RequestOutput>>),
     AddPrefill(Request, UnboundedSender<Result<RequestOutput>>),
     Abort(RequestId),
-    Stats(Sender<EngineStats>),
     ReadHeld(RequestId, Vec<BlockId>, Reply<Vec<Vec<u8>>>),
     ReleaseHeld(RequestId, Sender<bool>),
     Reserve(RequestId, usize, Reply<Vec<BlockId>>),
@@ -33,8 +33,9 @@ enum Command {
     ResetPrefixCache(Sender<bool>),
 }
 
-/// A snapshot of the engine's load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A snapshot of the engine's load, published by the engine thread after every step and
+/// command (so reading it never waits behind a step).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EngineStats {
     /// Sequences running.
     pub running: usize,
@@ -55,6 +56,7 @@ pub struct EngineHandle {
     cfg: EngineConfig,
     tx: Option<Sender<Command>>,
     thread: Option<JoinHandle<()>>,
+    stats: Arc<Mutex<EngineStats>>,
 }
 
 impl EngineHandle {
@@ -62,14 +64,17 @@ impl EngineHandle {
     pub fn spawn<E: Executor + 'static>(core: EngineCore<E>) -> Result<Self> {
         let cfg = core.config().clone();
         let (tx, rx) = channel();
+        let stats = Arc::new(Mutex::new(snapshot(&core)));
+        let published = stats.clone();
         let thread = std::thread::Builder::new()
             .name("engine".into())
-            .spawn(move || run(core, rx))
+            .spawn(move || run(core, rx, &published))
             .map_err(|e| Error::Backend(format!("cannot spawn the engine thread: {e}")))?;
         Ok(EngineHandle {
             cfg,
             tx: Some(tx),
             thread: Some(thread),
+            stats,
         })
     }
 
@@ -145,12 +150,18 @@ impl EngineHandle {
             .map_err(|_| Error::Backend("the engine thread has stopped".into()))
     }
 
-    /// The engine's current load (waits for the engine thread between steps).
+    /// The engine's load as of its last step or command (never waits for the engine thread);
+    /// an error once the thread has stopped.
     pub fn stats(&self) -> Result<EngineStats> {
-        let (tx, rx) = channel();
-        self.send(Command::Stats(tx))?;
-        rx.recv()
-            .map_err(|_| Error::Backend("the engine thread has stopped".into()))
+        if !self.is_running() {
+            return Err(Error::Backend("the engine thread has stopped".into()));
+        }
+        Ok(*self.stats.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Whether the engine thread still runs.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     fn send(&self, cmd: Command) -> Result<()> {
@@ -170,9 +181,23 @@ impl Drop for EngineHandle {
     }
 }
 
-fn run<E: Executor>(mut core: EngineCore<E>, rx: Receiver<Command>) {
+/// The engine's load now.
+fn snapshot<E: Executor>(core: &EngineCore<E>) -> EngineStats {
+    let (running, waiting) = core.num_requests();
+    EngineStats {
+        running,
+        waiting,
+        queued_prefill_tokens: core.queued_prefill_tokens(),
+        kv: core.kv_stats(),
+        aborted: core.num_aborted(),
+        generated_tokens: core.num_generated(),
+    }
+}
+
+fn run<E: Executor>(mut core: EngineCore<E>, rx: Receiver<Command>, stats: &Mutex<EngineStats>) {
     let mut streams: HashMap<RequestId, UnboundedSender<Result<RequestOutput>>> = HashMap::new();
     loop {
+        *stats.lock().unwrap_or_else(|e| e.into_inner()) = snapshot(&core);
         let cmd = if core.has_work() {
             match rx.try_recv() {
                 Ok(c) => Some(c),
@@ -200,17 +225,6 @@ fn run<E: Executor>(mut core: EngineCore<E>, rx: Receiver<Command>) {
                 Command::Add(req, out) => {
                     let id = req.id;
                     admit(&mut streams, id, out, core.add_request(req));
-                }
-                Command::Stats(reply) => {
-                    let (running, waiting) = core.num_requests();
-                    let _ = reply.send(EngineStats {
-                        running,
-                        waiting,
-                        queued_prefill_tokens: core.queued_prefill_tokens(),
-                        kv: core.kv_stats(),
-                        aborted: core.num_aborted(),
-                        generated_tokens: core.num_generated(),
-                    });
                 }
                 Command::AddPrefill(req, out) => {
                     let id = req.id;
@@ -256,7 +270,10 @@ fn run<E: Executor>(mut core: EngineCore<E>, rx: Receiver<Command>) {
             }
             open
         });
-        match core.step() {
+        let result = core.step();
+        // Published before the outputs go out: whoever sees a step's tokens sees its stats.
+        *stats.lock().unwrap_or_else(|e| e.into_inner()) = snapshot(&core);
+        match result {
             Ok(outputs) => {
                 for o in outputs {
                     let (id, done) = (o.id, o.finish.is_some());

@@ -219,4 +219,43 @@ mod tests {
         let picks: Vec<usize> = (0..6).map(|_| rr.pick(&[1], &[]).unwrap().worker).collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
     }
+
+    #[test]
+    fn temperature_samples_the_softmax_of_the_costs() {
+        use rand::SeedableRng;
+        // Costs 0, 1 and 5 blocks: weights 1, e^-1, e^-5 at temperature 1.
+        let (cands, overlaps) = ([0usize, 1, 2], [5usize, 4, 0]);
+        let kv = Policy::Kv { temperature: 1.0 };
+        let pick = |u: f64| decide(kv, &cands, 5, &overlaps, |_| 0, u).unwrap().worker;
+        let w = [1.0, (-1.0f64).exp(), (-5.0f64).exp()];
+        let total: f64 = w.iter().sum();
+        assert_eq!(pick(0.0), 0);
+        assert_eq!(pick((w[0] + 0.5 * w[1]) / total), 1);
+        assert_eq!(pick((w[0] + w[1] + 0.5 * w[2]) / total), 2);
+        // Over many seeded draws, each worker is picked as often as its probability says.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut counts = [0usize; 3];
+        let n = 20_000;
+        for _ in 0..n {
+            counts[pick(rng.random::<f64>())] += 1;
+        }
+        for i in 0..3 {
+            let (got, want) = (counts[i] as f64 / n as f64, w[i] / total);
+            assert!((got - want).abs() < 0.01, "worker {i}: {got} vs {want}");
+        }
+        // Temperature 0 always takes the cheapest; load counts like missing prefix.
+        let greedy = Policy::Kv { temperature: 0.0 };
+        assert_eq!(
+            decide(greedy, &cands, 5, &overlaps, |_| 0, 0.9)
+                .unwrap()
+                .worker,
+            0
+        );
+        assert_eq!(
+            decide(greedy, &cands, 5, &overlaps, |i| [3, 0, 0][i], 0.9)
+                .unwrap()
+                .worker,
+            1
+        );
+    }
 }

@@ -13,8 +13,32 @@ use super::index::{KvIndex, MAX_WORKERS};
 use crate::kv::KvEvent;
 use crate::server::proto::{self, kv_event::Event, worker_client::WorkerClient};
 
-/// How often health and load are polled.
+/// How often health and load are polled by default.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How the pool tells a dead worker from a busy one. A worker leaves the pool at once when a
+/// connection to it or a call fails, or when it says it is not ready (it is shutting down);
+/// a health check that is merely slow is a miss, and only `misses` of them in a row take it
+/// out. A slow Load answer never does: the last load stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Liveness {
+    /// Time between health checks (and load polls).
+    pub interval: Duration,
+    /// How long a health check or load poll may take.
+    pub timeout: Duration,
+    /// Health checks missed in a row after which a worker leaves the pool.
+    pub misses: u32,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            interval: POLL_INTERVAL,
+            timeout: Duration::from_secs(1),
+            misses: 3,
+        }
+    }
+}
 
 /// One worker as the router sees it.
 pub struct WorkerHandle {
@@ -111,17 +135,31 @@ pub struct WorkerPool {
     pub(super) resolver: Resolver,
     /// Set by `start`: whether workers added later follow KV events.
     track_kv: OnceLock<bool>,
+    liveness: Liveness,
 }
 
 impl WorkerPool {
     /// A pool over `entries`: `host:port` for a fixed worker, `dns:NAME:PORT` for every
     /// address NAME resolves to (re-resolved after `start`, so replicas can come and go).
     pub fn new(entries: &[String]) -> Result<Arc<Self>, String> {
-        Self::with_resolver(entries, system_resolver())
+        Self::with_liveness(entries, Liveness::default())
+    }
+
+    /// As `new`, telling live workers from dead ones by `liveness`.
+    pub fn with_liveness(entries: &[String], liveness: Liveness) -> Result<Arc<Self>, String> {
+        Self::build(entries, system_resolver(), liveness)
     }
 
     /// As `new`, resolving `dns:` entries with `resolver`.
     pub fn with_resolver(entries: &[String], resolver: Resolver) -> Result<Arc<Self>, String> {
+        Self::build(entries, resolver, Liveness::default())
+    }
+
+    fn build(
+        entries: &[String],
+        resolver: Resolver,
+        liveness: Liveness,
+    ) -> Result<Arc<Self>, String> {
         if entries.is_empty() {
             return Err("give at least one worker (host:port or dns:NAME:PORT)".into());
         }
@@ -141,6 +179,7 @@ impl WorkerPool {
             sources,
             resolver,
             track_kv: OnceLock::new(),
+            liveness,
         }))
     }
 
@@ -245,41 +284,50 @@ impl WorkerPool {
 }
 
 async fn poll_health(pool: Arc<WorkerPool>, slot: usize, w: Arc<WorkerHandle>) {
+    let lv = pool.liveness;
+    let mut missed = 0;
     while pool.holds(slot, &w) {
         if w.is_retired() {
-            tokio::time::sleep(POLL_INTERVAL).await;
+            tokio::time::sleep(lv.interval).await;
             continue;
         }
         let mut c = w.client.clone();
-        let ok = tokio::time::timeout(POLL_INTERVAL * 4, async {
-            let ready = c
-                .health(proto::HealthRequest {})
-                .await
-                .ok()?
-                .into_inner()
-                .ready;
-            if w.info.get().is_none() {
-                let info = c
-                    .model_info(proto::ModelInfoRequest {})
-                    .await
-                    .ok()?
-                    .into_inner();
-                let _ = w.info.set(info);
+        match tokio::time::timeout(lv.timeout, c.health(proto::HealthRequest {})).await {
+            Ok(Ok(r)) if r.get_ref().ready => {
+                missed = 0;
+                // Routing needs the worker's block size: it joins once its info is known.
+                if w.info.get().is_none()
+                    && let Ok(Ok(info)) =
+                        tokio::time::timeout(lv.timeout, c.model_info(proto::ModelInfoRequest {}))
+                            .await
+                {
+                    w.set_info(info.into_inner());
+                }
+                if w.info.get().is_some() {
+                    w.mark_healthy();
+                }
             }
-            let load = c.load(proto::LoadRequest {}).await.ok()?.into_inner();
-            *w.load.lock().ok()? = load;
-            ready.then_some(())
-        })
-        .await
-        .ok()
-        .flatten()
-        .is_some();
-        if ok {
-            w.mark_healthy();
-        } else {
-            w.mark_dead();
+            // Not ready (draining), a refused connection or a failed call: out at once.
+            Ok(_) => {
+                missed = 0;
+                w.mark_dead();
+            }
+            Err(_) => {
+                missed += 1;
+                tracing::debug!(worker = %w.addr, missed, "health check timed out");
+                if missed >= lv.misses {
+                    w.mark_dead();
+                }
+            }
         }
-        tokio::time::sleep(POLL_INTERVAL).await;
+        if w.is_healthy()
+            && let Ok(Ok(load)) =
+                tokio::time::timeout(lv.timeout, c.load(proto::LoadRequest {})).await
+            && let Ok(mut l) = w.load.lock()
+        {
+            *l = load.into_inner();
+        }
+        tokio::time::sleep(lv.interval).await;
     }
 }
 
@@ -303,7 +351,7 @@ fn event_of(e: proto::KvEvent) -> Option<KvEvent> {
 async fn follow_events(pool: Arc<WorkerPool>, i: usize, w: Arc<WorkerHandle>) {
     while pool.holds(i, &w) {
         if w.is_retired() {
-            tokio::time::sleep(POLL_INTERVAL).await;
+            tokio::time::sleep(pool.liveness.interval).await;
             continue;
         }
         let epoch = w.epoch.load(Ordering::Acquire);
@@ -338,6 +386,6 @@ async fn follow_events(pool: Arc<WorkerPool>, i: usize, w: Arc<WorkerHandle>) {
                 w.last_event.store(batch.sequence, Ordering::Release);
             }
         }
-        tokio::time::sleep(POLL_INTERVAL).await;
+        tokio::time::sleep(pool.liveness.interval).await;
     }
 }

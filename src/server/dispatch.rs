@@ -179,7 +179,13 @@ impl Frontend {
             sampling: Some(sampling_to_proto(&params)),
         };
         let whole = match &self.decode {
-            Some(decode) if !self.router.pool().workers().iter().any(|w| w.is_healthy()) => decode,
+            Some(decode) if !self.router.pool().workers().iter().any(|w| w.is_healthy()) => {
+                self.metrics
+                    .failovers
+                    .with_label_values(&["decode_only"])
+                    .inc();
+                decode
+            }
             Some(_) => {
                 // "Retried once on another prefill worker": two attempts at most.
                 let (pre, _prefilling) = self
@@ -227,6 +233,9 @@ impl Frontend {
             let Some(choice) = router.pick(prompt, &tried) else {
                 break;
             };
+            if !tried.is_empty() {
+                self.metrics.failovers.with_label_values(&["retry"]).inc();
+            }
             let worker = router.pool().workers()[choice.worker].clone();
             let blocks = prompt.len().div_ceil(bs);
             worker.in_flight.fetch_add(1, Ordering::Relaxed);

@@ -1,5 +1,5 @@
 //! The standard gRPC health service (grpc.health.v1) of a worker, which Kubernetes' `grpc`
-//! probes and grpc_health_probe call. It says SERVING while the engine thread answers and
+//! probes and grpc_health_probe call. It says SERVING while the engine thread runs and
 //! NOT_SERVING for good once it has stopped (a worker without an engine should be restarted).
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::engine::EngineHandle;
 
-/// How often the engine thread is asked whether it still runs.
+/// How often the engine thread is checked.
 pub const ENGINE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The health service, and a task that keeps its overall ("") status in line with `engine`.
@@ -24,11 +24,7 @@ pub fn health_service(engine: Arc<EngineHandle>) -> HealthServer<impl Health> {
 
 async fn watch_engine(engine: Arc<EngineHandle>, reporter: HealthReporter) {
     loop {
-        let e = engine.clone();
-        let alive = tokio::task::spawn_blocking(move || e.stats().is_ok())
-            .await
-            .unwrap_or(false);
-        if !alive {
+        if !engine.is_running() {
             tracing::error!("the engine thread has stopped: reporting NOT_SERVING");
             reporter
                 .set_service_status("", ServingStatus::NotServing)

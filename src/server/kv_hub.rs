@@ -9,8 +9,8 @@ use tokio::sync::broadcast;
 
 use crate::kv::KvEvent;
 
-/// Batches kept for resuming subscribers.
-const RING: usize = 4096;
+/// Batches kept for resuming subscribers, and how far a live subscriber may fall behind.
+pub const RING: usize = 4096;
 
 /// Events published together under one sequence number.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +26,7 @@ pub struct EventBatch {
 }
 
 struct State {
+    capacity: usize,
     next: u64,
     ring: VecDeque<Arc<EventBatch>>,
     /// Cached blocks: sequence hash -> (parent hash, tokens, block size).
@@ -60,11 +61,17 @@ impl Default for KvEventHub {
 }
 
 impl KvEventHub {
-    /// An empty hub.
+    /// An empty hub keeping [`RING`] batches.
     pub fn new() -> Self {
-        let (tx, _) = broadcast::channel(RING);
+        Self::with_capacity(RING)
+    }
+
+    /// An empty hub keeping `capacity` batches (a subscriber further behind is cut off).
+    pub fn with_capacity(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
         KvEventHub {
             state: Mutex::new(State {
+                capacity: capacity.max(1),
                 next: 1,
                 ring: VecDeque::new(),
                 mirror: HashMap::new(),
@@ -108,7 +115,7 @@ impl KvEventHub {
             snapshot: false,
         });
         st.next += 1;
-        if st.ring.len() == RING {
+        if st.ring.len() == st.capacity {
             st.ring.pop_front();
         }
         st.ring.push_back(batch.clone());

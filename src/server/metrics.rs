@@ -17,6 +17,9 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Per-worker gauges: running, waiting, used_blocks, total_blocks, healthy.
     pub worker: IntGaugeVec,
+    /// Requests that took another path than the first choice: "retry" (a worker's call failed
+    /// and another worker got the request), "decode_only" (no prefill worker was up).
+    pub failovers: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -72,8 +75,20 @@ impl Metrics {
         registry
             .register(Box::new(worker.clone()))
             .expect("unique metric");
+        let failovers = IntCounterVec::new(
+            Opts::new(
+                "tandem_failovers_total",
+                "Requests sent elsewhere than the first choice, by path",
+            ),
+            &["path"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(failovers.clone()))
+            .expect("unique metric");
         Metrics {
             registry,
+            failovers,
             ttft,
             itl,
             e2e,

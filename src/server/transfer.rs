@@ -3,6 +3,7 @@
 //! gRPC (TCP), in chunks, one stream of chunks per tensor-parallel rank's shard.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -160,6 +161,7 @@ impl WorkerService {
                     local.len()
                 )));
             }
+            let started = std::time::Instant::now();
             let shards = pull(
                 &d.source_addr,
                 &r.request_id,
@@ -167,6 +169,12 @@ impl WorkerService {
                 self.layout.clone(),
             )
             .await?;
+            let t = &self.transfers;
+            let bytes: usize = shards.iter().map(Vec::len).sum();
+            t.pulls.fetch_add(1, Ordering::Relaxed);
+            t.pulled_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            t.pull_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             blocking(&self.engine, move |e| e.write_reserved(id, shards)).await
         };
         if let Err(s) = pulled.await {
@@ -232,6 +240,10 @@ impl WorkerService {
                     s.message()
                 ))
             })?;
+        let bytes: usize = shards.iter().map(Vec::len).sum();
+        self.transfers
+            .served_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         let chunks: Vec<Result<proto::KvChunk, Status>> = shards
             .into_iter()
             .enumerate()
@@ -265,6 +277,9 @@ impl WorkerService {
             Some(id) => blocking(&self.engine, move |e| e.release_held(id)).await?,
             None => false,
         };
+        self.transfers
+            .released
+            .fetch_add(u64::from(released), Ordering::Relaxed);
         Ok(proto::ReleaseKvResponse { released })
     }
 }

@@ -133,6 +133,16 @@ impl Drop for LiveId {
     }
 }
 
+/// KV transfer counters of a worker, since it started.
+#[derive(Debug, Default)]
+pub(super) struct TransferCounters {
+    pub pulls: AtomicU64,
+    pub pulled_bytes: AtomicU64,
+    pub pull_micros: AtomicU64,
+    pub served_bytes: AtomicU64,
+    pub released: AtomicU64,
+}
+
 /// The gRPC face of one worker.
 pub struct WorkerService {
     pub(super) engine: Arc<EngineHandle>,
@@ -145,6 +155,7 @@ pub struct WorkerService {
     ids: Arc<Mutex<HashMap<String, RequestId>>>,
     /// Finished prefill requests whose blocks are held, by request id.
     pub(super) held: Mutex<HashMap<String, RequestId>>,
+    pub(super) transfers: TransferCounters,
     next_id: AtomicU64,
 }
 
@@ -165,6 +176,7 @@ impl WorkerService {
             transfer_addr,
             ids: Arc::default(),
             held: Mutex::default(),
+            transfers: TransferCounters::default(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -241,19 +253,20 @@ impl Worker for WorkerService {
         &self,
         _: Request<proto::HealthRequest>,
     ) -> Result<Response<proto::HealthResponse>, Status> {
-        // The service starts only once the engine has loaded.
-        Ok(Response::new(proto::HealthResponse { ready: true }))
+        // Answered here, never by the engine thread: a busy engine is a live one. The service
+        // starts only once the engine has loaded.
+        Ok(Response::new(proto::HealthResponse {
+            ready: self.engine.is_running(),
+        }))
     }
 
     async fn load(
         &self,
         _: Request<proto::LoadRequest>,
     ) -> Result<Response<proto::LoadResponse>, Status> {
-        let engine = self.engine.clone();
-        let s = tokio::task::spawn_blocking(move || engine.stats())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(status_of)?;
+        // The engine's last published stats: a busy engine answers at once.
+        let s = self.engine.stats().map_err(status_of)?;
+        let t = &self.transfers;
         Ok(Response::new(proto::LoadResponse {
             running: s.running as u32,
             waiting: s.waiting as u32,
@@ -263,6 +276,11 @@ impl Worker for WorkerService {
             queued_prefill_tokens: s.queued_prefill_tokens as u64,
             aborted_requests: s.aborted,
             generated_tokens: s.generated_tokens,
+            kv_pulls: t.pulls.load(Ordering::Relaxed),
+            kv_pulled_bytes: t.pulled_bytes.load(Ordering::Relaxed),
+            kv_pull_seconds: t.pull_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            kv_served_bytes: t.served_bytes.load(Ordering::Relaxed),
+            kv_released: t.released.load(Ordering::Relaxed),
         }))
     }
 

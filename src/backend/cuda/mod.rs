@@ -64,6 +64,32 @@ fn shape_err(op: &str, detail: String) -> Error {
     Error::Backend(format!("{op}: {detail}"))
 }
 
+/// What a machine offers the CUDA backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuPresence {
+    /// No CUDA driver: libcuda cannot be loaded.
+    NoDriver,
+    /// A driver that sees this many devices (0: CUDA_ERROR_NO_DEVICE).
+    Devices(usize),
+}
+
+/// Whether this machine has a driver and devices. Any other driver failure (a driver too old
+/// for CUDA 13, a library mismatch, CUDA_ERROR_UNKNOWN) is an error with the driver's word
+/// for it: a broken GPU setup is not a machine without a GPU.
+pub fn gpu_presence() -> Result<GpuPresence> {
+    // SAFETY: only probes whether libcuda can be opened.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Ok(GpuPresence::NoDriver);
+    }
+    match cudarc::driver::CudaContext::device_count() {
+        Ok(n) => Ok(GpuPresence::Devices(n.max(0) as usize)),
+        Err(cudarc::driver::DriverError(cudarc::driver::sys::CUresult::CUDA_ERROR_NO_DEVICE)) => {
+            Ok(GpuPresence::Devices(0))
+        }
+        Err(e) => Err(Error::Backend(format!("cuda: the driver fails: {e:?}"))),
+    }
+}
+
 /// Devices visible to this process; an error (not a panic) when no driver is installed.
 pub fn device_count() -> Result<usize> {
     // SAFETY: only probes whether libcuda can be opened.
