@@ -19,7 +19,7 @@ use crate::router::{Policy, Router, WorkerPool};
 use crate::server::chat::ChatTemplate;
 use crate::server::dispatch::Frontend;
 use crate::server::http::app;
-use crate::server::openai::{ApiOptions, Defaults};
+use crate::server::openai::{ApiOptions, Defaults, QueueBounds};
 use crate::server::reasoning::ReasoningParserKind;
 use crate::server::tool_calls::ToolParserKind;
 use crate::tokenizer::Tokenizer;
@@ -58,6 +58,20 @@ pub struct HttpArgs {
     /// Accepted for vLLM's command lines: tool_choice "auto" is on with --tool-call-parser.
     #[arg(long, requires = "tool_call_parser")]
     enable_auto_tool_choice: bool,
+    /// Requests that may wait for their first token at once (in the workers' queues); past
+    /// it a request gets 503 with Retry-After.
+    #[arg(long, default_value_t = 4096)]
+    max_queued_requests: usize,
+    /// Seconds a request may wait for its first token before it gets 503 with Retry-After.
+    #[arg(long, default_value_t = 600.0)]
+    queue_timeout: f64,
+    /// Largest request body accepted (a larger one gets 413).
+    #[arg(long, default_value_t = 8 << 20)]
+    max_request_body_bytes: usize,
+    /// On SIGTERM: seconds requests in flight get to finish before the server exits (and,
+    /// for `serve`, what its workers get too).
+    #[arg(long, default_value_t = 20.0)]
+    shutdown_timeout: f64,
     /// Seconds between health checks (and load polls) of each worker.
     #[arg(long, default_value_t = 0.25)]
     health_check_interval: f64,
@@ -102,11 +116,25 @@ impl HttpArgs {
         let Value::Object(template_kwargs) = kwargs else {
             bail!("--default-chat-template-kwargs must be a JSON object");
         };
+        if !(self.shutdown_timeout.is_finite() && self.shutdown_timeout >= 0.0) {
+            bail!("--shutdown-timeout must be a number of seconds");
+        }
+        if !(self.queue_timeout.is_finite() && self.queue_timeout > 0.0) {
+            bail!("--queue-timeout must be a positive number of seconds");
+        }
+        if self.max_queued_requests == 0 || self.max_request_body_bytes == 0 {
+            bail!("--max-queued-requests and --max-request-body-bytes must be positive");
+        }
         Ok(ApiOptions {
             defaults: Defaults(SamplingParams::from_generation_config(generation)),
             reasoning: self.reasoning_parser,
             tool_parser: self.tool_call_parser,
             template_kwargs,
+            queue: QueueBounds {
+                max_queued: self.max_queued_requests,
+                timeout: std::time::Duration::from_secs_f64(self.queue_timeout),
+            },
+            max_body_bytes: self.max_request_body_bytes,
         })
     }
 }
@@ -210,9 +238,21 @@ async fn run_http(http: &HttpArgs, fe: Arc<Frontend>, track_kv: bool) -> anyhow:
         listener.local_addr()?
     )?;
     out.flush()?;
-    axum::serve(listener, app(fe))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // On SIGTERM: stop accepting, let requests in flight finish within --shutdown-timeout.
+    let signaled = Arc::new(tokio::sync::Notify::new());
+    let notify = signaled.clone();
+    let server = axum::serve(listener, app(fe)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing the requests in flight");
+        notify.notify_one();
+    });
+    let timeout = std::time::Duration::from_secs_f64(http.shutdown_timeout);
+    tokio::select! {
+        r = server => r?,
+        _ = async { signaled.notified().await; tokio::time::sleep(timeout).await } => {
+            tracing::warn!("shutdown timeout: dropping the requests still in flight");
+        }
+    }
     Ok(())
 }
 
@@ -287,6 +327,26 @@ fn stop_with_parent(cmd: &mut tokio::process::Command) {
     let _ = cmd;
 }
 
+/// Stops the workers as an orchestrator would: SIGTERM (they drain), then SIGKILL for those
+/// still there after their shutdown timeout and a grace second.
+async fn stop_workers(mut children: Vec<tokio::process::Child>, timeout: f64) {
+    #[cfg(unix)]
+    for c in &children {
+        if let Some(pid) = c.id() {
+            // SAFETY: kill(2) on our own child's pid; no memory is touched.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+    let grace = std::time::Duration::from_secs_f64(timeout + 1.0);
+    let all = futures::future::join_all(children.iter_mut().map(|c| c.wait()));
+    if tokio::time::timeout(grace, all).await.is_err() {
+        tracing::warn!("workers still running after their shutdown timeout: killing them");
+    }
+    // kill_on_drop takes care of any that did not exit.
+}
+
 /// Starts `n` worker processes with `role` and extra flags, the first being worker number
 /// `first` of the deployment; returns them and their addresses.
 async fn start_workers(
@@ -302,6 +362,10 @@ async fn start_workers(
         cmd.arg("worker")
             .args(args.model.to_cli_args())
             .args(["--port", "0", "--role", role])
+            .args([
+                "--shutdown-timeout",
+                &args.http.shutdown_timeout.to_string(),
+            ])
             .args(extra)
             .stdout(Stdio::piped())
             .kill_on_drop(true);
@@ -372,7 +436,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         };
         let result = run_http(&args.http, fe, args.http.router == RouterArg::Kv).await;
-        drop(children);
+        stop_workers(children, args.http.shutdown_timeout).await;
         result
     })
 }

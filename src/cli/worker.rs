@@ -41,6 +41,10 @@ pub struct WorkerArgs {
     /// Address decode workers use to pull KV from this one (default: the bound address).
     #[arg(long)]
     advertise_addr: Option<String>,
+    /// On SIGTERM: seconds running requests (and pending KV pulls) get to finish before they
+    /// are aborted and the worker exits.
+    #[arg(long, default_value_t = 20.0)]
+    shutdown_timeout: f64,
 }
 
 /// Roles of a worker.
@@ -118,6 +122,9 @@ fn hooks_of<B: Backend>(args: &ModelArgs, loaded: &LoadedModel<B>) -> anyhow::Re
 }
 
 fn serve<B: Backend>(args: WorkerArgs, mut loaded: LoadedModel<B>) -> anyhow::Result<()> {
+    if !(args.shutdown_timeout.is_finite() && args.shutdown_timeout >= 0.0) {
+        anyhow::bail!("--shutdown-timeout must be a number of seconds");
+    }
     let hub = Arc::new(KvEventHub::new());
     let (tx, rx) = std::sync::mpsc::channel();
     loaded.engine.set_event_sink(tx);
@@ -182,23 +189,67 @@ fn serve<B: Backend>(args: WorkerArgs, mut loaded: LoadedModel<B>) -> anyhow::Re
         let mut out = std::io::stdout();
         writeln!(out, "tandem worker listening on {addr}")?;
         out.flush()?;
+        let (health, reporter) = crate::server::health::health_service(engine.clone());
+        let service = WorkerService::new(
+            engine.clone(),
+            hub.clone(),
+            info,
+            layout,
+            args.advertise_addr
+                .clone()
+                .unwrap_or_else(|| addr.to_string()),
+        );
+        let draining = service.drain_flag();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         // Wide HTTP/2 windows: KV transfers stream hundreds of MiB per request.
-        tonic::transport::Server::builder()
+        let server = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(crate::server::transfer::WINDOW_BYTES))
             .initial_connection_window_size(Some(crate::server::transfer::WINDOW_BYTES))
             .max_frame_size(Some(crate::server::transfer::FRAME_BYTES))
-            .add_service(crate::server::health::health_service(engine.clone()))
-            .add_service(WorkerServer::new(WorkerService::new(
-                engine,
-                hub,
-                info,
-                layout,
-                args.advertise_addr
-                    .clone()
-                    .unwrap_or_else(|| addr.to_string()),
-            )))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
-            .await?;
+            .add_service(health)
+            .add_service(WorkerServer::new(service))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            });
+        tokio::pin!(server);
+        tokio::select! {
+            r = &mut server => return r.context("serving"),
+            _ = shutdown_signal() => {}
+        }
+        // Drain: refuse new work (the frontend routes around a worker whose Health says not
+        // ready), let running requests and pending KV pulls finish within the timeout, abort
+        // the rest, end the event streams, then stop serving.
+        tracing::info!(timeout_s = args.shutdown_timeout, "shutting down: draining");
+        draining.store(true, std::sync::atomic::Ordering::Release);
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        let deadline =
+            tokio::time::Instant::now() + std::time::Duration::from_secs_f64(args.shutdown_timeout);
+        let mut server_done = false;
+        while !engine.stats().is_ok_and(|s| s.is_idle()) && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                r = &mut server => { r.context("serving")?; server_done = true; break; }
+                _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+            }
+        }
+        let aborted = engine.abort_all().unwrap_or(0);
+        if aborted > 0 {
+            tracing::warn!(
+                aborted,
+                "shutdown timeout: aborted the requests still running"
+            );
+        }
+        hub.close();
+        let _ = stop.send(());
+        if !server_done
+            && tokio::time::timeout(std::time::Duration::from_secs(2), &mut server)
+                .await
+                .is_err()
+        {
+            tracing::warn!("connections still open after the drain: closing them");
+        }
+        tracing::info!("worker stopped");
         Ok(())
     })
 }

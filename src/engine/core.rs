@@ -233,6 +233,29 @@ impl<E: Executor> EngineCore<E> {
         found
     }
 
+    /// Ends every live request (running, waiting, held for a pull, reserved for one) and
+    /// frees its blocks; returns their ids.
+    pub fn abort_all(&mut self) -> Vec<RequestId> {
+        let ids: Vec<RequestId> = self
+            .scheduler
+            .running
+            .iter()
+            .chain(&self.scheduler.waiting)
+            .map(|s| s.id)
+            .chain(self.held.keys().copied())
+            .chain(self.reserved.keys().copied())
+            .collect();
+        for &id in &ids {
+            self.abort(id);
+        }
+        ids
+    }
+
+    /// Requests whose blocks are held for a pull or reserved for one.
+    pub fn num_handoffs(&self) -> usize {
+        self.held.len() + self.reserved.len()
+    }
+
     /// Drops the prefix cache; false while requests hold blocks.
     pub fn reset_prefix_cache(&mut self) -> bool {
         let ok = self.kv.reset_prefix_cache();

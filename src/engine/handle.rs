@@ -31,6 +31,7 @@ enum Command {
     CancelReserved(RequestId),
     CommitPrefilled(Request, u32, UnboundedSender<Result<RequestOutput>>),
     ResetPrefixCache(Sender<bool>),
+    AbortAll(Sender<usize>),
 }
 
 /// A snapshot of the engine's load, published by the engine thread after every step and
@@ -49,6 +50,15 @@ pub struct EngineStats {
     pub aborted: u64,
     /// Tokens generated since start.
     pub generated_tokens: u64,
+    /// Prefill requests whose blocks wait for a pull, and reservations for pulls.
+    pub handoffs: usize,
+}
+
+impl EngineStats {
+    /// Whether nothing runs, waits or waits for a transfer.
+    pub fn is_idle(&self) -> bool {
+        self.running == 0 && self.waiting == 0 && self.handoffs == 0
+    }
 }
 
 /// A running engine thread.
@@ -138,6 +148,11 @@ impl EngineHandle {
         Ok(orx)
     }
 
+    /// Ends every live request (their streams get an abort); returns how many.
+    pub fn abort_all(&self) -> Result<usize> {
+        self.ask(Command::AbortAll)
+    }
+
     /// Drops the prefix cache; false while requests hold blocks.
     pub fn reset_prefix_cache(&self) -> Result<bool> {
         self.ask(Command::ResetPrefixCache)
@@ -191,6 +206,7 @@ fn snapshot<E: Executor>(core: &EngineCore<E>) -> EngineStats {
         kv: core.kv_stats(),
         aborted: core.num_aborted(),
         generated_tokens: core.num_generated(),
+        handoffs: core.num_handoffs(),
     }
 }
 
@@ -245,6 +261,15 @@ fn run<E: Executor>(mut core: EngineCore<E>, rx: Receiver<Command>, stats: &Mute
                 }
                 Command::WriteReserved(id, shards, reply) => {
                     let _ = reply.send(core.write_reserved(id, &shards));
+                }
+                Command::AbortAll(reply) => {
+                    let ids = core.abort_all();
+                    for id in &ids {
+                        if let Some(s) = streams.remove(id) {
+                            let _ = s.send(Ok(aborted(*id)));
+                        }
+                    }
+                    let _ = reply.send(ids.len());
                 }
                 Command::ResetPrefixCache(reply) => {
                     let _ = reply.send(core.reset_prefix_cache());

@@ -69,6 +69,8 @@ pub struct Frontend {
     pub metrics: Metrics,
     /// How requests are read and answered.
     pub api: super::openai::ApiOptions,
+    /// Requests waiting for their first token (bounded by `api.queue`).
+    pub queued: std::sync::atomic::AtomicUsize,
     next_id: AtomicU64,
 }
 
@@ -90,9 +92,20 @@ enum Flow {
     Done,
 }
 
+/// How a relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relayed {
+    /// With the request's end, a failure the client was told of, or the client gone.
+    Done,
+    /// The worker in this slot failed before the first token: the request may go elsewhere.
+    FailedEarly(usize),
+}
+
 /// Releases the router's in-flight accounting of a request when it ends.
 struct InFlight {
     worker: Arc<WorkerHandle>,
+    /// The worker's slot in its pool.
+    slot: usize,
     blocks: usize,
 }
 
@@ -135,6 +148,7 @@ impl Frontend {
             decode,
             metrics: Metrics::new(),
             api,
+            queued: std::sync::atomic::AtomicUsize::new(0),
             next_id: AtomicU64::new(rand::random::<u32>() as u64),
         }
     }
@@ -189,7 +203,7 @@ impl Frontend {
             Some(_) => {
                 // "Retried once on another prefill worker": two attempts at most.
                 let (pre, _prefilling) = self
-                    .call(&self.router, &req, 2, |mut c, r| async move {
+                    .call(&self.router, &req, (2, &[]), |mut c, r| async move {
                         c.prefill(r).await.map(|r| r.into_inner())
                     })
                     .await?;
@@ -201,14 +215,36 @@ impl Frontend {
         };
         let tries = whole.pool().workers().len();
         let (stream, guard) = self
-            .call(whole, &req, tries, |mut c, r| async move {
+            .call(whole, &req, (tries, &[]), |mut c, r| async move {
                 c.generate(r).await.map(|r| r.into_inner())
             })
             .await?;
         let this = self.clone();
+        let req = req.clone();
         tokio::spawn(async move {
-            this.relay(None, async { Ok((stream, guard)) }, params, tx, started)
-                .await
+            let whole = match &this.decode {
+                Some(d) => d,
+                None => &this.router,
+            };
+            let first = this
+                .relay(
+                    None,
+                    async { Ok((stream, guard)) },
+                    params.clone(),
+                    tx.clone(),
+                    started,
+                    true,
+                )
+                .await;
+            // A worker that died before its first token: once more, on another worker.
+            if let Relayed::FailedEarly(slot) = first {
+                this.metrics.failovers.with_label_values(&["retry"]).inc();
+                let exclude = [slot];
+                let reopened = this.call(whole, &req, (1, &exclude), |mut c, r| async move {
+                    c.generate(r).await.map(|r| r.into_inner())
+                });
+                this.relay(None, reopened, params, tx, started, false).await;
+            }
         });
         Ok(rx)
     }
@@ -219,7 +255,7 @@ impl Frontend {
         &self,
         router: &Router,
         req: &proto::GenerateRequest,
-        attempts: usize,
+        (attempts, exclude): (usize, &[usize]),
         rpc: F,
     ) -> Result<(T, InFlight), ApiError>
     where
@@ -228,12 +264,12 @@ impl Frontend {
     {
         let prompt = &req.prompt_token_ids;
         let bs = router.pool().block_size().unwrap_or(1);
-        let mut tried = Vec::new();
-        while tried.len() < attempts.max(1) {
+        let mut tried = exclude.to_vec();
+        while tried.len() < exclude.len() + attempts.max(1) {
             let Some(choice) = router.pick(prompt, &tried) else {
                 break;
             };
-            if !tried.is_empty() {
+            if tried.len() > exclude.len() {
                 self.metrics.failovers.with_label_values(&["retry"]).inc();
             }
             let worker = router.pool().workers()[choice.worker].clone();
@@ -242,6 +278,7 @@ impl Frontend {
             worker.active_blocks.fetch_add(blocks, Ordering::Relaxed);
             let guard = InFlight {
                 worker: worker.clone(),
+                slot: choice.worker,
                 blocks,
             };
             match rpc(worker.client.clone(), req.clone()).await {
@@ -265,10 +302,13 @@ impl Frontend {
             }
         }
         self.count("rejected");
-        let msg = if tried.is_empty() {
+        let msg = if tried.len() == exclude.len() {
             "no healthy worker is available".to_string()
         } else {
-            format!("{} worker(s) failed the request", tried.len())
+            format!(
+                "{} worker(s) failed the request",
+                tried.len() - exclude.len()
+            )
         };
         Err(ApiError::server(StatusCode::SERVICE_UNAVAILABLE, msg))
     }
@@ -309,7 +349,7 @@ impl Frontend {
                 source_engine_id: pre.engine_id.clone(),
                 source_block_ids: pre.block_ids.clone(),
             };
-            self.call(decode, &req, 1, |mut c, r| {
+            self.call(decode, &req, (1, &[]), |mut c, r| {
                 let d = proto::DecodeRequest {
                     request: Some(r),
                     ..dreq.clone()
@@ -318,7 +358,8 @@ impl Frontend {
             })
             .await
         };
-        self.relay(Some(first), rest, params, tx, started).await;
+        self.relay(Some(first), rest, params, tx, started, false)
+            .await;
     }
     /// Relays `first` (a prefill's token, if any), then the worker stream `rest` opens, to the
     /// HTTP handler.
@@ -331,7 +372,8 @@ impl Frontend {
         params: SamplingParams,
         tx: mpsc::Sender<Event>,
         started: Instant,
-    ) {
+        retry_early: bool,
+    ) -> Relayed {
         let mut st = Progress {
             text: TextStream::new(params.stop),
             prompt_tokens: 0,
@@ -343,21 +385,21 @@ impl Frontend {
         if let Some(f) = first
             && self.forward(&mut st, f, &tx).await == Flow::Done
         {
-            return;
+            return Relayed::Done;
         }
         let opened = tokio::select! {
             r = rest => r,
-            _ = tx.closed() => { self.count("abort"); return; }
+            _ = tx.closed() => { self.count("abort"); return Relayed::Done; }
         };
         let (mut stream, in_flight) = match opened {
             Ok(x) => x,
             Err(e) => {
                 self.count("error");
                 let _ = tx.send(Event::Failed(e)).await;
-                return;
+                return Relayed::Done;
             }
         };
-        let worker = in_flight.worker.clone();
+        let (worker, slot) = (in_flight.worker.clone(), in_flight.slot);
         // Released as soon as the worker is done, before the client hears of it, so that the
         // router's load counts are current for the client's next request.
         let mut in_flight = Some(in_flight);
@@ -365,26 +407,34 @@ impl Frontend {
             let msg = tokio::select! {
                 m = stream.message() => m,
                 // The client went away: dropping the stream cancels the request on the worker.
-                _ = tx.closed() => { self.count("abort"); return; }
+                _ = tx.closed() => { self.count("abort"); return Relayed::Done; }
             };
             if !matches!(msg, Ok(Some(ref r)) if r.finish_reason.is_empty()) {
                 in_flight.take();
             }
-            let failure = match msg {
+            let (failure, retryable) = match msg {
                 Ok(Some(r)) => {
                     if self.forward(&mut st, r, &tx).await == Flow::Done {
-                        return;
+                        return Relayed::Done;
                     }
                     continue;
                 }
-                Ok(None) => "worker ended the stream without finishing".to_string(),
+                Ok(None) => (
+                    "worker ended the stream without finishing".to_string(),
+                    true,
+                ),
                 Err(s) => {
-                    if is_worker_failure(s.code()) {
+                    let dead = is_worker_failure(s.code());
+                    if dead {
                         worker.mark_dead();
                     }
-                    format!("worker failed: {}", s.message())
+                    (format!("worker failed: {}", s.message()), dead)
                 }
             };
+            if retry_early && retryable && st.n == 0 {
+                tracing::warn!(worker = %worker.addr, %failure, "failed before its first token; retrying");
+                return Relayed::FailedEarly(slot);
+            }
             self.count("error");
             let _ = tx
                 .send(Event::Failed(ApiError::server(
@@ -392,7 +442,7 @@ impl Frontend {
                     failure,
                 )))
                 .await;
-            return;
+            return Relayed::Done;
         }
     }
 
@@ -478,7 +528,8 @@ impl Frontend {
         Flow::Done
     }
 
-    fn count(&self, outcome: &str) {
+    /// Counts a request's outcome in /metrics.
+    pub fn count(&self, outcome: &str) {
         self.metrics
             .requests
             .with_label_values(&[self.model.as_str(), outcome])

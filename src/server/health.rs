@@ -14,12 +14,12 @@ use crate::engine::EngineHandle;
 /// How often the engine thread is checked.
 pub const ENGINE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The health service, and a task that keeps its overall ("") status in line with `engine`.
-/// Call within a tokio runtime.
-pub fn health_service(engine: Arc<EngineHandle>) -> HealthServer<impl Health> {
+/// The health service, and a task that keeps its overall ("") status in line with `engine`;
+/// the reporter sets NOT_SERVING when the worker drains. Call within a tokio runtime.
+pub fn health_service(engine: Arc<EngineHandle>) -> (HealthServer<impl Health>, HealthReporter) {
     let (reporter, service) = tonic_health::server::health_reporter();
-    tokio::spawn(watch_engine(engine, reporter));
-    service
+    tokio::spawn(watch_engine(engine, reporter.clone()));
+    (service, reporter)
 }
 
 async fn watch_engine(engine: Arc<EngineHandle>, reporter: HealthReporter) {

@@ -8,6 +8,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -34,9 +35,6 @@ use super::response::{
 };
 use crate::engine::SamplingParams;
 
-/// Largest request body accepted.
-pub const MAX_BODY_BYTES: usize = 8 << 20;
-
 /// Completions' `max_tokens` when the request gives none (OpenAI's and vLLM's default).
 const COMPLETION_DEFAULT_MAX_TOKENS: usize = 16;
 
@@ -51,7 +49,7 @@ pub fn app(fe: Arc<Frontend>) -> axum::Router {
         .route("/reset_prefix_cache", post(reset_prefix_cache))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(fe.api.max_body_bytes))
         .with_state(fe)
 }
 
@@ -63,11 +61,7 @@ fn created() -> u64 {
 }
 
 fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|r| ApiError {
-        status: r.status(),
-        message: r.body_text(),
-        param: None,
-    })
+    body.map_err(|r| ApiError::server(r.status(), r.body_text()))
 }
 
 impl Frontend {
@@ -187,9 +181,84 @@ async fn start(
     Ok(rxs)
 }
 
-async fn collect(mut rx: mpsc::Receiver<Event>) -> Result<Outcome, ApiError> {
+/// A generation whose first event has arrived, and the rest of it.
+struct Started {
+    first: Event,
+    rest: mpsc::Receiver<Event>,
+}
+
+impl Started {
+    fn into_stream(self) -> impl futures::Stream<Item = Event> {
+        futures::stream::once(async { self.first }).chain(ReceiverStream::new(self.rest))
+    }
+}
+
+/// A request waiting for its first tokens, counted against `--max-queued-requests`.
+struct Queued<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Admits a request within `--max-queued-requests`.
+fn admit(fe: &Frontend) -> Result<Queued<'_>, ApiError> {
+    let max = fe.api.queue.max_queued;
+    let before = fe.queued.fetch_add(1, Ordering::AcqRel);
+    let guard = Queued(&fe.queued);
+    if before >= max {
+        fe.count("overloaded");
+        return Err(ApiError::overloaded(
+            "max_queued_requests",
+            format!(
+                "{before} requests are already waiting for their first token \
+                 (--max-queued-requests {max}); retry later"
+            ),
+            1,
+        ));
+    }
+    Ok(guard)
+}
+
+/// Waits for every generation's first event, within `--queue-timeout`; past it they are all
+/// dropped (and so cancelled on their workers).
+async fn first_events(
+    fe: &Frontend,
+    rxs: Vec<mpsc::Receiver<Event>>,
+) -> Result<Vec<Started>, ApiError> {
+    let timeout = fe.api.queue.timeout;
+    let firsts = futures::future::join_all(rxs.into_iter().map(|mut rx| async move {
+        let first = rx.recv().await;
+        (first, rx)
+    }));
+    let got = tokio::time::timeout(timeout, firsts).await.map_err(|_| {
+        fe.count("queue_timeout");
+        ApiError::overloaded(
+            "queue_timeout",
+            format!(
+                "no worker began the request within {:.0} s (--queue-timeout); every worker \
+                 is busy, retry later",
+                timeout.as_secs_f64()
+            ),
+            1,
+        )
+    })?;
+    got.into_iter()
+        .map(|(first, rest)| match first {
+            Some(first) => Ok(Started { first, rest }),
+            None => Err(ApiError::server(
+                StatusCode::BAD_GATEWAY,
+                "the generation ended without a result",
+            )),
+        })
+        .collect()
+}
+
+async fn collect(g: Started) -> Result<Outcome, ApiError> {
     let (mut text, mut deltas) = (String::new(), Vec::new());
-    while let Some(ev) = rx.recv().await {
+    let mut events = Box::pin(g.into_stream());
+    while let Some(ev) = events.next().await {
         match ev {
             Event::Token(d) => {
                 text.push_str(&d.text);
@@ -221,18 +290,29 @@ async fn collect(mut rx: mpsc::Receiver<Event>) -> Result<Outcome, ApiError> {
     ))
 }
 
-/// Runs a plan and answers it, whole or streamed.
+/// Runs a plan and answers it, whole or streamed. The request waits in the workers' queues
+/// (counted against `--max-queued-requests`) until every generation has its first event.
 async fn run(fe: &Arc<Frontend>, plan: Plan) -> Result<Response, ApiError> {
     let id = fe.request_id(match plan.kind {
         Kind::Completion => "cmpl",
         Kind::Chat => "chatcmpl",
     });
+    let queued = admit(fe)?;
     let rxs = start(fe, &id, &plan.jobs).await?;
+    let started = first_events(fe, rxs).await?;
+    drop(queued);
+    // A generation that failed before its first token fails the request with its status.
+    if let Some(e) = started.iter().find_map(|g| match &g.first {
+        Event::Failed(e) => Some(e.clone()),
+        _ => None,
+    }) {
+        return Err(e);
+    }
     let head = json!({"id": id, "object": plan.kind.object(plan.stream), "created": created(), "model": fe.model});
     if plan.stream {
-        return Ok(stream(fe.clone(), plan, head, rxs));
+        return Ok(stream(fe.clone(), plan, head, started));
     }
-    let outcomes = futures::future::join_all(rxs.into_iter().map(collect)).await;
+    let outcomes = futures::future::join_all(started.into_iter().map(collect)).await;
     let outcomes = outcomes.into_iter().collect::<Result<Vec<_>, _>>()?;
     Ok(Json(whole(fe, &plan, head, outcomes)).into_response())
 }
@@ -279,13 +359,14 @@ fn whole(fe: &Frontend, plan: &Plan, mut body: Value, outcomes: Vec<Outcome>) ->
 }
 
 /// Server-sent chunks of every choice, as they come; usage (if asked) after the last.
-fn stream(fe: Arc<Frontend>, plan: Plan, head: Value, rxs: Vec<mpsc::Receiver<Event>>) -> Response {
-    let n = rxs.len();
+fn stream(fe: Arc<Frontend>, plan: Plan, head: Value, started: Vec<Started>) -> Response {
+    let n = started.len();
     let prompt_of: Vec<usize> = plan.jobs.iter().map(|j| j.prompt_index).collect();
     let merged = futures::stream::select_all(
-        rxs.into_iter()
+        started
+            .into_iter()
             .enumerate()
-            .map(|(i, rx)| ReceiverStream::new(rx).map(move |e| (i, e))),
+            .map(|(i, g)| Box::pin(g.into_stream().map(move |e| (i, e)))),
     );
     let chunk = move |choice: Value, usage: Option<Value>| {
         let mut c = head.clone();

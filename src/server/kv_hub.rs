@@ -36,7 +36,8 @@ struct State {
 /// The publish side of a worker's KV event stream.
 pub struct KvEventHub {
     state: Mutex<State>,
-    tx: broadcast::Sender<Arc<EventBatch>>,
+    /// None once closed: live subscriptions end.
+    tx: Mutex<Option<broadcast::Sender<Arc<EventBatch>>>>,
 }
 
 /// What a new subscriber receives first, before the live batches.
@@ -76,8 +77,14 @@ impl KvEventHub {
                 ring: VecDeque::new(),
                 mirror: HashMap::new(),
             }),
-            tx,
+            tx: Mutex::new(Some(tx)),
         }
+    }
+
+    /// Ends every live subscription (gRPC streams, the ZMQ publisher): the worker is
+    /// shutting down. Later subscriptions get their initial batches and end.
+    pub fn close(&self) {
+        self.tx.lock().expect("hub lock poisoned").take();
     }
 
     /// Publishes `events` as the next batch.
@@ -120,7 +127,9 @@ impl KvEventHub {
         }
         st.ring.push_back(batch.clone());
         // No subscribers is fine: the batch stays in the ring.
-        let _ = self.tx.send(batch);
+        if let Some(tx) = &*self.tx.lock().expect("hub lock poisoned") {
+            let _ = tx.send(batch);
+        }
     }
 
     /// Subscribes: after `resume_after` when the ring still holds what follows it, else from a
@@ -128,7 +137,10 @@ impl KvEventHub {
     pub fn subscribe(&self, resume_after: Option<u64>) -> Subscription {
         let st = self.state.lock().expect("hub lock poisoned");
         // Subscribing under the lock: no batch falls between `initial` and `live`.
-        let live = self.tx.subscribe();
+        let live = match &*self.tx.lock().expect("hub lock poisoned") {
+            Some(tx) => tx.subscribe(),
+            None => broadcast::channel(1).1,
+        };
         let last = st.next - 1;
         let oldest_held = st.ring.front().map_or(st.next, |b| b.sequence);
         let initial = match resume_after {

@@ -19,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     /// The offending field, if one.
     pub param: Option<String>,
+    /// Seconds after which a retry may succeed (a `Retry-After` header), for overload.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
             param: param.map(str::to_string),
+            retry_after: None,
         }
     }
 
@@ -37,6 +40,17 @@ impl ApiError {
             status,
             message: message.into(),
             param: None,
+            retry_after: None,
+        }
+    }
+
+    /// Overload past a bound (`which`): a 503 that says which, to be retried after `secs`.
+    pub fn overloaded(which: &str, message: impl Into<String>, secs: u64) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: message.into(),
+            param: Some(which.to_string()),
+            retry_after: Some(secs),
         }
     }
 
@@ -53,7 +67,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let mut r = (self.status, axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        r
     }
 }
 
@@ -424,7 +443,7 @@ fn normalize_message(m: &mut Value) -> Result<(), ApiError> {
 }
 
 /// How the server reads and answers requests (frontend flags).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ApiOptions {
     /// Sampling defaults (the model's generation_config.json).
     pub defaults: Defaults,
@@ -434,6 +453,43 @@ pub struct ApiOptions {
     pub tool_parser: Option<super::tool_calls::ToolParserKind>,
     /// `--default-chat-template-kwargs`, under each request's `chat_template_kwargs`.
     pub template_kwargs: Map<String, Value>,
+    /// How many requests may wait for their first token, and for how long.
+    pub queue: QueueBounds,
+    /// `--max-request-body-bytes`.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions {
+            defaults: Defaults::default(),
+            reasoning: None,
+            tool_parser: None,
+            template_kwargs: Map::new(),
+            queue: QueueBounds::default(),
+            max_body_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Bounds of overload: requests wait in the workers' queues (where the scheduler admits them
+/// as capacity frees), and the frontend counts those without a first token yet. Past either
+/// bound a request gets a 503 that names it, with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueueBounds {
+    /// `--max-queued-requests`: requests waiting for their first token at once.
+    pub max_queued: usize,
+    /// `--queue-timeout`: how long one may wait for it.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for QueueBounds {
+    fn default() -> Self {
+        QueueBounds {
+            max_queued: 4096,
+            timeout: std::time::Duration::from_secs(600),
+        }
+    }
 }
 
 /// Sampling defaults from the model's generation_config.json, as vLLM applies them.

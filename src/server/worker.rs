@@ -156,6 +156,8 @@ pub struct WorkerService {
     /// Finished prefill requests whose blocks are held, by request id.
     pub(super) held: Mutex<HashMap<String, RequestId>>,
     pub(super) transfers: TransferCounters,
+    /// Set when the worker shuts down: Health says not ready, new work is refused.
+    draining: Arc<std::sync::atomic::AtomicBool>,
     next_id: AtomicU64,
 }
 
@@ -177,8 +179,23 @@ impl WorkerService {
             ids: Arc::default(),
             held: Mutex::default(),
             transfers: TransferCounters::default(),
+            draining: Arc::default(),
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// The flag that, once set, drains this worker (shared with its shutdown).
+    pub fn drain_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.draining.clone()
+    }
+
+    /// Refuses new work while the worker drains: the frontend takes the worker out of its
+    /// pool on UNAVAILABLE and sends the request elsewhere.
+    pub(super) fn check_serving(&self) -> Result<(), Status> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err(Status::unavailable("the worker is shutting down"));
+        }
+        Ok(())
     }
 
     /// Gives a client's request id an engine id, refusing ids that are live.
@@ -213,6 +230,7 @@ impl Worker for WorkerService {
         &self,
         req: Request<proto::GenerateRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
+        self.check_serving()?;
         let r = req.into_inner();
         let sampling = r
             .sampling
@@ -256,7 +274,7 @@ impl Worker for WorkerService {
         // Answered here, never by the engine thread: a busy engine is a live one. The service
         // starts only once the engine has loaded.
         Ok(Response::new(proto::HealthResponse {
-            ready: self.engine.is_running(),
+            ready: self.engine.is_running() && !self.draining.load(Ordering::Acquire),
         }))
     }
 
@@ -298,6 +316,7 @@ impl Worker for WorkerService {
         &self,
         req: Request<proto::GenerateRequest>,
     ) -> Result<Response<proto::PrefillResponse>, Status> {
+        self.check_serving()?;
         self.do_prefill(req.into_inner()).await.map(Response::new)
     }
 
@@ -305,6 +324,7 @@ impl Worker for WorkerService {
         &self,
         req: Request<proto::DecodeRequest>,
     ) -> Result<Response<Self::DecodeStream>, Status> {
+        self.check_serving()?;
         self.do_decode(req.into_inner()).await.map(Response::new)
     }
 
