@@ -12,6 +12,14 @@ use tandem::engine::{EngineCore, ModelExecutor, Request, SamplingParams};
 use tandem::loader::{ModelSpec, load_cpu};
 
 fn engine(tp: usize, fixture: bool) -> EngineCore<ModelExecutor<CpuBackend>> {
+    engine_with(tp, fixture, 256)
+}
+
+fn engine_with(
+    tp: usize,
+    fixture: bool,
+    max_num_seqs: usize,
+) -> EngineCore<ModelExecutor<CpuBackend>> {
     let model = fixture.then(|| common::fixture("tiny-qwen3"));
     let spec = ModelSpec {
         model,
@@ -19,6 +27,7 @@ fn engine(tp: usize, fixture: bool) -> EngineCore<ModelExecutor<CpuBackend>> {
         block_size: 16,
         max_model_len: Some(256),
         kv_cache_bytes: 16 << 20,
+        max_num_seqs,
         ..ModelSpec::default()
     };
     load_cpu(&spec).unwrap().engine
@@ -146,5 +155,63 @@ fn holds_expire_reservations_cancel_and_reads_are_checked() {
         d.commit_prefilled(wrong, 3).is_err(),
         "the reservation is for 40 tokens"
     );
+    d.check_invariants().unwrap();
+}
+
+#[test]
+fn pulled_requests_beyond_max_num_seqs_wait_with_their_blocks() {
+    let prompts: Vec<Vec<u32>> = (0..5)
+        .map(|i| {
+            (0..(30 + 9 * i))
+                .map(|t| ((t * 7 + i * 31) % 250) as u32)
+                .collect()
+        })
+        .collect();
+    let mut agg = engine(1, true);
+    let reqs: Vec<_> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i as u64, p.clone(), 6))
+        .collect();
+    let want = common::run_greedy(&mut agg, &reqs);
+    // A decode engine that runs two sequences at once gets five pulled requests together.
+    let (mut p, mut d) = (engine(1, true), engine_with(1, true, 2));
+    for (i, prompt) in prompts.iter().enumerate() {
+        let id = i as u64;
+        let (first, held) = prefill(&mut p, id, prompt);
+        let data = p.read_held(id, &held).unwrap();
+        d.reserve_kv(id, prompt.len()).unwrap();
+        d.write_reserved(id, &data).unwrap();
+        assert!(p.release_held(id));
+        d.commit_prefilled(
+            Request {
+                id,
+                prompt: prompt.clone(),
+                params: greedy(6),
+            },
+            first,
+        )
+        .unwrap();
+    }
+    let used_before = d.kv_stats().total_blocks - d.kv_stats().free_blocks;
+    assert!(
+        used_before > 0,
+        "the waiting requests hold their pulled blocks"
+    );
+    let mut out: std::collections::HashMap<u64, Vec<u32>> = std::collections::HashMap::new();
+    let mut most_running = 0;
+    while d.has_work() {
+        for o in d.step().map_err(|f| f.error).unwrap() {
+            out.entry(o.id)
+                .or_default()
+                .extend(o.token.map(|t| t.token));
+        }
+        most_running = most_running.max(d.num_requests().0);
+        d.check_invariants().unwrap();
+    }
+    assert_eq!(most_running, 2, "never more than max_num_seqs run");
+    for i in 0..prompts.len() as u64 {
+        assert_eq!(out[&i][..], want[&i][1..], "request {i}");
+    }
     d.check_invariants().unwrap();
 }

@@ -228,7 +228,7 @@ async fn a_client_that_disconnects_frees_its_blocks() {
             assert!(
                 metrics
                     .lines()
-                    .any(|m| m.starts_with("tandem_requests_total")
+                    .any(|m| m.starts_with("tandem:requests_total")
                         && m.contains("outcome=\"abort\"")
                         && m.ends_with(" 1")),
                 "{metrics}"
@@ -369,6 +369,13 @@ async fn malformed_requests_get_openai_errors() {
     // The server is still fine.
     let (status, _) = post(&base, "/v1/completions", completion(vec![1, 2], 2)).await;
     assert_eq!(status, 200);
+    // The limit is --max-request-body-bytes.
+    let (_small, small) = common::procs::serve(&["--max-request-body-bytes", "1000"]);
+    wait_health(&small, 200).await;
+    let (status, _) = post(&small, "/v1/completions", completion(vec![1; 100], 2)).await;
+    assert_eq!(status, 200, "a 300-byte body passes");
+    let (status, _) = post(&small, "/v1/completions", completion(vec![1; 600], 2)).await;
+    assert_eq!(status, 413, "a 1,300-byte body does not");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,12 +404,12 @@ async fn stop_strings_end_the_text_and_metrics_count_it() {
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     let metrics = metrics_text(&base).await;
     for want in [
-        "tandem_time_to_first_token_seconds_count{model=\"tandem-demo\"} 2",
-        "tandem_e2e_request_latency_seconds_count{model=\"tandem-demo\"} 2",
-        "tandem_requests_total{model=\"tandem-demo\",outcome=\"stop\"} 1",
-        "tandem_requests_total{model=\"tandem-demo\",outcome=\"length\"} 1",
+        "tandem:time_to_first_token_seconds_count{model=\"tandem-demo\"} 2",
+        "tandem:e2e_request_latency_seconds_count{model=\"tandem-demo\"} 2",
+        "tandem:requests_total{model=\"tandem-demo\",outcome=\"stop\"} 1",
+        "tandem:requests_total{model=\"tandem-demo\",outcome=\"length\"} 1",
     ] {
         assert!(metrics.contains(want), "/metrics lacks {want}:\n{metrics}");
     }
-    assert!(metrics.contains("tandem_inter_token_latency_seconds_bucket"));
+    assert!(metrics.contains("tandem:inter_token_latency_seconds_bucket"));
 }

@@ -75,7 +75,7 @@ async fn disaggregated_serving_equals_aggregated() {
 
 /// A failover counter of the frontend's /metrics (0 while it has not happened).
 async fn failovers(base: &str, path: &str) -> u64 {
-    let want = format!("tandem_failovers_total{{path=\"{path}\"}} ");
+    let want = format!("tandem:failovers_total{{path=\"{path}\"}} ");
     metrics_text(base)
         .await
         .lines()
@@ -234,4 +234,57 @@ async fn dead_prefill_workers_leave_the_pool_then_decode_workers_serve_alone() {
         "no pull: the decode worker prefilled"
     );
     assert_eq!(after.generated_tokens - before.generated_tokens, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decode_worker_runs_no_more_than_max_num_seqs_pulled_requests() {
+    let (p, d) = (
+        demo_worker(&["--role", "prefill"]),
+        demo_worker(&[
+            "--role",
+            "decode",
+            "--no-prefix-caching",
+            "--max-num-seqs",
+            "2",
+            "--debug-step-delay-ms",
+            "20",
+        ]),
+    );
+    let fe = disagg_frontend(&[&p.addr], &d.addr, &[]);
+    let base = format!("http://{}", fe.addr);
+    wait_health(&base, 200).await;
+    let prompts: Vec<Vec<u32>> = (0..6u32)
+        .map(|i| (0..30).map(|t| t * 3 + i).collect())
+        .collect();
+    let want: Vec<_> = {
+        let mut v = Vec::new();
+        for pr in &prompts {
+            v.push(tokens(&complete(&base, pr).await));
+        }
+        v
+    };
+    let (watch, stop) = (
+        d.addr.clone(),
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    let stop2 = stop.clone();
+    let most = tokio::spawn(async move {
+        let mut most = 0;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            most = most.max(load(&watch).await.running);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        most
+    });
+    let got = futures::future::join_all(prompts.iter().map(|pr| complete(&base, pr))).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for (i, g) in got.iter().enumerate() {
+        assert_same(&tokens(g), &want[i], &format!("request {i}"));
+    }
+    let most = most.await.unwrap();
+    assert!(
+        (1..=2).contains(&most),
+        "the decode worker ran {most} at once"
+    );
+    assert_eq!(load(&d.addr).await.used_blocks, 0);
 }

@@ -58,6 +58,9 @@ pub struct HttpArgs {
     /// Accepted for vLLM's command lines: tool_choice "auto" is on with --tool-call-parser.
     #[arg(long, requires = "tool_call_parser")]
     enable_auto_tool_choice: bool,
+    /// Every API call must carry `Authorization: Bearer KEY` (/health and /metrics excepted).
+    #[arg(long, env = "TANDEM_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Requests that may wait for their first token at once (in the workers' queues); past
     /// it a request gets 503 with Retry-After.
     #[arg(long, default_value_t = 4096)]
@@ -135,6 +138,7 @@ impl HttpArgs {
                 timeout: std::time::Duration::from_secs_f64(self.queue_timeout),
             },
             max_body_bytes: self.max_request_body_bytes,
+            api_key: self.api_key.clone().filter(|k| !k.is_empty()),
         })
     }
 }

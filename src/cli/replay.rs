@@ -40,6 +40,9 @@ pub struct ReplayArgs {
     /// vocabulary from /v1/models, else Qwen's 151,643).
     #[arg(long)]
     vocab: Option<u32>,
+    /// API key of a server started with --api-key (sent as a bearer token).
+    #[arg(long, env = "TANDEM_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Seconds before a request that has not finished counts as failed.
     #[arg(long, default_value_t = 600.0)]
     request_timeout: f64,
@@ -62,6 +65,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         vocab: args.vocab,
         request_timeout: Duration::from_secs_f64(args.request_timeout),
         progress: true,
+        api_key: args.api_key.clone().filter(|k| !k.is_empty()),
     };
     let rt = tokio::runtime::Runtime::new()?;
     let (records, duration) = rt.block_on(run_replay(&reqs, &cfg))?;

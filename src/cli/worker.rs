@@ -41,6 +41,9 @@ pub struct WorkerArgs {
     /// Address decode workers use to pull KV from this one (default: the bound address).
     #[arg(long)]
     advertise_addr: Option<String>,
+    /// Serve Prometheus metrics (GET /metrics) on this port (0: any free port).
+    #[arg(long)]
+    metrics_port: Option<u16>,
     /// On SIGTERM: seconds running requests (and pending KV pulls) get to finish before they
     /// are aborted and the worker exits.
     #[arg(long, default_value_t = 20.0)]
@@ -200,6 +203,26 @@ fn serve<B: Backend>(args: WorkerArgs, mut loaded: LoadedModel<B>) -> anyhow::Re
                 .unwrap_or_else(|| addr.to_string()),
         );
         let draining = service.drain_flag();
+        if let Some(port) = args.metrics_port {
+            let view = service.metrics_view();
+            let listener = tokio::net::TcpListener::bind((args.host.as_str(), port))
+                .await
+                .with_context(|| format!("binding the metrics port {}:{port}", args.host))?;
+            writeln!(out, "tandem worker metrics on {}", listener.local_addr()?)?;
+            out.flush()?;
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let view = view.clone();
+                    async move { view.render() }
+                }),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "the metrics server stopped");
+                }
+            });
+        }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         // Wide HTTP/2 windows: KV transfers stream hundreds of MiB per request.
         let server = tonic::transport::Server::builder()

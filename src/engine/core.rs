@@ -29,6 +29,8 @@ pub struct RequestOutput {
     pub cached_tokens: usize,
     /// For a prefill request that finished: the blocks now held for a decode worker to pull.
     pub held_blocks: Option<Vec<crate::kv::BlockId>>,
+    /// For a request that finished: where its time went.
+    pub timing: Option<super::sequence::RequestTiming>,
 }
 
 /// Checks a request against the engine's limits: sampling parameters, an empty prompt, a
@@ -358,6 +360,7 @@ impl<E: Executor> EngineCore<E> {
                 prompt_tokens: seq.prompt_len,
                 cached_tokens: seq.num_cached_prompt.unwrap_or(0),
                 held_blocks: None,
+                timing: None,
             };
             if samples_now {
                 let tok = sampled
@@ -365,6 +368,9 @@ impl<E: Executor> EngineCore<E> {
                     .expect("the executor returns one token per sampling context");
                 seq.tokens.push(tok.token);
                 self.num_generated += 1;
+                seq.times
+                    .first_token
+                    .get_or_insert_with(std::time::Instant::now);
                 out.finish = self.finish_reason(&self.scheduler.running[s.index], tok.token);
                 out.token = Some(tok);
             }
@@ -373,6 +379,7 @@ impl<E: Executor> EngineCore<E> {
                 if seq.hold_kv {
                     out.held_blocks = Some(seq.table.blocks.clone());
                 }
+                out.timing = Some(seq.times.timing(std::time::Instant::now()));
                 finished.push(out.id);
             }
             // Only requests with news report: a mid-prompt chunk says nothing.

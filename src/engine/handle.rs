@@ -52,6 +52,8 @@ pub struct EngineStats {
     pub generated_tokens: u64,
     /// Prefill requests whose blocks wait for a pull, and reservations for pulls.
     pub handoffs: usize,
+    /// Preemptions since start.
+    pub preemptions: u64,
 }
 
 impl EngineStats {
@@ -207,6 +209,7 @@ fn snapshot<E: Executor>(core: &EngineCore<E>) -> EngineStats {
         aborted: core.num_aborted(),
         generated_tokens: core.num_generated(),
         handoffs: core.num_handoffs(),
+        preemptions: core.num_preemptions(),
     }
 }
 
@@ -351,5 +354,6 @@ fn aborted(id: RequestId) -> RequestOutput {
         prompt_tokens: 0,
         cached_tokens: 0,
         held_blocks: None,
+        timing: None,
     }
 }

@@ -143,7 +143,8 @@ impl<E: Executor> EngineCore<E> {
     }
 
     /// Starts decoding a request whose prompt KV was written into its reservation and whose
-    /// first token the prefill worker sampled.
+    /// first token the prefill worker sampled. It joins the waiting queue with its blocks: the
+    /// scheduler admits it (no prefix lookup, the prompt is computed) within `max_num_seqs`.
     pub fn commit_prefilled(&mut self, req: Request, first_token: u32) -> Result<()> {
         super::core::validate_request(&self.cfg, &req)?;
         let table = self.reserved.remove(&req.id).ok_or_else(|| {
@@ -161,7 +162,7 @@ impl<E: Executor> EngineCore<E> {
         seq.num_cached_prompt = Some(0);
         seq.tokens.push(first_token);
         seq.table = table;
-        self.scheduler.running.push(seq);
+        self.scheduler.waiting.push_back(seq);
         Ok(())
     }
 }

@@ -105,6 +105,25 @@ impl Scheduler {
             let Some(seq) = self.waiting.front_mut() else {
                 break;
             };
+            if seq.num_computed > 0 {
+                // Its prompt's KV arrived from a prefill worker: it holds those blocks and
+                // needs only the slots of its new tokens.
+                let num_new = self.cfg.chunk(seq.num_uncomputed(), budget);
+                if !kv.allocate_slots(&mut seq.table, &seq.tokens, &[], seq.num_computed, num_new) {
+                    break;
+                }
+                budget -= num_new;
+                let mut seq = self.waiting.pop_front().expect("front exists");
+                seq.times
+                    .scheduled
+                    .get_or_insert_with(std::time::Instant::now);
+                self.running.push(seq);
+                out.scheduled.push(Scheduled {
+                    index: self.running.len() - 1,
+                    num_new,
+                });
+                continue;
+            }
             let hits = kv.find_cached_prefix(&mut seq.table, &seq.tokens);
             let hit_tokens = hits.len() * kv.block_size();
             let num_new = self.cfg.chunk(seq.tokens.len() - hit_tokens, budget);
@@ -117,7 +136,10 @@ impl Scheduler {
             }
             seq.num_computed = hit_tokens;
             budget -= num_new;
-            let seq = self.waiting.pop_front().expect("front exists");
+            let mut seq = self.waiting.pop_front().expect("front exists");
+            seq.times
+                .scheduled
+                .get_or_insert_with(std::time::Instant::now);
             self.running.push(seq);
             out.scheduled.push(Scheduled {
                 index: self.running.len() - 1,

@@ -62,6 +62,43 @@ pub struct Sequence {
     pub num_preemptions: u32,
     /// Keep the blocks after finishing, for a decode worker to pull (prefill role).
     pub hold_kv: bool,
+    /// When it reached the engine, was first scheduled, and got its first token.
+    pub times: Times,
+}
+
+/// When a request reached each stage (the simulator's clock is not these: it ignores them).
+#[derive(Debug, Clone, Copy)]
+pub struct Times {
+    /// Added to the engine.
+    pub arrived: std::time::Instant,
+    /// First scheduled into a step.
+    pub scheduled: Option<std::time::Instant>,
+    /// Its first token sampled.
+    pub first_token: Option<std::time::Instant>,
+}
+
+impl Times {
+    /// Queue, prefill and decode time of a request that ends `now`.
+    pub fn timing(&self, now: std::time::Instant) -> RequestTiming {
+        let scheduled = self.scheduled.unwrap_or(now);
+        let first = self.first_token.unwrap_or(now);
+        RequestTiming {
+            queued: scheduled.saturating_duration_since(self.arrived),
+            prefill: first.saturating_duration_since(scheduled),
+            decode: now.saturating_duration_since(first),
+        }
+    }
+}
+
+/// Where a finished request's time went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTiming {
+    /// Waiting before its first step.
+    pub queued: std::time::Duration,
+    /// From its first step to its first token.
+    pub prefill: std::time::Duration,
+    /// From its first token to its end.
+    pub decode: std::time::Duration,
 }
 
 impl Sequence {
@@ -78,6 +115,11 @@ impl Sequence {
             table: BlockTable::default(),
             num_preemptions: 0,
             hold_kv: false,
+            times: Times {
+                arrived: std::time::Instant::now(),
+                scheduled: None,
+                first_token: None,
+            },
         }
     }
 

@@ -28,6 +28,8 @@ pub struct ReplayConfig {
     pub request_timeout: Duration,
     /// Draw a progress bar.
     pub progress: bool,
+    /// Sent as `Authorization: Bearer KEY` (a server started with --api-key).
+    pub api_key: Option<String>,
 }
 
 /// Synthesized prompts' vocabulary when the server does not say (Qwen's ordinary tokens).
@@ -63,7 +65,15 @@ pub async fn replay(
     if !(cfg.speedup.is_finite() && cfg.speedup > 0.0) {
         return Err(Error::InvalidRequest("--speedup must be positive".into()));
     }
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &cfg.api_key {
+        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| Error::InvalidRequest("the API key is not a valid header value".into()))?;
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .build()
         .map_err(|e| Error::InvalidRequest(e.to_string()))?;
     // The model and vocabulary from /v1/models, for what the command line leaves out; with

@@ -511,10 +511,22 @@ impl Frontend {
             return Flow::More;
         }
         let tail = st.text.finish(&self.tokenizer).unwrap_or_default();
-        self.metrics
-            .e2e
+        let m = &self.metrics;
+        m.e2e
             .with_label_values(&model)
             .observe(st.started.elapsed().as_secs_f64());
+        m.prompt_tokens
+            .with_label_values(&model)
+            .inc_by(st.prompt_tokens as u64);
+        m.generation_tokens
+            .with_label_values(&model)
+            .inc_by(st.n as u64);
+        m.prefix_queries
+            .with_label_values(&model)
+            .inc_by(st.prompt_tokens as u64);
+        m.prefix_hits
+            .with_label_values(&model)
+            .inc_by(st.cached_tokens as u64);
         self.count(&finish);
         let _ = tx
             .send(Event::Done {

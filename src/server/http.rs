@@ -38,19 +38,56 @@ use crate::engine::SamplingParams;
 /// Completions' `max_tokens` when the request gives none (OpenAI's and vLLM's default).
 const COMPLETION_DEFAULT_MAX_TOKENS: usize = 16;
 
-/// The HTTP application.
+/// The HTTP application. With an API key, every route but /health, /ping (liveness: the
+/// process answers, whatever its workers do) and /metrics (probes and scrapers) wants
+/// `Authorization: Bearer KEY`.
 pub fn app(fe: Arc<Frontend>) -> axum::Router {
-    axum::Router::new()
+    let api = axum::Router::new()
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
         .route("/reset_prefix_cache", post(reset_prefix_cache))
+        .route_layer(axum::middleware::from_fn_with_state(fe.clone(), authorize));
+    axum::Router::new()
+        .merge(api)
         .route("/health", get(health))
+        .route("/ping", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(fe.api.max_body_bytes))
         .with_state(fe)
+}
+
+/// Lets a request through when the server has no key, or the request carries it (compared in
+/// constant time); otherwise a 401 in OpenAI's shape.
+async fn authorize(
+    State(fe): State<Arc<Frontend>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(key) = &fe.api.api_key else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(subtle::ConstantTimeEq::ct_eq(
+        given.as_bytes(),
+        key.as_bytes(),
+    )) {
+        return next.run(req).await;
+    }
+    ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        message: "Incorrect or missing API key: send Authorization: Bearer <key>".into(),
+        param: None,
+        retry_after: None,
+    }
+    .into_response()
 }
 
 fn created() -> u64 {
@@ -806,6 +843,8 @@ async fn health(State(fe): State<Arc<Frontend>>) -> Response {
 }
 
 async fn metrics(State(fe): State<Arc<Frontend>>) -> String {
+    let m = &fe.metrics;
+    m.queued.set(fe.queued.load(Ordering::Relaxed) as i64);
     for pool in fe.pools() {
         let workers = pool.workers();
         let indexed: Vec<usize> = match pool.index.read() {
@@ -814,14 +853,13 @@ async fn metrics(State(fe): State<Arc<Frontend>>) -> String {
         };
         for (w, indexed) in workers.iter().zip(indexed) {
             let l = w.load.lock().map(|l| *l).unwrap_or_default();
-            let set = |q: &str, v: i64| {
-                fe.metrics
-                    .worker
-                    .with_label_values(&[w.addr.as_str(), q])
-                    .set(v)
-            };
-            set("running", l.running as i64);
-            set("waiting", l.waiting as i64);
+            let addr = [w.addr.as_str()];
+            m.running.with_label_values(&addr).set(l.running as i64);
+            m.waiting.with_label_values(&addr).set(l.waiting as i64);
+            m.kv_usage
+                .with_label_values(&addr)
+                .set(l.used_blocks as f64 / l.total_blocks.max(1) as f64);
+            let set = |q: &str, v: i64| m.worker.with_label_values(&[w.addr.as_str(), q]).set(v);
             set("used_blocks", l.used_blocks as i64);
             set("total_blocks", l.total_blocks as i64);
             set("queued_prefill_tokens", l.queued_prefill_tokens as i64);
@@ -833,5 +871,5 @@ async fn metrics(State(fe): State<Arc<Frontend>>) -> String {
             set("router_indexed_blocks", indexed as i64);
         }
     }
-    fe.metrics.render()
+    m.render()
 }

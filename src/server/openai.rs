@@ -457,6 +457,8 @@ pub struct ApiOptions {
     pub queue: QueueBounds,
     /// `--max-request-body-bytes`.
     pub max_body_bytes: usize,
+    /// `--api-key`: the bearer token every API call must carry (probes and scrapers excepted).
+    pub api_key: Option<String>,
 }
 
 impl Default for ApiOptions {
@@ -468,6 +470,7 @@ impl Default for ApiOptions {
             template_kwargs: Map::new(),
             queue: QueueBounds::default(),
             max_body_bytes: 8 << 20,
+            api_key: None,
         }
     }
 }

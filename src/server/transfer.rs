@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use futures::StreamExt;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Status;
 
 use super::proto;
@@ -88,7 +86,12 @@ impl WorkerService {
             .map_err(status_of)?;
         let last = loop {
             match out.recv().await {
-                Some(Ok(o)) if o.finish.is_some() => break o,
+                Some(Ok(o)) if o.finish.is_some() => {
+                    if let Some(t) = &o.timing {
+                        self.metrics.observe(t);
+                    }
+                    break o;
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(status_of(e)),
                 None => return Err(Status::internal("the engine dropped the request")),
@@ -197,11 +200,7 @@ impl WorkerService {
             .engine
             .commit_prefilled(request, d.first_token)
             .map_err(status_of)?;
-        let stream = UnboundedReceiverStream::new(outputs).map(move |item| {
-            let _ = &live;
-            item.map(response_of).map_err(status_of)
-        });
-        Ok(Box::pin(stream))
+        Ok(self.responses(outputs, live))
     }
 
     /// PullKv: checks the puller's layout, then streams each rank's shard of the blocks.

@@ -15,6 +15,7 @@ use super::proto::{self, worker_server::Worker};
 use crate::engine::{self, EngineHandle, RequestId, RequestOutput, SamplingParams};
 use crate::error::Error;
 use crate::kv::KvEvent;
+use crate::server::metrics::{TransferTotals, WorkerMetrics};
 
 /// A server-streaming RPC's response stream.
 pub type RpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -143,6 +144,33 @@ pub(super) struct TransferCounters {
     pub released: AtomicU64,
 }
 
+impl TransferCounters {
+    fn totals(&self) -> TransferTotals {
+        TransferTotals {
+            pulls: self.pulls.load(Ordering::Relaxed),
+            pulled_bytes: self.pulled_bytes.load(Ordering::Relaxed),
+            pull_seconds: self.pull_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            served_bytes: self.served_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What a worker's /metrics shows: its engine's stats, its transfers, its requests' timing.
+#[derive(Clone)]
+pub struct MetricsView {
+    engine: Arc<EngineHandle>,
+    transfers: Arc<TransferCounters>,
+    metrics: Arc<WorkerMetrics>,
+}
+
+impl MetricsView {
+    /// The Prometheus text of the worker now.
+    pub fn render(&self) -> String {
+        let stats = self.engine.stats().unwrap_or_default();
+        self.metrics.render(&stats, &self.transfers.totals())
+    }
+}
+
 /// The gRPC face of one worker.
 pub struct WorkerService {
     pub(super) engine: Arc<EngineHandle>,
@@ -155,7 +183,8 @@ pub struct WorkerService {
     ids: Arc<Mutex<HashMap<String, RequestId>>>,
     /// Finished prefill requests whose blocks are held, by request id.
     pub(super) held: Mutex<HashMap<String, RequestId>>,
-    pub(super) transfers: TransferCounters,
+    pub(super) transfers: Arc<TransferCounters>,
+    pub(super) metrics: Arc<WorkerMetrics>,
     /// Set when the worker shuts down: Health says not ready, new work is refused.
     draining: Arc<std::sync::atomic::AtomicBool>,
     next_id: AtomicU64,
@@ -178,10 +207,39 @@ impl WorkerService {
             transfer_addr,
             ids: Arc::default(),
             held: Mutex::default(),
-            transfers: TransferCounters::default(),
+            transfers: Arc::default(),
+            metrics: Arc::default(),
             draining: Arc::default(),
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// What its /metrics endpoint shows.
+    pub fn metrics_view(&self) -> MetricsView {
+        MetricsView {
+            engine: self.engine.clone(),
+            transfers: self.transfers.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// The gRPC responses of an engine output stream, each finished request's timing recorded.
+    pub(super) fn responses(
+        &self,
+        outputs: crate::engine::OutputStream,
+        live: LiveId,
+    ) -> RpcStream<proto::GenerateResponse> {
+        let metrics = self.metrics.clone();
+        let stream = UnboundedReceiverStream::new(outputs).map(move |item| {
+            let _ = &live;
+            if let Ok(o) = &item
+                && let Some(t) = &o.timing
+            {
+                metrics.observe(t);
+            }
+            item.map(response_of).map_err(status_of)
+        });
+        Box::pin(stream)
     }
 
     /// The flag that, once set, drains this worker (shared with its shutdown).
@@ -242,11 +300,7 @@ impl Worker for WorkerService {
             params: sampling_from_proto(sampling),
         };
         let outputs = self.engine.submit(request).map_err(status_of)?;
-        let stream = UnboundedReceiverStream::new(outputs).map(move |item| {
-            let _ = &live;
-            item.map(response_of).map_err(status_of)
-        });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(self.responses(outputs, live)))
     }
 
     async fn abort(

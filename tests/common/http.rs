@@ -42,7 +42,7 @@ pub async fn indexed_blocks(base: &str) -> u64 {
     let text = metrics_text(base).await;
     text.lines()
         .filter(|l| {
-            l.starts_with("tandem_worker{") && l.contains("quantity=\"router_indexed_blocks\"")
+            l.starts_with("tandem:worker{") && l.contains("quantity=\"router_indexed_blocks\"")
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
