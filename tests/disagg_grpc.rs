@@ -224,16 +224,18 @@ async fn short_transfers_full_caches_and_bad_addresses_are_refused_cleanly() {
     let pre = pc.prefill(req.clone()).await.unwrap().into_inner();
     let mut big = layout.clone();
     big.block_bytes *= 2;
-    let err = tandem::server::transfer::pull(&pre.transfer_addr, "dl", pre.block_ids.clone(), big)
-        .await
-        .err()
-        .unwrap();
+    let err =
+        tandem::server::transfer::pull(&pre.transfer_addr, "dl", pre.block_ids.clone(), big, None)
+            .await
+            .err()
+            .unwrap();
     assert_eq!(err.code(), Code::DataLoss, "{err:?}");
     assert!(err.message().contains("expected"), "{err:?}");
     // The hold is still there for a correct pull, then released.
-    let shards = tandem::server::transfer::pull(&pre.transfer_addr, "dl", pre.block_ids, layout)
-        .await
-        .unwrap();
+    let shards =
+        tandem::server::transfer::pull(&pre.transfer_addr, "dl", pre.block_ids, layout, None)
+            .await
+            .unwrap();
     assert_eq!(shards.len(), 1);
     assert!(
         pc.release_kv(ReleaseKvRequest {

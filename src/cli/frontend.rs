@@ -21,6 +21,7 @@ use crate::server::dispatch::Frontend;
 use crate::server::http::app;
 use crate::server::openai::{ApiOptions, Defaults, QueueBounds};
 use crate::server::reasoning::ReasoningParserKind;
+use crate::server::tls::TlsFiles;
 use crate::server::tool_calls::ToolParserKind;
 use crate::tokenizer::Tokenizer;
 use serde_json::Value;
@@ -85,6 +86,18 @@ pub struct HttpArgs {
     /// Health checks missed in a row after which a worker leaves the pool.
     #[arg(long, default_value_t = 3)]
     health_check_misses: u32,
+    /// PEM CA of the workers' certificates: connect to workers over TLS.
+    #[arg(long)]
+    worker_tls_ca: Option<PathBuf>,
+    /// PEM client certificate to present to workers that require one (with --worker-tls-key).
+    #[arg(long, requires = "worker_tls_key")]
+    worker_tls_cert: Option<PathBuf>,
+    /// PEM private key of --worker-tls-cert.
+    #[arg(long, requires = "worker_tls_cert")]
+    worker_tls_key: Option<PathBuf>,
+    /// The name the workers' certificates carry (default: the host of each address).
+    #[arg(long)]
+    worker_tls_domain: Option<String>,
     /// Chat template variables every request gets unless it sets its own
     /// (`chat_template_kwargs`); the default answers without thinking, as a JSON object.
     #[arg(long, default_value = r#"{"enable_thinking": false}"#)]
@@ -269,7 +282,18 @@ fn frontend_over(
     model: Option<&PathBuf>,
 ) -> anyhow::Result<Arc<Frontend>> {
     let liveness = http.liveness()?;
-    let pool = WorkerPool::with_liveness(addrs, liveness).map_err(anyhow::Error::msg)?;
+    let tls = TlsFiles {
+        cert: http.worker_tls_cert.clone(),
+        key: http.worker_tls_key.clone(),
+        ca: http.worker_tls_ca.clone(),
+        domain: http.worker_tls_domain.clone(),
+    }
+    .client()?;
+    if tls.is_none() && http.worker_tls_cert.is_some() {
+        bail!("--worker-tls-cert needs --worker-tls-ca");
+    }
+    let pool =
+        WorkerPool::with_options(addrs, liveness, tls.clone()).map_err(anyhow::Error::msg)?;
     let policy = match http.router {
         RouterArg::RoundRobin => Policy::RoundRobin,
         RouterArg::Kv => Policy::Kv {
@@ -279,7 +303,7 @@ fn frontend_over(
     // Decode workers are picked by load alone: no cached prefix matters to them.
     let decode = decode
         .map(|d| {
-            WorkerPool::with_liveness(d, liveness)
+            WorkerPool::with_options(d, liveness, tls.clone())
                 .map(|p| Router::new(Policy::Kv { temperature: 0.0 }, p))
         })
         .transpose()

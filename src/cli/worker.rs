@@ -15,6 +15,7 @@ use crate::engine::hooks::{Hooked, Hooks};
 use crate::loader::{DeviceKind, LoadedModel, load_cpu, load_cuda};
 use crate::server::kv_hub::KvEventHub;
 use crate::server::proto::{KvLayout, ModelInfoResponse, worker_server::WorkerServer};
+use crate::server::tls::TlsFiles;
 use crate::server::worker::WorkerService;
 use crate::server::zmq_events::ZmqPublisher;
 
@@ -41,6 +42,23 @@ pub struct WorkerArgs {
     /// Address decode workers use to pull KV from this one (default: the bound address).
     #[arg(long)]
     advertise_addr: Option<String>,
+    /// Serve gRPC over TLS with this PEM certificate (and --tls-key); also the client
+    /// certificate this worker presents to the prefill workers it pulls from.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// PEM CA of the other workers' certificates (pulls go over TLS when given), and of
+    /// clients' with --tls-require-client-cert.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The name peer workers' certificates carry (default: the host of their address).
+    #[arg(long)]
+    tls_domain: Option<String>,
+    /// Accept only clients with a certificate signed by --tls-ca (mutual TLS).
+    #[arg(long, requires = "tls_ca")]
+    tls_require_client_cert: bool,
     /// Serve Prometheus metrics (GET /metrics) on this port (0: any free port).
     #[arg(long)]
     metrics_port: Option<u16>,
@@ -202,6 +220,13 @@ fn serve<B: Backend>(args: WorkerArgs, mut loaded: LoadedModel<B>) -> anyhow::Re
                 .clone()
                 .unwrap_or_else(|| addr.to_string()),
         );
+        let tls = TlsFiles {
+            cert: args.tls_cert.clone(),
+            key: args.tls_key.clone(),
+            ca: args.tls_ca.clone(),
+            domain: args.tls_domain.clone(),
+        };
+        let service = service.with_peer_tls(tls.client()?);
         let draining = service.drain_flag();
         if let Some(port) = args.metrics_port {
             let view = service.metrics_view();
@@ -224,8 +249,12 @@ fn serve<B: Backend>(args: WorkerArgs, mut loaded: LoadedModel<B>) -> anyhow::Re
             });
         }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(cfg) = tls.server(args.tls_require_client_cert)? {
+            builder = builder.tls_config(cfg).context("TLS settings")?;
+        }
         // Wide HTTP/2 windows: KV transfers stream hundreds of MiB per request.
-        let server = tonic::transport::Server::builder()
+        let server = builder
             .initial_stream_window_size(Some(crate::server::transfer::WINDOW_BYTES))
             .initial_connection_window_size(Some(crate::server::transfer::WINDOW_BYTES))
             .max_frame_size(Some(crate::server::transfer::FRAME_BYTES))

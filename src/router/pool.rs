@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use super::discovery::{self, DnsSource, Resolver, WorkerEntry, system_resolver};
 use super::index::{KvIndex, MAX_WORKERS};
@@ -63,9 +63,8 @@ pub struct WorkerHandle {
 
 impl WorkerHandle {
     /// A handle for the worker at `addr` (connected lazily: it may come up later).
-    fn new(addr: &str) -> Result<Self, String> {
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad worker address {addr}: {e}"))?
+    fn new(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Self, String> {
+        let ep = crate::server::tls::endpoint(addr, tls)?
             .connect_timeout(Duration::from_secs(2))
             // A pod that vanishes sends no RST: pings find the dead connection, so streams
             // to it (KV events, generations) end instead of hanging.
@@ -136,6 +135,8 @@ pub struct WorkerPool {
     /// Set by `start`: whether workers added later follow KV events.
     track_kv: OnceLock<bool>,
     liveness: Liveness,
+    /// TLS towards the workers (None: plain TCP).
+    tls: Option<ClientTlsConfig>,
 }
 
 impl WorkerPool {
@@ -147,18 +148,28 @@ impl WorkerPool {
 
     /// As `new`, telling live workers from dead ones by `liveness`.
     pub fn with_liveness(entries: &[String], liveness: Liveness) -> Result<Arc<Self>, String> {
-        Self::build(entries, system_resolver(), liveness)
+        Self::build(entries, system_resolver(), liveness, None)
+    }
+
+    /// As `with_liveness`, connecting to the workers with `tls`.
+    pub fn with_options(
+        entries: &[String],
+        liveness: Liveness,
+        tls: Option<ClientTlsConfig>,
+    ) -> Result<Arc<Self>, String> {
+        Self::build(entries, system_resolver(), liveness, tls)
     }
 
     /// As `new`, resolving `dns:` entries with `resolver`.
     pub fn with_resolver(entries: &[String], resolver: Resolver) -> Result<Arc<Self>, String> {
-        Self::build(entries, resolver, Liveness::default())
+        Self::build(entries, resolver, Liveness::default(), None)
     }
 
     fn build(
         entries: &[String],
         resolver: Resolver,
         liveness: Liveness,
+        tls: Option<ClientTlsConfig>,
     ) -> Result<Arc<Self>, String> {
         if entries.is_empty() {
             return Err("give at least one worker (host:port or dns:NAME:PORT)".into());
@@ -166,7 +177,7 @@ impl WorkerPool {
         let (mut fixed, mut sources) = (Vec::new(), Vec::new());
         for e in entries {
             match WorkerEntry::parse(e)? {
-                WorkerEntry::Fixed(a) => fixed.push(Arc::new(WorkerHandle::new(&a)?)),
+                WorkerEntry::Fixed(a) => fixed.push(Arc::new(WorkerHandle::new(&a, tls.as_ref())?)),
                 WorkerEntry::Dns(s) => sources.push(s),
             }
         }
@@ -180,6 +191,7 @@ impl WorkerPool {
             resolver,
             track_kv: OnceLock::new(),
             liveness,
+            tls,
         }))
     }
 
@@ -231,7 +243,7 @@ impl WorkerPool {
             }
             return Ok(i);
         }
-        let handle = Arc::new(WorkerHandle::new(addr)?);
+        let handle = Arc::new(WorkerHandle::new(addr, self.tls.as_ref())?);
         let slot = if ws.len() < MAX_WORKERS {
             index.add_worker();
             ws.push(handle.clone());

@@ -10,6 +10,7 @@ pub mod openai;
 pub mod proto;
 pub mod reasoning;
 pub mod response;
+pub mod tls;
 pub mod tool_calls;
 pub mod transfer;
 pub mod worker;

@@ -170,6 +170,7 @@ impl WorkerService {
                 &r.request_id,
                 d.source_block_ids.clone(),
                 self.layout.clone(),
+                self.peer_tls.as_ref(),
             )
             .await?;
             let t = &self.transfers;
@@ -187,11 +188,13 @@ impl WorkerService {
         }
         // The source frees its copy now; if this is lost, its hold times out.
         let (addr, rid) = (d.source_addr.clone(), r.request_id.clone());
+        let tls = self.peer_tls.clone();
         tokio::spawn(async move {
-            if let Ok(mut c) =
-                proto::worker_client::WorkerClient::connect(format!("http://{addr}")).await
-            {
-                let _ = c
+            let Ok(ep) = crate::server::tls::endpoint(&addr, tls.as_ref()) else {
+                return;
+            };
+            if let Ok(ch) = ep.connect().await {
+                let _ = proto::worker_client::WorkerClient::new(ch)
                     .release_kv(proto::ReleaseKvRequest { request_id: rid })
                     .await;
             }
@@ -283,17 +286,19 @@ impl WorkerService {
     }
 }
 
-/// Pulls `blocks` of `request_id` from the worker at `addr`: one buffer per TP rank.
+/// Pulls `blocks` of `request_id` from the worker at `addr` (over TLS with `tls`): one
+/// buffer per TP rank.
 pub async fn pull(
     addr: &str,
     request_id: &str,
     blocks: Vec<u32>,
     layout: proto::KvLayout,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
 ) -> Result<Vec<Vec<u8>>, Status> {
     let unreachable = |e: tonic::transport::Error| {
         Status::unavailable(format!("cannot reach the prefill worker at {addr}: {e}"))
     };
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    let channel = crate::server::tls::endpoint(addr, tls)
         .map_err(|e| Status::invalid_argument(format!("bad source address {addr}: {e}")))?
         .initial_stream_window_size(Some(WINDOW_BYTES))
         .initial_connection_window_size(Some(WINDOW_BYTES))

@@ -187,6 +187,8 @@ pub struct WorkerService {
     pub(super) metrics: Arc<WorkerMetrics>,
     /// Set when the worker shuts down: Health says not ready, new work is refused.
     draining: Arc<std::sync::atomic::AtomicBool>,
+    /// TLS towards the prefill workers it pulls from (None: plain TCP).
+    pub(super) peer_tls: Option<tonic::transport::ClientTlsConfig>,
     next_id: AtomicU64,
 }
 
@@ -210,8 +212,15 @@ impl WorkerService {
             transfers: Arc::default(),
             metrics: Arc::default(),
             draining: Arc::default(),
+            peer_tls: None,
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// Pulls KV from peers over TLS with `tls`.
+    pub fn with_peer_tls(mut self, tls: Option<tonic::transport::ClientTlsConfig>) -> Self {
+        self.peer_tls = tls;
+        self
     }
 
     /// What its /metrics endpoint shows.
