@@ -257,7 +257,7 @@ fn kv_transfer(rt: &tokio::runtime::Runtime) {
         let mut times = Vec::new();
         for _ in 0..5 {
             let t = Instant::now();
-            let shards = tandem::server::transfer::pull(&p.1, "bench", pre.block_ids.clone(), layout.clone()).await.unwrap();
+            let shards = tandem::server::transfer::pull(&p.1, "bench", pre.block_ids.clone(), layout.clone(), None).await.unwrap();
             times.push(t.elapsed());
             assert_eq!(shards[0].len() as f64, bytes);
         }
