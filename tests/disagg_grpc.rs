@@ -104,7 +104,15 @@ async fn disaggregated_output_equals_aggregated_and_the_source_is_freed() {
         source_engine_id: pre.engine_id,
         source_block_ids: pre.block_ids,
     };
-    assert_eq!(dc.decode(late).await.err().unwrap().code(), Code::NotFound);
+    // The source's hold expired: DATA_LOSS from the source (the frontend prefills again).
+    let err = dc.decode(late).await.err().unwrap();
+    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
+    assert!(
+        err.message()
+            .starts_with(tandem::server::transfer::KV_SOURCE_LOST)
+            && err.message().contains("NotFound"),
+        "{err:?}"
+    );
     assert_eq!(used_when_idle(&mut dc).await, 0);
 }
 
@@ -126,7 +134,8 @@ async fn a_dead_prefill_worker_or_a_layout_mismatch_fails_cleanly() {
         source_block_ids: pre.block_ids,
     };
     let err = dc.decode(decode).await.err().unwrap();
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
+    assert!(err.message().contains("Unavailable"), "{err:?}");
     assert_eq!(used_when_idle(&mut dc).await, 0);
 
     // A decode worker whose block size differs is refused by the handshake.
@@ -277,7 +286,7 @@ async fn short_transfers_full_caches_and_bad_addresses_are_refused_cleanly() {
         .port();
     for (addr, code) in [
         ("not an address at all", Code::InvalidArgument),
-        (&*format!("127.0.0.1:{port}"), Code::Unavailable),
+        (&*format!("127.0.0.1:{port}"), Code::DataLoss),
     ] {
         let bad = DecodeRequest {
             source_addr: addr.to_string(),

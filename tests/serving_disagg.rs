@@ -288,3 +288,67 @@ async fn a_decode_worker_runs_no_more_than_max_num_seqs_pulled_requests() {
     );
     assert_eq!(load(&d.addr).await.used_blocks, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefill_worker_lost_before_the_pull_is_replaced_by_another_prefill() {
+    // The decode worker's steps take 400 ms, so a pull waits behind a step: time enough to
+    // kill the prefill worker that holds the prompt's KV.
+    let (mut p0, p1, d) = (
+        demo_worker(&["--role", "prefill"]),
+        demo_worker(&["--role", "prefill"]),
+        demo_worker(&[
+            "--role",
+            "decode",
+            "--no-prefix-caching",
+            "--debug-step-delay-ms",
+            "400",
+        ]),
+    );
+    let fe = disagg_frontend(
+        &[&p0.addr, &p1.addr],
+        &d.addr,
+        &["--router", "round-robin", "--health-check-interval", "60"],
+    );
+    let base = format!("http://{}", fe.addr);
+    wait_health(&base, 200).await;
+    let prompt: Vec<u32> = (0..30).map(|t| t * 5 + 1).collect();
+    // Round-robin: request 0 (prefill worker 0) gives the expected tokens, request 1
+    // (worker 1) keeps the decode worker stepping, request 2 goes to prefill worker 0.
+    let want = tokens(&complete(&base, &prompt).await);
+    let b = base.clone();
+    let long = tokio::spawn(async move {
+        let body = json!({"model": "tandem-demo", "prompt": [3, 4, 5], "max_tokens": 6,
+            "temperature": 0, "ignore_eos": true});
+        completion(&b, &body).await
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let b = base.clone();
+    let p = prompt.clone();
+    let second = tokio::spawn(async move { complete(&b, &p).await });
+    // Once prefill worker 0 holds the prompt (its KV pull waits behind the decode step), it dies.
+    for _ in 0..200 {
+        if load(&p0.addr).await.used_blocks > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    p0.child.kill().unwrap();
+    p0.child.wait().unwrap();
+    assert_same(
+        &tokens(&second.await.unwrap()),
+        &want,
+        "decoded from the second prefill",
+    );
+    long.await.unwrap();
+    assert_eq!(failovers(&base, "retry").await, 1);
+    // Pulls: request 0 (from worker 0), request 1 and the second prefill (from worker 1),
+    // which freed both its holds.
+    for _ in 0..200 {
+        let (dl, pl) = (load(&d.addr).await, load(&p1.addr).await);
+        if dl.kv_pulls == 3 && pl.kv_released == 2 && pl.used_blocks == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the pulls and releases did not add up");
+}

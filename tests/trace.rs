@@ -11,8 +11,8 @@ fn loader_matches_the_published_trace_figures() {
     // The same file read from disk, through the .xz path of `--trace`.
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("data/traces/mooncake_conversation_trace.jsonl.xz");
-    assert_eq!(load(&path).unwrap(), reqs);
-    let s = stats(&reqs);
+    assert_eq!(load(&path, 512).unwrap(), reqs);
+    let s = stats(&reqs, 512);
     assert_eq!(s.requests, 12_031);
     assert_eq!(s.duration_ms, 3_536_999);
     assert!(

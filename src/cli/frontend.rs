@@ -383,46 +383,52 @@ async fn start_workers(
     extra: &[&str],
     (first, n): (usize, usize),
 ) -> anyhow::Result<(Vec<tokio::process::Child>, Vec<String>)> {
-    let exe = std::env::current_exe()?;
     let (mut children, mut addrs) = (Vec::new(), Vec::new());
     for i in 0..n {
-        let mut cmd = tokio::process::Command::new(&exe);
-        cmd.arg("worker")
-            .args(args.model.to_cli_args())
-            .args(["--port", "0", "--role", role])
-            .args([
-                "--shutdown-timeout",
-                &args.http.shutdown_timeout.to_string(),
-            ])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .kill_on_drop(true);
+        let mut argv: Vec<String> = vec!["worker".into()];
+        argv.extend(args.model.to_cli_args());
+        argv.extend(["--port", "0", "--role", role].map(String::from));
+        argv.extend([
+            "--shutdown-timeout".into(),
+            args.http.shutdown_timeout.to_string(),
+        ]);
+        argv.extend(extra.iter().map(|s| s.to_string()));
         if let Some(ep) = &args.kv_events_endpoint {
             let ep = endpoint_plus(ep, first + i)?;
             tracing::info!(role, worker = i, endpoint = %ep, "KV events over ZMQ");
-            cmd.args(["--kv-events-endpoint", &ep]);
+            argv.extend(["--kv-events-endpoint".into(), ep]);
         }
-        stop_with_parent(&mut cmd);
-        let mut child = cmd.spawn().context("starting a worker")?;
-        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let addr = loop {
-            match lines.next_line().await? {
-                Some(l) => {
-                    if let Some(a) = l.split("listening on ").nth(1) {
-                        break a.trim().to_string();
-                    }
-                }
-                None => bail!(
-                    "{role} worker {i} exited while starting: {}",
-                    child.wait().await?
-                ),
-            }
-        };
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (child, addr) = spawn_tandem(&argv)
+            .await
+            .with_context(|| format!("{role} worker {i}"))?;
         addrs.push(addr);
         children.push(child);
     }
     Ok((children, addrs))
+}
+
+/// Starts `tandem ARGV` as a child that dies with this process, and waits for the address it
+/// prints ("... listening on ADDR"); its further output is drained.
+pub(crate) async fn spawn_tandem(
+    argv: &[String],
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.args(argv).stdout(Stdio::piped()).kill_on_drop(true);
+    stop_with_parent(&mut cmd);
+    let mut child = cmd.spawn().context("starting tandem")?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let addr = loop {
+        match lines.next_line().await? {
+            Some(l) => {
+                if let Some(a) = l.split("listening on ").nth(1) {
+                    break a.trim().to_string();
+                }
+            }
+            None => bail!("it exited while starting: {}", child.wait().await?),
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, addr))
 }
 
 /// Runs `tandem serve`: starts the workers (aggregated, or prefill and decode), then the

@@ -5,6 +5,8 @@ pub mod frontend;
 pub mod generate;
 pub mod replay;
 pub mod simulate;
+pub mod soak;
+pub mod trace;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -39,6 +41,11 @@ pub enum Command {
     /// Replay a trace through simulated deployments (the servers' router, scheduler and KV
     /// cache on a simulated clock) and compare them.
     Simulate(simulate::SimulateArgs),
+    /// Load-test real deployments under faults: capacity, then the trace at multiples of it
+    /// while workers are killed; reports every request's fate, leaked blocks and memory.
+    Soak(soak::SoakArgs),
+    /// A trace's figures, or a scaled copy of it.
+    Trace(trace::TraceCmdArgs),
     /// Time every CUDA kernel at Qwen3-32B shapes against measured ceilings (cuda builds).
     BenchKernels(bench_kernels::BenchKernelsArgs),
 }
@@ -242,6 +249,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => frontend::serve(args),
         Command::Replay(args) => replay::replay(args),
         Command::Simulate(args) => simulate::simulate_cmd(args),
+        Command::Trace(args) => trace::trace_cmd(args),
+        Command::Soak(args) => soak::soak(args),
         Command::BenchKernels(args) => bench_kernels::bench_kernels(args),
     }
 }

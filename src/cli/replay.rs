@@ -7,29 +7,21 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
+use super::trace::TraceArgs;
 use crate::replay::client::{ReplayConfig, replay as run_replay};
 use crate::replay::metrics::{Slo, summarize};
-use crate::replay::trace::load_or_reference;
 
 /// Arguments of `tandem replay`.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// Mooncake JSONL trace (timestamp, input_length, output_length, hash_ids per line; .xz
-    /// is read too). Default: the built-in Mooncake conversation trace (12,031 requests).
-    #[arg(long)]
-    trace: Option<PathBuf>,
+    #[command(flatten)]
+    trace: TraceArgs,
     /// Server base URL.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     url: String,
     /// Model name (default: the server's, from /v1/models).
     #[arg(long)]
     model: Option<String>,
-    /// Replay this many times faster than the trace's timestamps.
-    #[arg(long, default_value_t = 1.0)]
-    speedup: f64,
-    /// Replay only the first N requests.
-    #[arg(long)]
-    max_requests: Option<usize>,
     /// Goodput thresholds in AIPerf's syntax, e.g. "time_to_first_token:2000 inter_token_latency:25".
     #[arg(long)]
     goodput: Option<String>,
@@ -51,18 +43,16 @@ pub struct ReplayArgs {
 /// Runs `tandem replay`.
 pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let slo = args.goodput.as_deref().map(Slo::parse).transpose()?;
-    let mut reqs = load_or_reference(args.trace.as_deref())?;
-    if let Some(n) = args.max_requests {
-        reqs.truncate(n);
-    }
+    let (reqs, trace_block) = args.trace.load()?;
     if args.vocab == Some(0) || !(args.request_timeout.is_finite() && args.request_timeout > 0.0) {
         anyhow::bail!("--vocab and --request-timeout must be positive");
     }
     let cfg = ReplayConfig {
         url: args.url.trim_end_matches('/').to_string(),
         model: args.model.clone(),
-        speedup: args.speedup,
+        speedup: 1.0,
         vocab: args.vocab,
+        trace_block,
         request_timeout: Duration::from_secs_f64(args.request_timeout),
         progress: true,
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),

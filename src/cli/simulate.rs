@@ -7,9 +7,9 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 
 use super::frontend::RouterArg;
+use super::trace::TraceArgs;
 use crate::config::EngineConfig;
 use crate::replay::metrics::{RequestRecord, Slo, summarize};
-use crate::replay::trace::load_or_reference;
 use crate::router::Policy;
 use crate::sim::report::{Arm, json, table};
 use crate::sim::{ClusterConfig, Profile, SimOutcome, Topology, plot, simulate};
@@ -28,10 +28,8 @@ pub enum Deployment {
 /// Arguments of `tandem simulate`.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    /// Mooncake JSONL trace (timestamp, input_length, output_length, hash_ids per line; .xz
-    /// is read too). Default: the built-in Mooncake conversation trace (12,031 requests).
-    #[arg(long)]
-    trace: Option<PathBuf>,
+    #[command(flatten)]
+    trace: TraceArgs,
     /// baseline, disagg, or both (the A/B).
     #[arg(long, value_enum, default_value = "both")]
     deployment: Deployment,
@@ -85,12 +83,6 @@ pub struct SimulateArgs {
     /// Turn off prefix caching.
     #[arg(long)]
     no_prefix_caching: bool,
-    /// Replay this many times faster than the trace's timestamps.
-    #[arg(long, default_value_t = 1.0)]
-    speedup: f64,
-    /// Simulate only the first N requests.
-    #[arg(long)]
-    max_requests: Option<usize>,
     /// Goodput thresholds in AIPerf's syntax.
     #[arg(
         long,
@@ -117,9 +109,6 @@ fn policy(r: RouterArg, temperature: f64) -> Policy {
 
 /// Runs `tandem simulate`.
 pub fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
-    if !(args.speedup.is_finite() && args.speedup > 0.0) {
-        bail!("--speedup must be positive");
-    }
     if args.workers == 0 || args.prefill == 0 || args.decode == 0 || args.tp == 0 {
         bail!("--workers, --prefill, --decode and --tensor-parallel-size must be positive");
     }
@@ -136,10 +125,7 @@ pub fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
         ),
     };
     profile.validate()?;
-    let mut trace = load_or_reference(args.trace.as_deref())?;
-    if let Some(n) = args.max_requests {
-        trace.truncate(n);
-    }
+    let (trace, trace_block) = args.trace.load()?;
     let engine = EngineConfig {
         block_size: args.block_size,
         num_blocks: args
@@ -158,7 +144,8 @@ pub fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
         topology,
         policy: policy(router, args.router_temperature),
         engine: engine.clone(),
-        speedup: args.speedup,
+        speedup: 1.0,
+        trace_block,
         vocab: args.vocab,
         seed: args.seed,
     };

@@ -24,6 +24,8 @@ pub struct ReplayConfig {
     pub speedup: f64,
     /// Synthesized prompt tokens come from ids `0..vocab`; asked from /v1/models when None.
     pub vocab: Option<u32>,
+    /// Tokens per hash id of the trace.
+    pub trace_block: usize,
     /// Give up on a request after this long.
     pub request_timeout: Duration,
     /// Draw a progress bar.
@@ -111,7 +113,7 @@ pub async fn replay(
     for (index, r) in reqs.iter().enumerate() {
         let at = Duration::from_secs_f64(r.timestamp as f64 / 1000.0 / cfg.speedup);
         tokio::time::sleep_until((start + at).into()).await;
-        let prompt = synthesize(r, 0, vocab);
+        let prompt = synthesize(r, 0, vocab, cfg.trace_block);
         let (shared, output_length) = (shared.clone(), r.output_length);
         tasks.push(tokio::spawn(async move {
             let (client, model, cfg, bar) = &*shared;

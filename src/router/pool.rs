@@ -59,6 +59,7 @@ pub struct WorkerHandle {
     last_event: AtomicU64,
     /// Bumped when it is retired: an event stream opened before must resync by snapshot.
     epoch: AtomicU64,
+    joins: AtomicU64,
 }
 
 impl WorkerHandle {
@@ -82,6 +83,7 @@ impl WorkerHandle {
             info: OnceLock::new(),
             last_event: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
+            joins: AtomicU64::new(0),
         })
     }
 
@@ -105,8 +107,15 @@ impl WorkerHandle {
     /// Puts it (back) into the pool.
     pub fn mark_healthy(&self) {
         if !self.healthy.swap(true, Ordering::AcqRel) {
+            self.joins.fetch_add(1, Ordering::AcqRel);
             tracing::info!(worker = %self.addr, "worker joined the pool");
         }
+    }
+
+    /// How many times it has joined the pool: a worker that failed a call and has joined
+    /// since (restarted, say) is a new chance.
+    pub fn joins(&self) -> u64 {
+        self.joins.load(Ordering::Acquire)
     }
 
     /// Records its model info (the first answer wins: a worker's model does not change).
@@ -343,8 +352,8 @@ async fn poll_health(pool: Arc<WorkerPool>, slot: usize, w: Arc<WorkerHandle>) {
     }
 }
 
-/// Converts a gRPC event to the engine's.
-fn event_of(e: proto::KvEvent) -> Option<KvEvent> {
+/// Converts a gRPC event to the engine's (None for an event with no kind).
+pub fn event_of(e: proto::KvEvent) -> Option<KvEvent> {
     Some(match e.event? {
         Event::Stored(s) => KvEvent::BlockStored {
             block_hashes: s.block_hashes,

@@ -74,16 +74,35 @@ pub struct Frontend {
     next_id: AtomicU64,
 }
 
-/// How far a relayed generation has got.
+/// How far a relayed generation has got (across the workers it may move between).
 struct Progress {
     text: TextStream,
-    /// Prompt and cached prompt tokens (the prefill worker's count wins in disaggregation).
+    /// Prompt and cached prompt tokens, as the first worker to answer counts them.
     prompt_tokens: usize,
     cached_tokens: usize,
+    /// Tokens sent to the client so far.
+    tokens: Vec<u32>,
     n: usize,
     last: Instant,
     started: Instant,
 }
+
+impl Progress {
+    fn new(params: &SamplingParams, started: Instant) -> Self {
+        Progress {
+            text: TextStream::new(params.stop.clone()),
+            prompt_tokens: 0,
+            cached_tokens: 0,
+            tokens: Vec::new(),
+            n: 0,
+            last: started,
+            started,
+        }
+    }
+}
+
+/// Times a generation may move to another worker after its worker died mid-stream.
+const MIGRATIONS: usize = 2;
 
 /// Whether a relay goes on after a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,8 +116,9 @@ enum Flow {
 enum Relayed {
     /// With the request's end, a failure the client was told of, or the client gone.
     Done,
-    /// The worker in this slot failed before the first token: the request may go elsewhere.
-    FailedEarly(usize),
+    /// The worker in this slot failed: the request may go on elsewhere (from scratch before
+    /// its first token, from the tokens it has after).
+    Failed(usize),
 }
 
 /// Releases the router's in-flight accounting of a request when it ends.
@@ -201,52 +221,86 @@ impl Frontend {
                 decode
             }
             Some(_) => {
-                // "Retried once on another prefill worker": two attempts at most.
-                let (pre, _prefilling) = self
-                    .call(&self.router, &req, (2, &[]), |mut c, r| async move {
+                // A failed prefill goes to another prefill worker (or the same one, once it
+                // has joined the pool again).
+                let tries = self.router.pool().workers().len() + 1;
+                let (pre, prefilling) = self
+                    .call(&self.router, &req, (tries, &[]), |mut c, r| async move {
                         c.prefill(r).await.map(|r| r.into_inner())
                     })
                     .await?;
                 let this = self.clone();
-                tokio::spawn(async move { this.decode_after(pre, req, params, tx, started).await });
+                let slot = prefilling.slot;
+                drop(prefilling);
+                tokio::spawn(async move {
+                    this.decode_after((pre, slot), req, params, tx, started)
+                        .await
+                });
                 return Ok(rx);
             }
             None => &self.router,
         };
-        let tries = whole.pool().workers().len();
+        let tries = whole.pool().workers().len() + 1;
         let (stream, guard) = self
             .call(whole, &req, (tries, &[]), |mut c, r| async move {
                 c.generate(r).await.map(|r| r.into_inner())
             })
             .await?;
         let this = self.clone();
-        let req = req.clone();
         tokio::spawn(async move {
-            let whole = match &this.decode {
-                Some(d) => d,
-                None => &this.router,
-            };
-            let first = this
-                .relay(
-                    None,
-                    async { Ok((stream, guard)) },
-                    params.clone(),
-                    tx.clone(),
-                    started,
-                    true,
-                )
+            let mut st = Progress::new(&params, started);
+            let outcome = this
+                .relay(&mut st, None, async { Ok((stream, guard)) }, &tx, true)
                 .await;
-            // A worker that died before its first token: once more, on another worker.
-            if let Relayed::FailedEarly(slot) = first {
-                this.metrics.failovers.with_label_values(&["retry"]).inc();
-                let exclude = [slot];
-                let reopened = this.call(whole, &req, (1, &exclude), |mut c, r| async move {
-                    c.generate(r).await.map(|r| r.into_inner())
-                });
-                this.relay(None, reopened, params, tx, started, false).await;
+            if let Relayed::Failed(slot) = outcome {
+                let whole = this.decode.as_ref().unwrap_or(&this.router);
+                this.migrate(whole, &req, &mut st, slot, &tx).await;
             }
         });
         Ok(rx)
+    }
+
+    /// Goes on with a generation whose worker (in `slot`) died: on another worker of
+    /// `whole`, as a request whose prompt is the original one followed by the tokens the
+    /// client already has (computed again: correct for any model), for what is left of
+    /// max_tokens. At most [`MIGRATIONS`] times.
+    async fn migrate(
+        &self,
+        whole: &Router,
+        req: &proto::GenerateRequest,
+        st: &mut Progress,
+        mut slot: usize,
+        tx: &mpsc::Sender<Event>,
+    ) {
+        let tries = whole.pool().workers().len() + 1;
+        for _ in 0..MIGRATIONS {
+            self.metrics.failovers.with_label_values(&["retry"]).inc();
+            let mut moved = req.clone();
+            moved.request_id = format!("{}-m{}", req.request_id, st.n);
+            moved.prompt_token_ids.extend_from_slice(&st.tokens);
+            if let Some(s) = &mut moved.sampling {
+                s.max_tokens = s.max_tokens.saturating_sub(st.n as u32).max(1);
+            }
+            tracing::warn!(
+                tokens = st.n,
+                "the worker died; the generation goes on elsewhere"
+            );
+            let exclude = [slot];
+            let reopened = self.call(whole, &moved, (tries, &exclude), |mut c, r| async move {
+                c.generate(r).await.map(|r| r.into_inner())
+            });
+            match self.relay(st, None, reopened, tx, true).await {
+                Relayed::Done => return,
+                Relayed::Failed(s) => slot = s,
+            }
+        }
+        self.count("error");
+        let _ = tx
+            .send(Event::Failed(ApiError::server(
+                StatusCode::BAD_GATEWAY,
+                "the generation's workers kept failing",
+            )))
+            .await;
     }
 
     /// Calls `rpc` on a worker `router` picks, moving on to another worker when one is down,
@@ -264,12 +318,26 @@ impl Frontend {
     {
         let prompt = &req.prompt_token_ids;
         let bs = router.pool().block_size().unwrap_or(1);
-        let mut tried = exclude.to_vec();
-        while tried.len() < exclude.len() + attempts.max(1) {
-            let Some(choice) = router.pick(prompt, &tried) else {
+        // A worker that failed this request is skipped, unless it has joined the pool again
+        // since (a restarted worker is a new chance).
+        let mut failed: Vec<(usize, u64)> = Vec::new();
+        let mut failures = Vec::new();
+        while failures.len() < attempts.max(1) {
+            let workers = router.pool().workers();
+            let skip: Vec<usize> = exclude
+                .iter()
+                .copied()
+                .chain(
+                    failed
+                        .iter()
+                        .filter(|(i, joins)| workers.get(*i).is_some_and(|w| w.joins() == *joins))
+                        .map(|(i, _)| *i),
+                )
+                .collect();
+            let Some(choice) = router.pick(prompt, &skip) else {
                 break;
             };
-            if tried.len() > exclude.len() {
+            if !failures.is_empty() {
                 self.metrics.failovers.with_label_values(&["retry"]).inc();
             }
             let worker = router.pool().workers()[choice.worker].clone();
@@ -289,8 +357,9 @@ impl Frontend {
                 }
                 Err(s) if is_worker_failure(s.code()) => {
                     tracing::warn!(worker = %worker.addr, status = %s, "worker call failed; trying another");
+                    failed.push((choice.worker, worker.joins()));
                     worker.mark_dead();
-                    tried.push(choice.worker);
+                    failures.push(format!("{}: {}", worker.addr, s.message()));
                 }
                 Err(s) => {
                     self.count("error");
@@ -302,12 +371,13 @@ impl Frontend {
             }
         }
         self.count("rejected");
-        let msg = if tried.len() == exclude.len() {
+        let msg = if failures.is_empty() {
             "no healthy worker is available".to_string()
         } else {
             format!(
-                "{} worker(s) failed the request",
-                tried.len() - exclude.len()
+                "{} worker(s) failed the request ({})",
+                failures.len(),
+                failures.join("; ")
             )
         };
         Err(ApiError::server(StatusCode::SERVICE_UNAVAILABLE, msg))
@@ -317,7 +387,7 @@ impl Frontend {
     /// and stream the rest.
     async fn decode_after(
         self: Arc<Self>,
-        pre: proto::PrefillResponse,
+        (pre, prefill_slot): (proto::PrefillResponse, usize),
         req: proto::GenerateRequest,
         params: SamplingParams,
         tx: mpsc::Sender<Event>,
@@ -342,48 +412,104 @@ impl Frontend {
                     "nothing to decode",
                 ));
             }
-            let dreq = proto::DecodeRequest {
-                request: None,
-                first_token: pre.first_token,
-                source_addr: pre.transfer_addr.clone(),
-                source_engine_id: pre.engine_id.clone(),
-                source_block_ids: pre.block_ids.clone(),
-            };
-            self.call(decode, &req, (1, &[]), |mut c, r| {
-                let d = proto::DecodeRequest {
-                    request: Some(r),
-                    ..dreq.clone()
-                };
-                async move { c.decode(d).await.map(|r| r.into_inner()) }
-            })
-            .await
+            // The KV may not be had from its prefill worker (gone, or its hold expired). The
+            // client has the first token already: compute the prompt again on another
+            // prefill worker and decode on from that same token.
+            let mut source = (pre.clone(), prefill_slot);
+            let mut lost = String::new();
+            for attempt in 0..=MIGRATIONS {
+                if attempt > 0 {
+                    self.metrics.failovers.with_label_values(&["retry"]).inc();
+                    tracing::warn!(%lost, "the KV source failed; computing the prompt again elsewhere");
+                    let exclude = [source.1];
+                    let tries = self.router.pool().workers().len() + 1;
+                    let (again, prefilling) = self
+                        .call(
+                            &self.router,
+                            &req,
+                            (tries, &exclude),
+                            |mut c, r| async move { c.prefill(r).await.map(|r| r.into_inner()) },
+                        )
+                        .await?;
+                    source = (again, prefilling.slot);
+                }
+                let (stream, guard) = self
+                    .open_decode(decode, &req, &source.0, pre.first_token)
+                    .await?;
+                match stream {
+                    Ok(stream) => return Ok((stream, guard)),
+                    Err(s) => lost = s.message().to_string(),
+                }
+            }
+            Err(ApiError::server(
+                StatusCode::BAD_GATEWAY,
+                format!("worker error: {lost}"),
+            ))
         };
-        self.relay(Some(first), rest, params, tx, started, false)
-            .await;
+        let mut st = Progress::new(&params, started);
+        if let Relayed::Failed(slot) = self.relay(&mut st, Some(first), rest, &tx, true).await {
+            // The decode worker died: a decode worker serves the rest whole.
+            self.migrate(decode, &req, &mut st, slot, &tx).await;
+        }
     }
+    /// Opens a Decode of `req` pulling from the prefill `pre`, continuing from `first_token`.
+    /// A decode worker that could not get the KV from its source answers Ok(Err(DATA_LOSS)):
+    /// that is no failure of the decode worker.
+    async fn open_decode(
+        &self,
+        decode: &Router,
+        req: &proto::GenerateRequest,
+        pre: &proto::PrefillResponse,
+        first_token: u32,
+    ) -> Result<
+        (
+            Result<Streaming<proto::GenerateResponse>, tonic::Status>,
+            InFlight,
+        ),
+        ApiError,
+    > {
+        let dreq = proto::DecodeRequest {
+            request: None,
+            first_token,
+            source_addr: pre.transfer_addr.clone(),
+            source_engine_id: pre.engine_id.clone(),
+            source_block_ids: pre.block_ids.clone(),
+        };
+        self.call(decode, req, (1, &[]), |mut c, r| {
+            let d = proto::DecodeRequest {
+                request: Some(r),
+                ..dreq.clone()
+            };
+            async move {
+                match c.decode(d).await {
+                    Ok(r) => Ok(Ok(r.into_inner())),
+                    Err(s)
+                        if s.code() == Code::DataLoss
+                            && s.message().starts_with(super::transfer::KV_SOURCE_LOST) =>
+                    {
+                        Ok(Err(s))
+                    }
+                    Err(s) => Err(s),
+                }
+            }
+        })
+        .await
+    }
+
     /// Relays `first` (a prefill's token, if any), then the worker stream `rest` opens, to the
     /// HTTP handler.
     async fn relay(
         &self,
+        st: &mut Progress,
         first: Option<proto::GenerateResponse>,
         rest: impl std::future::Future<
             Output = Result<(Streaming<proto::GenerateResponse>, InFlight), ApiError>,
         >,
-        params: SamplingParams,
-        tx: mpsc::Sender<Event>,
-        started: Instant,
-        retry_early: bool,
+        tx: &mpsc::Sender<Event>,
+        may_move: bool,
     ) -> Relayed {
-        let mut st = Progress {
-            text: TextStream::new(params.stop),
-            prompt_tokens: 0,
-            cached_tokens: 0,
-            n: 0,
-            last: started,
-            started,
-        };
         if let Some(f) = first
-            && self.forward(&mut st, f, &tx).await == Flow::Done
+            && self.forward(st, f, tx).await == Flow::Done
         {
             return Relayed::Done;
         }
@@ -414,7 +540,7 @@ impl Frontend {
             }
             let (failure, retryable) = match msg {
                 Ok(Some(r)) => {
-                    if self.forward(&mut st, r, &tx).await == Flow::Done {
+                    if self.forward(st, r, tx).await == Flow::Done {
                         return Relayed::Done;
                     }
                     continue;
@@ -431,9 +557,9 @@ impl Frontend {
                     (format!("worker failed: {}", s.message()), dead)
                 }
             };
-            if retry_early && retryable && st.n == 0 {
-                tracing::warn!(worker = %worker.addr, %failure, "failed before its first token; retrying");
-                return Relayed::FailedEarly(slot);
+            if may_move && retryable {
+                tracing::warn!(worker = %worker.addr, %failure, tokens = st.n, "worker failed mid-generation");
+                return Relayed::Failed(slot);
             }
             self.count("error");
             let _ = tx
@@ -454,8 +580,11 @@ impl Frontend {
         tx: &mpsc::Sender<Event>,
     ) -> Flow {
         let model = [self.model.as_str()];
-        st.prompt_tokens = st.prompt_tokens.max(r.prompt_tokens as usize);
-        st.cached_tokens = st.cached_tokens.max(r.cached_tokens as usize);
+        // A migrated generation's later worker sees a longer prompt: the first answer counts.
+        if st.n == 0 {
+            st.prompt_tokens = st.prompt_tokens.max(r.prompt_tokens as usize);
+            st.cached_tokens = st.cached_tokens.max(r.cached_tokens as usize);
+        }
         let mut finish = r.finish_reason;
         if let Some(token) = r.token_id {
             let now = Instant::now();
@@ -471,6 +600,7 @@ impl Frontend {
                     .observe((now - st.last).as_secs_f64());
             }
             (st.n, st.last) = (st.n + 1, now);
+            st.tokens.push(token);
             let delta = match st.text.push(&self.tokenizer, token) {
                 Ok(d) => d,
                 Err(e) => {

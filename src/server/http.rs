@@ -28,7 +28,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::chat::ChatInput;
 use super::dispatch::{Delta, Event, Frontend};
 use super::openai::{
-    ApiError, ChatRequest, CommonParams, OnePrompt, parse_body, parse_chat, parse_completion,
+    ApiError, ChatRequest, CommonParams, MAX_GENERATIONS, OnePrompt, parse_body, parse_chat,
+    parse_completion,
 };
 use super::response::{
     ChatParsing, ChatStream, Kind, chat_message, finish_reason, logprobs_json, usage,
@@ -524,9 +525,20 @@ async fn completions(
                  compute",
             ));
         }
+        let list = req.prompt.clone().into_list()?;
+        if list.len() * best_of > MAX_GENERATIONS {
+            return Err(ApiError::invalid(
+                Some("prompt"),
+                format!(
+                    "{} prompts × {best_of} completions each is more than the {MAX_GENERATIONS} \
+                     generations one request may start",
+                    list.len()
+                ),
+            ));
+        }
         let mut prompts = Vec::new();
         let mut echo = Vec::new();
-        for p in req.prompt.clone().into_list()? {
+        for p in list {
             let (ids, text) = match p {
                 OnePrompt::Text(t) => (fe.encode(&t)?, t),
                 OnePrompt::Ids(ids) => {

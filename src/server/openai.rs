@@ -180,6 +180,10 @@ pub const MAX_PROMPTS: usize = 1024;
 /// Most completions one request may ask for (n, or best_of).
 pub const MAX_CHOICES: u32 = 128;
 
+/// Most generations one request may start (prompts × best_of): a small body must not fan
+/// out into an unbounded amount of work.
+pub const MAX_GENERATIONS: usize = 1024;
+
 /// One prompt of a batch: text, or token ids.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OnePrompt {

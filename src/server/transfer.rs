@@ -165,6 +165,7 @@ impl WorkerService {
                 )));
             }
             let started = std::time::Instant::now();
+            let _pulling = Pulling::start(&self.transfers.in_flight);
             let shards = pull(
                 &d.source_addr,
                 &r.request_id,
@@ -172,7 +173,8 @@ impl WorkerService {
                 self.layout.clone(),
                 self.peer_tls.as_ref(),
             )
-            .await?;
+            .await
+            .map_err(source_lost)?;
             let t = &self.transfers;
             let bytes: usize = shards.iter().map(Vec::len).sum();
             t.pulls.fetch_add(1, Ordering::Relaxed);
@@ -283,6 +285,36 @@ impl WorkerService {
             .released
             .fetch_add(u64::from(released), Ordering::Relaxed);
         Ok(proto::ReleaseKvResponse { released })
+    }
+}
+
+/// How a decode worker says that the prompt's KV could not be had from its source (the
+/// prefill worker is gone, its hold expired, the stream broke): DATA_LOSS with this prefix.
+/// The decode worker itself is fine; the frontend computes the prompt again elsewhere.
+pub const KV_SOURCE_LOST: &str = "the KV source failed: ";
+
+/// A pull's failure as the Decode RPC reports it: source trouble is [`KV_SOURCE_LOST`];
+/// a puller that cannot pull at all (bad address, layout mismatch) stays as it is.
+fn source_lost(s: Status) -> Status {
+    match s.code() {
+        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => s,
+        code => Status::data_loss(format!("{KV_SOURCE_LOST}{code:?}: {}", s.message())),
+    }
+}
+
+/// Counts a pull in progress for as long as it lives (a cancelled Decode included).
+struct Pulling<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> Pulling<'a> {
+    fn start(n: &'a std::sync::atomic::AtomicU64) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Pulling(n)
+    }
+}
+
+impl Drop for Pulling<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

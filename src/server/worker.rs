@@ -142,6 +142,7 @@ pub(super) struct TransferCounters {
     pub pull_micros: AtomicU64,
     pub served_bytes: AtomicU64,
     pub released: AtomicU64,
+    pub in_flight: AtomicU64,
 }
 
 impl TransferCounters {
@@ -362,6 +363,7 @@ impl Worker for WorkerService {
             kv_pull_seconds: t.pull_micros.load(Ordering::Relaxed) as f64 / 1e6,
             kv_served_bytes: t.served_bytes.load(Ordering::Relaxed),
             kv_released: t.released.load(Ordering::Relaxed),
+            kv_pulls_in_flight: t.in_flight.load(Ordering::Relaxed) as u32,
         }))
     }
 

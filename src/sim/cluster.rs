@@ -57,6 +57,8 @@ pub struct ClusterConfig {
     pub speedup: f64,
     /// Synthesized prompts use token ids below this.
     pub vocab: u32,
+    /// Tokens per hash id of the trace.
+    pub trace_block: usize,
     /// Seed of the router's draws at a positive temperature.
     pub seed: u64,
 }
@@ -309,7 +311,7 @@ impl<'a> Cluster<'a> {
             send: t,
             ..Default::default()
         });
-        let prompt = synthesize(r, 0, self.cfg.vocab);
+        let prompt = synthesize(r, 0, self.cfg.vocab, self.cfg.trace_block);
         let blocks = prompt.len().div_ceil(self.cfg.engine.block_size);
         let mut hashes = Vec::new();
         let choice = self

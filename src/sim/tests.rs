@@ -33,6 +33,7 @@ fn config(topology: Topology, policy: Policy, num_blocks: usize) -> ClusterConfi
         engine: engine(num_blocks),
         speedup: 1.0,
         vocab: 1000,
+        trace_block: 512,
         seed: 7,
     }
 }
