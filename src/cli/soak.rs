@@ -98,22 +98,31 @@ impl Member {
         })
     }
 
-    /// Peak resident memory, KiB, over this member's lives.
-    fn peak(&self) -> u64 {
-        let now = self.child.id().map_or(0, |pid| {
+    /// A /proc/PID/status field of the current process, KiB.
+    fn status_kib(&self, field: &str) -> u64 {
+        self.child.id().map_or(0, |pid| {
             std::fs::read_to_string(format!("/proc/{pid}/status"))
                 .ok()
                 .and_then(|s| {
                     s.lines()
-                        .find(|l| l.starts_with("VmHWM:"))?
+                        .find(|l| l.starts_with(field))?
                         .split_whitespace()
                         .nth(1)?
                         .parse()
                         .ok()
                 })
                 .unwrap_or(0)
-        });
-        now.max(self.peak_kib)
+        })
+    }
+
+    /// Peak resident memory, KiB, over this member's lives.
+    fn peak(&self) -> u64 {
+        self.status_kib("VmHWM:").max(self.peak_kib)
+    }
+
+    /// Resident memory now, KiB.
+    fn rss(&self) -> u64 {
+        self.status_kib("VmRSS:")
     }
 
     /// SIGKILL now.
@@ -316,6 +325,10 @@ async fn run_level(
         .collect();
     let expected = Duration::from_secs_f64(span_ms / speedup / 1000.0);
     let retries_before = d.retries().await;
+    let rss_before = (
+        d.frontend.rss(),
+        d.workers.iter().map(Member::rss).max().unwrap_or(0),
+    );
     let cfg = replay_cfg(args, &d.base, block);
     let faults = !args.no_faults;
     let disagg = d.workers.iter().any(|w| w.role == "prefill");
@@ -416,6 +429,11 @@ async fn run_level(
         "peak_rss_mib": {
             "frontend": d.frontend.peak() / 1024,
             "workers": d.workers.iter().map(|w| w.peak() / 1024).max().unwrap_or(0),
+        },
+        // Resident memory before and after the level (the largest worker): flat is good.
+        "rss_mib": {
+            "frontend": [rss_before.0 / 1024, d.frontend.rss() / 1024],
+            "workers": [rss_before.1 / 1024, d.workers.iter().map(Member::rss).max().unwrap_or(0) / 1024],
         },
     }))
 }
