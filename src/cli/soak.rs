@@ -54,14 +54,14 @@ pub struct SoakArgs {
     /// Load levels, as multiples of the measured capacity.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     levels: Vec<f64>,
-    /// Requests sent at once to measure capacity.
-    #[arg(long, default_value_t = 16)]
+    /// Requests sent at once to measure capacity (spread over the trace slice).
+    #[arg(long, default_value_t = 48)]
     probe_requests: usize,
     /// The frontend's --max-queued-requests.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 4096)]
     max_queued_requests: usize,
     /// The frontend's --queue-timeout, seconds.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = 60.0)]
     queue_timeout: f64,
     /// Seconds before a request counts as hung (lost).
     #[arg(long, default_value_t = 120.0)]
@@ -445,8 +445,11 @@ async fn capacity(
     trace: &[TraceRequest],
     block: usize,
 ) -> anyhow::Result<f64> {
+    // Spread over the slice: its first requests are not a fair sample of its lengths.
+    let step = (trace.len() / args.probe_requests.max(1)).max(1);
     let burst: Vec<TraceRequest> = trace
         .iter()
+        .step_by(step)
         .take(args.probe_requests)
         .map(|r| TraceRequest {
             timestamp: 0,
