@@ -7,7 +7,8 @@
 #   scripts/gpu-suite.sh run     on the GPU machine, from the repo root, with
 #                                target/gpu-suite carried: runs every GPU test (a missing GPU
 #                                fails, never skips), the end-to-end generate on the fixture,
-#                                and bench-kernels; writes $OUT/gpu-results.md (date, GPU,
+#                                the simulator's profile of Qwen3-32B (dummy weights) and
+#                                bench-kernels; writes $OUT/gpu-results.md (date, GPU,
 #                                commit, results table) and the logs next to it.
 #
 # With the device tool that is one call after the build:
@@ -102,6 +103,17 @@ print(os.pathsep.join(dirs))' 2>/dev/null || true)"
         [ "$res" = pass ] || status=1
         echo "| tandem generate --device cuda ($fx, 3 prompts vs transformers) | $res | generate-$fx-*.log |" >>"$report"
     done
+    # The simulator's profile of Qwen3-32B at TP1 (dummy weights of the real shapes), bounded
+    # so that it cannot take the session's device time; the A/B with it goes to BENCHMARKS.md.
+    if timeout 420 "$suite/bin/tandem" profile --device cuda --load-format dummy \
+        --model models/qwen3-32b --block-size 64 --max-model-len 32768 --points 4 --repeats 3 \
+        --out "$out/profile-qwen3-32b-tp1-h200.json" >"$out/profile.log" 2>&1; then
+        res="pass ($(tail -n 1 "$out/profile.log" | cut -c1-200))"
+    else
+        res=FAIL
+        status=1
+    fi
+    echo "| tandem profile Qwen3-32B TP1 (dummy weights) | $res | profile.log |" >>"$report"
     {
         echo
         echo "## Kernels (tandem bench-kernels)"

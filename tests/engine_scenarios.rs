@@ -385,7 +385,15 @@ fn handle_streams_aborts_and_drops_clients() {
         .unwrap();
     assert_eq!(last.finish, Some(FinishReason::Abort));
     // A client that goes away loses its request and its blocks, long before it would end.
-    let before = handle.stats().unwrap();
+    // (The stats are published after the engine handles the abort: wait until they show it.)
+    let mut before = handle.stats().unwrap();
+    for _ in 0..200 {
+        if before.running == 0 && before.waiting == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        before = handle.stats().unwrap();
+    }
     let s = handle
         .submit(req(
             4,

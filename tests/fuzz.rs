@@ -321,6 +321,44 @@ mod worker_messages {
     /// Responses the fuzzed generations streamed (the target must reach the engine).
     static GENERATED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+    /// (temperature, top_k, top_p, min_p, repetition, presence, max_tokens, logprobs).
+    type Drawn = (f32, u32, f32, f32, f32, f32, u32, Option<u32>);
+
+    fn params(
+        (temperature, top_k, top_p, min_p, rep, pen, max_tokens, logprobs): Drawn,
+    ) -> SamplingParams {
+        SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            seed: Some(1),
+            repetition_penalty: rep,
+            presence_penalty: pen,
+            frequency_penalty: -pen,
+            max_tokens,
+            stop_token_ids: vec![],
+            ignore_eos: true,
+            logprobs,
+        }
+    }
+
+    /// Parameters the engine accepts: half the target's messages carry these, so that
+    /// generations run, the rest carry anything.
+    fn valid_sampling() -> impl Strategy<Value = SamplingParams> {
+        (
+            0.0f32..2.0,
+            0u32..50,
+            0.05f32..=1.0,
+            0.0f32..0.5,
+            0.5f32..2.0,
+            -2.0f32..2.0,
+            1u32..24,
+            prop::option::of(0u32..5),
+        )
+            .prop_map(params)
+    }
+
     fn sampling() -> impl Strategy<Value = SamplingParams> {
         (
             prop_oneof![
@@ -337,38 +375,28 @@ mod worker_messages {
             0u32..40,
             prop::option::of(0u32..30),
         )
-            .prop_map(
-                |(temperature, top_k, top_p, min_p, rep, pen, max_tokens, logprobs)| {
-                    SamplingParams {
-                        temperature,
-                        top_k,
-                        top_p,
-                        min_p,
-                        seed: Some(1),
-                        repetition_penalty: rep,
-                        presence_penalty: pen,
-                        frequency_penalty: -pen,
-                        max_tokens,
-                        stop_token_ids: vec![],
-                        ignore_eos: true,
-                        logprobs,
-                    }
-                },
-            )
+            .prop_map(params)
     }
 
     static TARGET_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
     #[test]
     fn worker_rpcs_answer_any_message() {
+        // Set on unwinding too, so that a failing target does not leave its sibling waiting.
+        struct Done;
+        impl Drop for Done {
+            fn drop(&mut self) {
+                TARGET_DONE.store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+        let _done = Done;
         fuzz_worker_rpcs();
-        TARGET_DONE.store(true, std::sync::atomic::Ordering::Release);
     }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
 
-        fn fuzz_worker_rpcs(bytes in prop::collection::vec(any::<u8>(), 0..80), prompt in prop::collection::vec(0u32..2100, 0..140), sp in prop::option::of(sampling()), blocks in prop::collection::vec(0u32..100_000, 0..8), id in ".{0,6}") {
+        fn fuzz_worker_rpcs(bytes in prop::collection::vec(any::<u8>(), 0..80), prompt in prop_oneof![prop::collection::vec(0u32..2048, 1..80), prop::collection::vec(0u32..2100, 0..140)], sp in prop_oneof![valid_sampling().prop_map(Some), prop::option::of(sampling())], blocks in prop::collection::vec(0u32..100_000, 0..8), id in prop_oneof!["[a-z]{1,6}", ".{0,6}"]) {
             let (rt, svc) = service();
             rt.block_on(async {
                 // Bytes off the wire: decoded or refused by prost, then served.

@@ -258,6 +258,12 @@ async fn run_http(http: &HttpArgs, fe: Arc<Frontend>, track_kv: bool) -> anyhow:
     // On SIGTERM: stop accepting, let requests in flight finish within --shutdown-timeout.
     let signaled = Arc::new(tokio::sync::Notify::new());
     let notify = signaled.clone();
+    // No Nagle: streamed tokens are small writes, and a delayed ACK would hold each one.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "TCP_NODELAY on an accepted connection");
+        }
+    });
     let server = axum::serve(listener, app(fe)).with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing the requests in flight");
@@ -357,7 +363,7 @@ fn stop_with_parent(cmd: &mut tokio::process::Command) {
 
 /// Stops the workers as an orchestrator would: SIGTERM (they drain), then SIGKILL for those
 /// still there after their shutdown timeout and a grace second.
-async fn stop_workers(mut children: Vec<tokio::process::Child>, timeout: f64) {
+pub(crate) async fn stop_workers(mut children: Vec<tokio::process::Child>, timeout: f64) {
     #[cfg(unix)]
     for c in &children {
         if let Some(pid) = c.id() {
@@ -386,7 +392,7 @@ async fn start_workers(
     let (mut children, mut addrs) = (Vec::new(), Vec::new());
     for i in 0..n {
         let mut argv: Vec<String> = vec!["worker".into()];
-        argv.extend(args.model.to_cli_args());
+        argv.extend(args.model.to_cli_args_on(first + i));
         argv.extend(["--port", "0", "--role", role].map(String::from));
         argv.extend([
             "--shutdown-timeout".into(),

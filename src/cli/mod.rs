@@ -1,8 +1,10 @@
 //! Command-line interface: one subcommand per role.
 
 pub mod bench_kernels;
+pub mod calibrate;
 pub mod frontend;
 pub mod generate;
+pub mod profile;
 pub mod replay;
 pub mod simulate;
 pub mod soak;
@@ -41,6 +43,12 @@ pub enum Command {
     /// Replay a trace through simulated deployments (the servers' router, scheduler and KV
     /// cache on a simulated clock) and compare them.
     Simulate(simulate::SimulateArgs),
+    /// Measure a worker's step and transfer times on its real executor: the profile
+    /// `tandem simulate --profile` reads.
+    Profile(profile::ProfileArgs),
+    /// Check the simulator against the real system on this machine: profile a CPU worker,
+    /// run the two reference deployments for real and simulated, print the error per metric.
+    Calibrate(calibrate::CalibrateArgs),
     /// Load-test real deployments under faults: capacity, then the trace at multiples of it
     /// while workers are killed; reports every request's fate, leaked blocks and memory.
     Soak(soak::SoakArgs),
@@ -123,6 +131,11 @@ pub struct ModelArgs {
     /// With --device cuda: no CUDA graphs, every decode step launched kernel by kernel.
     #[arg(long)]
     pub enforce_eager: bool,
+    /// Run on these CPU cores only, e.g. 0 or 2,3 (the CPU backend then uses that many
+    /// threads for its matrix products). `tandem serve` gives its workers one listed core
+    /// each, in turn: one worker per core, not oversubscribed.
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Vec<usize>,
     /// Test hook (workers): every request's output is this text's tokens, then EOS.
     #[arg(long, hide = true)]
     pub debug_output_text: Option<String>,
@@ -149,6 +162,20 @@ impl ModelArgs {
                 |n| n.to_string_lossy().into_owned(),
             ),
         }
+    }
+
+    /// These arguments as the command line of the `slot`th worker a deployment starts: with
+    /// --cpus, that worker gets one of the listed cores, in turn (one worker per core).
+    pub fn to_cli_args_on(&self, slot: usize) -> Vec<String> {
+        let mut a = self.to_cli_args();
+        if !self.cpus.is_empty() {
+            let at = a
+                .iter()
+                .position(|f| f == "--cpus")
+                .expect("to_cli_args writes --cpus");
+            a[at + 1] = self.cpus[slot % self.cpus.len()].to_string();
+        }
+        a
     }
 
     /// These arguments as a command line (for starting worker processes with the same model).
@@ -178,6 +205,10 @@ impl ModelArgs {
             "--long-prefill-token-threshold",
             self.long_prefill_token_threshold.to_string(),
         );
+        if !self.cpus.is_empty() {
+            let list: Vec<String> = self.cpus.iter().map(usize::to_string).collect();
+            flag("--cpus", list.join(","));
+        }
         if let Some(t) = &self.debug_output_text {
             flag("--debug-output-text", t.clone());
         }
@@ -201,6 +232,38 @@ impl ModelArgs {
             }
         }
         a
+    }
+
+    /// Pins this process to `--cpus` (the threads it starts later inherit the set) and sizes
+    /// the CPU backend's thread pool to it. Call before loading the model.
+    pub fn pin_cpus(&self) -> anyhow::Result<()> {
+        if self.cpus.is_empty() {
+            return Ok(());
+        }
+        #[cfg(target_os = "linux")]
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it, and
+        // sched_setaffinity reads it for the calling thread.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for &c in &self.cpus {
+                if c >= libc::CPU_SETSIZE as usize {
+                    bail!("--cpus: there is no CPU {c}");
+                }
+                libc::CPU_SET(c, &mut set);
+            }
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                bail!(
+                    "--cpus {:?}: {}",
+                    self.cpus,
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
+            // SAFETY: set before any thread that reads the environment is started.
+            unsafe { std::env::set_var("MATMUL_NUM_THREADS", self.cpus.len().to_string()) };
+        }
+        Ok(())
     }
 
     /// The loader's view of these arguments.
@@ -251,6 +314,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate(args) => simulate::simulate_cmd(args),
         Command::Trace(args) => trace::trace_cmd(args),
         Command::Soak(args) => soak::soak(args),
+        Command::Profile(args) => profile::profile(args),
+        Command::Calibrate(args) => calibrate::calibrate(args),
         Command::BenchKernels(args) => bench_kernels::bench_kernels(args),
     }
 }

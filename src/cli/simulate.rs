@@ -12,7 +12,7 @@ use crate::config::EngineConfig;
 use crate::replay::metrics::{RequestRecord, Slo, summarize};
 use crate::router::Policy;
 use crate::sim::report::{Arm, json, table};
-use crate::sim::{ClusterConfig, Profile, SimOutcome, Topology, plot, simulate};
+use crate::sim::{ClusterConfig, Profile, SimOutcome, Topology, plan, plot, simulate};
 
 /// Which deployments to simulate.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -51,13 +51,22 @@ pub struct SimulateArgs {
     /// Softmax temperature of the kv policy (0: always the cheapest worker).
     #[arg(long, default_value_t = 0.0)]
     router_temperature: f64,
-    /// Tensor-parallel GPUs per worker (for the default profile).
+    /// Tensor-parallel GPUs per worker (for the default profile); with --sweep, a list of
+    /// sizes to try, e.g. 1,2,4.
     #[arg(
         long = "tensor-parallel-size",
         visible_alias = "tp",
-        default_value_t = 2
+        value_delimiter = ',',
+        default_value = "2"
     )]
-    tp: usize,
+    tp: Vec<usize>,
+    /// Plan instead of A/B: simulate every prefill:decode split of --gpus, and the
+    /// aggregated baseline, under round-robin and KV routing, ranked by goodput.
+    #[arg(long)]
+    sweep: bool,
+    /// GPUs the sweep splits.
+    #[arg(long, default_value_t = 16, requires = "sweep")]
+    gpus: usize,
     /// Timing profile (JSON, the fields `--out` writes under "profile"); default: Qwen3-32B
     /// on H200 from arithmetic.
     #[arg(long)]
@@ -95,7 +104,9 @@ pub struct SimulateArgs {
     /// Seed of the router's draws.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Write ab.json, per-deployment request records and the TTFT/ITL CDF plots here.
+    /// Write ab.json, per-deployment request records and the TTFT/ITL CDF plots here (with
+    /// --sweep: plan.json and the plots of goodput and p90 latencies against the split;
+    /// default ./tandem-plan).
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -109,36 +120,22 @@ fn policy(r: RouterArg, temperature: f64) -> Policy {
 
 /// Runs `tandem simulate`.
 pub fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
-    if args.workers == 0 || args.prefill == 0 || args.decode == 0 || args.tp == 0 {
+    if args.workers == 0 || args.prefill == 0 || args.decode == 0 || args.tp.contains(&0) {
         bail!("--workers, --prefill, --decode and --tensor-parallel-size must be positive");
     }
     if args.block_size == 0 || args.vocab == 0 {
         bail!("--block-size and --vocab must be positive");
     }
     let slo = Slo::parse(&args.goodput)?;
-    let profile = match &args.profile {
-        Some(p) => Profile::load(p)?,
-        None => Profile::arithmetic(
-            &crate::sim::profile::QWEN3_32B,
-            &crate::sim::profile::H200,
-            args.tp,
-        ),
+    if args.sweep {
+        return sweep(&args, &slo);
+    }
+    let [tp] = args.tp[..] else {
+        bail!("a list of --tensor-parallel-size values needs --sweep");
     };
-    profile.validate()?;
+    let profile = load_profile(&args, tp)?;
     let (trace, trace_block) = args.trace.load()?;
-    let engine = EngineConfig {
-        block_size: args.block_size,
-        num_blocks: args
-            .kv_blocks
-            .unwrap_or(profile.kv_capacity_tokens / args.block_size),
-        max_model_len: args.max_model_len,
-        max_num_seqs: args.max_num_seqs,
-        max_num_batched_tokens: args.max_num_batched_tokens,
-        long_prefill_token_threshold: args.long_prefill_token_threshold,
-        enable_prefix_caching: !args.no_prefix_caching,
-        vocab_size: args.vocab as usize,
-        kv_hold_timeout: std::time::Duration::from_secs(30),
-    };
+    let engine = engine_config(&args, &profile);
     let base = |name: &str, topology, router| ClusterConfig {
         name: name.to_string(),
         topology,
@@ -204,6 +201,173 @@ pub fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.out {
         write_out(dir, &arms, &profile)?;
     }
+    Ok(())
+}
+
+/// The profile of a `tp`-GPU worker: --profile's, or the arithmetic one of Qwen3-32B on H200.
+fn load_profile(args: &SimulateArgs, tp: usize) -> anyhow::Result<Profile> {
+    let profile = match &args.profile {
+        Some(p) => Profile::load(p)?,
+        None => Profile::arithmetic(
+            &crate::sim::profile::QWEN3_32B,
+            &crate::sim::profile::H200,
+            tp,
+        ),
+    };
+    profile.validate()?;
+    Ok(profile)
+}
+
+/// Every simulated worker's engine: the flags, and the profile's KV capacity unless
+/// --kv-blocks says otherwise.
+fn engine_config(args: &SimulateArgs, profile: &Profile) -> EngineConfig {
+    EngineConfig {
+        block_size: args.block_size,
+        num_blocks: args
+            .kv_blocks
+            .unwrap_or(profile.kv_capacity_tokens / args.block_size),
+        max_model_len: args.max_model_len,
+        max_num_seqs: args.max_num_seqs,
+        max_num_batched_tokens: args.max_num_batched_tokens,
+        long_prefill_token_threshold: args.long_prefill_token_threshold,
+        enable_prefix_caching: !args.no_prefix_caching,
+        vocab_size: args.vocab as usize,
+        kv_hold_timeout: std::time::Duration::from_secs(30),
+    }
+}
+
+/// `tandem simulate --sweep`: the planner's ranked table, plan.json and two plots.
+fn sweep(args: &SimulateArgs, slo: &Slo) -> anyhow::Result<()> {
+    if args.profile.is_some() && args.tp.len() > 1 {
+        bail!("--profile describes one worker size: give one --tensor-parallel-size with it");
+    }
+    let mut setups = Vec::new();
+    for &tp in &args.tp {
+        let profile = load_profile(args, tp)?;
+        let engine = engine_config(args, &profile);
+        engine.validate()?;
+        setups.push((tp, Arc::new(profile), engine));
+    }
+    let (trace, trace_block) = args.trace.load()?;
+    let (candidates, skipped) = plan::candidates(
+        args.gpus,
+        &args.tp,
+        policy(RouterArg::Kv, args.router_temperature),
+    );
+    eprintln!(
+        "planning {} GPUs: {} deployments of {} requests",
+        args.gpus,
+        candidates.len(),
+        trace.len()
+    );
+    let started = std::time::Instant::now();
+    let setup = |c: &plan::Candidate| {
+        let (_, profile, engine) = setups
+            .iter()
+            .find(|(tp, _, _)| *tp == c.tp)
+            .expect("a candidate's TP size is one of the setups");
+        let cfg = ClusterConfig {
+            name: c.label(),
+            topology: c.topology,
+            policy: c.policy,
+            engine: engine.clone(),
+            speedup: 1.0,
+            trace_block,
+            vocab: args.vocab,
+            seed: args.seed,
+        };
+        (cfg, profile.clone())
+    };
+    let planned = plan::run(&candidates, &setup, &trace, slo)?;
+    eprintln!(
+        "simulated {} deployments in {:.1} s",
+        planned.len(),
+        started.elapsed().as_secs_f64()
+    );
+    print!("{}", plan::table(&planned, &skipped));
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("tandem-plan"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let rows: Vec<_> = planned
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "deployment": p.candidate.label(),
+                "metrics": p.summary.aiperf_json(),
+                "preemptions": p.outcome.preemptions,
+                "transfers": p.outcome.transfers,
+            })
+        })
+        .collect();
+    std::fs::write(
+        dir.join("plan.json"),
+        serde_json::to_string_pretty(
+            &serde_json::json!({"gpus": args.gpus, "ranked": rows, "skipped": skipped}),
+        )?,
+    )?;
+    // The plots follow the candidates' order (splits from most prefill to most decode), one
+    // line per router.
+    let splits: Vec<&plan::Candidate> = candidates
+        .iter()
+        .filter(|c| c.policy == Policy::RoundRobin)
+        .collect();
+    let labels: Vec<String> = splits
+        .iter()
+        .map(|c| c.label().trim_end_matches(" round-robin").to_string())
+        .collect();
+    let find = |c: &plan::Candidate, p: Policy| {
+        planned
+            .iter()
+            .find(|x| {
+                x.candidate.tp == c.tp
+                    && x.candidate.topology == c.topology
+                    && x.candidate.policy == p
+            })
+            .map(|x| &x.summary)
+    };
+    let kv = policy(RouterArg::Kv, args.router_temperature);
+    let line =
+        |p: Policy, f: &dyn Fn(&crate::replay::metrics::Summary) -> Option<f64>| -> Vec<f64> {
+            splits
+                .iter()
+                .map(|c| find(c, p).and_then(f).unwrap_or(f64::NAN))
+                .collect()
+        };
+    let goodput = |s: &crate::replay::metrics::Summary| s.goodput;
+    let ttft90 = |s: &crate::replay::metrics::Summary| s.ttft.as_ref().map(|d| d.p90);
+    let itl90 = |s: &crate::replay::metrics::Summary| s.itl.as_ref().map(|d| d.p90);
+    std::fs::write(
+        dir.join("plan_goodput.svg"),
+        plot::lines_svg(
+            "Goodput at the SLA against the split",
+            "good requests/s",
+            &labels,
+            &[
+                ("kv", line(kv, &goodput)),
+                ("round-robin", line(Policy::RoundRobin, &goodput)),
+            ],
+        ),
+    )?;
+    std::fs::write(
+        dir.join("plan_latency.svg"),
+        plot::lines_svg(
+            "p90 TTFT and ITL against the split",
+            "ms",
+            &labels,
+            &[
+                ("TTFT p90, kv", line(kv, &ttft90)),
+                ("TTFT p90, round-robin", line(Policy::RoundRobin, &ttft90)),
+                ("ITL p90, kv", line(kv, &itl90)),
+                ("ITL p90, round-robin", line(Policy::RoundRobin, &itl90)),
+            ],
+        ),
+    )?;
+    eprintln!(
+        "wrote {}/plan.json, plan_goodput.svg, plan_latency.svg",
+        dir.display()
+    );
     Ok(())
 }
 

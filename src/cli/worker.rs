@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use super::ModelArgs;
 use crate::backend::Backend;
@@ -109,6 +109,7 @@ pub async fn shutdown_signal() {
 
 /// Runs `tandem worker` until it is stopped.
 pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    args.model.pin_cpus()?;
     let spec = args.model.spec(false)?;
     match spec.device {
         DeviceKind::Cpu => serve(args, load_cpu(&spec).context("loading the model")?),
@@ -142,6 +143,29 @@ fn hooks_of<B: Backend>(args: &ModelArgs, loaded: &LoadedModel<B>) -> anyhow::Re
     })
 }
 
+/// The KV layout of a loaded model: what transfer handshakes compare.
+pub(crate) fn kv_layout<B: Backend>(loaded: &LoadedModel<B>, tp: usize) -> KvLayout {
+    let cfg = loaded.engine.config();
+    let model_cfg = &loaded.config;
+    let kv_heads = model_cfg.num_key_value_heads / tp.max(1);
+    let block_bytes = loaded.engine.executor().kv_block_bytes();
+    KvLayout {
+        num_layers: model_cfg.num_hidden_layers as u32,
+        kv_heads_per_rank: kv_heads as u32,
+        head_dim: model_cfg.head_dim as u32,
+        block_size: cfg.block_size as u32,
+        // What the backend stores: f32 on the CPU, bf16 on the GPU.
+        dtype: kv_dtype(
+            block_bytes,
+            2 * cfg.block_size * kv_heads * model_cfg.head_dim,
+        )
+        .into(),
+        tp_size: tp as u32,
+        block_bytes: block_bytes as u64,
+        engine_id: format!("{:016x}", rand::random::<u64>()),
+    }
+}
+
 fn serve<B: Backend>(args: WorkerArgs, mut loaded: LoadedModel<B>) -> anyhow::Result<()> {
     if !(args.shutdown_timeout.is_finite() && args.shutdown_timeout >= 0.0) {
         anyhow::bail!("--shutdown-timeout must be a number of seconds");
@@ -163,23 +187,7 @@ fn serve<B: Backend>(args: WorkerArgs, mut loaded: LoadedModel<B>) -> anyhow::Re
             })?;
     }
     let cfg = loaded.engine.config().clone();
-    let model_cfg = &loaded.config;
-    let kv_heads = model_cfg.num_key_value_heads / args.model.tp.max(1);
-    let layout = KvLayout {
-        num_layers: model_cfg.num_hidden_layers as u32,
-        kv_heads_per_rank: kv_heads as u32,
-        head_dim: model_cfg.head_dim as u32,
-        block_size: cfg.block_size as u32,
-        // What the backend stores: f32 on the CPU, bf16 on the GPU.
-        dtype: kv_dtype(
-            loaded.engine.executor().kv_block_bytes(),
-            2 * cfg.block_size * kv_heads * model_cfg.head_dim,
-        )
-        .into(),
-        tp_size: args.model.tp as u32,
-        block_bytes: loaded.engine.executor().kv_block_bytes() as u64,
-        engine_id: format!("{:016x}", rand::random::<u64>()),
-    };
+    let layout = kv_layout(&loaded, args.model.tp);
     let info = ModelInfoResponse {
         model: args.model.model_name(),
         block_size: cfg.block_size as u32,
@@ -260,9 +268,13 @@ fn serve<B: Backend>(args: WorkerArgs, mut loaded: LoadedModel<B>) -> anyhow::Re
             .max_frame_size(Some(crate::server::transfer::FRAME_BYTES))
             .add_service(health)
             .add_service(WorkerServer::new(service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = stopped.await;
-            });
+            // No Nagle: a token is a few bytes, and a delayed ACK would hold the next one.
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async {
+                    let _ = stopped.await;
+                },
+            );
         tokio::pin!(server);
         tokio::select! {
             r = &mut server => return r.context("serving"),

@@ -58,40 +58,72 @@ impl Router {
 
     /// Picks a healthy worker for `prompt`, skipping those in `exclude`; None if none is up.
     pub fn pick(&self, prompt: &[u32], exclude: &[usize]) -> Option<Choice> {
-        let workers = self.pool.workers();
-        let n = workers.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let candidates: Vec<usize> = (0..n)
-            .map(|k| (start + k) % n)
-            .filter(|i| workers[*i].is_healthy() && !exclude.contains(i))
-            .collect();
-        let bs = match self.policy {
-            Policy::Kv { .. } => self.pool.block_size(),
-            Policy::RoundRobin => None,
-        };
-        let Some(bs) = bs else {
+        pick(
+            &*self.pool,
+            self.policy,
+            start,
+            (prompt, &mut Vec::new()),
+            exclude,
+            rand::rng().random::<f64>(),
+        )
+    }
+}
+
+/// What routing needs to know of a pool of workers: the frontend's [`WorkerPool`] and the
+/// simulator's pools answer the same questions, so both route with [`pick`].
+pub trait PoolView {
+    /// Workers in the pool (slots).
+    fn slots(&self) -> usize;
+    /// Whether worker `i` may take a request (healthy, a member).
+    fn eligible(&self, i: usize) -> bool;
+    /// Blocks of requests the router has in flight on worker `i`.
+    fn active_blocks(&self, i: usize) -> usize;
+    /// Leading blocks of `hashes` each worker holds; None when the pool keeps no index.
+    fn overlaps(&self, hashes: &[u64]) -> Option<Vec<usize>>;
+    /// The block size the workers hash prompts with, once known.
+    fn block_size(&self) -> Option<usize>;
+}
+
+/// The worker `view`'s router picks for `prompt`: candidates in turn from `start` (so ties
+/// spread), those in `exclude` and ineligible ones skipped, then [`decide`]. `hashes` holds
+/// the prompt's block hashes once computed (they are computed here when empty).
+pub fn pick(
+    view: &impl PoolView,
+    policy: Policy,
+    start: usize,
+    (prompt, hashes): (&[u32], &mut Vec<u64>),
+    exclude: &[usize],
+    u: f64,
+) -> Option<Choice> {
+    let n = view.slots();
+    let candidates: Vec<usize> = (0..n)
+        .map(|k| (start + k) % n.max(1))
+        .filter(|&i| view.eligible(i) && !exclude.contains(&i))
+        .collect();
+    let (bs, overlaps) = match (policy, view.block_size()) {
+        (Policy::Kv { .. }, Some(bs)) => {
+            if hashes.is_empty() {
+                extend_sequence_hashes(hashes, prompt, bs);
+            }
+            (bs, view.overlaps(hashes).unwrap_or_else(|| vec![0; n]))
+        }
+        // Round-robin, or a pool whose block size is not known yet: in turn.
+        _ => {
             return candidates.first().map(|&worker| Choice {
                 worker,
                 overlap_blocks: 0,
             });
-        };
-        let mut hashes = Vec::new();
-        extend_sequence_hashes(&mut hashes, prompt, bs);
-        let overlaps = self
-            .pool
-            .index
-            .read()
-            .map(|ix| ix.overlaps(&hashes))
-            .unwrap_or_else(|_| vec![0; n]);
-        decide(
-            self.policy,
-            &candidates,
-            prompt.len().div_ceil(bs),
-            &overlaps,
-            |i| workers[i].active_blocks.load(Ordering::Relaxed),
-            rand::rng().random::<f64>(),
-        )
-    }
+        }
+    };
+    decide(
+        policy,
+        &candidates,
+        prompt.len().div_ceil(bs),
+        &overlaps,
+        |i| view.active_blocks(i),
+        u,
+    )
 }
 
 /// The routing decision over plain data: the servers' router and the simulator both make it.

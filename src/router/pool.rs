@@ -304,6 +304,33 @@ impl WorkerPool {
     }
 }
 
+impl super::PoolView for WorkerPool {
+    fn slots(&self) -> usize {
+        self.workers.read().map_or(0, |w| w.len())
+    }
+
+    fn eligible(&self, i: usize) -> bool {
+        self.workers
+            .read()
+            .is_ok_and(|w| w.get(i).is_some_and(|w| w.is_healthy()))
+    }
+
+    fn active_blocks(&self, i: usize) -> usize {
+        self.workers.read().map_or(0, |w| {
+            w.get(i)
+                .map_or(0, |w| w.active_blocks.load(Ordering::Relaxed))
+        })
+    }
+
+    fn overlaps(&self, hashes: &[u64]) -> Option<Vec<usize>> {
+        self.index.read().ok().map(|ix| ix.overlaps(hashes))
+    }
+
+    fn block_size(&self) -> Option<usize> {
+        WorkerPool::block_size(self)
+    }
+}
+
 async fn poll_health(pool: Arc<WorkerPool>, slot: usize, w: Arc<WorkerHandle>) {
     let lv = pool.liveness;
     let mut missed = 0;

@@ -116,16 +116,14 @@ enum Flow {
 enum Relayed {
     /// With the request's end, a failure the client was told of, or the client gone.
     Done,
-    /// The worker in this slot failed: the request may go on elsewhere (from scratch before
-    /// its first token, from the tokens it has after).
-    Failed(usize),
+    /// Its worker failed: the request may go on elsewhere (from scratch before its first
+    /// token, from the tokens it has after).
+    Failed,
 }
 
 /// Releases the router's in-flight accounting of a request when it ends.
 struct InFlight {
     worker: Arc<WorkerHandle>,
-    /// The worker's slot in its pool.
-    slot: usize,
     blocks: usize,
 }
 
@@ -225,24 +223,20 @@ impl Frontend {
                 // has joined the pool again).
                 let tries = self.router.pool().workers().len() + 1;
                 let (pre, prefilling) = self
-                    .call(&self.router, &req, (tries, &[]), |mut c, r| async move {
+                    .call(&self.router, &req, tries, |mut c, r| async move {
                         c.prefill(r).await.map(|r| r.into_inner())
                     })
                     .await?;
                 let this = self.clone();
-                let slot = prefilling.slot;
                 drop(prefilling);
-                tokio::spawn(async move {
-                    this.decode_after((pre, slot), req, params, tx, started)
-                        .await
-                });
+                tokio::spawn(async move { this.decode_after(pre, req, params, tx, started).await });
                 return Ok(rx);
             }
             None => &self.router,
         };
         let tries = whole.pool().workers().len() + 1;
         let (stream, guard) = self
-            .call(whole, &req, (tries, &[]), |mut c, r| async move {
+            .call(whole, &req, tries, |mut c, r| async move {
                 c.generate(r).await.map(|r| r.into_inner())
             })
             .await?;
@@ -252,15 +246,15 @@ impl Frontend {
             let outcome = this
                 .relay(&mut st, None, async { Ok((stream, guard)) }, &tx, true)
                 .await;
-            if let Relayed::Failed(slot) = outcome {
+            if outcome == Relayed::Failed {
                 let whole = this.decode.as_ref().unwrap_or(&this.router);
-                this.migrate(whole, &req, &mut st, slot, &tx).await;
+                this.migrate(whole, &req, &mut st, &tx).await;
             }
         });
         Ok(rx)
     }
 
-    /// Goes on with a generation whose worker (in `slot`) died: on another worker of
+    /// Goes on with a generation whose worker died: on another worker of
     /// `whole`, as a request whose prompt is the original one followed by the tokens the
     /// client already has (computed again: correct for any model), for what is left of
     /// max_tokens. At most [`MIGRATIONS`] times.
@@ -269,7 +263,6 @@ impl Frontend {
         whole: &Router,
         req: &proto::GenerateRequest,
         st: &mut Progress,
-        mut slot: usize,
         tx: &mpsc::Sender<Event>,
     ) {
         let tries = whole.pool().workers().len() + 1;
@@ -285,13 +278,12 @@ impl Frontend {
                 tokens = st.n,
                 "the worker died; the generation goes on elsewhere"
             );
-            let exclude = [slot];
-            let reopened = self.call(whole, &moved, (tries, &exclude), |mut c, r| async move {
+            // The dead worker is out of the pool (until it joins again, restarted).
+            let reopened = self.call(whole, &moved, tries, |mut c, r| async move {
                 c.generate(r).await.map(|r| r.into_inner())
             });
-            match self.relay(st, None, reopened, tx, true).await {
-                Relayed::Done => return,
-                Relayed::Failed(s) => slot = s,
+            if self.relay(st, None, reopened, tx, true).await == Relayed::Done {
+                return;
             }
         }
         self.count("error");
@@ -309,7 +301,7 @@ impl Frontend {
         &self,
         router: &Router,
         req: &proto::GenerateRequest,
-        (attempts, exclude): (usize, &[usize]),
+        attempts: usize,
         rpc: F,
     ) -> Result<(T, InFlight), ApiError>
     where
@@ -324,15 +316,10 @@ impl Frontend {
         let mut failures = Vec::new();
         while failures.len() < attempts.max(1) {
             let workers = router.pool().workers();
-            let skip: Vec<usize> = exclude
+            let skip: Vec<usize> = failed
                 .iter()
-                .copied()
-                .chain(
-                    failed
-                        .iter()
-                        .filter(|(i, joins)| workers.get(*i).is_some_and(|w| w.joins() == *joins))
-                        .map(|(i, _)| *i),
-                )
+                .filter(|(i, joins)| workers.get(*i).is_some_and(|w| w.joins() == *joins))
+                .map(|(i, _)| *i)
                 .collect();
             let Some(choice) = router.pick(prompt, &skip) else {
                 break;
@@ -346,7 +333,6 @@ impl Frontend {
             worker.active_blocks.fetch_add(blocks, Ordering::Relaxed);
             let guard = InFlight {
                 worker: worker.clone(),
-                slot: choice.worker,
                 blocks,
             };
             match rpc(worker.client.clone(), req.clone()).await {
@@ -387,7 +373,7 @@ impl Frontend {
     /// and stream the rest.
     async fn decode_after(
         self: Arc<Self>,
-        (pre, prefill_slot): (proto::PrefillResponse, usize),
+        pre: proto::PrefillResponse,
         req: proto::GenerateRequest,
         params: SamplingParams,
         tx: mpsc::Sender<Event>,
@@ -415,26 +401,23 @@ impl Frontend {
             // The KV may not be had from its prefill worker (gone, or its hold expired). The
             // client has the first token already: compute the prompt again on another
             // prefill worker and decode on from that same token.
-            let mut source = (pre.clone(), prefill_slot);
+            let mut source = pre.clone();
             let mut lost = String::new();
             for attempt in 0..=MIGRATIONS {
                 if attempt > 0 {
                     self.metrics.failovers.with_label_values(&["retry"]).inc();
                     tracing::warn!(%lost, "the KV source failed; computing the prompt again elsewhere");
-                    let exclude = [source.1];
                     let tries = self.router.pool().workers().len() + 1;
                     let (again, prefilling) = self
-                        .call(
-                            &self.router,
-                            &req,
-                            (tries, &exclude),
-                            |mut c, r| async move { c.prefill(r).await.map(|r| r.into_inner()) },
-                        )
+                        .call(&self.router, &req, tries, |mut c, r| async move {
+                            c.prefill(r).await.map(|r| r.into_inner())
+                        })
                         .await?;
-                    source = (again, prefilling.slot);
+                    drop(prefilling);
+                    source = again;
                 }
                 let (stream, guard) = self
-                    .open_decode(decode, &req, &source.0, pre.first_token)
+                    .open_decode(decode, &req, &source, pre.first_token)
                     .await?;
                 match stream {
                     Ok(stream) => return Ok((stream, guard)),
@@ -447,9 +430,9 @@ impl Frontend {
             ))
         };
         let mut st = Progress::new(&params, started);
-        if let Relayed::Failed(slot) = self.relay(&mut st, Some(first), rest, &tx, true).await {
+        if self.relay(&mut st, Some(first), rest, &tx, true).await == Relayed::Failed {
             // The decode worker died: a decode worker serves the rest whole.
-            self.migrate(decode, &req, &mut st, slot, &tx).await;
+            self.migrate(decode, &req, &mut st, &tx).await;
         }
     }
     /// Opens a Decode of `req` pulling from the prefill `pre`, continuing from `first_token`.
@@ -475,7 +458,7 @@ impl Frontend {
             source_engine_id: pre.engine_id.clone(),
             source_block_ids: pre.block_ids.clone(),
         };
-        self.call(decode, req, (1, &[]), |mut c, r| {
+        self.call(decode, req, 1, |mut c, r| {
             let d = proto::DecodeRequest {
                 request: Some(r),
                 ..dreq.clone()
@@ -525,7 +508,7 @@ impl Frontend {
                 return Relayed::Done;
             }
         };
-        let (worker, slot) = (in_flight.worker.clone(), in_flight.slot);
+        let worker = in_flight.worker.clone();
         // Released as soon as the worker is done, before the client hears of it, so that the
         // router's load counts are current for the client's next request.
         let mut in_flight = Some(in_flight);
@@ -559,7 +542,7 @@ impl Frontend {
             };
             if may_move && retryable {
                 tracing::warn!(worker = %worker.addr, %failure, tokens = st.n, "worker failed mid-generation");
-                return Relayed::Failed(slot);
+                return Relayed::Failed;
             }
             self.count("error");
             let _ = tx

@@ -19,11 +19,10 @@ use crate::config::EngineConfig;
 use crate::engine::{EngineCore, Request, RequestOutput, SamplingParams};
 use crate::error::Result;
 use crate::kv::KvEvent;
-use crate::kv::hash::extend_sequence_hashes;
 use crate::replay::metrics::RequestRecord;
 use crate::replay::trace::{TraceRequest, synthesize};
 use crate::router::index::KvIndex;
-use crate::router::{Choice, Policy, decide};
+use crate::router::{Choice, Policy, PoolView, pick};
 
 /// How the workers are arranged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +88,35 @@ struct Pool {
     next: usize,
 }
 
+/// A simulated pool as the router sees it.
+struct SimPool<'a> {
+    pool: &'a Pool,
+    workers: &'a [Worker],
+    block_size: usize,
+}
+
+impl PoolView for SimPool<'_> {
+    fn slots(&self) -> usize {
+        self.pool.members.len()
+    }
+
+    fn eligible(&self, _: usize) -> bool {
+        true
+    }
+
+    fn active_blocks(&self, i: usize) -> usize {
+        self.workers[self.pool.members[i]].active_blocks
+    }
+
+    fn overlaps(&self, hashes: &[u64]) -> Option<Vec<usize>> {
+        self.pool.index.as_ref().map(|ix| ix.overlaps(hashes))
+    }
+
+    fn block_size(&self) -> Option<usize> {
+        Some(self.block_size)
+    }
+}
+
 struct Worker {
     core: EngineCore<SimExecutor>,
     events: Receiver<KvEvent>,
@@ -96,6 +124,8 @@ struct Worker {
     slot: usize,
     prefill_role: bool,
     busy: bool,
+    /// When the step in flight ends.
+    busy_until: u64,
     /// What the step in flight produces when it ends.
     outputs: Vec<RequestOutput>,
     step_events: Vec<KvEvent>,
@@ -208,6 +238,7 @@ impl<'a> Cluster<'a> {
                     slot,
                     prefill_role,
                     busy: false,
+                    busy_until: 0,
                     outputs: Vec::new(),
                     step_events: Vec::new(),
                     active_blocks: 0,
@@ -253,33 +284,24 @@ impl<'a> Cluster<'a> {
         }
     }
 
-    /// The router's pick in pool `p`, as [`crate::router::Router::pick`] makes it.
-    /// `hashes` holds the prompt's block hashes once computed, so the decode pool's pick
-    /// does not hash the prompt again.
+    /// The router's pick in pool `p`: [`crate::router::pick`], as the frontend's router
+    /// makes it. `hashes` holds the prompt's block hashes once computed, so the decode pool's
+    /// pick does not hash the prompt again.
     fn route(&mut self, p: usize, prompt: &[u32], hashes: &mut Vec<u64>) -> Option<Choice> {
-        let bs = self.cfg.engine.block_size;
-        let pool = &mut self.pools[p];
-        let n = pool.members.len();
-        let start = pool.next;
-        pool.next += 1;
-        let candidates: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
-        let overlaps = match (&pool.index, pool.policy) {
-            (Some(ix), Policy::Kv { .. }) => {
-                if hashes.is_empty() {
-                    extend_sequence_hashes(hashes, prompt, bs);
-                }
-                ix.overlaps(hashes)
-            }
-            _ => vec![0; n],
+        let start = self.pools[p].next;
+        self.pools[p].next += 1;
+        let view = SimPool {
+            pool: &self.pools[p],
+            workers: &self.workers,
+            block_size: self.cfg.engine.block_size,
         };
-        let workers = &self.workers;
-        let members = &pool.members;
-        decide(
-            pool.policy,
-            &candidates,
-            prompt.len().div_ceil(bs),
-            &overlaps,
-            |i| workers[members[i]].active_blocks,
+        let policy = self.pools[p].policy;
+        pick(
+            &view,
+            policy,
+            start,
+            (prompt, hashes),
+            &[],
             self.rng.random::<f64>(),
         )
     }
@@ -376,6 +398,7 @@ impl<'a> Cluster<'a> {
         worker.outputs = outputs;
         self.steps += 1;
         let end = t + ((d * NS) as u64).max(1);
+        worker.busy_until = end;
         self.heap.push(Reverse((end, Event::StepDone(w))));
     }
 
@@ -390,6 +413,7 @@ impl<'a> Cluster<'a> {
             }
         }
         let prefill_role = worker.prefill_role;
+        let mut handed_off = Vec::new();
         for out in outputs {
             let id = out.id as usize;
             let Some(tok) = out.token else { continue };
@@ -407,7 +431,7 @@ impl<'a> Cluster<'a> {
             self.uncharge(id);
             if prefill_role && self.trace[id].output_length > 1 {
                 self.tracks[id].first_token = tok.token;
-                self.start_transfer(id, w, t);
+                handed_off.push(id);
             } else {
                 if prefill_role {
                     self.workers[w].core.release_held(id as u64);
@@ -416,9 +440,19 @@ impl<'a> Cluster<'a> {
             }
         }
         self.kick(w, t);
+        // The decode worker's pull reaches the prefill worker's engine thread, which reads
+        // the held blocks between steps: after the step it has just started, if any.
+        let read_at = if self.workers[w].busy {
+            self.workers[w].busy_until
+        } else {
+            t
+        };
+        for id in handed_off {
+            self.start_transfer(id, w, read_at);
+        }
     }
 
-    fn start_transfer(&mut self, id: usize, prefill: usize, t: u64) {
+    fn start_transfer(&mut self, id: usize, prefill: usize, read_at: u64) {
         let prompt = std::mem::take(&mut self.tracks[id].prompt);
         let mut hashes = std::mem::take(&mut self.tracks[id].hashes);
         let choice = self
@@ -431,7 +465,7 @@ impl<'a> Cluster<'a> {
             self.fail(id, e.to_string());
             return;
         }
-        let end = t + ((self.profile.transfer_time(prompt.len()) * NS) as u64).max(1);
+        let end = read_at + ((self.profile.transfer_time(prompt.len()) * NS) as u64).max(1);
         self.tracks[id].prompt = prompt;
         self.tracks[id].transfer = Some((prefill, d));
         self.transfers += 1;
@@ -458,8 +492,11 @@ impl<'a> Cluster<'a> {
 
     fn finish(mut self, wall: Instant) -> Result<SimOutcome> {
         let mut end = 0;
+        // What the serving path adds to each request (HTTP, gRPC, the first token's relay):
+        // the client sees its first and last tokens this much later.
+        let extra_ms = self.profile.request_overhead_s() * 1e3;
         for (rec, tr) in self.records.iter_mut().zip(&self.tracks) {
-            let ms = |x: u64| (x - tr.send) as f64 / 1e6;
+            let ms = |x: u64| (x - tr.send) as f64 / 1e6 + extra_ms;
             if rec.error.is_none() {
                 if tr.first.is_none() || rec.output_tokens < self.trace[rec.index].output_length {
                     rec.error = Some("the request did not finish".into());

@@ -3,6 +3,9 @@
 
 pub mod cluster;
 pub mod executor;
+pub mod grid;
+pub mod measure;
+pub mod plan;
 pub mod profile;
 
 pub use cluster::{ClusterConfig, SimOutcome, Topology, simulate};

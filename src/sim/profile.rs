@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::grid::{Measured, StepShape};
 use crate::engine::SeqWork;
 use crate::error::{Error, Result};
 
@@ -35,6 +36,10 @@ pub struct Profile {
     pub matmul_flops: f64,
     /// Fraction of `matmul_flops` a step reaches.
     pub matmul_efficiency: f64,
+    /// Attention's rate as a fraction of the dense layers' (1 in the arithmetic profile; a
+    /// CPU's attention loops run far below its matrix products).
+    #[serde(default = "one")]
+    pub attention_efficiency: f64,
     /// Bytes each rank all-reduces per token (0 at TP1).
     pub allreduce_bytes_per_token: f64,
     /// All-reduce bus bandwidth between the ranks, bytes/s.
@@ -51,6 +56,15 @@ pub struct Profile {
     pub transfer_latency_s: f64,
     /// Tokens of KV one worker holds.
     pub kv_capacity_tokens: usize,
+    /// Step grids and transfer figures measured by `tandem profile` (the roofline above is
+    /// then the one fitted to them, for steps beyond the grids); none in an arithmetic
+    /// profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<Measured>,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// The shapes of a Qwen3 model that decide its cost.
@@ -72,6 +86,23 @@ pub struct ModelShape {
     pub vocab: f64,
     /// Bytes per weight and per cached value (bf16: 2).
     pub dtype_bytes: f64,
+}
+
+impl ModelShape {
+    /// The shape of a model's config, storing `dtype_bytes` per value (the backend's: 4 on the
+    /// CPU, 2 on the GPU).
+    pub fn of(cfg: &crate::config::ModelConfig, dtype_bytes: f64) -> Self {
+        ModelShape {
+            hidden: cfg.hidden_size as f64,
+            intermediate: cfg.intermediate_size as f64,
+            layers: cfg.num_hidden_layers as f64,
+            q_heads: cfg.num_attention_heads as f64,
+            kv_heads: cfg.num_key_value_heads as f64,
+            head_dim: cfg.head_dim as f64,
+            vocab: cfg.vocab_size as f64,
+            dtype_bytes,
+        }
+    }
 }
 
 /// Qwen3-32B (config.json of Qwen/Qwen3-32B).
@@ -114,6 +145,20 @@ pub const H200: Gpu = Gpu {
     nic_bandwidth: 50e9,
 };
 
+impl Gpu {
+    /// A starting point for a CPU, whose rates `tandem profile` fits to what it measures: a
+    /// DDR channel's bandwidth and a few cores' f32 rate, no memory to speak of (the KV
+    /// capacity is the engine's).
+    pub const CPU_GUESS: Gpu = Gpu {
+        name: "CPU",
+        memory: 16.0 * (1u64 << 30) as f64,
+        hbm_bandwidth: 10e9,
+        matmul_flops: 50e9,
+        nvlink_bandwidth: 10e9,
+        nic_bandwidth: 1e9,
+    };
+}
+
 impl Profile {
     /// The profile of `model` split over `tp` GPUs of kind `gpu`, from arithmetic:
     ///
@@ -143,7 +188,14 @@ impl Profile {
         let kv_per_rank = kv_all_ranks / tp_f;
         let usable = 0.90 * gpu.memory - stored_params * m.dtype_bytes - 4.0 * (1u64 << 30) as f64;
         Profile {
-            name: format!("Qwen3-32B TP{tp} on {} (arithmetic)", gpu.name),
+            name: if (m.hidden, m.layers) == (QWEN3_32B.hidden, QWEN3_32B.layers) {
+                format!("Qwen3-32B TP{tp} on {} (arithmetic)", gpu.name)
+            } else {
+                format!(
+                    "Qwen3 of {} layers × {} TP{tp} on {} (arithmetic)",
+                    m.layers, m.hidden, gpu.name
+                )
+            },
             weight_bytes: read_params * m.dtype_bytes,
             linear_flops_per_token: 2.0 * read_params,
             attn_flops_per_pair: 4.0 * m.layers * m.q_heads * m.head_dim / tp_f,
@@ -152,6 +204,7 @@ impl Profile {
             hbm_efficiency: 0.80,
             matmul_flops: gpu.matmul_flops,
             matmul_efficiency: 0.70,
+            attention_efficiency: 1.0,
             allreduce_bytes_per_token: if tp > 1 {
                 2.0 * m.layers * m.hidden * m.dtype_bytes
             } else {
@@ -164,6 +217,7 @@ impl Profile {
             link_efficiency: 0.80,
             transfer_latency_s: 2e-3,
             kv_capacity_tokens: (usable.max(0.0) / kv_per_rank) as usize,
+            measured: None,
         }
     }
 
@@ -189,6 +243,7 @@ impl Profile {
             ("kv_bytes_per_token", self.kv_bytes_per_token),
             ("hbm_bandwidth", self.hbm_bandwidth),
             ("matmul_flops", self.matmul_flops),
+            ("attention_efficiency", self.attention_efficiency),
             ("allreduce_bandwidth", self.allreduce_bandwidth),
             ("transfer_bytes_per_token", self.transfer_bytes_per_token),
             ("link_bandwidth", self.link_bandwidth),
@@ -226,6 +281,10 @@ impl Profile {
                 bad.join(", ")
             )));
         }
+        if let Some(m) = &self.measured {
+            m.validate()
+                .map_err(|e| Error::InvalidRequest(format!("profile {:?}: {e}", self.name)))?;
+        }
         if self.kv_capacity_tokens == 0 {
             return Err(Error::InvalidRequest(format!(
                 "profile {:?}: kv_capacity_tokens is 0 (the weights leave no room for KV)",
@@ -235,8 +294,39 @@ impl Profile {
         Ok(())
     }
 
-    /// Seconds one step takes: new tokens cost FLOPs, context costs KV bytes.
+    /// Seconds one step takes: from the measured grids when the profile has them (the
+    /// roofline beyond them), else from the roofline.
     pub fn step_time(&self, work: &[SeqWork]) -> f64 {
+        let t = self.roofline_time(work);
+        match &self.measured {
+            Some(m) => t * m.ratio(&StepShape::of(work), |s| self.shape_time(s)),
+            None => t,
+        }
+    }
+
+    /// The roofline's time of a step of `s`'s shape.
+    pub fn shape_time(&self, s: &StepShape) -> f64 {
+        let mut work = Vec::new();
+        if s.prefill_tokens > 0.0 {
+            let n = s.prefill_tokens.round().max(1.0) as usize;
+            work.push(SeqWork {
+                new_tokens: n,
+                context_len: n + s.prefill_cached.round() as usize,
+            });
+        }
+        let d = s.decodes.round() as usize;
+        work.extend(std::iter::repeat_n(
+            SeqWork {
+                new_tokens: 1,
+                context_len: s.decode_context.round().max(1.0) as usize,
+            },
+            d,
+        ));
+        self.roofline_time(&work)
+    }
+
+    /// Seconds one step takes on the roofline: new tokens cost FLOPs, context costs KV bytes.
+    pub fn roofline_time(&self, work: &[SeqWork]) -> f64 {
         let (mut tokens, mut pairs, mut kv_tokens) = (0.0, 0.0, 0.0);
         for w in work {
             let new = w.new_tokens as f64;
@@ -247,9 +337,10 @@ impl Profile {
             kv_tokens += w.context_len as f64;
         }
         let bytes = self.weight_bytes + kv_tokens * self.kv_bytes_per_token;
-        let flops = tokens * self.linear_flops_per_token + pairs * self.attn_flops_per_pair;
         let memory = bytes / (self.hbm_bandwidth * self.hbm_efficiency);
-        let compute = flops / (self.matmul_flops * self.matmul_efficiency);
+        let rate = self.matmul_flops * self.matmul_efficiency;
+        let compute = tokens * self.linear_flops_per_token / rate
+            + pairs * self.attn_flops_per_pair / (rate * self.attention_efficiency);
         memory.max(compute)
             + tokens * self.allreduce_bytes_per_token / self.allreduce_bandwidth
             + self.step_overhead_s
@@ -257,9 +348,19 @@ impl Profile {
 
     /// Seconds to move the KV of `tokens` prompt tokens from a prefill to a decode worker.
     pub fn transfer_time(&self, tokens: usize) -> f64 {
+        if let Some(m) = &self.measured {
+            return m.transfer_time(tokens as f64 * self.transfer_bytes_per_token);
+        }
         self.transfer_latency_s
             + tokens as f64 * self.transfer_bytes_per_token
                 / (self.link_bandwidth * self.link_efficiency)
+    }
+}
+
+impl Profile {
+    /// Seconds the serving path adds to each request once (0 unless measured).
+    pub fn request_overhead_s(&self) -> f64 {
+        self.measured.as_ref().map_or(0.0, |m| m.request_overhead_s)
     }
 }
 

@@ -1,0 +1,320 @@
+//! `tandem profile`: measures a worker's timing on its real executor (the same model and
+//! engine flags as `tandem worker`) and writes the profile `tandem simulate --profile` reads:
+//! prefill, decode and mixed step grids, the KV transfer through the real transfer service
+//! on loopback, and a roofline fitted to the points for steps beyond them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::ModelArgs;
+use super::worker::kv_layout;
+use crate::backend::Backend;
+use crate::engine::EngineHandle;
+use crate::loader::{DeviceKind, LoadedModel, load_cpu, load_cuda};
+use crate::server::kv_hub::KvEventHub;
+use crate::server::proto::{self, worker_client::WorkerClient, worker_server::WorkerServer};
+use crate::server::worker::WorkerService;
+use crate::sim::grid::Measured;
+use crate::sim::measure::{Sweep, Sweeper, fit_roofline, grid_points};
+use crate::sim::profile::{Gpu, ModelShape, Profile};
+
+/// Arguments of `tandem profile`.
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Where to write the profile (JSON).
+    #[arg(long, default_value = "profile.json")]
+    out: PathBuf,
+    /// About how many points per axis of each grid.
+    #[arg(long, default_value_t = 5)]
+    points: usize,
+    /// Timed steps per point (the median counts).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+}
+
+/// Runs `tandem profile`.
+pub fn profile(args: ProfileArgs) -> anyhow::Result<()> {
+    args.model.pin_cpus()?;
+    let spec = args.model.spec(false)?;
+    match spec.device {
+        DeviceKind::Cpu => run(args, load_cpu(&spec).context("loading the model")?),
+        DeviceKind::Cuda => run(args, load_cuda(&spec).context("loading the model")?),
+    }
+}
+
+fn run<B: Backend>(args: ProfileArgs, mut loaded: LoadedModel<B>) -> anyhow::Result<()> {
+    let cfg = loaded.engine.config().clone();
+    let layout = kv_layout(&loaded, args.model.tp);
+    let mut sweep = Sweep::for_engine(&cfg, args.points);
+    sweep.repeats = args.repeats.max(1);
+    let transfers = transfer_sizes(&cfg);
+    let bar = ProgressBar::new((sweep.steps() + transfers.len() * args.repeats) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("profile {bar:40} {pos}/{len} steps {elapsed} (eta {eta})")
+            .expect("static template"),
+    );
+    let started = Instant::now();
+    let (prefill, decode, mixed) = {
+        let mut s = Sweeper::new(&mut loaded.engine, |core| {
+            let t = Instant::now();
+            core.step().map_err(|f| f.error)?;
+            Ok(t.elapsed().as_secs_f64())
+        });
+        let b = bar.clone();
+        s.on_step = Box::new(move || b.inc(1));
+        s.run(&sweep)?
+    };
+    // The roofline to extrapolate with: the model's byte and FLOP counts, its rates fitted.
+    let dtype_bytes = layout.block_bytes as f64
+        / (2.0 * cfg.block_size as f64 * layout.kv_heads_per_rank as f64 * layout.head_dim as f64);
+    let shape = ModelShape::of(&loaded.config, dtype_bytes);
+    let device = match args.model.device {
+        super::DeviceArg::Cpu => Gpu::CPU_GUESS,
+        super::DeviceArg::Cuda => crate::sim::profile::H200,
+    };
+    let mut base = Profile::arithmetic(&shape, &device, args.model.tp);
+    base.kv_capacity_tokens = cfg.num_blocks * cfg.block_size;
+    let all = grid_points((&prefill, &decode, &mixed), sweep.mixed_context as f64);
+    let mut fitted = fit_roofline(&base, &all);
+    let short = (cfg.block_size)
+        .min(prefill.x.last().copied().unwrap_or(1.0) as usize)
+        .max(2);
+    let step_of_short = prefill.at(short as f64, 0.0).0;
+    let (latency, bytes_per_s, overhead) = measure_transfers(
+        loaded,
+        layout,
+        &transfers,
+        args.repeats,
+        &bar,
+        (short, step_of_short),
+    )?;
+    bar.finish_and_clear();
+    let name = format!(
+        "{} TP{} on {} (measured by tandem profile in {:.0} s)",
+        args.model.model_name(),
+        args.model.tp,
+        match args.model.device {
+            super::DeviceArg::Cpu => format!("the CPU ({} threads)", cpus(&args.model)),
+            super::DeviceArg::Cuda => "CUDA".into(),
+        },
+        started.elapsed().as_secs_f64()
+    );
+    fitted.name = name.clone();
+    fitted.transfer_latency_s = latency;
+    fitted.link_bandwidth = bytes_per_s;
+    fitted.link_efficiency = 1.0;
+    fitted.measured = Some(Measured {
+        measured_on: name,
+        prefill,
+        decode,
+        mixed,
+        mixed_context: sweep.mixed_context as f64,
+        transfer_latency_s: latency,
+        transfer_bytes_per_s: bytes_per_s,
+        request_overhead_s: overhead,
+    });
+    fitted.validate()?;
+    std::fs::write(&args.out, serde_json::to_string_pretty(&fitted)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let m = fitted.measured.as_ref().expect("set above");
+    println!(
+        "{}: {} grid points in {:.0} s; decode batch 1 {:.2} ms, prefill {} tokens {:.1} ms; \
+         transfer {:.2} ms + {:.2} GB/s; a request's own cost {:.2} ms; roofline {:.1} GB/s, \
+         {:.1} GFLOP/s (attention at {:.2} of it), {:.2} ms a step",
+        args.out.display(),
+        m.prefill.x.len() * m.prefill.y.len()
+            + m.decode.x.len() * m.decode.y.len()
+            + m.mixed.x.len() * m.mixed.y.len(),
+        started.elapsed().as_secs_f64(),
+        m.decode.seconds[0][0] * 1e3,
+        m.prefill.x.last().copied().unwrap_or(0.0),
+        m.prefill.seconds.last().map_or(0.0, |r| r[0]) * 1e3,
+        latency * 1e3,
+        bytes_per_s / 1e9,
+        overhead * 1e3,
+        fitted.hbm_bandwidth / 1e9,
+        fitted.matmul_flops / 1e9,
+        fitted.attention_efficiency,
+        fitted.step_overhead_s * 1e3,
+    );
+    Ok(())
+}
+
+fn cpus(m: &ModelArgs) -> usize {
+    if m.cpus.is_empty() {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        m.cpus.len()
+    }
+}
+
+/// Prompt lengths (tokens) whose KV the transfer is timed on: up to a quarter of the cache.
+fn transfer_sizes(cfg: &crate::config::EngineConfig) -> Vec<usize> {
+    let bs = cfg.block_size;
+    let most = (cfg.num_blocks / 4)
+        .min((cfg.max_model_len - 2) / bs)
+        .max(1);
+    let mut v = Vec::new();
+    let mut blocks = 1;
+    while blocks < most {
+        v.push(blocks * bs);
+        blocks *= 4;
+    }
+    v.push(most * bs);
+    v
+}
+
+/// Times KV pulls through the real transfer service on loopback: prefill a prompt (its
+/// blocks held), pull them as a decode worker does, write them into a reservation. Then
+/// times one-token generations of `short.0` tokens over gRPC, less their step (`short.1`):
+/// what serving adds to a request. Returns the fitted (latency s, bytes/s) and that cost.
+fn measure_transfers<B: Backend>(
+    loaded: LoadedModel<B>,
+    layout: proto::KvLayout,
+    sizes: &[usize],
+    repeats: usize,
+    bar: &ProgressBar,
+    short: (usize, f64),
+) -> anyhow::Result<(f64, f64, f64)> {
+    let engine = Arc::new(EngineHandle::spawn(loaded.engine)?);
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let svc = WorkerService::new(
+            engine.clone(),
+            Arc::new(KvEventHub::new()),
+            proto::ModelInfoResponse::default(),
+            layout.clone(),
+            addr.clone(),
+        );
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .initial_stream_window_size(Some(crate::server::transfer::WINDOW_BYTES))
+                .initial_connection_window_size(Some(crate::server::transfer::WINDOW_BYTES))
+                .max_frame_size(Some(crate::server::transfer::FRAME_BYTES))
+                .add_service(WorkerServer::new(svc))
+                .serve_with_incoming(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                ),
+        );
+        let mut c = WorkerClient::connect(format!("http://{addr}")).await?;
+        let vocab = engine.config().vocab_size as u32;
+        let mut samples: Vec<(f64, f64)> = Vec::new();
+        for (k, &tokens) in sizes.iter().enumerate() {
+            for r in 0..repeats {
+                let id = format!("transfer-{k}-{r}");
+                let prompt: Vec<u32> = (0..tokens as u32 - 1)
+                    .map(|i| (i * 7919 + k as u32 * 104_729 + r as u32 * 31) % vocab)
+                    .collect();
+                let sampling = proto::SamplingParams {
+                    top_p: 1.0,
+                    repetition_penalty: 1.0,
+                    max_tokens: 2,
+                    ignore_eos: true,
+                    ..Default::default()
+                };
+                let pre = c
+                    .prefill(proto::GenerateRequest {
+                        request_id: id.clone(),
+                        prompt_token_ids: prompt.clone(),
+                        sampling: Some(sampling),
+                    })
+                    .await?
+                    .into_inner();
+                let local = 1u64 << 50 | (k * repeats + r) as u64;
+                let e = engine.clone();
+                let n = prompt.len();
+                tokio::task::spawn_blocking(move || e.reserve_kv(local, n)).await??;
+                let t = Instant::now();
+                let shards = crate::server::transfer::pull(
+                    &addr,
+                    &id,
+                    pre.block_ids.clone(),
+                    layout.clone(),
+                    None,
+                )
+                .await?;
+                let bytes: usize = shards.iter().map(Vec::len).sum();
+                let e = engine.clone();
+                tokio::task::spawn_blocking(move || e.write_reserved(local, shards)).await??;
+                samples.push((bytes as f64, t.elapsed().as_secs_f64()));
+                engine.cancel_reserved(local)?;
+                c.release_kv(proto::ReleaseKvRequest { request_id: id })
+                    .await?;
+                bar.inc(1);
+            }
+        }
+        let (latency, rate) = fit_line(&samples);
+        let mut whole = Vec::new();
+        for r in 0..repeats.max(1) * 3 {
+            let prompt: Vec<u32> = (0..short.0 as u32)
+                .map(|i| (i * 104_729 + r as u32 * 7919 + 13) % vocab)
+                .collect();
+            let t = Instant::now();
+            let mut s = c
+                .generate(proto::GenerateRequest {
+                    request_id: format!("overhead-{r}"),
+                    prompt_token_ids: prompt,
+                    sampling: Some(proto::SamplingParams {
+                        top_p: 1.0,
+                        repetition_penalty: 1.0,
+                        max_tokens: 1,
+                        ignore_eos: true,
+                        ..Default::default()
+                    }),
+                })
+                .await?
+                .into_inner();
+            while s.message().await?.is_some() {}
+            whole.push(t.elapsed().as_secs_f64());
+        }
+        whole.sort_by(f64::total_cmp);
+        let overhead = (whole[whole.len() / 2] - short.1).max(0.0);
+        Ok((latency, rate, overhead))
+    })
+}
+
+/// Least squares t = a + bytes / rate over the samples: (a, rate).
+fn fit_line(samples: &[(f64, f64)]) -> (f64, f64) {
+    let n = samples.len() as f64;
+    let (sx, sy) = samples
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (mut sxx, mut sxy) = (0.0, 0.0);
+    for (x, y) in samples {
+        sxx += (x - mx) * (x - mx);
+        sxy += (x - mx) * (y - my);
+    }
+    let slope = if sxx > 0.0 {
+        (sxy / sxx).max(1e-15)
+    } else {
+        my / mx.max(1.0)
+    };
+    let latency = (my - slope * mx).max(0.0);
+    (latency, 1.0 / slope)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_line_through_transfer_times_is_fitted() {
+        let pts: Vec<(f64, f64)> = [1e6, 4e6, 16e6]
+            .iter()
+            .map(|&b| (b, 0.002 + b / 2e9))
+            .collect();
+        let (lat, rate) = super::fit_line(&pts);
+        assert!(
+            (lat - 0.002).abs() < 1e-9 && (rate / 2e9 - 1.0).abs() < 1e-9,
+            "{lat} {rate}"
+        );
+    }
+}

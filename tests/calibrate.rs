@@ -1,0 +1,267 @@
+//! The simulator against the real system, at a reduced size (the full check is a benchmark,
+//! BENCHMARKS.md): `tandem calibrate` profiles a CPU worker, runs both reference deployments
+//! for real and simulated, and must produce its error table; the planner's sweep; and the
+//! profile and trace flags' bad input.
+
+mod common;
+
+use common::procs::run;
+use serde_json::Value;
+
+/// A small calibration: a small KV cache and context, one real run, a coarse profile.
+const SMALL: [&str; 15] = [
+    "calibrate",
+    "--block-size",
+    "16",
+    "--kv-cache-gib",
+    "0.05",
+    "--max-model-len",
+    "1024",
+    "--runs",
+    "1",
+    "--points",
+    "2",
+    "--profile-repeats",
+    "1",
+    "--speedup",
+    "2",
+];
+
+fn json(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn calibrate_measures_simulates_and_tabulates_both_deployments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = run(&[
+        &SMALL[..],
+        &[
+            "--max-requests",
+            "30",
+            "--length-scale",
+            "0.03125",
+            "--max-input-tokens",
+            "600",
+            "--max-output-tokens",
+            "12",
+            "--out",
+            dir.path().to_str().unwrap(),
+        ],
+    ]
+    .concat());
+    assert!(ok, "{stdout}\n{stderr}");
+    for metric in [
+        "TTFT mean (ms)",
+        "ITL p90 (ms)",
+        "latency p50 (ms)",
+        "goodput",
+        "hit rate",
+    ] {
+        assert!(stdout.contains(metric), "{metric} missing:\n{stdout}");
+    }
+    let report = json(&dir.path().join("calibrate.json"));
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 11, "{report}");
+    for r in rows {
+        for d in ["agg-rr", "disagg-kv"] {
+            let real = r[d]["real"].as_f64().unwrap();
+            let sim = r[d]["simulated"].as_f64().unwrap();
+            assert!(
+                real.is_finite() && real >= 0.0 && sim.is_finite() && sim >= 0.0,
+                "{r}"
+            );
+        }
+        assert!(["yes", "no", "noise"].contains(&r["ab_direction_agrees"].as_str().unwrap()));
+    }
+    // Latencies are positive, real and simulated (the metrics were read, not defaulted).
+    assert!(rows[0]["agg-rr"]["real"].as_f64().unwrap() > 0.0);
+    assert!(rows[0]["disagg-kv"]["simulated"].as_f64().unwrap() > 0.0);
+    // The measured profile it wrote is one `tandem simulate --profile` reads.
+    let profile = dir.path().join("profile.json");
+    let p = json(&profile);
+    assert!(
+        p["measured"]["prefill"]["seconds"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 2
+    );
+    let (ok, stdout, stderr) = run(&[
+        "simulate",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--max-requests",
+        "20",
+        "--block-size",
+        "16",
+        "--max-model-len",
+        "1024",
+        "--workers",
+        "2",
+        "--prefill",
+        "1",
+        "--decode",
+        "1",
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stderr.contains("measured by tandem profile"), "{stderr}");
+}
+
+#[test]
+fn the_sweep_ranks_every_split_and_agrees_with_the_ab() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ab, plan) = (dir.path().join("ab"), dir.path().join("plan"));
+    let common = ["--max-requests", "400"];
+    let (ok, stdout, stderr) = run(&[
+        &[
+            "simulate",
+            "--deployment",
+            "both",
+            "--out",
+            ab.to_str().unwrap(),
+        ][..],
+        &common,
+    ]
+    .concat());
+    assert!(ok, "{stdout}\n{stderr}");
+    let (ok, stdout, stderr) = run(&[
+        &["simulate", "--sweep", "--out", plan.to_str().unwrap()][..],
+        &common,
+    ]
+    .concat());
+    assert!(ok, "{stdout}\n{stderr}");
+    // 16 GPUs at TP2: agg 8 and the 7 splits, each under two routers.
+    let ranked = json(&plan.join("plan.json"))["ranked"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(ranked.len(), 16, "{stdout}");
+    let goodput = |v: &Value| v["goodput"]["avg"].as_f64().unwrap_or(0.0);
+    assert!(
+        ranked
+            .windows(2)
+            .all(|w| goodput(&w[0]["metrics"]) >= goodput(&w[1]["metrics"])),
+        "not ranked by goodput"
+    );
+    // The reference deployments' rows are the A/B's figures.
+    let ab = json(&ab.join("ab.json"));
+    for (name, label) in [
+        ("baseline", "TP2 agg 8 round-robin"),
+        ("disagg", "TP2 6P:2D kv"),
+    ] {
+        let arm = ab["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .unwrap();
+        let row = ranked.iter().find(|r| r["deployment"] == label).unwrap();
+        assert_eq!(arm["summary"], row["metrics"], "{label}");
+    }
+    for svg in ["plan_goodput.svg", "plan_latency.svg"] {
+        let s = std::fs::read_to_string(plan.join(svg)).unwrap();
+        assert!(s.starts_with("<svg") && s.contains("6P:2D"), "{svg}");
+    }
+}
+
+#[test]
+fn bad_profiles_sweeps_and_trace_block_sizes_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // A measured profile with an empty grid, one whose sizes do not increase, one with a
+    // time that is not finite: each refused, the field named.
+    let out = dir.path().to_str().unwrap();
+    let (ok, _, stderr) = run(&[
+        &SMALL[..],
+        &[
+            "--max-requests",
+            "1",
+            "--out",
+            out,
+            "--profile",
+            "/nonexistent/profile.json",
+        ],
+    ]
+    .concat());
+    assert!(!ok && stderr.contains("profile.json"), "{stderr}");
+    let good = tandem::sim::Profile::default_qwen3_32b_tp2_h200();
+    let mut v = serde_json::to_value(&good).unwrap();
+    let grid = |x: Vec<f64>, secs: Vec<Vec<f64>>| {
+        serde_json::json!({"x_name": "tokens", "x": x, "y_name": "cached", "y": [0.0],
+                           "seconds": secs})
+    };
+    v["measured"] = serde_json::json!({
+        "measured_on": "test",
+        "prefill": grid(vec![1.0, 2.0], vec![vec![0.001], vec![0.002]]),
+        "decode": grid(vec![1.0, 2.0], vec![vec![0.001], vec![0.002]]),
+        "mixed": grid(vec![1.0, 2.0], vec![vec![0.001], vec![0.002]]),
+        "mixed_context": 64.0,
+        "transfer_latency_s": 0.001,
+        "transfer_bytes_per_s": 1e9,
+    });
+    let path = dir.path().join("p.json");
+    for (field, value, says) in [
+        ("prefill", grid(vec![], vec![]), "axis is empty"),
+        (
+            "decode",
+            grid(vec![2.0, 1.0], vec![vec![0.001], vec![0.002]]),
+            "does not increase",
+        ),
+        (
+            "mixed",
+            grid(vec![1.0, 2.0], vec![vec![0.001], vec![-1.0]]),
+            "not finite and positive",
+        ),
+    ] {
+        let mut bad = v.clone();
+        bad["measured"][field] = value;
+        std::fs::write(&path, serde_json::to_string(&bad).unwrap()).unwrap();
+        let (ok, _, stderr) = run(&[
+            "simulate",
+            "--profile",
+            path.to_str().unwrap(),
+            "--max-requests",
+            "5",
+        ]);
+        assert!(!ok && stderr.contains(says), "{field}: {stderr}");
+    }
+    // The well-formed one is accepted.
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+    let (ok, _, stderr) = run(&[
+        "simulate",
+        "--profile",
+        path.to_str().unwrap(),
+        "--max-requests",
+        "5",
+    ]);
+    assert!(ok, "{stderr}");
+    // A sweep whose TP size leaves no split, or does not divide the GPUs, is named, not run.
+    let (ok, stdout, stderr) = run(&[
+        "simulate",
+        "--sweep",
+        "--gpus",
+        "2",
+        "--tp",
+        "2,3",
+        "--max-requests",
+        "20",
+        "--out",
+        dir.path().join("plan").to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("skipped: TP2 disaggregated"), "{stdout}");
+    assert!(stdout.contains("skipped: TP3"), "{stdout}");
+    // A trace block size of 0, and one the trace's lengths do not fit.
+    let (ok, _, stderr) = run(&["simulate", "--trace-block-size", "0", "--max-requests", "5"]);
+    assert!(!ok && stderr.contains("--trace-block-size"), "{stderr}");
+    let (ok, _, stderr) = run(&[
+        "replay",
+        "--trace-block-size",
+        "0",
+        "--url",
+        "http://127.0.0.1:9",
+    ]);
+    assert!(!ok && stderr.contains("--trace-block-size"), "{stderr}");
+    let (ok, _, stderr) = run(&["simulate", "--trace-block-size", "1", "--max-requests", "5"]);
+    assert!(!ok && stderr.contains("block"), "{stderr}");
+}
