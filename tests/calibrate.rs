@@ -251,6 +251,8 @@ fn bad_profiles_sweeps_and_trace_block_sizes_are_named() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("skipped: TP2 disaggregated"), "{stdout}");
     assert!(stdout.contains("skipped: TP3"), "{stdout}");
+    let (ok, _, stderr) = run(&["simulate", "--sweep", "--gpus", "0", "--max-requests", "5"]);
+    assert!(!ok && stderr.contains("nothing to plan"), "{stderr}");
     // A trace block size of 0, and one the trace's lengths do not fit.
     let (ok, _, stderr) = run(&["simulate", "--trace-block-size", "0", "--max-requests", "5"]);
     assert!(!ok && stderr.contains("--trace-block-size"), "{stderr}");

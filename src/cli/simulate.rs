@@ -254,6 +254,9 @@ fn sweep(args: &SimulateArgs, slo: &Slo) -> anyhow::Result<()> {
         &args.tp,
         policy(RouterArg::Kv, args.router_temperature),
     );
+    if candidates.is_empty() {
+        bail!("nothing to plan: {}", skipped.join("; "));
+    }
     eprintln!(
         "planning {} GPUs: {} deployments of {} requests",
         args.gpus,

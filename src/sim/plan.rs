@@ -43,7 +43,7 @@ impl Candidate {
 pub fn candidates(gpus: usize, tps: &[usize], kv: Policy) -> (Vec<Candidate>, Vec<String>) {
     let (mut out, mut skipped) = (Vec::new(), Vec::new());
     for &tp in tps {
-        if tp == 0 || !gpus.is_multiple_of(tp) {
+        if tp == 0 || gpus < tp || !gpus.is_multiple_of(tp) {
             skipped.push(format!(
                 "TP{tp}: {gpus} GPUs do not split into TP{tp} workers"
             ));
@@ -207,5 +207,10 @@ mod tests {
             "{skipped:?}"
         );
         assert!(skipped[1].contains("TP3"), "{skipped:?}");
+        // No GPUs, or fewer than one worker's: nothing to run, and said so.
+        for gpus in [0, 1] {
+            let (c, skipped) = candidates(gpus, &[2], kv);
+            assert!(c.is_empty() && skipped.len() == 1, "{gpus}: {skipped:?}");
+        }
     }
 }
