@@ -200,6 +200,18 @@ fn bad_profiles_sweeps_and_trace_block_sizes_are_named() {
         "transfer_bytes_per_s": 1e9,
     });
     let path = dir.path().join("p.json");
+    // `tandem simulate` on `profile`, written to `path`: (success, stderr).
+    let simulate_with = |profile: &Value| {
+        std::fs::write(&path, serde_json::to_string(profile).unwrap()).unwrap();
+        let (ok, _, stderr) = run(&[
+            "simulate",
+            "--profile",
+            path.to_str().unwrap(),
+            "--max-requests",
+            "5",
+        ]);
+        (ok, stderr)
+    };
     for (field, value, says) in [
         ("prefill", grid(vec![], vec![]), "axis is empty"),
         (
@@ -215,25 +227,11 @@ fn bad_profiles_sweeps_and_trace_block_sizes_are_named() {
     ] {
         let mut bad = v.clone();
         bad["measured"][field] = value;
-        std::fs::write(&path, serde_json::to_string(&bad).unwrap()).unwrap();
-        let (ok, _, stderr) = run(&[
-            "simulate",
-            "--profile",
-            path.to_str().unwrap(),
-            "--max-requests",
-            "5",
-        ]);
+        let (ok, stderr) = simulate_with(&bad);
         assert!(!ok && stderr.contains(says), "{field}: {stderr}");
     }
     // The well-formed one is accepted.
-    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
-    let (ok, _, stderr) = run(&[
-        "simulate",
-        "--profile",
-        path.to_str().unwrap(),
-        "--max-requests",
-        "5",
-    ]);
+    let (ok, stderr) = simulate_with(&v);
     assert!(ok, "{stderr}");
     // A sweep whose TP size leaves no split, or does not divide the GPUs, is named, not run.
     let (ok, stdout, stderr) = run(&[

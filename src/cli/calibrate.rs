@@ -8,14 +8,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
 
 use super::ModelArgs;
-use super::frontend::{spawn_tandem, stop_workers};
+use super::frontend::{spawn_tandem, stop_workers, wait_healthy};
 use super::trace::TraceArgs;
 use crate::config::EngineConfig;
 use crate::replay::client::{ReplayConfig, replay};
@@ -239,19 +239,7 @@ async fn real_run(
     argv.extend(["--port".into(), "0".into()]);
     let (child, addr) = spawn_tandem(&argv).await?;
     let base = format!("http://{addr}");
-    let t = Instant::now();
-    loop {
-        let ok = reqwest::get(format!("{base}/health"))
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ok {
-            break;
-        }
-        if t.elapsed() > Duration::from_secs(60) {
-            bail!("the deployment did not become healthy within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_healthy(&base, Duration::from_secs(60)).await?;
     let cfg = ReplayConfig {
         url: base,
         model: None,

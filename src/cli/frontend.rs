@@ -437,6 +437,21 @@ pub(crate) async fn spawn_tandem(
     Ok((child, addr))
 }
 
+/// Waits until the frontend at `base` (http://host:port) answers /health with success.
+pub(crate) async fn wait_healthy(base: &str, within: std::time::Duration) -> anyhow::Result<()> {
+    let t = std::time::Instant::now();
+    while t.elapsed() < within {
+        if reqwest::get(format!("{base}/health"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    bail!("the deployment did not become healthy within {within:?}")
+}
+
 /// Runs `tandem serve`: starts the workers (aggregated, or prefill and decode), then the
 /// frontend over them; the workers stop with it.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {

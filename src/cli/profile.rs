@@ -14,11 +14,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::ModelArgs;
 use super::worker::kv_layout;
 use crate::backend::Backend;
-use crate::engine::EngineHandle;
+use crate::engine::{EngineHandle, SamplingParams};
 use crate::loader::{DeviceKind, LoadedModel, load_cpu, load_cuda};
 use crate::server::kv_hub::KvEventHub;
 use crate::server::proto::{self, worker_client::WorkerClient, worker_server::WorkerServer};
-use crate::server::worker::WorkerService;
+use crate::server::worker::{WorkerService, sampling_to_proto};
 use crate::sim::grid::Measured;
 use crate::sim::measure::{Sweep, Sweeper, fit_roofline, grid_points};
 use crate::sim::profile::{Gpu, ModelShape, Profile};
@@ -214,13 +214,7 @@ fn measure_transfers<B: Backend>(
                 let prompt: Vec<u32> = (0..tokens as u32 - 1)
                     .map(|i| (i * 7919 + k as u32 * 104_729 + r as u32 * 31) % vocab)
                     .collect();
-                let sampling = proto::SamplingParams {
-                    top_p: 1.0,
-                    repetition_penalty: 1.0,
-                    max_tokens: 2,
-                    ignore_eos: true,
-                    ..Default::default()
-                };
+                let sampling = greedy(2);
                 let pre = c
                     .prefill(proto::GenerateRequest {
                         request_id: id.clone(),
@@ -263,13 +257,7 @@ fn measure_transfers<B: Backend>(
                 .generate(proto::GenerateRequest {
                     request_id: format!("overhead-{r}"),
                     prompt_token_ids: prompt,
-                    sampling: Some(proto::SamplingParams {
-                        top_p: 1.0,
-                        repetition_penalty: 1.0,
-                        max_tokens: 1,
-                        ignore_eos: true,
-                        ..Default::default()
-                    }),
+                    sampling: Some(greedy(1)),
                 })
                 .await?
                 .into_inner();
@@ -279,6 +267,14 @@ fn measure_transfers<B: Backend>(
         whole.sort_by(f64::total_cmp);
         let overhead = (whole[whole.len() / 2] - short.1).max(0.0);
         Ok((latency, rate, overhead))
+    })
+}
+
+/// Greedy sampling of exactly `n` tokens, as a gRPC request carries it.
+fn greedy(n: usize) -> proto::SamplingParams {
+    sampling_to_proto(&SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(n)
     })
 }
 

@@ -14,7 +14,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
 use super::ModelArgs;
-use super::frontend::spawn_tandem;
+use super::frontend::{spawn_tandem, wait_healthy};
 use super::trace::TraceArgs;
 use crate::replay::client::{ReplayConfig, replay};
 use crate::replay::metrics::RequestRecord;
@@ -224,17 +224,7 @@ impl Deployment {
     }
 
     async fn wait_healthy(&self, within: Duration) -> anyhow::Result<()> {
-        let t = Instant::now();
-        while t.elapsed() < within {
-            if reqwest::get(format!("{}/health", self.base))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("the deployment did not become healthy within {within:?}")
+        wait_healthy(&self.base, within).await
     }
 
     /// Waits until no worker runs, waits or holds anything; returns each worker's blocks in use.

@@ -105,36 +105,28 @@ impl Scheduler {
             let Some(seq) = self.waiting.front_mut() else {
                 break;
             };
-            if seq.num_computed > 0 {
+            let num_new = if seq.num_computed > 0 {
                 // Its prompt's KV arrived from a prefill worker: it holds those blocks and
                 // needs only the slots of its new tokens.
                 let num_new = self.cfg.chunk(seq.num_uncomputed(), budget);
                 if !kv.allocate_slots(&mut seq.table, &seq.tokens, &[], seq.num_computed, num_new) {
                     break;
                 }
-                budget -= num_new;
-                let mut seq = self.waiting.pop_front().expect("front exists");
-                seq.times
-                    .scheduled
-                    .get_or_insert_with(std::time::Instant::now);
-                self.running.push(seq);
-                out.scheduled.push(Scheduled {
-                    index: self.running.len() - 1,
-                    num_new,
-                });
-                continue;
-            }
-            let hits = kv.find_cached_prefix(&mut seq.table, &seq.tokens);
-            let hit_tokens = hits.len() * kv.block_size();
-            let num_new = self.cfg.chunk(seq.tokens.len() - hit_tokens, budget);
-            if !kv.allocate_slots(&mut seq.table, &seq.tokens, &hits, 0, num_new) {
-                break;
-            }
-            if seq.num_cached_prompt.is_none() {
-                seq.num_cached_prompt = Some(hit_tokens);
-                kv.record_prefix_lookup(seq.prompt_len, hit_tokens);
-            }
-            seq.num_computed = hit_tokens;
+                num_new
+            } else {
+                let hits = kv.find_cached_prefix(&mut seq.table, &seq.tokens);
+                let hit_tokens = hits.len() * kv.block_size();
+                let num_new = self.cfg.chunk(seq.tokens.len() - hit_tokens, budget);
+                if !kv.allocate_slots(&mut seq.table, &seq.tokens, &hits, 0, num_new) {
+                    break;
+                }
+                if seq.num_cached_prompt.is_none() {
+                    seq.num_cached_prompt = Some(hit_tokens);
+                    kv.record_prefix_lookup(seq.prompt_len, hit_tokens);
+                }
+                seq.num_computed = hit_tokens;
+                num_new
+            };
             budget -= num_new;
             let mut seq = self.waiting.pop_front().expect("front exists");
             seq.times

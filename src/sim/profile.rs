@@ -346,6 +346,11 @@ impl Profile {
             + self.step_overhead_s
     }
 
+    /// Seconds the serving path adds to each request once (0 unless measured).
+    pub fn request_overhead_s(&self) -> f64 {
+        self.measured.as_ref().map_or(0.0, |m| m.request_overhead_s)
+    }
+
     /// Seconds to move the KV of `tokens` prompt tokens from a prefill to a decode worker.
     pub fn transfer_time(&self, tokens: usize) -> f64 {
         if let Some(m) = &self.measured {
@@ -354,13 +359,6 @@ impl Profile {
         self.transfer_latency_s
             + tokens as f64 * self.transfer_bytes_per_token
                 / (self.link_bandwidth * self.link_efficiency)
-    }
-}
-
-impl Profile {
-    /// Seconds the serving path adds to each request once (0 unless measured).
-    pub fn request_overhead_s(&self) -> f64 {
-        self.measured.as_ref().map_or(0.0, |m| m.request_overhead_s)
     }
 }
 
