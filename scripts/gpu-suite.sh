@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole GPU check in two halves (the GPU machine has CUDA and PyTorch but no Rust and no
-# network, see ../shared/GPU.md):
+# network):
 #
 #   scripts/gpu-suite.sh build   here: builds the cuda feature (tandem + the GPU test
 #                                binaries), strips them into target/gpu-suite/ (< 64 MiB)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs nvcc 13.0 from PyPI into a directory (no root, no apt, no CUDA driver needed), so a
 # fresh machine and CI can build the `cuda` feature. The pins must match each other exactly:
-# a newer nvvm or crt emits PTX that ptxas 13.0 rejects (see ../shared/GPU.md).
+# a newer nvvm or crt emits PTX that ptxas 13.0 rejects.
 # Idempotent: a complete install is reused. Prints the nvcc path on stdout (last line).
 # Usage: scripts/install-nvcc.sh [DIR]   (default: $TANDEM_NVCC_DIR, else target/nvcc)
 set -euo pipefail

@@ -327,7 +327,7 @@ mod tests {
         assert!(
             matches!(c.rope_scaling, RopeScaling::Yarn { factor, original_max_position_embeddings: 32768, .. } if factor == 4.0)
         );
-        // 32.76e9 parameters, as ../shared/ARCHITECTURE.md says.
+        // 32.76e9 parameters (embedding, 64 layers, lm_head; the model card rounds to 32.8B).
         assert_eq!(c.num_parameters() / 10_000_000, 3276);
     }
 
