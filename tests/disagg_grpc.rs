@@ -77,14 +77,8 @@ async fn disaggregated_output_equals_aggregated_and_the_source_is_freed() {
         assert_eq!(got, want, "prompt {i}");
     }
     // Source blocks are released after the pull; nothing stays in use anywhere.
-    assert_eq!(used_when_idle(&mut dc).await, 0);
-    for _ in 0..100 {
-        if used_when_idle(&mut pc).await == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(used_when_idle(&mut pc).await, 0);
+    assert_eq!(used_when_idle(&mut dc, 0).await, 0);
+    assert_eq!(used_when_idle(&mut pc, 0).await, 0);
 
     // A prefill nobody pulls is freed after the hold timeout (1 s here).
     let pre = pc
@@ -93,9 +87,11 @@ async fn disaggregated_output_equals_aggregated_and_the_source_is_freed() {
         .unwrap()
         .into_inner();
     assert_eq!(pre.block_ids.len(), 3);
-    assert_eq!(used_when_idle(&mut pc).await, 3);
+    assert_eq!(used_when_idle(&mut pc, 3).await, 3);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(used_when_idle(&mut pc).await, 0);
+    // Read once, not polled: freed by now, not some time later.
+    let load = pc.load(LoadRequest {}).await.unwrap().into_inner();
+    assert_eq!((load.running, load.waiting, load.used_blocks), (0, 0, 0));
     // ... and a pull that comes too late finds nothing, leaking nothing on the decode side.
     let late = DecodeRequest {
         request: Some(request("orphan", (0..40).collect(), greedy(5))),
@@ -113,7 +109,7 @@ async fn disaggregated_output_equals_aggregated_and_the_source_is_freed() {
             && err.message().contains("NotFound"),
         "{err:?}"
     );
-    assert_eq!(used_when_idle(&mut dc).await, 0);
+    assert_eq!(used_when_idle(&mut dc, 0).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,7 +132,7 @@ async fn a_dead_prefill_worker_or_a_layout_mismatch_fails_cleanly() {
     let err = dc.decode(decode).await.err().unwrap();
     assert_eq!(err.code(), Code::DataLoss, "{err:?}");
     assert!(err.message().contains("Unavailable"), "{err:?}");
-    assert_eq!(used_when_idle(&mut dc).await, 0);
+    assert_eq!(used_when_idle(&mut dc, 0).await, 0);
 
     // A decode worker whose block size differs is refused by the handshake.
     let p2 = demo_worker(&[]);
@@ -161,7 +157,7 @@ async fn a_dead_prefill_worker_or_a_layout_mismatch_fails_cleanly() {
     };
     let err = oc.decode(decode).await.err().unwrap();
     assert!(err.message().contains("blocks here"), "{err:?}");
-    assert_eq!(used_when_idle(&mut oc).await, 0);
+    assert_eq!(used_when_idle(&mut oc, 0).await, 0);
     // The transfer handshake itself refuses a puller whose layout differs, naming the field.
     let theirs = oc
         .get_kv_layout(KvLayoutRequest {})
@@ -276,7 +272,7 @@ async fn short_transfers_full_caches_and_bad_addresses_are_refused_cleanly() {
     let err = dc.decode(decode.clone()).await.err().unwrap();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     drop(long);
-    assert_eq!(used_when_idle(&mut dc).await, 0);
+    assert_eq!(used_when_idle(&mut dc, 0).await, 0);
 
     // Bad addresses: one that does not parse, one where nothing listens.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -295,7 +291,7 @@ async fn short_transfers_full_caches_and_bad_addresses_are_refused_cleanly() {
         let err = dc.decode(bad).await.err().unwrap();
         assert_eq!(err.code(), code, "{addr}: {err:?}");
         assert_eq!(
-            used_when_idle(&mut dc).await,
+            used_when_idle(&mut dc, 0).await,
             0,
             "{addr}: the reservation is freed"
         );
@@ -310,5 +306,5 @@ async fn short_transfers_full_caches_and_bad_addresses_are_refused_cleanly() {
         .into_inner()
         .released
     );
-    assert_eq!(used_when_idle(&mut pc).await, 0);
+    assert_eq!(used_when_idle(&mut pc, 0).await, 0);
 }

@@ -135,7 +135,7 @@ async fn overload_queues_within_its_bounds_and_refuses_past_them_with_retry_afte
     assert_eq!((status, retry.as_deref()), (503, Some("1")), "{v}");
     assert_eq!(v["error"]["param"], "queue_timeout", "{v}");
     let _ = blocker.await;
-    assert_eq!(used_when_idle(&mut client(&stalled.addr).await).await, 0);
+    assert_eq!(used_when_idle(&mut client(&stalled.addr).await, 0).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,7 +120,7 @@ async fn generate_load_events_abort_and_cancel() {
         .into_inner();
     s.message().await.unwrap().unwrap();
     drop(s);
-    assert_eq!(used_when_idle(&mut c).await, 0);
+    assert_eq!(used_when_idle(&mut c, 0).await, 0);
     let after = c.load(LoadRequest {}).await.unwrap().into_inner();
     assert_eq!(after.aborted_requests, before.aborted_requests + 1);
     let made = after.generated_tokens - before.generated_tokens;
@@ -156,7 +156,7 @@ async fn generate_load_events_abort_and_cancel() {
         .into_inner()
         .found
     );
-    assert_eq!(used_when_idle(&mut c).await, 0);
+    assert_eq!(used_when_idle(&mut c, 0).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,5 +222,5 @@ async fn bad_requests_get_invalid_argument() {
         Code::AlreadyExists
     );
     drop(s);
-    assert_eq!(used_when_idle(&mut c).await, 0);
+    assert_eq!(used_when_idle(&mut c, 0).await, 0);
 }

@@ -34,14 +34,21 @@ pub fn request(id: &str, prompt: Vec<u32>, sampling: SamplingParams) -> Generate
     }
 }
 
-/// The worker's used blocks once nothing runs or waits.
-pub async fn used_when_idle(c: &mut WorkerClient<Channel>) -> u64 {
+/// The worker's used blocks once nothing runs or waits, polled until they are `want` (Load
+/// reads the stats the engine publishes between commands and steps, so they trail the last
+/// command a moment: a cancelled reservation is freed just after the RPC that cancelled it
+/// returns). Whatever is in use when the time is up is returned.
+pub async fn used_when_idle(c: &mut WorkerClient<Channel>, want: u64) -> u64 {
+    let mut last = None;
     for _ in 0..300 {
         let l = c.load(LoadRequest {}).await.unwrap().into_inner();
         if l.running == 0 && l.waiting == 0 {
-            return l.used_blocks;
+            if l.used_blocks == want {
+                return want;
+            }
+            last = Some(l.used_blocks);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("the worker never went idle");
+    last.expect("the worker never went idle")
 }
