@@ -48,7 +48,7 @@ fn router_benches(rt: &tokio::runtime::Runtime) {
     let mut index = KvIndex::new(WORKERS);
     let t = Instant::now();
     for (w, e) in &evs {
-        index.apply(*w, e);
+        index.apply(*w, 0, e);
     }
     let dt = t.elapsed();
     println!(

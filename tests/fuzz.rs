@@ -247,7 +247,7 @@ proptest! {
                 _ => if hashes.len() % 3 == 0 { Some(Event::Cleared(proto::AllBlocksCleared {})) } else { None },
             }};
             let Some(ev) = tandem::router::pool::event_of(e) else { continue };
-            ix.apply(w, &ev);
+            ix.apply(w, 0, &ev);
             match ev {
                 tandem::kv::KvEvent::BlockStored { block_hashes, .. } => model[w].extend(block_hashes),
                 tandem::kv::KvEvent::BlockRemoved { block_hashes } => for h in block_hashes { model[w].remove(&h); },

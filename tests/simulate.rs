@@ -267,3 +267,105 @@ fn simulated_and_real_runs_agree_on_counts_and_hits() {
     assert_eq!(cached(&real), cached(&sim));
     assert!(sum(&sim, "cached_tokens") > 0);
 }
+
+/// The DeepSeek-V3.2 preset end to end on a slice of its synthesized trace: both DEP8
+/// deployments, the table and outputs, and the sweep over the 4 workers' splits.
+#[test]
+fn the_deepseek_preset_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ab");
+    let (ok, stdout, stderr) = simulate(&[
+        "--preset",
+        "deepseek-v32-gb200",
+        "--max-requests",
+        "150",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("DEP8 on GB200"), "{stderr}");
+    assert!(
+        stdout.contains("TTFT p90") && stdout.contains("goodput"),
+        "{stdout}"
+    );
+    let ab: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ab.json")).unwrap()).unwrap();
+    assert_eq!(ab["profile"]["attention_dp"], 8);
+    for arm in ["baseline", "disagg"] {
+        let recs = records(&out.join(format!("{arm}_requests.jsonl")));
+        assert_eq!(recs.len(), 150);
+        assert!(recs.iter().all(|r| r["error"].is_null()), "{arm}");
+    }
+    // The baseline keeps no prefix cache (the recipe turns block reuse off); disagg's
+    // prefill workers do, and the synthesized conversations come back to them.
+    let hits = |arm: &str| {
+        records(&out.join(format!("{arm}_requests.jsonl")))
+            .iter()
+            .map(|r| r["cached_tokens"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(hits("baseline"), 0);
+    assert!(hits("disagg") > 0);
+    let plan = dir.path().join("plan");
+    let (ok, stdout, stderr) = simulate(&[
+        "--preset",
+        "deepseek-v32-gb200",
+        "--max-requests",
+        "60",
+        "--sweep",
+        "--out",
+        plan.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    for split in ["agg 4", "3P:1D", "2P:2D", "1P:3D"] {
+        assert!(stdout.contains(split), "{split}: {stdout}");
+    }
+    // A flag the preset sets cannot be given beside it.
+    let (ok, _, stderr) = simulate(&["--preset", "deepseek-v32-gb200", "--workers", "3"]);
+    assert!(!ok && stderr.contains("--workers"), "{stderr}");
+}
+
+#[test]
+fn model_configs_and_dp_sizes_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.json");
+    std::fs::write(&cfg, r#"{"hidden_size": 1024, "vocab_size": 32000}"#).unwrap();
+    let (ok, _, stderr) = simulate(&["--model-config", cfg.to_str().unwrap()]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("num_key_value_heads") && stderr.contains("n_routed_experts"),
+        "{stderr}"
+    );
+    let ds =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/deepseek-v3.2-nvfp4/config.json");
+    let ds = ds.to_str().unwrap();
+    let (ok, _, stderr) = simulate(&["--model-config", ds, "--tp", "8", "--attention-dp", "3"]);
+    assert!(!ok && stderr.contains("does not divide"), "{stderr}");
+    let (ok, _, stderr) = simulate(&["--model-config", ds, "--tp", "8", "--attention-dp", "4"]);
+    assert!(!ok && stderr.contains("DEP"), "{stderr}");
+    let (ok, _, stderr) = simulate(&["--attention-dp", "2"]);
+    assert!(!ok && stderr.contains("--model-config"), "{stderr}");
+    // The same config as flags runs: DEP8 on GB200.
+    let (ok, _, stderr) = simulate(&[
+        "--model-config",
+        ds,
+        "--gpu",
+        "gb200",
+        "--tp",
+        "8",
+        "--attention-dp",
+        "8",
+        "--workers",
+        "2",
+        "--prefill",
+        "1",
+        "--decode",
+        "1",
+        "--max-requests",
+        "40",
+        "--max-model-len",
+        "140000",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("DEP8 on GB200"), "{stderr}");
+}

@@ -164,6 +164,8 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
             topology,
             policy,
             engine: engine.clone(),
+            prefill_engine: None,
+            decode_engine: None,
             speedup: 1.0,
             vocab: engine.vocab_size as u32,
             trace_block,

@@ -4,6 +4,7 @@ pub mod bench_kernels;
 pub mod calibrate;
 pub mod frontend;
 pub mod generate;
+pub mod preset;
 pub mod profile;
 pub mod replay;
 pub mod simulate;

@@ -7,7 +7,8 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 
 use super::frontend::RouterArg;
-use super::trace::TraceArgs;
+use super::preset::{GpuArg, Preset, Recipe, model_profile};
+use super::trace::{SynthArgs, TraceArgs};
 use crate::config::EngineConfig;
 use crate::replay::metrics::{RequestRecord, Slo, summarize};
 use crate::router::Policy;
@@ -69,8 +70,27 @@ pub struct SimulateArgs {
     gpus: usize,
     /// Timing profile (JSON, the fields `--out` writes under "profile"); default: Qwen3-32B
     /// on H200 from arithmetic.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "model_config")]
     profile: Option<PathBuf>,
+    /// A reference deployment: its model, GPUs, workers, engine settings, synthesized trace
+    /// and SLA, from its recipe (the flags it sets cannot be given with it).
+    #[arg(long, value_enum, conflicts_with_all = [
+        "workers", "prefill", "decode", "tp", "gpus", "profile", "model_config", "gpu",
+        "attention_dp", "block_size", "max_model_len", "max_num_seqs",
+        "max_num_batched_tokens", "no_prefix_caching", "goodput",
+    ])]
+    preset: Option<Preset>,
+    /// The arithmetic profile of the model this config.json describes (a dense transformer,
+    /// or a mixture of experts with latent attention), on --gpu.
+    #[arg(long)]
+    model_config: Option<PathBuf>,
+    /// The GPU of --model-config's workers.
+    #[arg(long, value_enum, default_value = "h200")]
+    gpu: GpuArg,
+    /// Attention data-parallel ranks per worker (each with its own KV cache; MoE models run
+    /// DEP: as many as --tensor-parallel-size).
+    #[arg(long, default_value_t = 1)]
+    attention_dp: usize,
     /// Tokens per KV block.
     #[arg(long, default_value_t = 64)]
     block_size: usize,
@@ -119,7 +139,21 @@ fn policy(r: RouterArg, temperature: f64) -> Policy {
 }
 
 /// Runs `tandem simulate`.
-pub fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
+pub fn simulate_cmd(mut args: SimulateArgs) -> anyhow::Result<()> {
+    let recipe = args.preset.map(Preset::recipe);
+    if let Some(r) = &recipe {
+        args.workers = r.workers;
+        (args.prefill, args.decode) = r.split;
+        args.tp = vec![r.gpus_per_worker];
+        args.attention_dp = r.gpus_per_worker;
+        args.gpu = r.gpu;
+        args.gpus = r.workers * r.gpus_per_worker;
+        args.block_size = r.block_size;
+        args.max_model_len = r.max_model_len;
+        args.max_num_batched_tokens = r.max_num_batched_tokens;
+        args.goodput = r.goodput.to_string();
+    }
+    let recipe = recipe.as_ref();
     if args.workers == 0 || args.prefill == 0 || args.decode == 0 || args.tp.contains(&0) {
         bail!("--workers, --prefill, --decode and --tensor-parallel-size must be positive");
     }
@@ -128,19 +162,21 @@ pub fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
     }
     let slo = Slo::parse(&args.goodput)?;
     if args.sweep {
-        return sweep(&args, &slo);
+        return sweep(&args, &slo, recipe);
     }
     let [tp] = args.tp[..] else {
         bail!("a list of --tensor-parallel-size values needs --sweep");
     };
-    let profile = load_profile(&args, tp)?;
-    let (trace, trace_block) = args.trace.load()?;
-    let engine = engine_config(&args, &profile);
+    let profile = load_profile(&args, tp, recipe)?;
+    let (trace, trace_block) = load_trace(&args, recipe)?;
+    let (engine, prefill_engine, decode_engine) = engines(&args, &profile, recipe);
     let base = |name: &str, topology, router| ClusterConfig {
         name: name.to_string(),
         topology,
         policy: policy(router, args.router_temperature),
         engine: engine.clone(),
+        prefill_engine: prefill_engine.clone(),
+        decode_engine: decode_engine.clone(),
         speedup: 1.0,
         trace_block,
         vocab: args.vocab,
@@ -204,18 +240,78 @@ pub fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The profile of a `tp`-GPU worker: --profile's, or the arithmetic one of Qwen3-32B on H200.
-fn load_profile(args: &SimulateArgs, tp: usize) -> anyhow::Result<Profile> {
-    let profile = match &args.profile {
-        Some(p) => Profile::load(p)?,
-        None => Profile::arithmetic(
-            &crate::sim::profile::QWEN3_32B,
-            &crate::sim::profile::H200,
-            tp,
-        ),
+/// The profile of a `tp`-GPU worker: --profile's, the preset's or --model-config's model's,
+/// or the arithmetic one of Qwen3-32B on H200.
+fn load_profile(
+    args: &SimulateArgs,
+    tp: usize,
+    recipe: Option<&Recipe>,
+) -> anyhow::Result<Profile> {
+    let profile = match (&args.profile, recipe, &args.model_config) {
+        (Some(p), _, _) => Profile::load(p)?,
+        (None, Some(r), _) => model_profile(r.model_config, r.gpu, tp, args.attention_dp)?,
+        (None, None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            model_profile(&text, args.gpu, tp, args.attention_dp)
+                .with_context(|| path.display().to_string())?
+        }
+        (None, None, None) => {
+            if args.attention_dp != 1 {
+                bail!("--attention-dp needs --model-config (Qwen3-32B runs tensor-parallel)");
+            }
+            Profile::arithmetic(
+                &crate::sim::profile::QWEN3_32B,
+                &crate::sim::profile::H200,
+                tp,
+            )
+        }
     };
     profile.validate()?;
     Ok(profile)
+}
+
+/// The trace: --trace and its scaling, or for a preset, the trace its recipe synthesizes
+/// from it (--max-requests of them).
+fn load_trace(
+    args: &SimulateArgs,
+    recipe: Option<&Recipe>,
+) -> anyhow::Result<(Vec<crate::replay::trace::TraceRequest>, usize)> {
+    let Some(r) = recipe else {
+        return args.trace.load();
+    };
+    let (prefix, prompt, max_isl, n) = r.synthesis;
+    SynthArgs {
+        trace: TraceArgs {
+            max_requests: None,
+            ..args.trace.clone()
+        },
+        num_requests: args.trace.max_requests.unwrap_or(n),
+        prefix_len_multiplier: prefix,
+        prompt_len_multiplier: prompt,
+        osl_multiplier: 1.0,
+        max_isl: Some(max_isl),
+        speedup_ratio: 1.0,
+        seed: args.seed,
+        out: None,
+    }
+    .synthesize()
+}
+
+/// The engines of aggregated workers, and of prefill and decode workers where they differ.
+fn engines(
+    args: &SimulateArgs,
+    profile: &Profile,
+    recipe: Option<&Recipe>,
+) -> (EngineConfig, Option<EngineConfig>, Option<EngineConfig>) {
+    let base = engine_config(args, profile);
+    match recipe {
+        Some(r) => {
+            let (agg, prefill, decode) = r.engines(&base);
+            (agg, Some(prefill), Some(decode))
+        }
+        None => (base, None, None),
+    }
 }
 
 /// Every simulated worker's engine: the flags, and the profile's KV capacity unless
@@ -237,18 +333,18 @@ fn engine_config(args: &SimulateArgs, profile: &Profile) -> EngineConfig {
 }
 
 /// `tandem simulate --sweep`: the planner's ranked table, plan.json and two plots.
-fn sweep(args: &SimulateArgs, slo: &Slo) -> anyhow::Result<()> {
+fn sweep(args: &SimulateArgs, slo: &Slo, recipe: Option<&Recipe>) -> anyhow::Result<()> {
     if args.profile.is_some() && args.tp.len() > 1 {
         bail!("--profile describes one worker size: give one --tensor-parallel-size with it");
     }
     let mut setups = Vec::new();
     for &tp in &args.tp {
-        let profile = load_profile(args, tp)?;
-        let engine = engine_config(args, &profile);
-        engine.validate()?;
-        setups.push((tp, Arc::new(profile), engine));
+        let profile = load_profile(args, tp, recipe)?;
+        let engines = engines(args, &profile, recipe);
+        engines.0.validate()?;
+        setups.push((tp, Arc::new(profile), engines));
     }
-    let (trace, trace_block) = args.trace.load()?;
+    let (trace, trace_block) = load_trace(args, recipe)?;
     let (candidates, skipped) = plan::candidates(
         args.gpus,
         &args.tp,
@@ -265,7 +361,7 @@ fn sweep(args: &SimulateArgs, slo: &Slo) -> anyhow::Result<()> {
     );
     let started = std::time::Instant::now();
     let setup = |c: &plan::Candidate| {
-        let (_, profile, engine) = setups
+        let (_, profile, (engine, prefill_engine, decode_engine)) = setups
             .iter()
             .find(|(tp, _, _)| *tp == c.tp)
             .expect("a candidate's TP size is one of the setups");
@@ -274,6 +370,8 @@ fn sweep(args: &SimulateArgs, slo: &Slo) -> anyhow::Result<()> {
             topology: c.topology,
             policy: c.policy,
             engine: engine.clone(),
+            prefill_engine: prefill_engine.clone(),
+            decode_engine: decode_engine.clone(),
             speedup: 1.0,
             trace_block,
             vocab: args.vocab,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use crate::replay::synth::{SynthOptions, Synthesizer, prefix_stats};
 use crate::replay::trace::{Scaling, TraceRequest, load_or_reference, scale, stats};
 
 /// Which trace, and how to scale it to the workers at hand.
@@ -85,6 +86,81 @@ pub enum TraceCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Derive a trace from a Mooncake trace's prefix tree and arrivals, with longer shared
+    /// prefixes or prompts (NVIDIA Dynamo's `datagen synthesize`), and print its figures.
+    Synthesize(SynthArgs),
+}
+
+/// Arguments of `tandem trace synthesize`.
+#[derive(Debug, Clone, Args)]
+pub struct SynthArgs {
+    /// The source trace and its scaling (applied first).
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Requests to synthesize.
+    #[arg(long, default_value_t = 100_000)]
+    pub num_requests: usize,
+    /// Multiply the shared prefixes' lengths (above 1: by its ceiling).
+    #[arg(long, default_value_t = 1.0)]
+    pub prefix_len_multiplier: f64,
+    /// Multiply the unique prompts' lengths.
+    #[arg(long, default_value_t = 1.0)]
+    pub prompt_len_multiplier: f64,
+    /// Multiply output lengths.
+    #[arg(long, default_value_t = 1.0)]
+    pub osl_multiplier: f64,
+    /// Leave out (and draw again) requests longer than this.
+    #[arg(long)]
+    pub max_isl: Option<usize>,
+    /// Divide the gaps between arrivals by this.
+    #[arg(long, default_value_t = 1.0)]
+    pub speedup_ratio: f64,
+    /// Seed of the draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output file (default: stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+impl SynthArgs {
+    /// The synthesized trace and its tokens per hash id.
+    pub fn synthesize(&self) -> anyhow::Result<(Vec<TraceRequest>, usize)> {
+        let (source, block) = self.trace.load()?;
+        let opts = SynthOptions {
+            requests: self.num_requests,
+            block,
+            prefix_len_multiplier: self.prefix_len_multiplier,
+            prompt_len_multiplier: self.prompt_len_multiplier,
+            osl_multiplier: self.osl_multiplier,
+            max_isl: self.max_isl,
+            speedup: self.speedup_ratio,
+            seed: self.seed,
+        };
+        let out = Synthesizer::new(&source, opts)?.run();
+        if out.len() < self.num_requests {
+            anyhow::bail!(
+                "only {} of {} requests fit under --max-isl",
+                out.len(),
+                self.num_requests
+            );
+        }
+        Ok((out, block))
+    }
+}
+
+fn write_jsonl(reqs: &[TraceRequest], out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let mut w: Box<dyn Write> = match out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    for r in reqs {
+        writeln!(w, "{}", serde_json::to_string(r)?)?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 /// Runs `tandem trace`.
@@ -115,20 +191,26 @@ pub fn trace_cmd(args: TraceCmdArgs) -> anyhow::Result<()> {
         }
         TraceCommand::Scale { trace, out } => {
             let (reqs, block) = trace.load()?;
-            let mut w: Box<dyn Write> = match &out {
-                Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p)
-                        .with_context(|| format!("creating {}", p.display()))?,
-                )),
-                None => Box::new(std::io::stdout().lock()),
-            };
-            for r in &reqs {
-                writeln!(w, "{}", serde_json::to_string(r)?)?;
-            }
-            w.flush()?;
+            write_jsonl(&reqs, out.as_deref())?;
             eprintln!(
                 "{} requests, {block} tokens per hash id: replay with --trace-block-size {block}",
                 reqs.len()
+            );
+        }
+        TraceCommand::Synthesize(a) => {
+            let (reqs, block) = a.synthesize()?;
+            write_jsonl(&reqs, a.out.as_deref())?;
+            let s = prefix_stats(&reqs, block);
+            eprintln!(
+                "{} requests, {block} tokens per hash id: ISL mean {:.0} ({}–{}), OSL mean \
+                 {:.0}; hit rate {:.1}% (infinite cache), shared-prefix ratio {:.1}%",
+                reqs.len(),
+                s.isl.0,
+                s.isl.1,
+                s.isl.2,
+                s.osl,
+                100.0 * s.hit_rate,
+                100.0 * s.shared_prefix_ratio
             );
         }
     }

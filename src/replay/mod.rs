@@ -2,4 +2,5 @@
 
 pub mod client;
 pub mod metrics;
+pub mod synth;
 pub mod trace;

@@ -185,7 +185,7 @@ mod tests {
         assert_eq!(ws.len(), 2);
         ws.iter().for_each(|w| w.mark_healthy());
         assert!(pool.all_healthy());
-        pool.index.write().unwrap().apply(0, &stored(7));
+        pool.index.write().unwrap().apply(0, 0, &stored(7));
 
         // Scale: worker 0 goes, worker 2 comes. Worker 0 keeps its slot but leaves the
         // routing set, its blocks leave the index, and it no longer counts for health.
@@ -214,7 +214,7 @@ mod tests {
         let mut members = BTreeSet::new();
         let all: Vec<SocketAddr> = (0..MAX_WORKERS).map(addr).collect();
         reconcile(&pool, &mut members, &all);
-        pool.index.write().unwrap().apply(5, &stored(9));
+        pool.index.write().unwrap().apply(5, 0, &stored(9));
         // A new pod while every slot is live: not admitted (no bit left in the index).
         let mut more = all.clone();
         more.push(addr(MAX_WORKERS));

@@ -1,58 +1,90 @@
-//! Which worker holds which block: a map from sequence hash to a bitmask of workers, fed by
-//! the workers' KV events. Since sequence hashes chain their whole prefix, a prompt's overlap
-//! with a worker is the number of its leading block hashes the worker holds.
+//! Which worker holds which block: a map from sequence hash to a bitmask of routing targets,
+//! fed by the workers' KV events. A target is a (worker, data-parallel rank) pair: a worker
+//! with attention data parallelism keeps one KV cache per rank, and its events say which
+//! (vLLM's `data_parallel_rank`); a worker without is rank 0. Since sequence hashes chain
+//! their whole prefix, a prompt's overlap with a target is the number of its leading block
+//! hashes the target holds.
 
 use rustc_hash::FxHashMap;
 
 use crate::kv::KvEvent;
 
-/// Most workers one index tracks (one bit each).
+/// Most targets (workers × ranks) one index tracks (one bit each).
 pub const MAX_WORKERS: usize = 64;
 
 /// The router's view of every worker's prefix cache.
 ///
-/// One map entry per block hash (the bitmask of its holders) and a count per worker: an event
-/// costs one hash lookup per block. Keys are already XXH3 hashes, so the map uses Fx.
+/// One map entry per block hash (the bitmask of its holders) and a count per target: an event
+/// costs one hash lookup per block. Keys are already XXH3 hashes, so the map uses Fx. Target
+/// (worker w, rank r) is bit `w × ranks + r`.
 #[derive(Debug, Default)]
 pub struct KvIndex {
     holders: FxHashMap<u64, u64>,
     counts: Vec<usize>,
+    ranks: usize,
 }
 
 impl KvIndex {
-    /// An index for `workers` workers.
+    /// An index for `workers` workers without data parallelism.
     pub fn new(workers: usize) -> Self {
-        assert!(workers <= MAX_WORKERS, "at most {MAX_WORKERS} workers");
+        Self::with_ranks(workers, 1)
+    }
+
+    /// An index for `workers` workers of `ranks` data-parallel ranks each.
+    pub fn with_ranks(workers: usize, ranks: usize) -> Self {
+        assert!(ranks >= 1, "a worker has at least one rank");
+        assert!(
+            workers * ranks <= MAX_WORKERS,
+            "at most {MAX_WORKERS} workers × ranks"
+        );
         KvIndex {
             holders: FxHashMap::default(),
-            counts: vec![0; workers],
+            counts: vec![0; workers * ranks],
+            ranks,
         }
+    }
+
+    /// Data-parallel ranks per worker.
+    pub fn ranks(&self) -> usize {
+        self.ranks
     }
 
     /// Adds a slot for one more worker (the pool's slots are append-only).
     pub fn add_worker(&mut self) {
         assert!(
-            self.counts.len() < MAX_WORKERS,
-            "at most {MAX_WORKERS} workers"
+            self.counts.len() + self.ranks <= MAX_WORKERS,
+            "at most {MAX_WORKERS} workers × ranks"
         );
-        self.counts.push(0);
+        self.counts.extend(std::iter::repeat_n(0, self.ranks));
     }
 
-    /// Blocks indexed for `worker`.
+    /// Blocks indexed for `worker`, over its ranks.
     pub fn num_blocks(&self, worker: usize) -> usize {
-        self.counts[worker]
+        self.counts[worker * self.ranks..(worker + 1) * self.ranks]
+            .iter()
+            .sum()
     }
 
-    /// Applies one event of `worker`.
-    pub fn apply(&mut self, worker: usize, event: &KvEvent) {
-        let bit = 1u64 << worker;
+    /// Applies one event of `worker`'s data-parallel rank `rank` (0 without DP). An event of
+    /// a rank the index does not have is ignored, and the caller is told.
+    pub fn apply(&mut self, worker: usize, rank: usize, event: &KvEvent) -> bool {
+        if rank >= self.ranks {
+            return false;
+        }
+        let slot = worker * self.ranks + rank;
+        self.apply_slot(slot, event);
+        true
+    }
+
+    fn apply_slot(&mut self, slot: usize, event: &KvEvent) {
+        let bit = 1u64 << slot;
         match event {
             KvEvent::BlockStored { block_hashes, .. } => {
                 for &h in block_hashes {
                     let m = self.holders.entry(h).or_default();
                     if *m & bit == 0 {
                         *m |= bit;
-                        self.counts[worker] += 1;
+                        self.counts[slot] += 1;
                     }
                 }
             }
@@ -62,29 +94,38 @@ impl KvIndex {
                         && *m & bit != 0
                     {
                         *m &= !bit;
-                        self.counts[worker] -= 1;
+                        self.counts[slot] -= 1;
                         if *m == 0 {
                             self.holders.remove(h);
                         }
                     }
                 }
             }
-            KvEvent::AllBlocksCleared => self.clear(worker),
+            KvEvent::AllBlocksCleared => self.clear_mask(1u64 << slot),
         }
     }
 
-    /// Forgets everything about `worker` (before a snapshot, or when it restarts). It walks
-    /// the whole index; that is rare, where events are per step.
+    /// Forgets everything about `worker`, all its ranks (before a snapshot, or when it
+    /// restarts). It walks the whole index; that is rare, where events are per step.
     pub fn clear(&mut self, worker: usize) {
-        let keep = !(1u64 << worker);
-        self.holders.retain(|_, m| {
-            *m &= keep;
-            *m != 0
-        });
-        self.counts[worker] = 0;
+        let mask = (u64::MAX >> (64 - self.ranks)) << (worker * self.ranks);
+        self.clear_mask(mask);
     }
 
-    /// For each worker, how many leading blocks of `seq_hashes` it holds.
+    fn clear_mask(&mut self, mask: u64) {
+        self.holders.retain(|_, m| {
+            *m &= !mask;
+            *m != 0
+        });
+        for (i, c) in self.counts.iter_mut().enumerate() {
+            if mask & (1u64 << i) != 0 {
+                *c = 0;
+            }
+        }
+    }
+
+    /// For each target (worker w, rank r at `w × ranks + r`), how many leading blocks of
+    /// `seq_hashes` it holds.
     pub fn overlaps(&self, seq_hashes: &[u64]) -> Vec<usize> {
         let mut out = vec![0; self.counts.len()];
         let mut active = u64::MAX;
@@ -120,22 +161,46 @@ mod tests {
     #[test]
     fn overlap_counts_leading_blocks_per_worker() {
         let mut ix = KvIndex::new(3);
-        ix.apply(0, &stored(&[1, 2, 3]));
-        ix.apply(1, &stored(&[1, 2]));
-        ix.apply(2, &stored(&[2, 3]));
+        ix.apply(0, 0, &stored(&[1, 2, 3]));
+        ix.apply(1, 0, &stored(&[1, 2]));
+        ix.apply(2, 0, &stored(&[2, 3]));
         assert_eq!(ix.overlaps(&[1, 2, 3, 4]), vec![3, 2, 0]);
         ix.apply(
+            0,
             0,
             &KvEvent::BlockRemoved {
                 block_hashes: vec![2],
             },
         );
         assert_eq!(ix.overlaps(&[1, 2, 3]), vec![1, 2, 0]);
-        ix.apply(1, &KvEvent::AllBlocksCleared);
+        assert!(!ix.apply(1, 1, &stored(&[9])), "no rank 1 without DP");
+        ix.apply(1, 0, &KvEvent::AllBlocksCleared);
         assert_eq!(ix.overlaps(&[1, 2, 3]), vec![1, 0, 0]);
         assert_eq!((ix.num_blocks(0), ix.num_blocks(1)), (2, 0));
         ix.clear(0);
         ix.clear(2);
         assert!(ix.holders.is_empty());
+    }
+
+    #[test]
+    fn ranks_of_one_worker_are_separate_caches() {
+        // Two workers of four ranks: worker 1's rank 2 holds a conversation, its rank 0 the
+        // system prompt only.
+        let mut ix = KvIndex::with_ranks(2, 4);
+        ix.apply(1, 2, &stored(&[1, 2, 3]));
+        ix.apply(1, 0, &stored(&[1]));
+        ix.apply(0, 3, &stored(&[1, 2]));
+        let o = ix.overlaps(&[1, 2, 3, 4]);
+        assert_eq!(o.len(), 8);
+        assert_eq!((o[4 + 2], o[4], o[3]), (3, 1, 2));
+        assert_eq!((ix.num_blocks(0), ix.num_blocks(1)), (2, 4));
+        // A rank's AllBlocksCleared leaves its siblings alone; clearing the worker drops all.
+        ix.apply(1, 0, &KvEvent::AllBlocksCleared);
+        assert_eq!(ix.overlaps(&[1, 2, 3])[4 + 2], 3);
+        ix.clear(1);
+        assert_eq!(ix.num_blocks(1), 0);
+        assert_eq!(ix.overlaps(&[1, 2])[3], 2);
+        ix.add_worker();
+        assert_eq!(ix.overlaps(&[1]).len(), 12);
     }
 }

@@ -30,7 +30,9 @@ pub enum Policy {
 pub struct Choice {
     /// Index of the worker in the pool.
     pub worker: usize,
-    /// Prompt blocks the index says it already holds.
+    /// Its data-parallel rank that gets the request (0 for a worker without DP).
+    pub rank: usize,
+    /// Prompt blocks the index says that rank already holds.
     pub overlap_blocks: usize,
 }
 
@@ -72,22 +74,30 @@ impl Router {
 
 /// What routing needs to know of a pool of workers: the frontend's [`WorkerPool`] and the
 /// simulator's pools answer the same questions, so both route with [`pick`].
+///
+/// A routing target is a (worker, data-parallel rank) pair, numbered `worker × ranks + rank`
+/// as in [`index::KvIndex`]; a pool without DP has one rank, so targets are workers.
 pub trait PoolView {
     /// Workers in the pool (slots).
     fn slots(&self) -> usize;
+    /// Data-parallel ranks of each worker, each with its own KV cache.
+    fn ranks(&self) -> usize {
+        1
+    }
     /// Whether worker `i` may take a request (healthy, a member).
     fn eligible(&self, i: usize) -> bool;
-    /// Blocks of requests the router has in flight on worker `i`.
-    fn active_blocks(&self, i: usize) -> usize;
-    /// Leading blocks of `hashes` each worker holds; None when the pool keeps no index.
+    /// Blocks of requests the router has in flight on target `t`.
+    fn active_blocks(&self, t: usize) -> usize;
+    /// Leading blocks of `hashes` each target holds; None when the pool keeps no index.
     fn overlaps(&self, hashes: &[u64]) -> Option<Vec<usize>>;
     /// The block size the workers hash prompts with, once known.
     fn block_size(&self) -> Option<usize>;
 }
 
-/// The worker `view`'s router picks for `prompt`: candidates in turn from `start` (so ties
-/// spread), those in `exclude` and ineligible ones skipped, then [`decide`]. `hashes` holds
-/// the prompt's block hashes once computed (they are computed here when empty).
+/// The worker and rank `view`'s router picks for `prompt`: candidate targets in turn from
+/// `start` (so ties spread; workers first, then ranks, so that a burst spreads over workers),
+/// workers in `exclude` and ineligible ones skipped, then [`decide`]. `hashes` holds the
+/// prompt's block hashes once computed (they are computed here when empty).
 pub fn pick(
     view: &impl PoolView,
     policy: Policy,
@@ -96,42 +106,52 @@ pub fn pick(
     exclude: &[usize],
     u: f64,
 ) -> Option<Choice> {
-    let n = view.slots();
-    let candidates: Vec<usize> = (0..n)
-        .map(|k| (start + k) % n.max(1))
-        .filter(|&i| view.eligible(i) && !exclude.contains(&i))
+    let (n, ranks) = (view.slots(), view.ranks().max(1));
+    let targets = n * ranks;
+    // The k-th target in turn is worker k mod n, rank k div n.
+    let candidates: Vec<usize> = (0..targets)
+        .map(|k| (start + k) % targets.max(1))
+        .filter(|&k| {
+            let w = k % n;
+            view.eligible(w) && !exclude.contains(&w)
+        })
+        .map(|k| (k % n) * ranks + k / n)
         .collect();
+    let choice = |(t, overlap_blocks): (usize, usize)| Choice {
+        worker: t / ranks,
+        rank: t % ranks,
+        overlap_blocks,
+    };
     let (bs, overlaps) = match (policy, view.block_size()) {
         (Policy::Kv { .. }, Some(bs)) => {
             if hashes.is_empty() {
                 extend_sequence_hashes(hashes, prompt, bs);
             }
-            (bs, view.overlaps(hashes).unwrap_or_else(|| vec![0; n]))
+            (
+                bs,
+                view.overlaps(hashes).unwrap_or_else(|| vec![0; targets]),
+            )
         }
         // Round-robin, or a pool whose block size is not known yet: in turn.
-        _ => {
-            return candidates.first().map(|&worker| Choice {
-                worker,
-                overlap_blocks: 0,
-            });
-        }
+        _ => return candidates.first().map(|&t| choice((t, 0))),
     };
     decide(
         policy,
         &candidates,
         prompt.len().div_ceil(bs),
         &overlaps,
-        |i| view.active_blocks(i),
+        |t| view.active_blocks(t),
         u,
     )
+    .map(choice)
 }
 
 /// The routing decision over plain data: the servers' router and the simulator both make it.
 ///
-/// `candidates` are the eligible workers, starting at a rotating offset so that equal costs
-/// spread over workers; `overlaps[i]` is worker i's cached prefix in blocks and
-/// `active_blocks(i)` the blocks of requests in flight there; `u` is a uniform draw in [0, 1)
-/// for sampling at a positive temperature.
+/// `candidates` are the eligible targets, starting at a rotating offset so that equal costs
+/// spread over workers; `overlaps[t]` is target t's cached prefix in blocks and
+/// `active_blocks(t)` the blocks of requests in flight there; `u` is a uniform draw in [0, 1)
+/// for sampling at a positive temperature. It returns the target and its overlap.
 pub fn decide(
     policy: Policy,
     candidates: &[usize],
@@ -139,15 +159,10 @@ pub fn decide(
     overlaps: &[usize],
     active_blocks: impl Fn(usize) -> usize,
     u: f64,
-) -> Option<Choice> {
+) -> Option<(usize, usize)> {
     let first = *candidates.first()?;
     let temperature = match policy {
-        Policy::RoundRobin => {
-            return Some(Choice {
-                worker: first,
-                overlap_blocks: 0,
-            });
-        }
+        Policy::RoundRobin => return Some((first, 0)),
         Policy::Kv { temperature } => temperature,
     };
     let cost = |i: usize| {
@@ -176,10 +191,7 @@ pub fn decide(
         }
         pick
     };
-    Some(Choice {
-        worker,
-        overlap_blocks: overlaps[worker],
-    })
+    Some((worker, overlaps[worker]))
 }
 
 #[cfg(test)]
@@ -213,13 +225,14 @@ mod tests {
             token_ids: prompt.clone(),
             block_size: 4,
         };
-        pool.index.write().unwrap().apply(1, &stored);
+        pool.index.write().unwrap().apply(1, 0, &stored);
         let router = Router::new(Policy::Kv { temperature: 0.0 }, pool.clone());
         // Worker 1 holds all 10 blocks (but the last token is recomputed): cost 0 vs 10.
         assert_eq!(
             router.pick(&prompt, &[]),
             Some(Choice {
                 worker: 1,
+                rank: 0,
                 overlap_blocks: 10
             })
         );
@@ -258,7 +271,7 @@ mod tests {
         // Costs 0, 1 and 5 blocks: weights 1, e^-1, e^-5 at temperature 1.
         let (cands, overlaps) = ([0usize, 1, 2], [5usize, 4, 0]);
         let kv = Policy::Kv { temperature: 1.0 };
-        let pick = |u: f64| decide(kv, &cands, 5, &overlaps, |_| 0, u).unwrap().worker;
+        let pick = |u: f64| decide(kv, &cands, 5, &overlaps, |_| 0, u).unwrap().0;
         let w = [1.0, (-1.0f64).exp(), (-5.0f64).exp()];
         let total: f64 = w.iter().sum();
         assert_eq!(pick(0.0), 0);
@@ -278,16 +291,97 @@ mod tests {
         // Temperature 0 always takes the cheapest; load counts like missing prefix.
         let greedy = Policy::Kv { temperature: 0.0 };
         assert_eq!(
-            decide(greedy, &cands, 5, &overlaps, |_| 0, 0.9)
-                .unwrap()
-                .worker,
+            decide(greedy, &cands, 5, &overlaps, |_| 0, 0.9).unwrap().0,
             0
         );
         assert_eq!(
             decide(greedy, &cands, 5, &overlaps, |i| [3, 0, 0][i], 0.9)
                 .unwrap()
-                .worker,
+                .0,
             1
         );
+    }
+
+    /// A pool of `n` workers of `ranks` data-parallel ranks over an index, as the simulator
+    /// keeps one.
+    struct Ranked {
+        n: usize,
+        ranks: usize,
+        index: crate::router::index::KvIndex,
+        active: Vec<usize>,
+    }
+
+    impl PoolView for Ranked {
+        fn slots(&self) -> usize {
+            self.n
+        }
+        fn ranks(&self) -> usize {
+            self.ranks
+        }
+        fn eligible(&self, _: usize) -> bool {
+            true
+        }
+        fn active_blocks(&self, t: usize) -> usize {
+            self.active[t]
+        }
+        fn overlaps(&self, hashes: &[u64]) -> Option<Vec<usize>> {
+            Some(self.index.overlaps(hashes))
+        }
+        fn block_size(&self) -> Option<usize> {
+            Some(4)
+        }
+    }
+
+    #[test]
+    fn a_continued_conversation_goes_to_the_rank_that_holds_it() {
+        let mut view = Ranked {
+            n: 2,
+            ranks: 8,
+            index: crate::router::index::KvIndex::with_ranks(2, 8),
+            active: vec![0; 16],
+        };
+        // The first turn ran on worker 1, rank 5; the second turn extends it.
+        let turn1: Vec<u32> = (0..40).collect();
+        let turn2: Vec<u32> = (0..80).collect();
+        let mut hashes = Vec::new();
+        extend_sequence_hashes(&mut hashes, &turn1, 4);
+        let stored = KvEvent::BlockStored {
+            block_hashes: hashes,
+            parent_block_hash: None,
+            token_ids: turn1.clone(),
+            block_size: 4,
+        };
+        assert!(view.index.apply(1, 5, &stored));
+        let kv = Policy::Kv { temperature: 0.0 };
+        for start in 0..16 {
+            let c = pick(&view, kv, start, (&turn2, &mut Vec::new()), &[], 0.0).unwrap();
+            assert_eq!((c.worker, c.rank, c.overlap_blocks), (1, 5, 10));
+        }
+        // Load there outweighs the prefix: the next-cheapest target, another rank.
+        view.active[8 + 5] = 30;
+        let c = pick(&view, kv, 0, (&turn2, &mut Vec::new()), &[], 0.0).unwrap();
+        assert_ne!((c.worker, c.rank), (1, 5));
+        // Round-robin walks workers first, then ranks: every target once in 16 picks.
+        let mut seen: Vec<(usize, usize)> = (0..16)
+            .map(|s| {
+                let c = pick(
+                    &view,
+                    Policy::RoundRobin,
+                    s,
+                    (&turn2, &mut Vec::new()),
+                    &[],
+                    0.0,
+                )
+                .unwrap();
+                (c.worker, c.rank)
+            })
+            .collect();
+        assert_eq!(&seen[..3], &[(0, 0), (1, 0), (0, 1)]);
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 16);
+        // An excluded worker's ranks are all skipped.
+        let c = pick(&view, kv, 0, (&turn2, &mut Vec::new()), &[1], 0.0).unwrap();
+        assert_eq!(c.worker, 0);
     }
 }

@@ -428,8 +428,9 @@ async fn follow_events(pool: Arc<WorkerPool>, i: usize, w: Arc<WorkerHandle>) {
                 if batch.snapshot {
                     index.clear(i);
                 }
+                // tandem's workers have no attention data parallelism: one rank each.
                 for e in batch.events.into_iter().filter_map(event_of) {
-                    index.apply(i, &e);
+                    index.apply(i, 0, &e);
                 }
                 w.last_event.store(batch.sequence, Ordering::Release);
             }

@@ -3,6 +3,11 @@
 //! worker is idle and has work, and its tokens and KV events land when the profile says it
 //! ends. Disaggregated requests follow the frontend's path: prefill (KV-aware choice), first
 //! token, decode worker by load, reservation there, KV transfer, release on the prefill side.
+//!
+//! A worker with attention data parallelism (the profile's `attention_dp`) is that many
+//! engines, one per rank, each with its own KV cache; the router picks a (worker, rank), and
+//! the ranks step together (a step starts when the worker is idle and any rank has work, and
+//! lasts [`Profile::worker_step_time`] of all their batches).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -16,7 +21,7 @@ use rand::{RngExt, SeedableRng};
 use super::executor::SimExecutor;
 use super::profile::Profile;
 use crate::config::EngineConfig;
-use crate::engine::{EngineCore, Request, RequestOutput, SamplingParams};
+use crate::engine::{EngineCore, Request, RequestOutput, SamplingParams, SeqWork};
 use crate::error::Result;
 use crate::kv::KvEvent;
 use crate::replay::metrics::RequestRecord;
@@ -50,8 +55,13 @@ pub struct ClusterConfig {
     pub topology: Topology,
     /// Routing of the aggregated (or prefill) pool; decode workers are picked by load.
     pub policy: Policy,
-    /// Every worker's engine.
+    /// Every worker's engine (decode workers' without prefix caching, as `tandem serve` runs
+    /// them), unless the role's own below is given.
     pub engine: EngineConfig,
+    /// The prefill workers' engine, if it differs.
+    pub prefill_engine: Option<EngineConfig>,
+    /// The decode workers' engine, if it differs.
+    pub decode_engine: Option<EngineConfig>,
     /// Replay this many times faster than the trace's timestamps.
     pub speedup: f64,
     /// Synthesized prompts use token ids below this.
@@ -81,7 +91,9 @@ pub struct SimOutcome {
 
 /// A group of workers behind one router.
 struct Pool {
+    /// The engines of its targets: worker w's rank r at `w × ranks + r`.
     members: Vec<usize>,
+    ranks: usize,
     policy: Policy,
     /// The router's view of the members' caches, fed by their events (KV routing only).
     index: Option<KvIndex>,
@@ -97,15 +109,19 @@ struct SimPool<'a> {
 
 impl PoolView for SimPool<'_> {
     fn slots(&self) -> usize {
-        self.pool.members.len()
+        self.pool.members.len() / self.pool.ranks
+    }
+
+    fn ranks(&self) -> usize {
+        self.pool.ranks
     }
 
     fn eligible(&self, _: usize) -> bool {
         true
     }
 
-    fn active_blocks(&self, i: usize) -> usize {
-        self.workers[self.pool.members[i]].active_blocks
+    fn active_blocks(&self, t: usize) -> usize {
+        self.workers[self.pool.members[t]].active_blocks
     }
 
     fn overlaps(&self, hashes: &[u64]) -> Option<Vec<usize>> {
@@ -117,20 +133,30 @@ impl PoolView for SimPool<'_> {
     }
 }
 
+/// One engine: a worker, or one data-parallel rank of one.
 struct Worker {
     core: EngineCore<SimExecutor>,
     events: Receiver<KvEvent>,
     pool: usize,
+    /// The worker in its pool, and the rank in the worker.
     slot: usize,
+    rank: usize,
+    /// The gang of ranks it steps with.
+    gang: usize,
     prefill_role: bool,
-    busy: bool,
-    /// When the step in flight ends.
-    busy_until: u64,
     /// What the step in flight produces when it ends.
     outputs: Vec<RequestOutput>,
     step_events: Vec<KvEvent>,
     /// Blocks of requests the router has in flight here.
     active_blocks: usize,
+}
+
+/// The ranks of one worker, which step together.
+struct Gang {
+    members: Vec<usize>,
+    busy: bool,
+    /// When the step in flight ends.
+    busy_until: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -161,6 +187,7 @@ struct Cluster<'a> {
     profile: Arc<Profile>,
     trace: &'a [TraceRequest],
     workers: Vec<Worker>,
+    gangs: Vec<Gang>,
     pools: Vec<Pool>,
     heap: BinaryHeap<Reverse<(u64, Event)>>,
     records: Vec<RequestRecord>,
@@ -178,6 +205,9 @@ pub fn simulate(
 ) -> Result<SimOutcome> {
     let wall = Instant::now();
     cfg.engine.validate()?;
+    for e in cfg.prefill_engine.iter().chain(&cfg.decode_engine) {
+        e.validate()?;
+    }
     let mut c = Cluster::new(cfg, profile, trace);
     let mut next = 0;
     loop {
@@ -202,52 +232,67 @@ pub fn simulate(
 impl<'a> Cluster<'a> {
     fn new(cfg: &'a ClusterConfig, profile: Arc<Profile>, trace: &'a [TraceRequest]) -> Self {
         let track_kv = matches!(cfg.policy, Policy::Kv { .. });
+        let ranks = profile.attention_dp.max(1);
+        let decode_engine = cfg.decode_engine.clone().unwrap_or_else(|| EngineConfig {
+            enable_prefix_caching: false,
+            ..cfg.engine.clone()
+        });
         let (sizes, policies) = match cfg.topology {
-            Topology::Aggregated { workers } => (vec![(workers, false)], vec![cfg.policy]),
+            Topology::Aggregated { workers } => {
+                (vec![(workers, false, cfg.engine.clone())], vec![cfg.policy])
+            }
             Topology::Disaggregated { prefill, decode } => (
-                vec![(prefill, true), (decode, false)],
+                vec![
+                    (
+                        prefill,
+                        true,
+                        cfg.prefill_engine.clone().unwrap_or(cfg.engine.clone()),
+                    ),
+                    (decode, false, decode_engine),
+                ],
                 vec![cfg.policy, Policy::Kv { temperature: 0.0 }],
             ),
         };
-        let mut workers = Vec::new();
-        let mut pools = Vec::new();
-        for (p, (&(n, prefill_role), policy)) in sizes.iter().zip(policies).enumerate() {
-            let members = (workers.len()..workers.len() + n).collect();
-            // Decode workers keep no prefix cache, as `tandem serve` runs them.
-            let decode_pool = p == 1;
-            let engine = EngineConfig {
-                enable_prefix_caching: cfg.engine.enable_prefix_caching && !decode_pool,
-                ..cfg.engine.clone()
-            };
+        let (mut workers, mut gangs, mut pools) = (Vec::new(), Vec::new(), Vec::new());
+        for (p, ((n, prefill_role, engine), policy)) in sizes.into_iter().zip(policies).enumerate()
+        {
             let track_kv = track_kv && engine.enable_prefix_caching;
+            let first = workers.len();
             for slot in 0..n {
-                let (tx, rx) = channel();
-                let mut core = EngineCore::new(
-                    engine.clone(),
-                    SimExecutor::new(profile.clone()),
-                    Vec::new(),
-                )
-                .expect("the engine config was validated");
-                if track_kv {
-                    core.set_event_sink(tx);
+                let mut members = Vec::with_capacity(ranks);
+                for rank in 0..ranks {
+                    let (tx, rx) = channel();
+                    let mut core = EngineCore::new(engine.clone(), SimExecutor::default(), vec![])
+                        .expect("the engine config was validated");
+                    if track_kv {
+                        core.set_event_sink(tx);
+                    }
+                    members.push(workers.len());
+                    workers.push(Worker {
+                        core,
+                        events: rx,
+                        pool: p,
+                        slot,
+                        rank,
+                        gang: gangs.len(),
+                        prefill_role,
+                        outputs: Vec::new(),
+                        step_events: Vec::new(),
+                        active_blocks: 0,
+                    });
                 }
-                workers.push(Worker {
-                    core,
-                    events: rx,
-                    pool: p,
-                    slot,
-                    prefill_role,
+                gangs.push(Gang {
+                    members,
                     busy: false,
                     busy_until: 0,
-                    outputs: Vec::new(),
-                    step_events: Vec::new(),
-                    active_blocks: 0,
                 });
             }
             pools.push(Pool {
-                members,
+                // Engines were made worker by worker, rank by rank: target order already.
+                members: (first..workers.len()).collect(),
+                ranks,
                 policy,
-                index: track_kv.then(|| KvIndex::new(n)),
+                index: track_kv.then(|| KvIndex::with_ranks(n, ranks)),
                 next: 0,
             });
         }
@@ -256,6 +301,7 @@ impl<'a> Cluster<'a> {
             profile,
             trace,
             workers,
+            gangs,
             pools,
             heap: BinaryHeap::new(),
             records: Vec::with_capacity(trace.len()),
@@ -306,6 +352,12 @@ impl<'a> Cluster<'a> {
         )
     }
 
+    /// The engine of pool `p`'s `choice`.
+    fn member(&self, p: usize, choice: Choice) -> usize {
+        let pool = &self.pools[p];
+        pool.members[choice.worker * pool.ranks + choice.rank]
+    }
+
     fn charge(&mut self, id: usize, w: usize, blocks: usize) {
         self.workers[w].active_blocks += blocks;
         self.tracks[id].charge = Some((w, blocks));
@@ -339,7 +391,7 @@ impl<'a> Cluster<'a> {
         let choice = self
             .route(0, &prompt, &mut hashes)
             .expect("every pool has a worker");
-        let w = self.pools[0].members[choice.worker];
+        let w = self.member(0, choice);
         self.charge(id, w, blocks);
         let prefill_role = self.workers[w].prefill_role;
         let mut params = self.params(id);
@@ -372,82 +424,103 @@ impl<'a> Cluster<'a> {
         self.records[id].error = Some(error);
     }
 
-    /// Starts a step on an idle worker that has work.
+    /// Starts a step of engine `w`'s worker, all its ranks, if it is idle and has work.
     fn kick(&mut self, w: usize, t: u64) {
-        let worker = &mut self.workers[w];
-        if worker.busy || !worker.core.has_work() {
+        let g = self.workers[w].gang;
+        if self.gangs[g].busy {
             return;
         }
-        let outputs = match worker.core.step() {
-            Ok(o) => o,
-            Err(f) => {
-                let msg = f.error.to_string();
-                for id in f.failed {
-                    self.fail(id as usize, msg.clone());
-                }
-                return;
-            }
-        };
-        let worker = &mut self.workers[w];
-        worker.step_events.extend(worker.events.try_iter());
-        let Some(d) = worker.core.executor_mut().take_step_time() else {
-            // Nothing fit (blocks are held elsewhere): wait for a release or an arrival.
-            return;
-        };
-        worker.busy = true;
-        worker.outputs = outputs;
-        self.steps += 1;
-        let end = t + ((d * NS) as u64).max(1);
-        worker.busy_until = end;
-        self.heap.push(Reverse((end, Event::StepDone(w))));
-    }
-
-    fn step_done(&mut self, w: usize, t: u64) {
-        let worker = &mut self.workers[w];
-        worker.busy = false;
-        let outputs = std::mem::take(&mut worker.outputs);
-        let events = std::mem::take(&mut worker.step_events);
-        if let Some(ix) = &mut self.pools[worker.pool].index {
-            for e in &events {
-                ix.apply(worker.slot, e);
-            }
-        }
-        let prefill_role = worker.prefill_role;
-        let mut handed_off = Vec::new();
-        for out in outputs {
-            let id = out.id as usize;
-            let Some(tok) = out.token else { continue };
-            let (rec, track) = (&mut self.records[id], &mut self.tracks[id]);
-            if track.first.is_none() {
-                track.first = Some(t);
-                rec.cached_tokens = out.cached_tokens;
-            }
-            track.last = t;
-            rec.output_tokens += 1;
-            if out.finish.is_none() {
+        let mut works = Vec::new();
+        for i in 0..self.gangs[g].members.len() {
+            let m = self.gangs[g].members[i];
+            let worker = &mut self.workers[m];
+            if !worker.core.has_work() {
                 continue;
             }
-            // The worker call returned: the router stops counting the request there.
-            self.uncharge(id);
-            if prefill_role && self.trace[id].output_length > 1 {
-                self.tracks[id].first_token = tok.token;
-                handed_off.push(id);
-            } else {
-                if prefill_role {
-                    self.workers[w].core.release_held(id as u64);
+            let outputs = match worker.core.step() {
+                Ok(o) => o,
+                Err(f) => {
+                    let msg = f.error.to_string();
+                    for id in f.failed {
+                        self.fail(id as usize, msg.clone());
+                    }
+                    continue;
                 }
-                self.tracks[id].prompt = Vec::new();
+            };
+            let worker = &mut self.workers[m];
+            worker.step_events.extend(worker.events.try_iter());
+            worker.outputs = outputs;
+            // None: nothing fit (blocks are held elsewhere); the rank waits for a release or
+            // an arrival.
+            if let Some(work) = worker.core.executor_mut().take_step_work() {
+                works.push(work);
             }
         }
-        self.kick(w, t);
+        if works.is_empty() {
+            return;
+        }
+        let ranks: Vec<&[SeqWork]> = works.iter().map(Vec::as_slice).collect();
+        let d = self.profile.worker_step_time(&ranks);
+        self.steps += 1;
+        let end = t + ((d * NS) as u64).max(1);
+        let gang = &mut self.gangs[g];
+        gang.busy = true;
+        gang.busy_until = end;
+        self.heap.push(Reverse((end, Event::StepDone(g))));
+    }
+
+    fn step_done(&mut self, g: usize, t: u64) {
+        self.gangs[g].busy = false;
+        let mut handed_off = Vec::new();
+        for i in 0..self.gangs[g].members.len() {
+            let w = self.gangs[g].members[i];
+            let worker = &mut self.workers[w];
+            let outputs = std::mem::take(&mut worker.outputs);
+            let events = std::mem::take(&mut worker.step_events);
+            if let Some(ix) = &mut self.pools[worker.pool].index {
+                for e in &events {
+                    ix.apply(worker.slot, worker.rank, e);
+                }
+            }
+            let prefill_role = worker.prefill_role;
+            for out in outputs {
+                let id = out.id as usize;
+                let Some(tok) = out.token else { continue };
+                let (rec, track) = (&mut self.records[id], &mut self.tracks[id]);
+                if track.first.is_none() {
+                    track.first = Some(t);
+                    rec.cached_tokens = out.cached_tokens;
+                }
+                track.last = t;
+                rec.output_tokens += 1;
+                if out.finish.is_none() {
+                    continue;
+                }
+                // The worker call returned: the router stops counting the request there.
+                self.uncharge(id);
+                if prefill_role && self.trace[id].output_length > 1 {
+                    self.tracks[id].first_token = tok.token;
+                    handed_off.push((id, w));
+                } else {
+                    if prefill_role {
+                        self.workers[w].core.release_held(id as u64);
+                    }
+                    self.tracks[id].prompt = Vec::new();
+                }
+            }
+        }
+        let Some(&first) = self.gangs[g].members.first() else {
+            return;
+        };
+        self.kick(first, t);
         // The decode worker's pull reaches the prefill worker's engine thread, which reads
         // the held blocks between steps: after the step it has just started, if any.
-        let read_at = if self.workers[w].busy {
-            self.workers[w].busy_until
+        let read_at = if self.gangs[g].busy {
+            self.gangs[g].busy_until
         } else {
             t
         };
-        for id in handed_off {
+        for (id, w) in handed_off {
             self.start_transfer(id, w, read_at);
         }
     }
@@ -458,7 +531,7 @@ impl<'a> Cluster<'a> {
         let choice = self
             .route(1, &prompt, &mut hashes)
             .expect("the decode pool has a worker");
-        let d = self.pools[1].members[choice.worker];
+        let d = self.member(1, choice);
         self.charge(id, d, prompt.len().div_ceil(self.cfg.engine.block_size));
         if let Err(e) = self.workers[d].core.reserve_kv(id as u64, prompt.len()) {
             self.workers[prefill].core.release_held(id as u64);

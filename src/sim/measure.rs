@@ -449,7 +449,6 @@ mod tests {
         use crate::engine::SeqWork;
         use crate::sim::executor::SimExecutor;
         use crate::sim::grid::Measured;
-        use std::sync::Arc;
         let mut truth = Profile::default_qwen3_32b_tp2_h200();
         // Attention below the dense layers' rate, as on a CPU: the fit must find it.
         truth.attention_efficiency = 0.4;
@@ -458,19 +457,16 @@ mod tests {
         cfg.max_model_len = 4096;
         cfg.max_num_batched_tokens = 2048;
         cfg.max_num_seqs = 64;
-        let mut core = EngineCore::new(
-            cfg.clone(),
-            SimExecutor::new(Arc::new(truth.clone())),
-            Vec::new(),
-        )
-        .unwrap();
+        let mut core = EngineCore::new(cfg.clone(), SimExecutor::default(), Vec::new()).unwrap();
         let sweep = Sweep {
             repeats: 1,
             ..Sweep::for_engine(&cfg, 6)
         };
         let (prefill, decode, mixed) = Sweeper::new(&mut core, |c| {
             c.step().map_err(|f| f.error)?;
-            Ok(c.executor_mut().take_step_time().unwrap_or(0.0))
+            Ok(c.executor_mut()
+                .take_step_work()
+                .map_or(0.0, |w| truth.step_time(&w)))
         })
         .run(&sweep)
         .unwrap();

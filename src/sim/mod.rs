@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod executor;
 pub mod grid;
 pub mod measure;
+pub mod moe;
 pub mod plan;
 pub mod profile;
 

@@ -61,14 +61,45 @@ pub struct Profile {
     /// profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured: Option<Measured>,
+    /// Attention data-parallel ranks of one worker, each with its own batch and KV cache
+    /// (1: none). Per-rank fields above (weights, KV, capacity) are then one rank's.
+    #[serde(default = "one_rank", skip_serializing_if = "is_one_rank")]
+    pub attention_dp: usize,
+    /// Sparse attention: context tokens each query attends to (DeepSeek's `index_topk`);
+    /// none: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_top_k: Option<f64>,
+    /// FLOPs per (query, context) pair of the sparse attention's indexer, which scores the
+    /// whole context.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub index_flops_per_pair: f64,
+    /// Indexer key bytes per context token, read in full every step.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub index_bytes_per_token: f64,
+    /// The routed experts of a mixture-of-experts model (none: dense); the fields above are
+    /// then everything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moe: Option<super::moe::MoeCost>,
 }
 
 fn one() -> f64 {
     1.0
 }
 
+fn one_rank() -> usize {
+    1
+}
+
+fn is_one_rank(n: &usize) -> bool {
+    *n == 1
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
 /// The shapes of a Qwen3 model that decide its cost.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ModelShape {
     /// Hidden size.
     pub hidden: f64,
@@ -128,21 +159,42 @@ pub struct Gpu {
     pub hbm_bandwidth: f64,
     /// Dense bf16 tensor-core rate, FLOP/s.
     pub matmul_flops: f64,
+    /// Dense FP8 tensor-core rate, FLOP/s.
+    pub fp8_flops: f64,
+    /// Dense FP4 tensor-core rate, FLOP/s (the FP8 rate where there are no FP4 units).
+    pub fp4_flops: f64,
     /// NVLink bandwidth per direction, bytes/s.
     pub nvlink_bandwidth: f64,
     /// Network bandwidth per GPU (one NIC each), bytes/s.
     pub nic_bandwidth: f64,
 }
 
-/// H200 SXM: 143,771 MiB, 4.8 TB/s HBM3e, 989 TFLOP/s dense bf16, NVLink 4 (450 GB/s per
-/// direction), one 400 Gb/s NIC per GPU.
+/// H200 SXM: 143,771 MiB, 4.8 TB/s HBM3e, 989 TFLOP/s dense bf16 and 1,979 FP8 (no FP4
+/// units), NVLink 4 (450 GB/s per direction), one 400 Gb/s NIC per GPU.
 pub const H200: Gpu = Gpu {
     name: "H200",
     memory: 143_771.0 * 1024.0 * 1024.0,
     hbm_bandwidth: 4.8e12,
     matmul_flops: 989e12,
+    fp8_flops: 1979e12,
+    fp4_flops: 1979e12,
     nvlink_bandwidth: 450e9,
     nic_bandwidth: 50e9,
+};
+
+/// One Blackwell GPU of a GB200 NVL72 rack, from the rack's data sheet over its 72 GPUs:
+/// 13.4 TB of HBM3e at 576 TB/s (186 GB, 8 TB/s each); 1,440 / 720 / 360 PFLOPS of FP4 /
+/// FP8 / bf16 with sparsity (10 / 5 / 2.5 PFLOP/s dense each); NVLink 5 at 130 TB/s (1.8 TB/s
+/// each, 900 GB/s per direction), one domain over the rack; one 800 Gb/s NIC per GPU.
+pub const GB200: Gpu = Gpu {
+    name: "GB200",
+    memory: 186e9,
+    hbm_bandwidth: 8e12,
+    matmul_flops: 2.5e15,
+    fp8_flops: 5e15,
+    fp4_flops: 10e15,
+    nvlink_bandwidth: 900e9,
+    nic_bandwidth: 100e9,
 };
 
 impl Gpu {
@@ -154,6 +206,8 @@ impl Gpu {
         memory: 16.0 * (1u64 << 30) as f64,
         hbm_bandwidth: 10e9,
         matmul_flops: 50e9,
+        fp8_flops: 50e9,
+        fp4_flops: 50e9,
         nvlink_bandwidth: 10e9,
         nic_bandwidth: 1e9,
     };
@@ -218,6 +272,11 @@ impl Profile {
             transfer_latency_s: 2e-3,
             kv_capacity_tokens: (usable.max(0.0) / kv_per_rank) as usize,
             measured: None,
+            attention_dp: 1,
+            attention_top_k: None,
+            index_flops_per_pair: 0.0,
+            index_bytes_per_token: 0.0,
+            moe: None,
         }
     }
 
@@ -250,6 +309,8 @@ impl Profile {
         ];
         let non_negative = [
             ("attn_flops_per_pair", self.attn_flops_per_pair),
+            ("index_flops_per_pair", self.index_flops_per_pair),
+            ("index_bytes_per_token", self.index_bytes_per_token),
             ("allreduce_bytes_per_token", self.allreduce_bytes_per_token),
             ("step_overhead_s", self.step_overhead_s),
             ("transfer_latency_s", self.transfer_latency_s),
@@ -259,8 +320,12 @@ impl Profile {
             ("matmul_efficiency", self.matmul_efficiency),
             ("link_efficiency", self.link_efficiency),
         ];
+        let top_k = [("attention_top_k", self.attention_top_k.unwrap_or(1.0))];
+        let moe = self.moe.as_ref().map(|m| m.fields()).unwrap_or_default();
         let bad = positive
             .iter()
+            .chain(&top_k)
+            .chain(moe.iter().filter(|_| self.moe.is_some()))
             .filter(|(_, v)| !(v.is_finite() && *v > 0.0))
             .chain(
                 non_negative
@@ -284,6 +349,20 @@ impl Profile {
         if let Some(m) = &self.measured {
             m.validate()
                 .map_err(|e| Error::InvalidRequest(format!("profile {:?}: {e}", self.name)))?;
+        }
+        if self.attention_dp == 0 {
+            return Err(Error::InvalidRequest(format!(
+                "profile {:?}: attention_dp is 0 (a worker has at least one rank)",
+                self.name
+            )));
+        }
+        if let Some(m) = &self.moe
+            && (m.active > m.experts || m.ep < 1.0)
+        {
+            return Err(Error::InvalidRequest(format!(
+                "profile {:?}: moe.active exceeds moe.experts, or moe.ep is below 1",
+                self.name
+            )));
         }
         if self.kv_capacity_tokens == 0 {
             return Err(Error::InvalidRequest(format!(
@@ -325,22 +404,57 @@ impl Profile {
         self.roofline_time(&work)
     }
 
+    /// Seconds one step of a worker takes whose data-parallel ranks run `ranks` (one entry
+    /// per rank; without DP, one): they step together, so the slowest rank's attention and
+    /// dense layers, then the experts for every rank's tokens. Without experts or DP this is
+    /// [`Profile::step_time`].
+    pub fn worker_step_time(&self, ranks: &[&[SeqWork]]) -> f64 {
+        let slowest = ranks.iter().map(|w| self.step_time(w)).fold(0.0, f64::max);
+        let Some(moe) = &self.moe else {
+            return slowest;
+        };
+        let tokens = |w: &[SeqWork]| w.iter().map(|s| s.new_tokens as f64).sum::<f64>();
+        let total: f64 = ranks.iter().map(|w| tokens(w)).sum();
+        let busiest = ranks.iter().map(|w| tokens(w)).fold(0.0, f64::max);
+        slowest + moe.time(self, total, busiest)
+    }
+
     /// Seconds one step takes on the roofline: new tokens cost FLOPs, context costs KV bytes.
+    /// With sparse attention a query attends to at most `attention_top_k` tokens and reads
+    /// their KV, while the indexer scores and reads the whole context.
     pub fn roofline_time(&self, work: &[SeqWork]) -> f64 {
         let (mut tokens, mut pairs, mut kv_tokens) = (0.0, 0.0, 0.0);
+        let (mut index_pairs, mut index_tokens) = (0.0, 0.0);
         for w in work {
             let new = w.new_tokens as f64;
             let before = (w.context_len - w.new_tokens) as f64;
+            let ctx = w.context_len as f64;
             tokens += new;
             // Causal: the i-th new token sees the cached context and the i new tokens up to it.
-            pairs += new * before + new * (new + 1.0) / 2.0;
-            kv_tokens += w.context_len as f64;
+            let all = new * before + new * (new + 1.0) / 2.0;
+            match self.attention_top_k {
+                None => {
+                    pairs += all;
+                    kv_tokens += ctx;
+                }
+                Some(k) => {
+                    // Σ_{i=1..new} min(before + i, k): the tokens up to k, then k each.
+                    let m = (k - before).clamp(0.0, new);
+                    pairs += m * before + m * (m + 1.0) / 2.0 + (new - m) * k;
+                    kv_tokens += ctx.min(new * k);
+                    index_pairs += all;
+                    index_tokens += ctx;
+                }
+            }
         }
-        let bytes = self.weight_bytes + kv_tokens * self.kv_bytes_per_token;
+        let bytes = self.weight_bytes
+            + kv_tokens * self.kv_bytes_per_token
+            + index_tokens * self.index_bytes_per_token;
         let memory = bytes / (self.hbm_bandwidth * self.hbm_efficiency);
         let rate = self.matmul_flops * self.matmul_efficiency;
         let compute = tokens * self.linear_flops_per_token / rate
-            + pairs * self.attn_flops_per_pair / (rate * self.attention_efficiency);
+            + (pairs * self.attn_flops_per_pair + index_pairs * self.index_flops_per_pair)
+                / (rate * self.attention_efficiency);
         memory.max(compute)
             + tokens * self.allreduce_bytes_per_token / self.allreduce_bandwidth
             + self.step_overhead_s

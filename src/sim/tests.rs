@@ -31,6 +31,8 @@ fn config(topology: Topology, policy: Policy, num_blocks: usize) -> ClusterConfi
         topology,
         policy,
         engine: engine(num_blocks),
+        prefill_engine: None,
+        decode_engine: None,
         speedup: 1.0,
         vocab: 1000,
         trace_block: 512,
@@ -212,4 +214,43 @@ fn requests_the_engine_refuses_are_errors_not_hangs() {
     let errors: Vec<_> = o.records.iter().filter(|r| r.error.is_some()).collect();
     assert_eq!(errors.len(), 1);
     assert!(errors[0].error.as_ref().unwrap().contains("max_model_len"));
+}
+
+#[test]
+fn data_parallel_ranks_keep_their_own_caches_and_step_together() {
+    // Two workers of four attention ranks each.
+    let mut p = Profile::default_qwen3_32b_tp2_h200();
+    p.attention_dp = 4;
+    let p = Arc::new(p);
+    // 7 conversations over 8 ranks, so round-robin does not send a conversation's turns
+    // to one rank by chance.
+    let trace = conversations(7, 4, 300);
+    let agg = Topology::Aggregated { workers: 2 };
+    let run_dp = |policy| simulate(&config(agg, policy, 4096), p.clone(), &trace).unwrap();
+    let kv = run_dp(Policy::Kv { temperature: 0.0 });
+    assert_complete(&kv, &trace);
+    // The KV router sends every later turn to the rank holding the earlier ones: at least
+    // the earlier turns' whole blocks come from the cache.
+    for (r, t) in kv.records.iter().zip(&trace) {
+        let turn = t.hash_ids.len() - 2;
+        assert!(r.cached_tokens >= 512 * turn, "{r:?} {t:?}");
+    }
+    // Round-robin over the 8 ranks scatters the turns: far fewer hits.
+    let rr = run_dp(Policy::RoundRobin);
+    assert_complete(&rr, &trace);
+    let hits = |o: &SimOutcome| o.records.iter().map(|r| r.cached_tokens).sum::<usize>();
+    assert!(hits(&rr) * 2 < hits(&kv), "{} vs {}", hits(&rr), hits(&kv));
+    // Ranks step in lockstep: one step per worker-step, not per rank, so with requests
+    // arriving 10 ms apart a DP worker takes fewer steps than as many independent workers.
+    let busy = conversations(7, 4, 10);
+    let kv = Policy::Kv { temperature: 0.0 };
+    let dp = simulate(&config(agg, kv, 4096), p.clone(), &busy).unwrap();
+    assert_complete(&dp, &busy);
+    let eight = simulate(
+        &config(Topology::Aggregated { workers: 8 }, kv, 4096),
+        Arc::new(Profile::default_qwen3_32b_tp2_h200()),
+        &busy,
+    )
+    .unwrap();
+    assert!(dp.steps < eight.steps, "{} vs {}", dp.steps, eight.steps);
 }
