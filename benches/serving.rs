@@ -109,9 +109,14 @@ impl Drop for Proc {
 }
 
 fn spawn(args: &[&str]) -> Proc {
+    spawn_env(args, &[])
+}
+
+fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(args)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -279,6 +284,118 @@ fn kv_transfer(rt: &tokio::runtime::Runtime) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The NIXL runtime the tests install into the test venv (tests/common/python.rs), if there.
+fn nixl_libs() -> Option<String> {
+    let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/lib");
+    std::fs::read_dir(lib)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("site-packages/.nixl_cu13.mesonpy.libs"))
+        .find(|p| p.join("libnixl_capi.so").exists())
+        .map(|p| p.display().to_string())
+}
+
+/// A decode worker's pulls of 256 MiB of Qwen3-32B's KV geometry (512 tokens, f32) from a
+/// prefill worker, both real processes, over each transport, timed by the decode worker
+/// itself (`kv_pull_seconds`: reservation to data in place), beside a memcpy of the same
+/// bytes in this process.
+fn kv_transports(rt: &tokio::runtime::Runtime) {
+    use tandem::server::proto::{DecodeRequest, KvLayoutRequest, LoadRequest};
+    let dir = std::env::temp_dir().join(format!("tandem-kvt-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"architectures":["Qwen3ForCausalLM"],"hidden_size":64,"intermediate_size":64,
+        "num_hidden_layers":64,"num_attention_heads":8,"num_key_value_heads":8,"head_dim":128,
+        "vocab_size":256,"max_position_embeddings":1024,"rope_theta":1000000.0}"#,
+    )
+    .unwrap();
+    let d = dir.to_str().unwrap().to_string();
+    let libs = nixl_libs();
+    let mut transports = vec!["tcp"];
+    if cfg!(feature = "nixl") && libs.is_some() {
+        transports.push("nixl");
+    } else {
+        println!(
+            "kv_transports: NIXL skipped (build with --features nixl and run the kv_nixl tests once to install its runtime)"
+        );
+    }
+    let tokens = 512u32;
+    let bytes = tokens as usize * 64 * 2 * 8 * 128 * 4;
+    let src = vec![1u8; bytes];
+    let mut dst = vec![0u8; bytes];
+    let mut mc = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        dst.copy_from_slice(&src);
+        std::hint::black_box(&dst);
+        mc.push(t.elapsed());
+    }
+    mc.sort();
+    let memcpy = bytes as f64 / mc[2].as_secs_f64() / 1e9;
+    drop((src, dst));
+    let env: Vec<(&str, &str)> = libs
+        .iter()
+        .map(|l| ("LD_LIBRARY_PATH", l.as_str()))
+        .collect();
+    for transport in transports {
+        let worker = |role: &str| {
+            spawn_env(
+                &[
+                    "worker",
+                    "--model",
+                    &d,
+                    "--load-format",
+                    "dummy",
+                    "--block-size",
+                    "64",
+                    "--kv-cache-gib",
+                    "0.6",
+                    "--max-model-len",
+                    "1024",
+                    "--role",
+                    role,
+                    "--kv-transport",
+                    transport,
+                ],
+                &env,
+            )
+        };
+        let (p, dw) = (worker("prefill"), worker("decode"));
+        rt.block_on(async {
+            let mut pc = WorkerClient::connect(format!("http://{}", p.1)).await.unwrap();
+            let mut dc = WorkerClient::connect(format!("http://{}", dw.1)).await.unwrap();
+            let layout = pc.get_kv_layout(KvLayoutRequest {}).await.unwrap().into_inner();
+            let mut secs = Vec::new();
+            for i in 0..5 {
+                let sampling = SamplingParams { top_p: 1.0, repetition_penalty: 1.0, max_tokens: 2, ignore_eos: true, ..Default::default() };
+                let req = GenerateRequest { request_id: format!("b{i}"), prompt_token_ids: (0..tokens).map(|t| (t * 7 + i) % 256).collect(), sampling: Some(sampling) };
+                let pre = pc.prefill(req.clone()).await.unwrap().into_inner();
+                let before = dc.load(LoadRequest {}).await.unwrap().into_inner();
+                let mut out = dc
+                    .decode(DecodeRequest { request: Some(req), first_token: pre.first_token, source_addr: p.1.clone(), source_engine_id: layout.engine_id.clone(), source_block_ids: pre.block_ids.clone() })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                while out.next().await.is_some() {}
+                let after = dc.load(LoadRequest {}).await.unwrap().into_inner();
+                assert_eq!(after.kv_pulled_bytes - before.kv_pulled_bytes, bytes as u64);
+                assert_eq!(after.kv_pulls_nixl - before.kv_pulls_nixl, u64::from(transport == "nixl"));
+                secs.push(after.kv_pull_seconds - before.kv_pull_seconds);
+            }
+            secs.sort_by(f64::total_cmp);
+            let gbps = bytes as f64 / secs[2] / 1e9;
+            println!(
+                "kv_transport_{transport} ({tokens} tokens of Qwen3-32B KV, f32: {} MiB, decode worker's pull time, median of 5): {:.1} ms = {gbps:.2} GB/s; memcpy of the same bytes {memcpy:.2} GB/s; ratio {:.2}",
+                bytes >> 20,
+                secs[2] * 1e3,
+                gbps / memcpy,
+            );
+        });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
     // `cargo test --benches` runs benches with --test: keep that quick.
     if std::env::args().any(|a| a == "--test") {
@@ -291,10 +408,11 @@ fn main() {
         .unwrap_or_default();
     let rt = tokio::runtime::Runtime::new().unwrap();
     type Bench = fn(&tokio::runtime::Runtime);
-    let benches: [(&str, Bench); 3] = [
+    let benches: [(&str, Bench); 4] = [
         ("router", router_benches),
         ("frontend_overhead", frontend_overhead),
         ("kv_transfer", kv_transfer),
+        ("kv_transports", kv_transports),
     ];
     for (name, bench) in benches {
         if name.contains(&filter) {

@@ -67,6 +67,20 @@ impl HeadDims {
     }
 }
 
+/// The memory of one layer's paged K and V on one rank: each `[num_blocks, block]`, block b
+/// at `start + b × block_bytes`. It stays at that address for the cache's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvMemory {
+    /// Address and length in bytes of the keys.
+    pub k: (usize, usize),
+    /// Address and length in bytes of the values.
+    pub v: (usize, usize),
+    /// Bytes of one block of K (and of V).
+    pub block_bytes: usize,
+    /// CUDA device ordinal; None for host memory.
+    pub device: Option<u32>,
+}
+
 /// Shape of one layer's paged K/V cache on one rank: `[num_blocks, block_size, kv_heads, head_dim]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvCacheSpec {
@@ -195,6 +209,11 @@ pub trait Backend: Send + Sized + 'static {
 
     /// Bytes of one block of one layer (K and V) in this backend's cache dtype.
     fn kv_block_bytes(&self, spec: &KvCacheSpec) -> usize;
+    /// Where one layer's cache lives, for a transfer library to register and read or write
+    /// in place (None: the backend does not expose it).
+    fn kv_memory(&self, _cache: &Self::KvCache) -> Option<KvMemory> {
+        None
+    }
     /// Copies whole blocks out of one layer's cache: for each block, its K then its V, as
     /// little-endian values of the cache dtype (what a KV transfer moves).
     fn read_kv_blocks(&self, cache: &Self::KvCache, blocks: &[BlockId]) -> Result<Vec<u8>>;

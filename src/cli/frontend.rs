@@ -204,6 +204,9 @@ pub struct ServeArgs {
     /// plus i (prefill workers first, then decode workers), e.g. tcp://*:5557.
     #[arg(long)]
     kv_events_endpoint: Option<String>,
+    /// How decode workers pull KV from prefill workers: tcp or nixl (see `tandem worker`).
+    #[arg(long, value_enum, default_value = "tcp")]
+    kv_transport: super::worker::KvTransport,
 }
 
 /// `endpoint` (transport://host:port) with its port moved up by `offset`.
@@ -399,6 +402,9 @@ async fn start_workers(
             args.http.shutdown_timeout.to_string(),
         ]);
         argv.extend(extra.iter().map(|s| s.to_string()));
+        if args.kv_transport == super::worker::KvTransport::Nixl {
+            argv.extend(["--kv-transport", "nixl"].map(String::from));
+        }
         if let Some(ep) = &args.kv_events_endpoint {
             let ep = endpoint_plus(ep, first + i)?;
             tracing::info!(role, worker = i, endpoint = %ep, "KV events over ZMQ");

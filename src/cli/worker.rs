@@ -10,8 +10,8 @@ use tonic::transport::server::TcpIncoming;
 
 use super::ModelArgs;
 use crate::backend::Backend;
-use crate::engine::EngineHandle;
 use crate::engine::hooks::{Hooked, Hooks};
+use crate::engine::{EngineHandle, Executor};
 use crate::loader::{DeviceKind, LoadedModel, load_cpu, load_cuda};
 use crate::server::kv_hub::KvEventHub;
 use crate::server::proto::{KvLayout, ModelInfoResponse, worker_server::WorkerServer};
@@ -24,6 +24,10 @@ use crate::server::zmq_events::ZmqPublisher;
 pub struct WorkerArgs {
     #[command(flatten)]
     model: ModelArgs,
+    /// How a decode worker pulls KV from prefill workers: tcp (gRPC streams, always there)
+    /// or nixl (NVIDIA NIXL reads in place, when both sides offer it; TCP otherwise).
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub kv_transport: KvTransport,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -143,6 +147,15 @@ fn hooks_of<B: Backend>(args: &ModelArgs, loaded: &LoadedModel<B>) -> anyhow::Re
     })
 }
 
+/// How KV moves between workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KvTransport {
+    /// The worker's own gRPC stream of chunks.
+    Tcp,
+    /// NVIDIA NIXL (cargo feature `nixl`, its runtime on LD_LIBRARY_PATH).
+    Nixl,
+}
+
 /// The KV layout of a loaded model: what transfer handshakes compare.
 pub(crate) fn kv_layout<B: Backend>(loaded: &LoadedModel<B>, tp: usize) -> KvLayout {
     let cfg = loaded.engine.config();
@@ -163,6 +176,7 @@ pub(crate) fn kv_layout<B: Backend>(loaded: &LoadedModel<B>, tp: usize) -> KvLay
         tp_size: tp as u32,
         block_bytes: block_bytes as u64,
         engine_id: format!("{:016x}", rand::random::<u64>()),
+        nixl: None,
     }
 }
 
@@ -203,8 +217,17 @@ fn serve<B: Backend>(args: WorkerArgs, mut loaded: LoadedModel<B>) -> anyhow::Re
         .into(),
     };
     let hooks = hooks_of(&args.model, &loaded)?;
+    let memory = loaded.engine.executor().kv_memory();
     let core = loaded.engine.map_executor(|e| Hooked::new(e, hooks));
     let engine = Arc::new(EngineHandle::spawn(core)?);
+    let nixl = match args.kv_transport {
+        KvTransport::Tcp => None,
+        KvTransport::Nixl => Some(Arc::new(crate::server::nixl::NixlKv::open(
+            &memory,
+            engine.clone(),
+            &layout.engine_id,
+        )?)),
+    };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         if let Some(endpoint) = &args.kv_events_endpoint {
@@ -235,6 +258,10 @@ fn serve<B: Backend>(args: WorkerArgs, mut loaded: LoadedModel<B>) -> anyhow::Re
             domain: args.tls_domain.clone(),
         };
         let service = service.with_peer_tls(tls.client()?);
+        let service = match nixl {
+            Some(n) => service.with_nixl(n),
+            None => service,
+        };
         let draining = service.drain_flag();
         if let Some(port) = args.metrics_port {
             let view = service.metrics_view();

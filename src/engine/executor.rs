@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 
 use super::sampler::{SampleContext, Sampled, sample};
 use super::sequence::RequestId;
-use crate::backend::{Backend, HostTensor};
+use crate::backend::{Backend, HostTensor, KvMemory};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::kv::BlockId;
@@ -60,6 +60,12 @@ pub trait Executor: Send {
         Err(Error::Backend(
             "this executor holds no KV data to transfer".into(),
         ))
+    }
+
+    /// Where each rank's cache lives, rank by rank and layer by layer, for a transfer
+    /// library to read and write in place (empty: nowhere it can).
+    fn kv_memory(&self) -> Vec<Vec<KvMemory>> {
+        Vec::new()
     }
 }
 
@@ -120,6 +126,13 @@ impl<B: Backend> Rank<B> {
         backend.run_step(input, |inp| model.forward(backend, kv, inp))
     }
 
+    fn memory(&self) -> Vec<KvMemory> {
+        self.kv
+            .iter()
+            .filter_map(|l| self.backend.kv_memory(l))
+            .collect()
+    }
+
     fn read(&self, blocks: &[BlockId]) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         for layer in &self.kv {
@@ -177,6 +190,8 @@ pub struct ExecutorConfig {
 pub struct ModelExecutor<B: Backend> {
     rank0: Rank<B>,
     others: Vec<RankThread>,
+    /// Every rank's cache memory, gathered at load (it never moves).
+    memory: Vec<Vec<KvMemory>>,
 }
 
 impl<B: Backend> ModelExecutor<B> {
@@ -193,7 +208,7 @@ impl<B: Backend> ModelExecutor<B> {
         for rank in 1..ecfg.tp_size {
             let (tx, rx) = channel::<RankCmd>();
             let (done_tx, done) = channel::<Result<Option<Vec<u8>>>>();
-            let (ready_tx, ready_rx) = channel::<Result<()>>();
+            let (ready_tx, ready_rx) = channel::<Result<Vec<KvMemory>>>();
             let (backend, cfg, src) = (make_backend(rank), cfg.clone(), src.clone());
             let tp = TpRank {
                 rank,
@@ -214,7 +229,7 @@ impl<B: Backend> ModelExecutor<B> {
                     );
                     let mut state = match loaded {
                         Ok(s) => {
-                            let _ = ready_tx.send(Ok(()));
+                            let _ = ready_tx.send(Ok(s.memory()));
                             s
                         }
                         Err(e) => {
@@ -250,11 +265,18 @@ impl<B: Backend> ModelExecutor<B> {
             ecfg.max_model_len,
             ecfg.progress,
         )?;
+        let mut memory = vec![rank0.memory()];
         for r in ready {
-            r.recv()
-                .map_err(|_| Error::Backend("a rank died while loading".into()))??;
+            memory.push(
+                r.recv()
+                    .map_err(|_| Error::Backend("a rank died while loading".into()))??,
+            );
         }
-        Ok(ModelExecutor { rank0, others })
+        Ok(ModelExecutor {
+            rank0,
+            others,
+            memory,
+        })
     }
 
     /// Sends `make(rank)` to ranks 1.. and collects their answers after `rank0` ran on this thread.
@@ -306,6 +328,10 @@ impl<B: Backend> Executor for ModelExecutor<B> {
             .enumerate()
             .map(|(i, ctx)| sample(&mut logits.row(i).to_vec(), ctx))
             .collect())
+    }
+
+    fn kv_memory(&self) -> Vec<Vec<KvMemory>> {
+        self.memory.clone()
     }
 
     fn read_kv_blocks(&mut self, blocks: &[BlockId]) -> Result<Vec<Vec<u8>>> {

@@ -67,4 +67,8 @@ impl<E: Executor> Executor for Hooked<E> {
     fn write_kv_blocks(&mut self, blocks: &[BlockId], shards: &[Vec<u8>]) -> Result<()> {
         self.inner.write_kv_blocks(blocks, shards)
     }
+
+    fn kv_memory(&self) -> Vec<Vec<crate::backend::KvMemory>> {
+        self.inner.kv_memory()
+    }
 }

@@ -6,6 +6,7 @@ pub mod health;
 pub mod http;
 pub mod kv_hub;
 pub mod metrics;
+pub mod nixl;
 pub mod openai;
 pub mod proto;
 pub mod reasoning;

@@ -166,6 +166,29 @@ impl WorkerService {
             }
             let started = std::time::Instant::now();
             let _pulling = Pulling::start(&self.transfers.in_flight);
+            let t = &self.transfers;
+            let count = |bytes: u64| {
+                t.pulls.fetch_add(1, Ordering::Relaxed);
+                t.pulled_bytes.fetch_add(bytes, Ordering::Relaxed);
+                t.pull_micros
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            };
+            match self
+                .nixl_pull(&d.source_addr, &d.source_block_ids, &local, &r.request_id)
+                .await
+            {
+                Ok(Some(bytes)) => {
+                    t.nixl_pulls.fetch_add(1, Ordering::Relaxed);
+                    count(bytes);
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // The blocks are still held at the source: TCP gets them instead.
+                    tracing::warn!(request = %r.request_id, error = %e, "NIXL read failed; pulling over TCP");
+                    t.nixl_fallbacks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             let shards = pull(
                 &d.source_addr,
                 &r.request_id,
@@ -175,12 +198,7 @@ impl WorkerService {
             )
             .await
             .map_err(source_lost)?;
-            let t = &self.transfers;
-            let bytes: usize = shards.iter().map(Vec::len).sum();
-            t.pulls.fetch_add(1, Ordering::Relaxed);
-            t.pulled_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-            t.pull_micros
-                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            count(shards.iter().map(|s| s.len() as u64).sum());
             blocking(&self.engine, move |e| e.write_reserved(id, shards)).await
         };
         if let Err(s) = pulled.await {
@@ -206,6 +224,45 @@ impl WorkerService {
             .commit_prefilled(request, d.first_token)
             .map_err(status_of)?;
         Ok(self.responses(outputs, live))
+    }
+
+    /// The pull through NIXL, when this worker and the source both offer it: the bytes read
+    /// into `local`; None when either does not (TCP then); an error when the read failed.
+    async fn nixl_pull(
+        &self,
+        source_addr: &str,
+        source_blocks: &[u32],
+        local: &[crate::kv::BlockId],
+        request_id: &str,
+    ) -> Result<Option<u64>, String> {
+        let Some(nixl) = self.nixl.clone() else {
+            return Ok(None);
+        };
+        let ep = crate::server::tls::endpoint(source_addr, self.peer_tls.as_ref())
+            .map_err(|e| e.to_string())?;
+        let ch = ep.connect().await.map_err(|e| e.to_string())?;
+        let theirs = proto::worker_client::WorkerClient::new(ch)
+            .get_kv_layout(proto::KvLayoutRequest {})
+            .await
+            .map_err(|e| e.message().to_string())?
+            .into_inner();
+        // A mismatch is for the TCP path to refuse, with its message.
+        let Some(peer) = theirs.nixl.clone() else {
+            return Ok(None);
+        };
+        if layout_mismatch(&self.layout, &theirs).is_some() {
+            return Ok(None);
+        }
+        let (src, dst, note) = (
+            source_blocks.to_vec(),
+            local.to_vec(),
+            request_id.to_string(),
+        );
+        tokio::task::spawn_blocking(move || nixl.read(&peer, &src, &dst, &note))
+            .await
+            .map_err(|e| e.to_string())?
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 
     /// PullKv: checks the puller's layout, then streams each rank's shard of the blocks.
@@ -344,7 +401,11 @@ pub async fn pull(
     let req = proto::PullKvRequest {
         request_id: request_id.to_string(),
         block_ids: blocks,
-        layout: Some(layout),
+        // The source compares shapes; it needs no NIXL metadata.
+        layout: Some(proto::KvLayout {
+            nixl: None,
+            ..layout
+        }),
     };
     let mut stream = c.pull_kv(req).await?.into_inner();
     // Not `vec![Vec::with_capacity(expect); tp]`: clones of an empty Vec drop the capacity.

@@ -143,6 +143,8 @@ pub(super) struct TransferCounters {
     pub served_bytes: AtomicU64,
     pub released: AtomicU64,
     pub in_flight: AtomicU64,
+    pub nixl_pulls: AtomicU64,
+    pub nixl_fallbacks: AtomicU64,
 }
 
 impl TransferCounters {
@@ -190,6 +192,8 @@ pub struct WorkerService {
     draining: Arc<std::sync::atomic::AtomicBool>,
     /// TLS towards the prefill workers it pulls from (None: plain TCP).
     pub(super) peer_tls: Option<tonic::transport::ClientTlsConfig>,
+    /// This worker's NIXL agent, with `--kv-transport nixl`.
+    pub(super) nixl: Option<Arc<super::nixl::NixlKv>>,
     next_id: AtomicU64,
 }
 
@@ -214,8 +218,17 @@ impl WorkerService {
             metrics: Arc::default(),
             draining: Arc::default(),
             peer_tls: None,
+            nixl: None,
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// Moves KV through `nixl`: the layout handshake offers it, and pulls use it when the
+    /// source offers it too.
+    pub fn with_nixl(mut self, nixl: Arc<super::nixl::NixlKv>) -> Self {
+        self.layout.nixl = Some(nixl.peer());
+        self.nixl = Some(nixl);
+        self
     }
 
     /// Pulls KV from peers over TLS with `tls`.
@@ -364,6 +377,8 @@ impl Worker for WorkerService {
             kv_served_bytes: t.served_bytes.load(Ordering::Relaxed),
             kv_released: t.released.load(Ordering::Relaxed),
             kv_pulls_in_flight: t.in_flight.load(Ordering::Relaxed) as u32,
+            kv_pulls_nixl: t.nixl_pulls.load(Ordering::Relaxed),
+            kv_nixl_fallbacks: t.nixl_fallbacks.load(Ordering::Relaxed),
         }))
     }
 

@@ -25,8 +25,14 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Starts `tandem ARGS` and waits for its "listening on ADDR" line; a process that exits or
 /// stays silent for [`START_TIMEOUT`] fails the test with what it printed.
 pub fn spawn(args: &[&str]) -> Proc {
+    spawn_with_env(args, &[])
+}
+
+/// [`spawn`] with environment variables set for the child.
+pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -95,3 +95,33 @@ pub fn run_script_with_input(script: &str, args: &[&str], input: &str) -> String
 pub fn venv_program(name: &str) -> PathBuf {
     python().with_file_name(name)
 }
+
+/// The NIXL runtime's library folder (libnixl_capi.so, its plugins and UCX), from the
+/// nixl-cu13 wheel installed into the test venv without its dependencies (torch and the
+/// CUDA wheels are not needed for host memory): what LD_LIBRARY_PATH of a NIXL worker needs.
+#[allow(dead_code)]
+pub fn nixl_libs() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let py = python();
+        let find = || {
+            let lib = py.parent()?.parent()?.join("lib");
+            std::fs::read_dir(lib)
+                .ok()?
+                .filter_map(Result::ok)
+                .map(|e| e.path().join("site-packages/.nixl_cu13.mesonpy.libs"))
+                .find(|p| p.join("libnixl_capi.so").exists())
+        };
+        if let Some(d) = find() {
+            return d;
+        }
+        let ok = Command::new(&py)
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+            .args(["--no-deps", "nixl-cu13==1.5.1"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "pip install --no-deps nixl-cu13==1.5.1 failed");
+        find().expect("the nixl-cu13 wheel ships .nixl_cu13.mesonpy.libs/libnixl_capi.so")
+    })
+    .clone()
+}

@@ -328,6 +328,16 @@ impl Backend for CudaBackend {
         2 * spec.block_elems() * 2
     }
 
+    fn kv_memory(&self, cache: &CudaKvCache) -> Option<crate::backend::KvMemory> {
+        let span = |m: &super::device::DeviceMem| (m.ptr() as usize, m.bytes());
+        Some(crate::backend::KvMemory {
+            k: span(&cache.k),
+            v: span(&cache.v),
+            block_bytes: cache.spec.block_elems() * 2,
+            device: Some(self.device().ctx.ordinal() as u32),
+        })
+    }
+
     fn read_kv_blocks(&self, cache: &CudaKvCache, blocks: &[BlockId]) -> Result<Vec<u8>> {
         self.check_blocks("read_kv_blocks", cache, blocks)?;
         check_vec8("read_kv_blocks", "block size", cache.spec.block_elems())?;

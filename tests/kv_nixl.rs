@@ -1,0 +1,161 @@
+//! KV transfer through NVIDIA NIXL (`--kv-transport nixl`) between real worker processes on
+//! loopback, with the NIXL runtime of the nixl-cu13 wheel (installed into the test venv; the
+//! harness puts it on the workers' LD_LIBRARY_PATH). Built with `--features nixl` (`.ci/run`
+//! runs it); without the feature, asking for NIXL is refused at start.
+
+mod common;
+
+#[cfg(not(feature = "nixl"))]
+#[test]
+fn without_the_feature_nixl_is_refused_at_start() {
+    let (ok, _, stderr) = common::procs::run(&["worker", "--kv-transport", "nixl", "--port", "0"]);
+    assert!(!ok);
+    assert!(stderr.contains("built without NIXL"), "{stderr}");
+}
+
+#[cfg(feature = "nixl")]
+mod with_nixl {
+    use std::time::Duration;
+
+    use super::common;
+    use super::common::grpc::client;
+    use super::common::http::{completion, wait_health, wait_indexed};
+    use super::common::procs::{DEMO, Proc, serve, spawn, spawn_with_env};
+    use super::common::python::nixl_libs;
+    use serde_json::{Value, json};
+    use tandem::server::proto::{LoadRequest, LoadResponse};
+
+    fn lib_path() -> String {
+        nixl_libs().display().to_string()
+    }
+
+    fn worker(role: &str, transport: &str) -> Proc {
+        let lib = lib_path();
+        let mut args = vec!["worker", "--role", role, "--kv-transport", transport];
+        args.extend_from_slice(DEMO);
+        spawn_with_env(&args, &[("LD_LIBRARY_PATH", &lib)])
+    }
+
+    fn frontend(p: &Proc, d: &Proc) -> (Proc, String) {
+        let fe = spawn(&[
+            "frontend",
+            "--port",
+            "0",
+            "--prefill-workers",
+            &p.addr,
+            "--decode-workers",
+            &d.addr,
+            "--router",
+            "kv",
+        ]);
+        let base = format!("http://{}", fe.addr);
+        (fe, base)
+    }
+
+    async fn load(addr: &str) -> LoadResponse {
+        client(addr)
+            .await
+            .load(LoadRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn complete(base: &str, prompt: &[u32]) -> Value {
+        let body = json!({"model": "tandem-demo", "prompt": prompt, "max_tokens": 8,
+            "temperature": 0, "ignore_eos": true, "logprobs": 1});
+        completion(base, &body).await
+    }
+
+    fn text(v: &Value) -> String {
+        v["choices"][0]["text"].as_str().unwrap().to_string()
+    }
+
+    /// Waits until the decode worker has counted `n` pulls (its counters land just after the
+    /// response).
+    async fn pulls(d: &str, n: u64) -> LoadResponse {
+        for _ in 0..100 {
+            let l = load(d).await;
+            if l.kv_pulls >= n {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        load(d).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn disaggregated_output_over_nixl_equals_aggregated() {
+        let (_agg, agg) = serve(&["--workers", "1"]);
+        let (p, d) = (worker("prefill", "nixl"), worker("decode", "nixl"));
+        let (_fe, dis) = frontend(&p, &d);
+        wait_health(&agg, 200).await;
+        wait_health(&dis, 200).await;
+        let base: Vec<u32> = (0..80).map(|i| (i * 7 + 3) % 256).collect();
+        for i in 0..3usize {
+            let mut prompt = base[..40 + 12 * i].to_vec();
+            prompt.extend([250, 251]);
+            let (a, b) = (complete(&agg, &prompt).await, complete(&dis, &prompt).await);
+            assert_eq!(text(&a), text(&b), "prompt {i}: {a} vs {b}");
+        }
+        // A prefix hit on the prefill worker: its cached blocks are read in place too.
+        wait_indexed(&dis, 4).await;
+        let prompt = [base[..72].to_vec(), vec![250, 251]].concat();
+        let (a, b) = (complete(&agg, &prompt).await, complete(&dis, &prompt).await);
+        assert!(
+            b["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap()
+                > 0,
+            "{b}"
+        );
+        assert_eq!(text(&a), text(&b));
+        // Every pull went through NIXL, none fell back, and the prefill worker released
+        // every hold.
+        let l = pulls(&d.addr, 4).await;
+        assert_eq!(
+            (l.kv_pulls, l.kv_pulls_nixl, l.kv_nixl_fallbacks),
+            (4, 4, 0)
+        );
+        assert!(l.kv_pulled_bytes > 0);
+        let mut pc = client(&p.addr).await;
+        assert_eq!(common::grpc::used_when_idle(&mut pc, 0).await, 0);
+        assert_eq!(
+            load(&p.addr).await.kv_served_bytes,
+            0,
+            "nothing went over PullKv"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tcp_only_source_is_pulled_over_tcp() {
+        let (p, d) = (worker("prefill", "tcp"), worker("decode", "nixl"));
+        let (_fe, dis) = frontend(&p, &d);
+        wait_health(&dis, 200).await;
+        let v = complete(&dis, &(0..40).collect::<Vec<u32>>()).await;
+        assert_eq!(v["usage"]["completion_tokens"], 8, "{v}");
+        let l = pulls(&d.addr, 1).await;
+        assert_eq!(
+            (l.kv_pulls, l.kv_pulls_nixl, l.kv_nixl_fallbacks),
+            (1, 0, 0)
+        );
+        assert!(load(&p.addr).await.kv_served_bytes > 0);
+    }
+
+    #[test]
+    fn without_the_runtime_the_worker_says_what_to_install() {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["worker", "--kv-transport", "nixl", "--port", "0"])
+            .args(DEMO)
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // An error exit, not the stub's abort.
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("NIXL runtime cannot be loaded") && stderr.contains("nixl-cu13"),
+            "{stderr}"
+        );
+    }
+}
