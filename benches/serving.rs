@@ -218,14 +218,11 @@ fn frontend_overhead(rt: &tokio::runtime::Runtime) {
     });
 }
 
-/// KV transfer over the TCP transport on loopback: a prefill worker holds a prompt's blocks of
-/// Qwen3-32B's KV geometry (64 layers, 8 KV heads, head dim 128; f32 on the CPU backend), and
-/// the bench pulls them repeatedly the way a decode worker does.
-fn kv_transfer(rt: &tokio::runtime::Runtime) {
-    use tandem::server::proto::{KvLayoutRequest, worker_client::WorkerClient as Client};
-    let dir = std::env::temp_dir().join(format!("tandem-kv-bench-{}", std::process::id()));
+/// A model directory (dummy weights) with Qwen3-32B's KV shape and tiny everything else, so
+/// that a CPU prefill stays quick.
+fn qwen_kv_model(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tandem-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    // Qwen3-32B's KV shape with tiny everything else, so the CPU prefill stays quick.
     std::fs::write(
         dir.join("config.json"),
         r#"{"architectures":["Qwen3ForCausalLM"],"hidden_size":64,"intermediate_size":64,
@@ -233,6 +230,15 @@ fn kv_transfer(rt: &tokio::runtime::Runtime) {
         "vocab_size":256,"max_position_embeddings":1024,"rope_theta":1000000.0}"#,
     )
     .unwrap();
+    dir
+}
+
+/// KV transfer over the TCP transport on loopback: a prefill worker holds a prompt's blocks of
+/// Qwen3-32B's KV geometry (64 layers, 8 KV heads, head dim 128; f32 on the CPU backend), and
+/// the bench pulls them repeatedly the way a decode worker does.
+fn kv_transfer(rt: &tokio::runtime::Runtime) {
+    use tandem::server::proto::{KvLayoutRequest, worker_client::WorkerClient as Client};
+    let dir = qwen_kv_model("kv-bench");
     let d = dir.to_str().unwrap();
     let p = spawn(&[
         "worker",
@@ -301,15 +307,7 @@ fn nixl_libs() -> Option<String> {
 /// bytes in this process.
 fn kv_transports(rt: &tokio::runtime::Runtime) {
     use tandem::server::proto::{DecodeRequest, KvLayoutRequest, LoadRequest};
-    let dir = std::env::temp_dir().join(format!("tandem-kvt-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("config.json"),
-        r#"{"architectures":["Qwen3ForCausalLM"],"hidden_size":64,"intermediate_size":64,
-        "num_hidden_layers":64,"num_attention_heads":8,"num_key_value_heads":8,"head_dim":128,
-        "vocab_size":256,"max_position_embeddings":1024,"rope_theta":1000000.0}"#,
-    )
-    .unwrap();
+    let dir = qwen_kv_model("kvt-bench");
     let d = dir.to_str().unwrap().to_string();
     let libs = nixl_libs();
     let mut transports = vec!["tcp"];

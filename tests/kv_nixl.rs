@@ -30,8 +30,20 @@ mod with_nixl {
     }
 
     fn worker(role: &str, transport: &str) -> Proc {
+        worker_tp(role, transport, "1")
+    }
+
+    fn worker_tp(role: &str, transport: &str, tp: &str) -> Proc {
         let lib = lib_path();
-        let mut args = vec!["worker", "--role", role, "--kv-transport", transport];
+        let mut args = vec![
+            "worker",
+            "--role",
+            role,
+            "--kv-transport",
+            transport,
+            "--tp",
+            tp,
+        ];
         args.extend_from_slice(DEMO);
         spawn_with_env(&args, &[("LD_LIBRARY_PATH", &lib)])
     }
@@ -124,6 +136,28 @@ mod with_nixl {
             load(&p.addr).await.kv_served_bytes,
             0,
             "nothing went over PullKv"
+        );
+    }
+
+    /// Two tensor-parallel ranks per worker: each rank's blocks are read from the source's
+    /// same rank.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tensor_parallel_workers_read_rank_to_rank() {
+        let (_agg, agg) = serve(&["--workers", "1", "--tp", "2"]);
+        let (p, d) = (
+            worker_tp("prefill", "nixl", "2"),
+            worker_tp("decode", "nixl", "2"),
+        );
+        let (_fe, dis) = frontend(&p, &d);
+        wait_health(&agg, 200).await;
+        wait_health(&dis, 200).await;
+        let prompt: Vec<u32> = (0..52).map(|i| (i * 11 + 5) % 256).collect();
+        let (a, b) = (complete(&agg, &prompt).await, complete(&dis, &prompt).await);
+        assert_eq!(text(&a), text(&b), "{a} vs {b}");
+        let l = pulls(&d.addr, 1).await;
+        assert_eq!(
+            (l.kv_pulls, l.kv_pulls_nixl, l.kv_nixl_fallbacks),
+            (1, 1, 0)
         );
     }
 
