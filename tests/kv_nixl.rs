@@ -18,12 +18,12 @@ mod with_nixl {
     use std::time::Duration;
 
     use super::common;
-    use super::common::grpc::client;
+    use super::common::grpc::{client, load};
     use super::common::http::{completion, wait_health, wait_indexed};
-    use super::common::procs::{DEMO, Proc, serve, spawn, spawn_with_env};
+    use super::common::procs::{DEMO, Proc, disagg_frontend, serve, spawn_with_env};
     use super::common::python::nixl_libs;
     use serde_json::{Value, json};
-    use tandem::server::proto::{LoadRequest, LoadResponse};
+    use tandem::server::proto::LoadResponse;
 
     fn lib_path() -> String {
         nixl_libs().display().to_string()
@@ -49,28 +49,9 @@ mod with_nixl {
     }
 
     fn frontend(p: &Proc, d: &Proc) -> (Proc, String) {
-        let fe = spawn(&[
-            "frontend",
-            "--port",
-            "0",
-            "--prefill-workers",
-            &p.addr,
-            "--decode-workers",
-            &d.addr,
-            "--router",
-            "kv",
-        ]);
+        let fe = disagg_frontend(&[&p.addr], &d.addr, &["--router", "kv"]);
         let base = format!("http://{}", fe.addr);
         (fe, base)
-    }
-
-    async fn load(addr: &str) -> LoadResponse {
-        client(addr)
-            .await
-            .load(LoadRequest {})
-            .await
-            .unwrap()
-            .into_inner()
     }
 
     async fn complete(base: &str, prompt: &[u32]) -> Value {

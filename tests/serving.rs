@@ -6,13 +6,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::grpc::client;
+use common::grpc::load;
 use common::http::{indexed_blocks, metrics_text, post_stream, wait_health, wait_indexed};
 use common::procs::{self, Proc, demo_worker, spawn};
 use common::python::run_script;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tandem::server::proto::LoadRequest;
 
 fn serve(workers: usize, router: &str) -> Proc {
     procs::serve(&["--workers", &workers.to_string(), "--router", router]).0
@@ -104,15 +103,6 @@ async fn kv_routing_follows_the_prefix_and_round_robin_rotates() {
         cached_after(&rr_base, &prefix, 220).await,
     ];
     assert_eq!(hits, [0, 0, 96]);
-}
-
-async fn load(addr: &str) -> tandem::server::proto::LoadResponse {
-    client(addr)
-        .await
-        .load(LoadRequest {})
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,11 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::grpc::client;
+use common::grpc::load;
 use common::http::{completion, metrics_text, wait_health, wait_indexed};
-use common::procs::{demo_worker, serve, spawn};
+use common::procs::{demo_worker, disagg_frontend, serve};
 use serde_json::{Value, json};
-use tandem::server::proto::{LoadRequest, LoadResponse};
+use tandem::server::proto::LoadResponse;
 
 async fn complete(base: &str, prompt: &[u32]) -> Value {
     let body = json!({"model": "tandem-demo", "prompt": prompt, "max_tokens": 8, "temperature": 0,
@@ -120,30 +120,6 @@ async fn settle(prefill: &[&str], decode: &str, pulls: u64) -> (LoadResponse, Ve
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("{pulls} pulls and releases never happened");
-}
-
-async fn load(addr: &str) -> LoadResponse {
-    client(addr)
-        .await
-        .load(LoadRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-fn disagg_frontend(prefill: &[&str], decode: &str, extra: &[&str]) -> common::procs::Proc {
-    let workers = prefill.join(",");
-    let mut args = vec![
-        "frontend",
-        "--port",
-        "0",
-        "--prefill-workers",
-        &workers,
-        "--decode-workers",
-        decode,
-    ];
-    args.extend_from_slice(extra);
-    spawn(&args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

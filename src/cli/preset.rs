@@ -45,11 +45,11 @@ pub struct Recipe {
     pub gpu: GpuArg,
     /// GPUs per worker, all attention data-parallel ranks and one expert-parallel group.
     pub gpus_per_worker: usize,
-    /// Aggregated workers of the baseline; prefill and decode workers of the comparison.
+    /// Aggregated workers of the baseline.
     pub workers: usize,
-    /// Prefill and decode workers.
+    /// Prefill and decode workers of the comparison.
     pub split: (usize, usize),
-    /// Tokens per KV block, step budget, longest sequence.
+    /// Tokens per KV block.
     pub block_size: usize,
     /// Step token budget (`max_num_tokens`).
     pub max_num_batched_tokens: usize,

@@ -169,18 +169,15 @@ pub fn simulate_cmd(mut args: SimulateArgs) -> anyhow::Result<()> {
     };
     let profile = load_profile(&args, tp, recipe)?;
     let (trace, trace_block) = load_trace(&args, recipe)?;
-    let (engine, prefill_engine, decode_engine) = engines(&args, &profile, recipe);
-    let base = |name: &str, topology, router| ClusterConfig {
-        name: name.to_string(),
-        topology,
-        policy: policy(router, args.router_temperature),
-        engine: engine.clone(),
-        prefill_engine: prefill_engine.clone(),
-        decode_engine: decode_engine.clone(),
-        speedup: 1.0,
-        trace_block,
-        vocab: args.vocab,
-        seed: args.seed,
+    let roles = engines(&args, &profile, recipe);
+    let base = |name: &str, topology, router| {
+        cluster_config(
+            &args,
+            name.to_string(),
+            (topology, policy(router, args.router_temperature)),
+            &roles,
+            trace_block,
+        )
     };
     let mut configs = Vec::new();
     if args.deployment != Deployment::Disagg {
@@ -206,8 +203,8 @@ pub fn simulate_cmd(mut args: SimulateArgs) -> anyhow::Result<()> {
         "simulating {} requests; profile: {}; {} KV blocks of {} tokens per worker",
         trace.len(),
         profile.name,
-        engine.num_blocks,
-        engine.block_size
+        roles.0.num_blocks,
+        roles.0.block_size
     );
     let profile = Arc::new(profile);
     let mut runs: Vec<(String, SimOutcome)> = Vec::new();
@@ -298,12 +295,35 @@ fn load_trace(
     .synthesize()
 }
 
-/// The engines of aggregated workers, and of prefill and decode workers where they differ.
-fn engines(
+/// The aggregated (and default) workers' engine, then the prefill and decode workers' where
+/// they differ.
+type RoleEngines = (EngineConfig, Option<EngineConfig>, Option<EngineConfig>);
+
+/// One simulated deployment of the flags' settings: `name`, its arrangement and routing, and
+/// its workers' engines.
+fn cluster_config(
     args: &SimulateArgs,
-    profile: &Profile,
-    recipe: Option<&Recipe>,
-) -> (EngineConfig, Option<EngineConfig>, Option<EngineConfig>) {
+    name: String,
+    (topology, policy): (Topology, Policy),
+    (engine, prefill_engine, decode_engine): &RoleEngines,
+    trace_block: usize,
+) -> ClusterConfig {
+    ClusterConfig {
+        name,
+        topology,
+        policy,
+        engine: engine.clone(),
+        prefill_engine: prefill_engine.clone(),
+        decode_engine: decode_engine.clone(),
+        speedup: 1.0,
+        trace_block,
+        vocab: args.vocab,
+        seed: args.seed,
+    }
+}
+
+/// The engines of aggregated workers, and of prefill and decode workers where they differ.
+fn engines(args: &SimulateArgs, profile: &Profile, recipe: Option<&Recipe>) -> RoleEngines {
     let base = engine_config(args, profile);
     match recipe {
         Some(r) => {
@@ -361,22 +381,11 @@ fn sweep(args: &SimulateArgs, slo: &Slo, recipe: Option<&Recipe>) -> anyhow::Res
     );
     let started = std::time::Instant::now();
     let setup = |c: &plan::Candidate| {
-        let (_, profile, (engine, prefill_engine, decode_engine)) = setups
+        let (_, profile, roles) = setups
             .iter()
             .find(|(tp, _, _)| *tp == c.tp)
             .expect("a candidate's TP size is one of the setups");
-        let cfg = ClusterConfig {
-            name: c.label(),
-            topology: c.topology,
-            policy: c.policy,
-            engine: engine.clone(),
-            prefill_engine: prefill_engine.clone(),
-            decode_engine: decode_engine.clone(),
-            speedup: 1.0,
-            trace_block,
-            vocab: args.vocab,
-            seed: args.seed,
-        };
+        let cfg = cluster_config(args, c.label(), (c.topology, c.policy), roles, trace_block);
         (cfg, profile.clone())
     };
     let planned = plan::run(&candidates, &setup, &trace, slo)?;

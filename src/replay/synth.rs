@@ -42,8 +42,8 @@ pub struct SynthOptions {
 /// One radix node: a run of shared blocks, and where requests go after it.
 #[derive(Debug, Default)]
 struct Radix {
-    /// Hash ids of the run in the synthesized trace.
-    ids: Vec<u64>,
+    /// Hash ids of the run in the synthesized trace (consecutive).
+    ids: std::ops::Range<u64>,
     /// Child radix nodes with how many source requests went there.
     children: Vec<(usize, u64)>,
     /// Source requests that went on to a unique prompt after the run.
@@ -167,7 +167,7 @@ impl Synthesizer {
                 }
                 let n = scale(len);
                 radix.push(Radix {
-                    ids: (next_id..next_id + n as u64).collect(),
+                    ids: next_id..next_id + n as u64,
                     ..Radix::default()
                 });
                 next_id += n as u64;
@@ -237,7 +237,7 @@ impl Synthesizer {
             });
             match next {
                 Some(c) => {
-                    ids.extend_from_slice(&self.radix[c].ids);
+                    ids.extend(self.radix[c].ids.clone());
                     at = c;
                 }
                 // What is left of u falls on the unique prompts, then on the ends.

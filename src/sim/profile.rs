@@ -321,11 +321,11 @@ impl Profile {
             ("link_efficiency", self.link_efficiency),
         ];
         let top_k = [("attention_top_k", self.attention_top_k.unwrap_or(1.0))];
-        let moe = self.moe.as_ref().map(|m| m.fields()).unwrap_or_default();
+        let moe: Vec<_> = self.moe.iter().flat_map(|m| m.fields()).collect();
         let bad = positive
             .iter()
             .chain(&top_k)
-            .chain(moe.iter().filter(|_| self.moe.is_some()))
+            .chain(&moe)
             .filter(|(_, v)| !(v.is_finite() && *v > 0.0))
             .chain(
                 non_negative

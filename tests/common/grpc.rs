@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tandem::server::proto::worker_client::WorkerClient;
-use tandem::server::proto::{GenerateRequest, LoadRequest, SamplingParams};
+use tandem::server::proto::{GenerateRequest, LoadRequest, LoadResponse, SamplingParams};
 use tonic::transport::Channel;
 
 /// A client of the worker at `addr`.
@@ -11,6 +11,17 @@ pub async fn client(addr: &str) -> WorkerClient<Channel> {
     WorkerClient::connect(format!("http://{addr}"))
         .await
         .unwrap()
+}
+
+/// The Load answer of the worker at `addr`.
+#[allow(dead_code)]
+pub async fn load(addr: &str) -> LoadResponse {
+    client(addr)
+        .await
+        .load(LoadRequest {})
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 /// Greedy sampling of exactly `max_tokens` tokens.

@@ -106,6 +106,23 @@ pub fn serve(extra: &[&str]) -> (Proc, String) {
     (p, base)
 }
 
+/// A frontend over `prefill` and `decode` workers, with `extra` flags.
+#[allow(dead_code)]
+pub fn disagg_frontend(prefill: &[&str], decode: &str, extra: &[&str]) -> Proc {
+    let workers = prefill.join(",");
+    let mut args = vec![
+        "frontend",
+        "--port",
+        "0",
+        "--prefill-workers",
+        &workers,
+        "--decode-workers",
+        decode,
+    ];
+    args.extend_from_slice(extra);
+    spawn(&args)
+}
+
 /// A demo-model worker with a small cache, block size 16.
 pub fn demo_worker(extra: &[&str]) -> Proc {
     let mut args = vec!["worker"];
