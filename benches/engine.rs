@@ -54,6 +54,7 @@ fn scheduler_step(c: &mut Criterion) {
         enable_prefix_caching: true,
         vocab_size: 151_936,
         kv_hold_timeout: std::time::Duration::from_secs(30),
+        host_kv_blocks: 0,
     };
     let mut engine = EngineCore::new(cfg, NoModel, vec![]).unwrap();
     for i in 0..256u64 {

@@ -37,6 +37,7 @@ fn events() -> Vec<(usize, KvEvent)> {
                     parent_block_hash: None,
                     token_ids: tokens,
                     block_size: BS,
+                    medium: tandem::kv::Medium::Gpu,
                 },
             )
         })
@@ -70,7 +71,7 @@ fn router_benches(rt: &tokio::runtime::Runtime) {
         });
     }
     *pool.index.write().unwrap() = index;
-    let router = Router::new(Policy::Kv { temperature: 0.0 }, pool);
+    let router = Router::new(Policy::kv(0.0), pool);
     // Prompts of 8k tokens: half continue an indexed conversation (deep hit), half are new.
     let prompts: Vec<Vec<u32>> = (0..64)
         .map(|i| match &evs[i * 97 % evs.len()].1 {

@@ -412,6 +412,8 @@ pub struct EngineConfig {
     pub vocab_size: usize,
     /// How long a prefill worker holds a finished prompt's blocks for a decode worker to pull.
     pub kv_hold_timeout: std::time::Duration,
+    /// Blocks of the host KV tier that evicted blocks go to (0: none; needs prefix caching).
+    pub host_kv_blocks: usize,
 }
 
 impl EngineConfig {
@@ -427,6 +429,7 @@ impl EngineConfig {
             enable_prefix_caching: true,
             vocab_size: model.vocab_size,
             kv_hold_timeout: std::time::Duration::from_secs(30),
+            host_kv_blocks: 0,
         }
     }
 
@@ -439,6 +442,12 @@ impl EngineConfig {
             || self.max_model_len < 2
         {
             return bad("block_size, max_num_seqs and max_num_batched_tokens must be positive, max_model_len at least 2".into());
+        }
+        if self.host_kv_blocks > 0 && !self.enable_prefix_caching {
+            return bad(
+                "a host KV tier holds evicted prefix-cache blocks: it needs prefix caching on"
+                    .into(),
+            );
         }
         // One sequence at its longest must fit alone, or preemption could not guarantee progress.
         if self.num_blocks * self.block_size < self.max_model_len {

@@ -61,6 +61,8 @@ pub struct ModelSpec {
     pub progress: bool,
     /// How long finished prefill requests hold their blocks for a pull.
     pub kv_hold_timeout: std::time::Duration,
+    /// Bytes of the host KV tier across all ranks (0: none).
+    pub host_kv_cache_bytes: usize,
     /// Which backend runs the model.
     pub device: DeviceKind,
     /// Fraction of each GPU's memory for weights, activations and KV (cuda only; the KV
@@ -85,6 +87,7 @@ impl Default for ModelSpec {
             long_prefill_token_threshold: 0,
             progress: false,
             kv_hold_timeout: std::time::Duration::from_secs(30),
+            host_kv_cache_bytes: 0,
             device: DeviceKind::Cpu,
             gpu_memory_utilization: 0.9,
             enforce_eager: false,
@@ -170,11 +173,41 @@ fn prepare(spec: &ModelSpec) -> Result<Prepared> {
     })
 }
 
-/// Builds the engine over `num_blocks` blocks with backends made by `make_backend(rank)`.
+/// Slots of a host KV tier of `spec.host_kv_cache_bytes` for blocks of `block_bytes` (all
+/// ranks and layers), refused when the machine does not have that much memory free.
+pub(crate) fn host_kv_blocks(spec: &ModelSpec, block_bytes: usize) -> Result<usize> {
+    let want = spec.host_kv_cache_bytes;
+    if want == 0 {
+        return Ok(0);
+    }
+    if let Some(free) = available_memory()
+        && want as u64 > free
+    {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        return Err(Error::EngineConfig(format!(
+            "a host KV tier of {:.2} GiB does not fit in the {:.2} GiB of memory this \
+             machine has free; lower --host-kv-cache-gib",
+            gib(want as u64),
+            gib(free)
+        )));
+    }
+    Ok(want / block_bytes.max(1))
+}
+
+/// MemAvailable of /proc/meminfo, in bytes (None where there is no such file).
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Builds the engine over `num_blocks` blocks (and `host_blocks` host-tier slots) with
+/// backends made by `make_backend(rank)`.
 fn assemble<B: Backend>(
     spec: &ModelSpec,
     p: Prepared,
-    num_blocks: usize,
+    (num_blocks, host_blocks): (usize, usize),
     make_backend: impl Fn(usize) -> B,
 ) -> Result<LoadedModel<B>> {
     let Prepared {
@@ -193,6 +226,7 @@ fn assemble<B: Backend>(
     ecfg.enable_prefix_caching = spec.enable_prefix_caching;
     ecfg.long_prefill_token_threshold = spec.long_prefill_token_threshold;
     ecfg.kv_hold_timeout = spec.kv_hold_timeout;
+    ecfg.host_kv_blocks = host_blocks;
     ecfg.validate()?;
     let executor = ModelExecutor::load(
         &config,
@@ -202,6 +236,7 @@ fn assemble<B: Backend>(
             num_blocks,
             block_size: spec.block_size,
             max_model_len,
+            host_blocks,
             progress: spec.progress,
         },
         make_backend,
@@ -238,8 +273,9 @@ pub fn load_cpu(spec: &ModelSpec) -> Result<LoadedModel> {
         * config.head_dim
         * 4;
     let num_blocks = spec.kv_cache_bytes / block_bytes.max(1);
+    let host_blocks = host_kv_blocks(spec, block_bytes)?;
     let comm = Arc::new(ThreadComm::new(spec.tp_size.max(1)));
-    assemble(spec, p, num_blocks, |rank| {
+    assemble(spec, p, (num_blocks, host_blocks), |rank| {
         CpuBackend::with_comm(rank, comm.clone())
     })
 }

@@ -31,6 +31,7 @@ fn gpu_engine(
             num_blocks: s.num_blocks,
             block_size: s.block_size,
             max_model_len: s.max_model_len,
+            host_blocks: 0,
             progress: false,
         },
         move |_| slot.lock().unwrap().take().expect("one rank"),

@@ -5,20 +5,11 @@
 mod common;
 
 use common::http::{completion, wait_health};
-use common::procs::{Proc, demo_worker, spawn};
+use common::procs::{Proc, demo_worker, free_port, spawn};
 use serde_json::{Value, json};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-
-/// A port nothing listens on now (the OS's choice, released at once).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn health(base: &str) -> (u16, Value) {
     let r = reqwest::get(format!("{base}/health")).await.unwrap();

@@ -125,7 +125,8 @@ fn kv_events_describe_the_cache() {
             block_hashes: hashes.clone(),
             parent_block_hash: None,
             token_ids: p[..32].to_vec(),
-            block_size: 16
+            block_size: 16,
+            medium: tandem::kv::Medium::Gpu,
         }]
     );
     // The same prompt again hits both blocks; a longer one extends the chain from them.
@@ -150,7 +151,8 @@ fn kv_events_describe_the_cache() {
             block_hashes: long_hashes[2..4].to_vec(),
             parent_block_hash: Some(hashes[1]),
             token_ids: longer[32..64].to_vec(),
-            block_size: 16
+            block_size: 16,
+            medium: tandem::kv::Medium::Gpu,
         }]
     );
     assert_eq!(e.kv_stats().hit_tokens, 32);
@@ -168,7 +170,7 @@ fn kv_events_describe_the_cache() {
         drain(&mut e);
     }
     let events: Vec<KvEvent> = rx.try_iter().collect();
-    assert!(events.iter().any(|ev| matches!(ev, KvEvent::BlockRemoved { block_hashes } if block_hashes.contains(&hashes[1]))), "{events:?}");
+    assert!(events.iter().any(|ev| matches!(ev, KvEvent::BlockRemoved { block_hashes, .. } if block_hashes.contains(&hashes[1]))), "{events:?}");
     assert!(e.reset_prefix_cache());
     assert_eq!(rx.try_iter().last(), Some(KvEvent::AllBlocksCleared));
 }
@@ -292,6 +294,7 @@ fn executor_failure_ends_the_steps_requests_and_frees_their_blocks() {
         enable_prefix_caching: true,
         vocab_size: 100,
         kv_hold_timeout: std::time::Duration::from_secs(30),
+        host_kv_blocks: 0,
     };
     let mut e = EngineCore::new(
         cfg,

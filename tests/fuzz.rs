@@ -236,21 +236,22 @@ proptest! {
     /// KV events from the wire into the router's index: any sequence of stores, removals and
     /// clears keeps the index's counts equal to what it holds.
     #[test]
-    fn kv_events_keep_the_index_consistent(events in prop::collection::vec((0usize..3, 0u8..4, prop::collection::vec(0u64..40, 0..6)), 0..60)) {
+    fn kv_events_keep_the_index_consistent(events in prop::collection::vec((0usize..3, 0u8..4, any::<bool>(), prop::collection::vec(0u64..40, 0..6)), 0..60)) {
         use tandem::server::proto::{self, kv_event::Event};
         let mut ix = tandem::router::index::KvIndex::new(3);
-        let mut model: Vec<std::collections::BTreeSet<u64>> = vec![Default::default(); 3];
-        for (w, kind, hashes) in events {
+        let mut model: Vec<std::collections::BTreeSet<(u64, tandem::kv::Medium)>> = vec![Default::default(); 3];
+        for (w, kind, host, hashes) in events {
+            let medium = if host { "CPU" } else { "GPU" }.to_string();
             let e = proto::KvEvent { event: match kind {
-                0 | 1 => Some(Event::Stored(proto::BlockStored { block_hashes: hashes.clone(), parent_block_hash: None, token_ids: vec![1; hashes.len() * 4], block_size: 4 })),
-                2 => Some(Event::Removed(proto::BlockRemoved { block_hashes: hashes.clone() })),
+                0 | 1 => Some(Event::Stored(proto::BlockStored { block_hashes: hashes.clone(), parent_block_hash: None, token_ids: vec![1; hashes.len() * 4], block_size: 4, medium })),
+                2 => Some(Event::Removed(proto::BlockRemoved { block_hashes: hashes.clone(), medium })),
                 _ => if hashes.len() % 3 == 0 { Some(Event::Cleared(proto::AllBlocksCleared {})) } else { None },
             }};
             let Some(ev) = tandem::router::pool::event_of(e) else { continue };
             ix.apply(w, 0, &ev);
             match ev {
-                tandem::kv::KvEvent::BlockStored { block_hashes, .. } => model[w].extend(block_hashes),
-                tandem::kv::KvEvent::BlockRemoved { block_hashes } => for h in block_hashes { model[w].remove(&h); },
+                tandem::kv::KvEvent::BlockStored { block_hashes, medium, .. } => model[w].extend(block_hashes.into_iter().map(|h| (h, medium))),
+                tandem::kv::KvEvent::BlockRemoved { block_hashes, medium } => for h in block_hashes { model[w].remove(&(h, medium)); },
                 tandem::kv::KvEvent::AllBlocksCleared => model[w].clear(),
             }
             for (i, m) in model.iter().enumerate() {
@@ -263,8 +264,8 @@ proptest! {
     #[test]
     fn zmq_batches_decode_as_vllm_lays_them_out(hashes in prop::collection::vec(any::<u64>(), 1..8), parent in prop::option::of(any::<u64>()), seq in any::<u64>()) {
         let events = vec![
-            tandem::kv::KvEvent::BlockStored { block_hashes: hashes.clone(), parent_block_hash: parent, token_ids: vec![3; hashes.len() * 2], block_size: 2 },
-            tandem::kv::KvEvent::BlockRemoved { block_hashes: hashes.clone() },
+            tandem::kv::KvEvent::BlockStored { block_hashes: hashes.clone(), parent_block_hash: parent, token_ids: vec![3; hashes.len() * 2], block_size: 2, medium: tandem::kv::Medium::Gpu },
+            tandem::kv::KvEvent::BlockRemoved { block_hashes: hashes.clone(), medium: tandem::kv::Medium::Gpu },
             tandem::kv::KvEvent::AllBlocksCleared,
         ];
         let b = tandem::server::kv_hub::EventBatch { sequence: seq, timestamp: 1.5, events, snapshot: false };

@@ -6,26 +6,17 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use common::grpc::{client, greedy, request};
-use common::procs::{Proc, spawn};
+use common::procs::{Proc, free_port, spawn};
 use common::python::python;
 use serde_json::Value;
 use tandem::server::proto::worker_client::WorkerClient;
 use tandem::server::proto::*;
 use tonic::transport::Channel;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A demo worker publishing on `port`, with a cache of `gib`.
 fn worker(port: u16, block_size: &str, gib: &str, topic: &str) -> Proc {

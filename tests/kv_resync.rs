@@ -28,6 +28,7 @@ fn batch(first: u64) -> Vec<KvEvent> {
         block_hashes: hashes,
         parent_block_hash: None,
         block_size: 16,
+        medium: tandem::kv::Medium::Gpu,
     }]
 }
 

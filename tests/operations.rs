@@ -7,16 +7,8 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::http::{metrics_text, wait_health};
-use common::procs::{demo_worker, spawn};
+use common::procs::{demo_worker, free_port, spawn};
 use serde_json::{Value, json};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Every `tandem:` series a dashboard expression names.
 fn dashboard_series() -> BTreeSet<String> {

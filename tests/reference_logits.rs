@@ -128,6 +128,56 @@ fn tensor_parallel_2_matches_transformers() {
 }
 
 #[test]
+fn host_tier_hits_match_transformers() {
+    // 48 device blocks of 8 tokens: unrelated prompts between two rounds push the first
+    // round's blocks out of the device tier into a host tier of 96; the second round onboards
+    // them, and every logit still matches transformers'.
+    for (name, tp) in [("tiny-qwen3", 1), ("tiny-qwen3", 2), (DEMO_FIXTURE, 1)] {
+        let exp = expected(name);
+        let setup = Setup {
+            tp,
+            block_size: 8,
+            num_blocks: 48,
+            max_model_len: 256,
+            host_blocks: 96,
+            ..Setup::default()
+        };
+        let mut engine = fixture_engine(name, setup);
+        let mut checked = Vec::new();
+        for round in 0..2u64 {
+            for (p, prompt) in exp.prompts.iter().enumerate() {
+                let id = round * 100 + p as u64;
+                let out = run_greedy(&mut engine, &[(id, prompt.clone(), exp.greedy[p].len())]);
+                assert_eq!(
+                    out[&id], exp.greedy[p],
+                    "{name} TP{tp} prompt {p} round {round}"
+                );
+                checked.push((id, p));
+            }
+            if round == 0 {
+                let before = engine.kv_stats();
+                for f in 0..3u32 {
+                    let other: Vec<u32> = (0..128).map(|i| (i * 7 + f * 13) % 97 + 3).collect();
+                    run_greedy(&mut engine, &[(900 + f as u64, other, 1)]);
+                }
+                let after = engine.kv_stats();
+                assert!(
+                    after.offloaded_blocks > before.offloaded_blocks,
+                    "{name}: the flush should offload: {after:?}"
+                );
+            }
+        }
+        check_against_reference(name, &mut engine, &checked);
+        let stats = engine.kv_stats();
+        assert!(
+            stats.host_hit_tokens >= 8 * 12 && stats.onboarded_blocks >= 12,
+            "{name} TP{tp}: the second round should hit the host tier: {stats:?}"
+        );
+        assert_eq!(engine.num_copy_failures(), 0);
+    }
+}
+
+#[test]
 fn the_demo_models_logits_are_far_from_uniform() {
     // A trained model is confident where random weights are not: the parity checks above then
     // test a distribution with real structure.

@@ -125,21 +125,8 @@ impl Backend for CpuBackend {
         let (k, v) = (vec![0.0; n], vec![0.0; n]);
         // Huge pages for the caches (zeroed, so not yet touched): fewer TLB misses, and a
         // KV transfer reads them in fewer, larger pieces.
-        const PAGE: usize = 4096;
         for x in [&k, &v] {
-            let (start, end) = (x.as_ptr() as usize, x.as_ptr() as usize + n * 4);
-            let first = start.next_multiple_of(PAGE);
-            if end > first + PAGE {
-                // SAFETY: advice over whole pages inside memory this Vec owns; an error only
-                // means no huge pages.
-                unsafe {
-                    libc::madvise(
-                        first as *mut libc::c_void,
-                        (end - first) / PAGE * PAGE,
-                        libc::MADV_HUGEPAGE,
-                    );
-                }
-            }
+            advise_huge_pages(bytemuck::cast_slice(x));
         }
         Ok(CpuKvCache { spec: *spec, k, v })
     }
@@ -430,6 +417,25 @@ impl Backend for CpuBackend {
         Ok(out)
     }
 
+    fn read_kv_block_into(&self, cache: &CpuKvCache, block: BlockId, dst: &mut [u8]) -> Result<()> {
+        let n = cache.spec.block_elems();
+        let b = block as usize;
+        if b >= cache.spec.num_blocks || dst.len() != 2 * n * 4 {
+            return Err(shape_err(
+                "read_kv_block_into",
+                format!(
+                    "block {b} of {} into {} bytes",
+                    cache.spec.num_blocks,
+                    dst.len()
+                ),
+            ));
+        }
+        let (k, v) = dst.split_at_mut(n * 4);
+        k.copy_from_slice(bytemuck::cast_slice(&cache.k[b * n..(b + 1) * n]));
+        v.copy_from_slice(bytemuck::cast_slice(&cache.v[b * n..(b + 1) * n]));
+        Ok(())
+    }
+
     fn write_kv_blocks(
         &self,
         cache: &mut CpuKvCache,
@@ -472,6 +478,25 @@ impl Backend for CpuBackend {
                     data,
                 })
             }
+        }
+    }
+}
+
+/// Asks for huge pages over the whole pages of `mem` (memory not yet touched, so the advice
+/// takes effect): fewer TLB misses and page faults for large caches. Best effort.
+pub(crate) fn advise_huge_pages(mem: &[u8]) {
+    const PAGE: usize = 4096;
+    let (start, end) = (mem.as_ptr() as usize, mem.as_ptr() as usize + mem.len());
+    let first = start.next_multiple_of(PAGE);
+    if end > first + PAGE {
+        // SAFETY: advice over whole pages inside memory the caller's slice covers; an error
+        // only means no huge pages.
+        unsafe {
+            libc::madvise(
+                first as *mut libc::c_void,
+                (end - first) / PAGE * PAGE,
+                libc::MADV_HUGEPAGE,
+            );
         }
     }
 }

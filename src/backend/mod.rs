@@ -217,6 +217,25 @@ pub trait Backend: Send + Sized + 'static {
     /// Copies whole blocks out of one layer's cache: for each block, its K then its V, as
     /// little-endian values of the cache dtype (what a KV transfer moves).
     fn read_kv_blocks(&self, cache: &Self::KvCache, blocks: &[BlockId]) -> Result<Vec<u8>>;
+    /// Copies one block of one layer into `dst`, laid out as [`Backend::read_kv_blocks`] lays
+    /// it out (a backend that can copy in place saves the intermediate buffer).
+    fn read_kv_block_into(
+        &self,
+        cache: &Self::KvCache,
+        block: BlockId,
+        dst: &mut [u8],
+    ) -> Result<()> {
+        let data = self.read_kv_blocks(cache, &[block])?;
+        if data.len() != dst.len() {
+            return Err(crate::error::Error::Backend(format!(
+                "a block of {} bytes into {} bytes",
+                data.len(),
+                dst.len()
+            )));
+        }
+        dst.copy_from_slice(&data);
+        Ok(())
+    }
     /// Writes blocks laid out as [`Backend::read_kv_blocks`] returns them.
     fn write_kv_blocks(
         &self,

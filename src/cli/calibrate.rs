@@ -73,7 +73,7 @@ fn deployments() -> [(&'static str, &'static [&'static str], Topology, Policy); 
                 prefill: 1,
                 decode: 1,
             },
-            Policy::Kv { temperature: 0.0 },
+            Policy::kv(0.0),
         ),
     ]
 }

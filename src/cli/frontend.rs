@@ -50,6 +50,10 @@ pub struct HttpArgs {
     /// Softmax temperature of the kv policy over worker costs (0: always the cheapest).
     #[arg(long, default_value_t = 0.0)]
     router_temperature: f64,
+    /// The kv policy's credit for a prefix block a worker holds in its host KV tier (1 for
+    /// one in device memory): onboarding it costs a copy, not a recompute.
+    #[arg(long, default_value_t = crate::router::DEFAULT_HOST_BLOCK_WEIGHT)]
+    router_host_block_weight: f64,
     /// Split the model's reasoning out of chat answers (`reasoning_content`).
     #[arg(long, value_enum)]
     reasoning_parser: Option<ReasoningParserKind>,
@@ -307,13 +311,17 @@ fn frontend_over(
         RouterArg::RoundRobin => Policy::RoundRobin,
         RouterArg::Kv => Policy::Kv {
             temperature: http.router_temperature,
+            host_weight: http.router_host_block_weight,
         },
     };
+    if !(http.router_host_block_weight.is_finite() && http.router_host_block_weight >= 0.0) {
+        bail!("--router-host-block-weight must be 0 or more");
+    }
     // Decode workers are picked by load alone: no cached prefix matters to them.
     let decode = decode
         .map(|d| {
             WorkerPool::with_options(d, liveness, tls.clone())
-                .map(|p| Router::new(Policy::Kv { temperature: 0.0 }, p))
+                .map(|p| Router::new(Policy::kv(0.0), p))
         })
         .transpose()
         .map_err(anyhow::Error::msg)?;

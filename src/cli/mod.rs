@@ -100,6 +100,10 @@ pub struct ModelArgs {
     /// KV cache size in GiB (all ranks together).
     #[arg(long, default_value_t = 1.0)]
     pub kv_cache_gib: f64,
+    /// Host memory for a second KV tier, GiB (all ranks together; 0: none): blocks evicted
+    /// from the KV cache are offloaded there and prefix hits onboarded from it.
+    #[arg(long, default_value_t = 0.0)]
+    pub host_kv_cache_gib: f64,
     /// Longest sequence (prompt + output); defaults to the model's.
     #[arg(long)]
     pub max_model_len: Option<usize>,
@@ -143,6 +147,9 @@ pub struct ModelArgs {
     /// Test hook (workers): every engine step takes this many milliseconds longer.
     #[arg(long, hide = true, default_value_t = 0)]
     pub debug_step_delay_ms: u64,
+    /// Test hook (workers): the first N batches of host-tier copies with an onboard fail.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub debug_fail_onboards: u32,
 }
 
 impl ModelArgs {
@@ -192,6 +199,9 @@ impl ModelArgs {
         flag("--tensor-parallel-size", self.tp.to_string());
         flag("--block-size", self.block_size.to_string());
         flag("--kv-cache-gib", self.kv_cache_gib.to_string());
+        if self.host_kv_cache_gib > 0.0 {
+            flag("--host-kv-cache-gib", self.host_kv_cache_gib.to_string());
+        }
         if let Some(l) = self.max_model_len {
             flag("--max-model-len", l.to_string());
         }
@@ -217,6 +227,12 @@ impl ModelArgs {
             flag(
                 "--debug-step-delay-ms",
                 self.debug_step_delay_ms.to_string(),
+            );
+        }
+        if self.debug_fail_onboards > 0 {
+            flag(
+                "--debug-fail-onboards",
+                self.debug_fail_onboards.to_string(),
             );
         }
         if self.no_prefix_caching {
@@ -272,6 +288,12 @@ impl ModelArgs {
         if !(self.kv_cache_gib.is_finite() && self.kv_cache_gib > 0.0) {
             bail!("--kv-cache-gib must be positive");
         }
+        if !(self.host_kv_cache_gib.is_finite() && self.host_kv_cache_gib >= 0.0) {
+            bail!("--host-kv-cache-gib must be 0 or more");
+        }
+        if self.host_kv_cache_gib > 0.0 && self.no_prefix_caching {
+            bail!("--host-kv-cache-gib holds evicted prefix-cache blocks: it needs prefix caching");
+        }
         if !(self.kv_hold_timeout.is_finite() && self.kv_hold_timeout > 0.0) {
             bail!("--kv-hold-timeout must be positive");
         }
@@ -294,6 +316,7 @@ impl ModelArgs {
             long_prefill_token_threshold: self.long_prefill_token_threshold,
             progress,
             kv_hold_timeout: std::time::Duration::from_secs_f64(self.kv_hold_timeout),
+            host_kv_cache_bytes: (self.host_kv_cache_gib * (1u64 << 30) as f64) as usize,
             device: match self.device {
                 DeviceArg::Cpu => DeviceKind::Cpu,
                 DeviceArg::Cuda => DeviceKind::Cuda,

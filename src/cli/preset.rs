@@ -94,6 +94,7 @@ impl Recipe {
         let role = |seqs: usize, cache: bool| EngineConfig {
             max_num_seqs: seqs,
             enable_prefix_caching: cache,
+            host_kv_blocks: if cache { base.host_kv_blocks } else { 0 },
             ..base.clone()
         };
         (

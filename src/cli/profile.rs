@@ -1,7 +1,8 @@
 //! `tandem profile`: measures a worker's timing on its real executor (the same model and
 //! engine flags as `tandem worker`) and writes the profile `tandem simulate --profile` reads:
 //! prefill, decode and mixed step grids, the KV transfer through the real transfer service
-//! on loopback, and a roofline fitted to the points for steps beyond them.
+//! on loopback, the host KV tier's copies, and a roofline fitted to the points for steps
+//! beyond them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +15,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::ModelArgs;
 use super::worker::kv_layout;
 use crate::backend::Backend;
-use crate::engine::{EngineHandle, SamplingParams};
+use crate::engine::{EngineCore, EngineHandle, Executor, SamplingParams};
+use crate::kv::KvCopy;
 use crate::loader::{DeviceKind, LoadedModel, load_cpu, load_cuda};
 use crate::server::kv_hub::KvEventHub;
 use crate::server::proto::{self, worker_client::WorkerClient, worker_server::WorkerServer};
@@ -42,7 +44,11 @@ pub struct ProfileArgs {
 /// Runs `tandem profile`.
 pub fn profile(args: ProfileArgs) -> anyhow::Result<()> {
     args.model.pin_cpus()?;
-    let spec = args.model.spec(false)?;
+    let mut spec = args.model.spec(false)?;
+    if spec.host_kv_cache_bytes == 0 {
+        // Room to time the host tier's copies on (256 MiB over all ranks).
+        spec.host_kv_cache_bytes = 256 << 20;
+    }
     match spec.device {
         DeviceKind::Cpu => run(args, load_cpu(&spec).context("loading the model")?),
         DeviceKind::Cuda => run(args, load_cuda(&spec).context("loading the model")?),
@@ -87,6 +93,8 @@ fn run<B: Backend>(args: ProfileArgs, mut loaded: LoadedModel<B>) -> anyhow::Res
         .min(prefill.x.last().copied().unwrap_or(1.0) as usize)
         .max(2);
     let step_of_short = prefill.at(short as f64, 0.0).0;
+    let rank_block_bytes = layout.block_bytes as f64 * layout.num_layers as f64;
+    let host_copy = measure_host_copies(&mut loaded.engine, rank_block_bytes, args.repeats)?;
     let (latency, bytes_per_s, overhead) = measure_transfers(
         loaded,
         layout,
@@ -110,6 +118,10 @@ fn run<B: Backend>(args: ProfileArgs, mut loaded: LoadedModel<B>) -> anyhow::Res
     fitted.transfer_latency_s = latency;
     fitted.link_bandwidth = bytes_per_s;
     fitted.link_efficiency = 1.0;
+    if let Some(bw) = host_copy {
+        fitted.host_link_bandwidth = bw;
+        fitted.host_link_efficiency = 1.0;
+    }
     fitted.measured = Some(Measured {
         measured_on: name,
         prefill,
@@ -126,7 +138,8 @@ fn run<B: Backend>(args: ProfileArgs, mut loaded: LoadedModel<B>) -> anyhow::Res
     let m = fitted.measured.as_ref().expect("set above");
     println!(
         "{}: {} grid points in {:.0} s; decode batch 1 {:.2} ms, prefill {} tokens {:.1} ms; \
-         transfer {:.2} ms + {:.2} GB/s; a request's own cost {:.2} ms; roofline {:.1} GB/s, \
+         transfer {:.2} ms + {:.2} GB/s; host tier copies {:.2} GB/s per rank; a request's own \
+         cost {:.2} ms; roofline {:.1} GB/s, \
          {:.1} GFLOP/s (attention at {:.2} of it), {:.2} ms a step",
         args.out.display(),
         m.prefill.x.len() * m.prefill.y.len()
@@ -138,6 +151,7 @@ fn run<B: Backend>(args: ProfileArgs, mut loaded: LoadedModel<B>) -> anyhow::Res
         m.prefill.seconds.last().map_or(0.0, |r| r[0]) * 1e3,
         latency * 1e3,
         bytes_per_s / 1e9,
+        fitted.host_link_bandwidth * fitted.host_link_efficiency / 1e9,
         overhead * 1e3,
         fitted.hbm_bandwidth / 1e9,
         fitted.matmul_flops / 1e9,
@@ -153,6 +167,41 @@ fn cpus(m: &ModelArgs) -> usize {
     } else {
         m.cpus.len()
     }
+}
+
+/// Times the host tier's copies on the idle engine's executor: every host slot (at most as
+/// many as device blocks) offloaded from device blocks and onboarded back into them, so the
+/// cache's contents are unchanged; the median round over `repeats`. Returns each rank's
+/// bytes per second (every rank copies its own shard at once), or None without a host tier.
+fn measure_host_copies<E: Executor>(
+    engine: &mut EngineCore<E>,
+    rank_block_bytes: f64,
+    repeats: usize,
+) -> anyhow::Result<Option<f64>> {
+    let cfg = engine.config();
+    let n = cfg.host_kv_blocks.min(cfg.num_blocks) as u32;
+    if n == 0 {
+        return Ok(None);
+    }
+    let offload: Vec<KvCopy> = (0..n)
+        .map(|i| KvCopy::Offload { block: i, slot: i })
+        .collect();
+    let onboard: Vec<KvCopy> = (0..n)
+        .map(|i| KvCopy::Onboard { slot: i, block: i })
+        .collect();
+    let mut rates = Vec::new();
+    for _ in 0..repeats.max(1) {
+        for copies in [&offload, &onboard] {
+            let t = Instant::now();
+            engine
+                .executor_mut()
+                .copy_kv(copies)
+                .context("timing the host tier's copies")?;
+            rates.push(n as f64 * rank_block_bytes / t.elapsed().as_secs_f64());
+        }
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(Some(rates[rates.len() / 2]))
 }
 
 /// Prompt lengths (tokens) whose KV the transfer is timed on: up to a quarter of the cache.

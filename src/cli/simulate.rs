@@ -52,6 +52,14 @@ pub struct SimulateArgs {
     /// Softmax temperature of the kv policy (0: always the cheapest worker).
     #[arg(long, default_value_t = 0.0)]
     router_temperature: f64,
+    /// The kv policy's credit for a prefix block in a worker's host tier (1 for one on the
+    /// device).
+    #[arg(long, default_value_t = crate::router::DEFAULT_HOST_BLOCK_WEIGHT)]
+    router_host_block_weight: f64,
+    /// Host memory per worker for its host KV tier, GiB (0: none); workers with a prefix
+    /// cache offload evicted blocks there and onboard hits from it.
+    #[arg(long, default_value_t = 0.0)]
+    host_kv_gib: f64,
     /// Tensor-parallel GPUs per worker (for the default profile); with --sweep, a list of
     /// sizes to try, e.g. 1,2,4.
     #[arg(
@@ -131,10 +139,13 @@ pub struct SimulateArgs {
     out: Option<PathBuf>,
 }
 
-fn policy(r: RouterArg, temperature: f64) -> Policy {
+fn policy(r: RouterArg, args: &SimulateArgs) -> Policy {
     match r {
         RouterArg::RoundRobin => Policy::RoundRobin,
-        RouterArg::Kv => Policy::Kv { temperature },
+        RouterArg::Kv => Policy::Kv {
+            temperature: args.router_temperature,
+            host_weight: args.router_host_block_weight,
+        },
     }
 }
 
@@ -174,7 +185,7 @@ pub fn simulate_cmd(mut args: SimulateArgs) -> anyhow::Result<()> {
         cluster_config(
             &args,
             name.to_string(),
-            (topology, policy(router, args.router_temperature)),
+            (topology, policy(router, &args)),
             &roles,
             trace_block,
         )
@@ -349,7 +360,19 @@ fn engine_config(args: &SimulateArgs, profile: &Profile) -> EngineConfig {
         enable_prefix_caching: !args.no_prefix_caching,
         vocab_size: args.vocab as usize,
         kv_hold_timeout: std::time::Duration::from_secs(30),
+        host_kv_blocks: if args.no_prefix_caching {
+            0
+        } else {
+            host_blocks(args.host_kv_gib, args.block_size, profile)
+        },
     }
+}
+
+/// Host-tier blocks per engine of `gib` GiB per worker: each block holds every rank's shard,
+/// and a worker with attention data parallelism splits the memory over its ranks' engines.
+pub fn host_blocks(gib: f64, block_size: usize, profile: &Profile) -> usize {
+    let per_engine = gib * (1u64 << 30) as f64 / profile.attention_dp.max(1) as f64;
+    (per_engine / (block_size as f64 * profile.transfer_bytes_per_token)) as usize
 }
 
 /// `tandem simulate --sweep`: the planner's ranked table, plan.json and two plots.
@@ -365,11 +388,7 @@ fn sweep(args: &SimulateArgs, slo: &Slo, recipe: Option<&Recipe>) -> anyhow::Res
         setups.push((tp, Arc::new(profile), engines));
     }
     let (trace, trace_block) = load_trace(args, recipe)?;
-    let (candidates, skipped) = plan::candidates(
-        args.gpus,
-        &args.tp,
-        policy(RouterArg::Kv, args.router_temperature),
-    );
+    let (candidates, skipped) = plan::candidates(args.gpus, &args.tp, policy(RouterArg::Kv, args));
     if candidates.is_empty() {
         bail!("nothing to plan: {}", skipped.join("; "));
     }
@@ -437,7 +456,7 @@ fn sweep(args: &SimulateArgs, slo: &Slo, recipe: Option<&Recipe>) -> anyhow::Res
             })
             .map(|x| &x.summary)
     };
-    let kv = policy(RouterArg::Kv, args.router_temperature);
+    let kv = policy(RouterArg::Kv, args);
     let line =
         |p: Policy, f: &dyn Fn(&crate::replay::metrics::Summary) -> Option<f64>| -> Vec<f64> {
             splits

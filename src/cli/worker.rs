@@ -144,6 +144,7 @@ fn hooks_of<B: Backend>(args: &ModelArgs, loaded: &LoadedModel<B>) -> anyhow::Re
     Ok(Hooks {
         script,
         step_delay: std::time::Duration::from_millis(args.debug_step_delay_ms),
+        failed_onboards: args.debug_fail_onboards,
     })
 }
 

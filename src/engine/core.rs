@@ -84,6 +84,8 @@ pub struct EngineCore<E: Executor> {
     num_preemptions: u64,
     num_aborted: u64,
     num_generated: u64,
+    num_copy_failures: u64,
+    copy_seconds: f64,
     /// Blocks of finished prefill requests, waiting to be pulled (see handoff.rs).
     pub(super) held: HashMap<RequestId, Held>,
     /// Blocks allocated for KV arriving from a prefill worker (see handoff.rs).
@@ -100,7 +102,8 @@ impl<E: Executor> EngineCore<E> {
             cfg.block_size,
             cfg.enable_prefix_caching,
             true,
-        );
+        )
+        .with_host_tier(cfg.host_kv_blocks);
         let scheduler = Scheduler::new(SchedulerConfig {
             max_num_seqs: cfg.max_num_seqs,
             max_num_batched_tokens: cfg.max_num_batched_tokens,
@@ -117,6 +120,8 @@ impl<E: Executor> EngineCore<E> {
             num_preemptions: 0,
             num_aborted: 0,
             num_generated: 0,
+            num_copy_failures: 0,
+            copy_seconds: 0.0,
             held: HashMap::new(),
             reserved: HashMap::new(),
         })
@@ -135,6 +140,8 @@ impl<E: Executor> EngineCore<E> {
             num_preemptions: self.num_preemptions,
             num_aborted: self.num_aborted,
             num_generated: self.num_generated,
+            num_copy_failures: self.num_copy_failures,
+            copy_seconds: self.copy_seconds,
             held: self.held,
             reserved: self.reserved,
         }
@@ -265,11 +272,59 @@ impl<E: Executor> EngineCore<E> {
         ok
     }
 
+    /// Copies between the tiers that failed (their blocks were recomputed instead).
+    pub fn num_copy_failures(&self) -> u64 {
+        self.num_copy_failures
+    }
+
+    /// Seconds the executor spent on copies between the tiers.
+    pub fn copy_seconds(&self) -> f64 {
+        self.copy_seconds
+    }
+
+    /// Runs the copies between the tiers that the pool has queued. On failure nothing reads
+    /// what they were to carry, and the caller is told whether any onboard was among them
+    /// (its sequences must then compute those blocks themselves).
+    pub(super) fn run_copies(&mut self) -> std::result::Result<(), bool> {
+        let copies = self.kv.drain_copies();
+        if copies.is_empty() {
+            return Ok(());
+        }
+        let start = std::time::Instant::now();
+        let done = self.executor.copy_kv(&copies);
+        self.copy_seconds += start.elapsed().as_secs_f64();
+        match done {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.num_copy_failures += 1;
+                tracing::warn!("KV copy between tiers failed ({e}); recomputing instead");
+                self.kv.forget_copies(&copies);
+                Err(copies
+                    .iter()
+                    .any(|c| matches!(c, crate::kv::KvCopy::Onboard { .. })))
+            }
+        }
+    }
+
     /// Runs one step. On an executor error the step's requests are ended (their blocks freed)
     /// and reported in the [`StepFailure`]; the engine stays usable.
     pub fn step(&mut self) -> std::result::Result<Vec<RequestOutput>, StepFailure> {
         let plan = self.scheduler.schedule(&mut self.kv);
         self.num_preemptions += plan.preempted.len() as u64;
+        if let Err(onboards_lost) = self.run_copies()
+            && onboards_lost
+        {
+            // Sequences of this step may count onboarded blocks as computed: they start over
+            // (as after a preemption), and the blocks are no longer cached, so they recompute.
+            let ids: Vec<RequestId> = plan
+                .scheduled
+                .iter()
+                .map(|s| self.scheduler.running[s.index].id)
+                .collect();
+            self.scheduler.requeue(&ids, &mut self.kv);
+            self.flush_events();
+            return Ok(Vec::new());
+        }
         if plan.scheduled.is_empty() {
             self.flush_events();
             return Ok(Vec::new());

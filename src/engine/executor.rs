@@ -11,7 +11,7 @@ use super::sequence::RequestId;
 use crate::backend::{Backend, HostTensor, KvMemory};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::kv::BlockId;
+use crate::kv::{BlockId, KvCopy};
 use crate::model::{ModelInput, Qwen3, TpRank, WeightSource};
 
 /// One sequence's share of a step, as a timing model sees it.
@@ -67,6 +67,15 @@ pub trait Executor: Send {
     fn kv_memory(&self) -> Vec<Vec<KvMemory>> {
         Vec::new()
     }
+
+    /// Runs copies between the device cache and the host tier, in order, on every rank; they
+    /// finish before the next forward pass or KV write.
+    fn copy_kv(&mut self, copies: &[KvCopy]) -> Result<()> {
+        if copies.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Backend("this executor has no host KV tier".into()))
+    }
 }
 
 /// The first `n` rows of `t` (a backend may return padding rows after the real ones).
@@ -84,6 +93,7 @@ enum RankCmd {
     Forward(Arc<ModelInput>),
     Read(Arc<Vec<BlockId>>),
     Write(Arc<Vec<BlockId>>, Vec<u8>),
+    Copy(Arc<Vec<KvCopy>>),
 }
 
 /// Everything one rank owns: its device, its weight shard and its KV cache.
@@ -93,32 +103,76 @@ struct Rank<B: Backend> {
     kv: Vec<B::KvCache>,
     /// Bytes of one block of one layer of this rank's cache (K and V).
     block_bytes: usize,
+    /// The host tier's slots of this rank: slot s holds, layer by layer, one block's K and V
+    /// as `read_kv_blocks` lays them out.
+    host: HostArena,
+}
+
+/// Host memory for the host KV tier of one rank. Zeroed pages are mapped lazily, so a large
+/// tier costs memory only as it fills.
+struct HostArena {
+    bytes: Vec<u8>,
+    slot_bytes: usize,
+}
+
+impl HostArena {
+    fn slot(&mut self, slot: u32) -> Result<&mut [u8]> {
+        let at = slot as usize * self.slot_bytes;
+        self.bytes
+            .get_mut(at..at + self.slot_bytes)
+            .ok_or_else(|| Error::Backend(format!("host KV slot {slot} is out of range")))
+    }
 }
 
 impl<B: Backend> Rank<B> {
-    #[allow(clippy::too_many_arguments)]
     fn load(
         backend: B,
         cfg: &ModelConfig,
         src: &WeightSource,
         tp: TpRank,
-        num_blocks: usize,
-        block_size: usize,
-        max_model_len: usize,
+        ecfg: &ExecutorConfig,
         progress: bool,
     ) -> Result<Self> {
-        let model = Qwen3::load(&backend, cfg, src, tp, max_model_len, progress)?;
-        let spec = model.kv_cache_spec(num_blocks, block_size);
-        let kv = (0..cfg.num_hidden_layers)
+        let model = Qwen3::load(&backend, cfg, src, tp, ecfg.max_model_len, progress)?;
+        let spec = model.kv_cache_spec(ecfg.num_blocks, ecfg.block_size);
+        let kv: Vec<_> = (0..cfg.num_hidden_layers)
             .map(|_| backend.alloc_kv_cache(&spec))
             .collect::<Result<_>>()?;
         let block_bytes = backend.kv_block_bytes(&spec);
+        let slot_bytes = block_bytes * kv.len();
+        let host = HostArena {
+            bytes: vec![0; ecfg.host_blocks * slot_bytes],
+            slot_bytes,
+        };
+        crate::backend::cpu::advise_huge_pages(&host.bytes);
         Ok(Rank {
             backend,
             model,
             kv,
             block_bytes,
+            host,
         })
+    }
+
+    /// Runs `copies` in order, block by block and layer by layer, straight between the cache
+    /// and the host arena.
+    fn copy(&mut self, copies: &[KvCopy]) -> Result<()> {
+        let bb = self.block_bytes;
+        for c in copies {
+            for (l, layer) in self.kv.iter_mut().enumerate() {
+                match *c {
+                    KvCopy::Offload { block, slot } => {
+                        let dst = &mut self.host.slot(slot)?[l * bb..(l + 1) * bb];
+                        self.backend.read_kv_block_into(layer, block, dst)?;
+                    }
+                    KvCopy::Onboard { slot, block } => {
+                        let src = &self.host.slot(slot)?[l * bb..(l + 1) * bb];
+                        self.backend.write_kv_blocks(layer, &[block], src)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn forward(&mut self, input: &ModelInput) -> Result<B::Tensor> {
@@ -161,6 +215,7 @@ impl<B: Backend> Rank<B> {
             RankCmd::Forward(input) => self.forward(&input).map(|_| None),
             RankCmd::Read(blocks) => self.read(&blocks).map(Some),
             RankCmd::Write(blocks, data) => self.write(&blocks, &data).map(|_| None),
+            RankCmd::Copy(copies) => self.copy(&copies).map(|_| None),
         }
     }
 }
@@ -182,6 +237,8 @@ pub struct ExecutorConfig {
     pub block_size: usize,
     /// Longest sequence (sizes the RoPE table).
     pub max_model_len: usize,
+    /// Slots of the host KV tier per rank (0: none).
+    pub host_blocks: usize,
     /// Show a progress bar while loading.
     pub progress: bool,
 }
@@ -217,16 +274,7 @@ impl<B: Backend> ModelExecutor<B> {
             let handle = std::thread::Builder::new()
                 .name(format!("tp-rank-{rank}"))
                 .spawn(move || {
-                    let loaded = Rank::load(
-                        backend,
-                        &cfg,
-                        &src,
-                        tp,
-                        ecfg.num_blocks,
-                        ecfg.block_size,
-                        ecfg.max_model_len,
-                        false,
-                    );
+                    let loaded = Rank::load(backend, &cfg, &src, tp, &ecfg, false);
                     let mut state = match loaded {
                         Ok(s) => {
                             let _ = ready_tx.send(Ok(s.memory()));
@@ -255,16 +303,7 @@ impl<B: Backend> ModelExecutor<B> {
             rank: 0,
             size: ecfg.tp_size,
         };
-        let rank0 = Rank::load(
-            make_backend(0),
-            cfg,
-            &src,
-            tp0,
-            ecfg.num_blocks,
-            ecfg.block_size,
-            ecfg.max_model_len,
-            ecfg.progress,
-        )?;
+        let rank0 = Rank::load(make_backend(0), cfg, &src, tp0, &ecfg, ecfg.progress)?;
         let mut memory = vec![rank0.memory()];
         for r in ready {
             memory.push(
@@ -332,6 +371,15 @@ impl<B: Backend> Executor for ModelExecutor<B> {
 
     fn kv_memory(&self) -> Vec<Vec<KvMemory>> {
         self.memory.clone()
+    }
+
+    fn copy_kv(&mut self, copies: &[KvCopy]) -> Result<()> {
+        if copies.is_empty() {
+            return Ok(());
+        }
+        let shared = Arc::new(copies.to_vec());
+        self.on_all_ranks(|_| RankCmd::Copy(shared.clone()), |r| r.copy(copies))?;
+        Ok(())
     }
 
     fn read_kv_blocks(&mut self, blocks: &[BlockId]) -> Result<Vec<Vec<u8>>> {

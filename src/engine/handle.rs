@@ -36,7 +36,7 @@ enum Command {
 
 /// A snapshot of the engine's load, published by the engine thread after every step and
 /// command (so reading it never waits behind a step).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct EngineStats {
     /// Sequences running.
     pub running: usize,
@@ -54,6 +54,10 @@ pub struct EngineStats {
     pub handoffs: usize,
     /// Preemptions since start.
     pub preemptions: u64,
+    /// Seconds spent copying blocks between the KV tiers, since start.
+    pub copy_seconds: f64,
+    /// Copies between the tiers that failed (their blocks were recomputed), since start.
+    pub copy_failures: u64,
 }
 
 impl EngineStats {
@@ -210,6 +214,8 @@ fn snapshot<E: Executor>(core: &EngineCore<E>) -> EngineStats {
         generated_tokens: core.num_generated(),
         handoffs: core.num_handoffs(),
         preemptions: core.num_preemptions(),
+        copy_seconds: core.copy_seconds(),
+        copy_failures: core.num_copy_failures(),
     }
 }
 

@@ -1,14 +1,15 @@
 //! Test hooks around an executor, behind the workers' hidden `--debug-*` flags: a fixed output
 //! (so that a client test knows what the model says, tool calls included) and a slow step (so
-//! that a test can hold requests in flight, or stall the engine). The model still runs, so
+//! that a test can hold requests in flight, or stall the engine), and failed onboards from the
+//! host KV tier (so that a test sees the prefix computed again). The model still runs, so
 //! every other path (KV, events, transfers) is the real one.
 
 use std::time::Duration;
 
 use super::executor::{Executor, StepBatch};
 use super::sampler::Sampled;
-use crate::error::Result;
-use crate::kv::BlockId;
+use crate::error::{Error, Result};
+use crate::kv::{BlockId, KvCopy};
 
 /// What the hooks do; the default does nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,6 +18,8 @@ pub struct Hooks {
     pub script: Option<Vec<u32>>,
     /// Added to every step.
     pub step_delay: Duration,
+    /// Batches of tier copies with an onboard among them that fail, before copies work.
+    pub failed_onboards: u32,
 }
 
 /// An executor with [`Hooks`].
@@ -70,5 +73,16 @@ impl<E: Executor> Executor for Hooked<E> {
 
     fn kv_memory(&self) -> Vec<Vec<crate::backend::KvMemory>> {
         self.inner.kv_memory()
+    }
+
+    fn copy_kv(&mut self, copies: &[KvCopy]) -> Result<()> {
+        let onboard = copies.iter().any(|c| matches!(c, KvCopy::Onboard { .. }));
+        if onboard && self.hooks.failed_onboards > 0 {
+            self.hooks.failed_onboards -= 1;
+            return Err(Error::Backend(
+                "onboard failed (--debug-fail-onboards)".into(),
+            ));
+        }
+        self.inner.copy_kv(copies)
     }
 }

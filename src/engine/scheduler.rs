@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use super::sequence::{RequestId, Sequence};
-use crate::kv::KvCacheManager;
+use crate::kv::{KvCacheManager, PrefixHit};
 
 /// Limits of one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,13 +116,18 @@ impl Scheduler {
             } else {
                 let hits = kv.find_cached_prefix(&mut seq.table, &seq.tokens);
                 let hit_tokens = hits.len() * kv.block_size();
+                let host_hit_tokens = hits
+                    .iter()
+                    .filter(|h| matches!(h, PrefixHit::Host { .. }))
+                    .count()
+                    * kv.block_size();
                 let num_new = self.cfg.chunk(seq.tokens.len() - hit_tokens, budget);
                 if !kv.allocate_slots(&mut seq.table, &seq.tokens, &hits, 0, num_new) {
                     break;
                 }
                 if seq.num_cached_prompt.is_none() {
                     seq.num_cached_prompt = Some(hit_tokens);
-                    kv.record_prefix_lookup(seq.prompt_len, hit_tokens);
+                    kv.record_prefix_lookup(seq.prompt_len, hit_tokens, host_hit_tokens);
                 }
                 seq.num_computed = hit_tokens;
                 num_new
@@ -139,6 +144,22 @@ impl Scheduler {
             });
         }
         out
+    }
+
+    /// Puts running sequences back at the front of the waiting queue in their order, their
+    /// blocks freed and progress reset, as preemption does.
+    pub fn requeue(&mut self, ids: &[RequestId], kv: &mut KvCacheManager) {
+        let mut out = SchedulerOutput::default();
+        for &id in ids.iter().rev() {
+            if let Some(i) = self.running.iter().position(|s| s.id == id) {
+                let seq = self.running.remove(i);
+                self.preempt(seq, kv, &mut out);
+                // Admitted afresh: what it reuses is what it finds then.
+                if let Some(s) = self.waiting.front_mut() {
+                    s.num_cached_prompt = None;
+                }
+            }
+        }
     }
 
     fn preempt(&mut self, mut seq: Sequence, kv: &mut KvCacheManager, out: &mut SchedulerOutput) {

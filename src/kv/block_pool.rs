@@ -1,28 +1,57 @@
 //! The block pool: reference counts, a free list that doubles as the LRU of cached blocks,
-//! and the hash index of the prefix cache.
+//! the hash index of the prefix cache, and the optional host tier it offloads evicted blocks to.
 //!
 //! Invariants (checked by [`BlockPool::check_invariants`]):
 //! - a block is in the free list exactly when its reference count is zero;
 //! - a block has a hash exactly when the hash index maps that hash to it;
 //! - the free list holds uncached blocks first, then cached ones from least to most recently
-//!   used, so allocation takes empty blocks before it evicts anything.
+//!   used, so allocation takes empty blocks before it evicts anything;
+//! - a hash is held by at most one tier: onboarding moves it from the host tier to the device,
+//!   offloading from the device to the host, and computing a block again on the device drops
+//!   the host's copy. The tiers' ids are apart (blocks and slots), so no memory is ever owned
+//!   by both.
+//!
+//! Copies between the tiers are queued in the order the pool decides them
+//! ([`BlockPool::drain_copies`]) and must run in that order, before the step whose
+//! allocations queued them writes any KV: an offload reads a block that the step is about to
+//! overwrite, and an onboard may write a block whose old contents an earlier offload saves, or
+//! read a slot that a later offload of the same step reuses.
 
 use rustc_hash::FxHashMap;
 
-use super::events::KvEvent;
+use super::events::{KvEvent, Medium};
+use super::host_tier::{HostTier, SlotId};
+use super::lru::LruList;
 
 /// Index of a block in the pool (and in every layer's K/V tensors).
 pub type BlockId = u32;
 
-const NIL: u32 = u32::MAX;
+/// One copy between the tiers, of one block's KV on every layer and rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KvCopy {
+    /// Device block to host slot (the block was evicted from the device tier).
+    Offload {
+        /// The device block, read before the step writes it.
+        block: BlockId,
+        /// The host slot written.
+        slot: SlotId,
+    },
+    /// Host slot to device block (a prefix hit in the host tier).
+    Onboard {
+        /// The host slot read.
+        slot: SlotId,
+        /// The device block written, before the step's attention reads it.
+        block: BlockId,
+    },
+}
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Block {
     ref_cnt: u32,
     /// Sequence hash while the block is in the prefix cache (its tokens are in the arena).
     cached: Option<u64>,
-    prev: u32,
-    next: u32,
+    /// Sequence hash of the block before it, while cached (for the host tier's events).
+    parent: Option<u64>,
 }
 
 /// Counters of the pool and its prefix cache.
@@ -36,55 +65,67 @@ pub struct PoolStats {
     pub cached_blocks: usize,
     /// Prompt tokens looked up in the prefix cache.
     pub query_tokens: u64,
-    /// Prompt tokens found there.
+    /// Prompt tokens found there, in either tier.
     pub hit_tokens: u64,
+    /// Slots of the host tier (0: off).
+    pub host_blocks: usize,
+    /// Host slots holding a block.
+    pub host_cached_blocks: usize,
+    /// Prompt tokens found in the host tier (part of `hit_tokens`).
+    pub host_hit_tokens: u64,
+    /// Blocks copied to the host tier.
+    pub offloaded_blocks: u64,
+    /// Blocks copied back from it.
+    pub onboarded_blocks: u64,
 }
 
 /// Fixed set of KV blocks with reference counts and a prefix cache.
 #[derive(Debug)]
 pub struct BlockPool {
     blocks: Vec<Block>,
+    free: LruList,
     block_size: usize,
-    head: u32,
-    tail: u32,
-    num_free: usize,
     index: FxHashMap<u64, BlockId>,
     /// Tokens of every block, `block_size` per block, so that caching a block allocates
     /// nothing; valid while the block is cached.
     tokens: Vec<u32>,
+    host: Option<HostTier>,
+    copies: Vec<KvCopy>,
     events: Vec<KvEvent>,
     record_events: bool,
     pub(crate) query_tokens: u64,
     pub(crate) hit_tokens: u64,
+    pub(crate) host_hit_tokens: u64,
+    offloaded: u64,
+    onboarded: u64,
 }
 
 impl BlockPool {
-    /// A pool of `num_blocks` empty blocks of `block_size` tokens.
+    /// A pool of `num_blocks` empty blocks of `block_size` tokens, without a host tier.
     pub fn new(num_blocks: usize, block_size: usize, record_events: bool) -> Self {
-        assert!(num_blocks < NIL as usize, "too many blocks");
-        let n = num_blocks as u32;
-        let blocks = (0..n)
-            .map(|i| Block {
-                ref_cnt: 0,
-                cached: None,
-                prev: if i == 0 { NIL } else { i - 1 },
-                next: if i + 1 == n { NIL } else { i + 1 },
-            })
-            .collect();
         BlockPool {
-            blocks,
+            blocks: vec![Block::default(); num_blocks],
+            free: LruList::full(num_blocks),
             block_size,
-            head: if n == 0 { NIL } else { 0 },
-            tail: if n == 0 { NIL } else { n - 1 },
-            num_free: num_blocks,
             index: FxHashMap::default(),
             // Zeroed pages are mapped lazily: a large pool costs memory only as it caches.
             tokens: vec![0; num_blocks * block_size],
+            host: None,
+            copies: Vec::new(),
             events: Vec::new(),
             record_events,
             query_tokens: 0,
             hit_tokens: 0,
+            host_hit_tokens: 0,
+            offloaded: 0,
+            onboarded: 0,
         }
+    }
+
+    /// Adds a host tier of `slots` blocks (0: none) that evicted cached blocks go to.
+    pub fn with_host_tier(mut self, slots: usize) -> Self {
+        self.host = (slots > 0).then(|| HostTier::new(slots, self.block_size));
+        self
     }
 
     /// Tokens per block.
@@ -94,7 +135,7 @@ impl BlockPool {
 
     /// Blocks that an allocation can take now.
     pub fn num_free(&self) -> usize {
-        self.num_free
+        self.free.len()
     }
 
     /// Reference count of a block.
@@ -110,41 +151,104 @@ impl BlockPool {
             .then_some(id)
     }
 
+    /// The host slot holding exactly `tokens` under `hash`, if there is a host tier and it does.
+    pub fn lookup_host(&self, hash: u64, tokens: &[u32]) -> Option<SlotId> {
+        self.host.as_ref()?.lookup(hash, tokens)
+    }
+
     /// Takes a reference on each block (prefix-cache hits), pulling unused ones off the free list.
     pub fn touch(&mut self, ids: &[BlockId]) {
         for &id in ids {
             if self.blocks[id as usize].ref_cnt == 0 {
-                self.unlink(id);
+                self.free.unlink(id);
             }
             self.blocks[id as usize].ref_cnt += 1;
         }
     }
 
+    /// Keeps a host hit's slot from being reused by the offloads of the allocation that makes
+    /// room for it; [`BlockPool::onboard`] must follow.
+    pub fn pin_host(&mut self, slot: SlotId) {
+        self.host
+            .as_mut()
+            .expect("host hits need a host tier")
+            .pin(slot);
+    }
+
+    /// Queues the copy of host `slot` (holding `hash`) into the freshly allocated `block` and
+    /// moves the hash out of the host tier; the block enters the device cache with the rest of
+    /// its sequence's full blocks.
+    pub fn onboard(&mut self, slot: SlotId, hash: u64, block: BlockId) {
+        let host = self.host.as_mut().expect("host hits need a host tier");
+        let freed = host.remove(hash);
+        debug_assert_eq!(freed, Some(slot), "onboarded slot holds its hash");
+        self.copies.push(KvCopy::Onboard { slot, block });
+        self.onboarded += 1;
+        self.emit(KvEvent::BlockRemoved {
+            block_hashes: vec![hash],
+            medium: Medium::Cpu,
+        });
+    }
+
     /// Allocates `n` blocks with reference count 1, evicting least recently used cached blocks
-    /// if needed; `None` (and no change) when fewer than `n` are free.
+    /// (to the host tier if there is one) if needed; `None` (and no change) when fewer than
+    /// `n` are free.
     pub fn allocate(&mut self, n: usize) -> Option<Vec<BlockId>> {
-        if n > self.num_free {
+        if n > self.free.len() {
             return None;
         }
         let mut out = Vec::with_capacity(n);
         let mut evicted = Vec::new();
         for _ in 0..n {
-            let id = self.head;
-            self.unlink(id);
+            let id = self.free.front().expect("free count checked above");
+            self.free.unlink(id);
             let b = &mut self.blocks[id as usize];
             if let Some(hash) = b.cached.take() {
+                let parent = b.parent.take();
                 self.index.remove(&hash);
-                evicted.push(hash);
+                evicted.push((id, hash, parent));
             }
-            b.ref_cnt = 1;
+            self.blocks[id as usize].ref_cnt = 1;
             out.push(id);
         }
         if !evicted.is_empty() {
             self.emit(KvEvent::BlockRemoved {
-                block_hashes: evicted,
+                block_hashes: evicted.iter().map(|e| e.1).collect(),
+                medium: Medium::Gpu,
             });
+            for (id, hash, parent) in evicted {
+                self.offload(id, hash, parent);
+            }
         }
         Some(out)
+    }
+
+    /// Saves an evicted block in the host tier, if there is one with a slot to spare.
+    fn offload(&mut self, block: BlockId, hash: u64, parent: Option<u64>) {
+        let bs = self.block_size;
+        let Some(host) = self.host.as_mut() else {
+            return;
+        };
+        let tokens = &self.tokens[block as usize * bs..(block as usize + 1) * bs];
+        let Some((slot, gone)) = host.store(hash, parent, tokens) else {
+            return;
+        };
+        let token_ids = tokens.to_vec();
+        self.copies.push(KvCopy::Offload { block, slot });
+        self.offloaded += 1;
+        if let Some(gone) = gone {
+            self.emit(KvEvent::BlockRemoved {
+                block_hashes: vec![gone.0],
+                medium: Medium::Cpu,
+            });
+        }
+        self.emit(KvEvent::BlockStored {
+            block_hashes: vec![hash],
+            parent_block_hash: parent,
+            token_ids,
+            block_size: bs,
+            medium: Medium::Cpu,
+        });
     }
 
     /// Drops one reference on each block; blocks reaching zero return to the free list.
@@ -156,9 +260,9 @@ impl BlockPool {
             b.ref_cnt -= 1;
             if b.ref_cnt == 0 {
                 if b.cached.is_some() {
-                    self.push_back(id);
+                    self.free.push_back(id);
                 } else {
-                    self.push_front(id);
+                    self.free.push_front(id);
                 }
             }
         }
@@ -166,7 +270,8 @@ impl BlockPool {
 
     /// Enters full blocks into the prefix cache. `hashes[i]` and the `i`-th `block_size` tokens
     /// of `tokens` describe `ids[i]`; `parent` is the sequence hash of the block before `ids[0]`.
-    /// A block whose hash is already cached elsewhere stays out of the index.
+    /// A block whose hash is already cached elsewhere stays out of the index; one the host
+    /// tier holds is dropped there (the device copy is the one that is read).
     pub fn cache_full_blocks(
         &mut self,
         ids: &[BlockId],
@@ -177,12 +282,20 @@ impl BlockPool {
         let bs = self.block_size;
         let mut pending: Option<(Option<u64>, Vec<u64>, Vec<u32>)> = None;
         let mut prev = parent;
+        let mut dropped_from_host = Vec::new();
         for (i, (&id, &hash)) in ids.iter().zip(hashes).enumerate() {
             let block_tokens = &tokens[i * bs..(i + 1) * bs];
             let fresh =
                 self.blocks[id as usize].cached.is_none() && !self.index.contains_key(&hash);
             if fresh {
-                self.blocks[id as usize].cached = Some(hash);
+                if let Some(host) = self.host.as_mut()
+                    && host.remove(hash).is_some()
+                {
+                    dropped_from_host.push(hash);
+                }
+                let b = &mut self.blocks[id as usize];
+                b.cached = Some(hash);
+                b.parent = prev;
                 self.tokens[id as usize * bs..(id as usize + 1) * bs].copy_from_slice(block_tokens);
                 self.index.insert(hash, id);
                 let run = pending.get_or_insert_with(|| (prev, Vec::new(), Vec::new()));
@@ -193,22 +306,77 @@ impl BlockPool {
             }
             prev = Some(hash);
         }
+        if !dropped_from_host.is_empty() {
+            self.emit(KvEvent::BlockRemoved {
+                block_hashes: dropped_from_host,
+                medium: Medium::Cpu,
+            });
+        }
         if let Some(run) = pending {
             self.emit_stored(run);
         }
     }
 
-    /// Drops every cached block from the index; refused (false) while any block is in use.
+    /// Drops every cached block of both tiers; refused (false) while any block is in use.
     pub fn reset_prefix_cache(&mut self) -> bool {
-        if self.num_free != self.blocks.len() {
+        if self.free.len() != self.blocks.len() {
             return false;
         }
         for b in &mut self.blocks {
             b.cached = None;
+            b.parent = None;
         }
         self.index.clear();
+        if let Some(host) = self.host.as_mut() {
+            host.clear();
+        }
         self.emit(KvEvent::AllBlocksCleared);
         true
+    }
+
+    /// Takes the copies queued since the last call, in the order they must run.
+    pub fn drain_copies(&mut self) -> Vec<KvCopy> {
+        std::mem::take(&mut self.copies)
+    }
+
+    /// Forgets what failed copies were to carry, so that nothing reads it: an onboarded block
+    /// leaves the device cache, an offloaded slot the host tier.
+    pub fn forget_copies(&mut self, copies: &[KvCopy]) {
+        let mut gpu = Vec::new();
+        let mut cpu = Vec::new();
+        for c in copies {
+            match *c {
+                KvCopy::Onboard { block, .. } => {
+                    let b = &mut self.blocks[block as usize];
+                    if let Some(hash) = b.cached.take() {
+                        b.parent = None;
+                        self.index.remove(&hash);
+                        gpu.push(hash);
+                        if b.ref_cnt == 0 {
+                            // Uncached free blocks belong at the front of the free list.
+                            self.free.unlink(block);
+                            self.free.push_front(block);
+                        }
+                    }
+                }
+                KvCopy::Offload { slot, .. } => {
+                    if let Some(host) = self.host.as_mut()
+                        && let Some(hash) = host.hash_of(slot)
+                    {
+                        host.remove(hash);
+                        cpu.push(hash);
+                    }
+                }
+            }
+        }
+        for (hashes, medium) in [(gpu, Medium::Gpu), (cpu, Medium::Cpu)] {
+            if !hashes.is_empty() {
+                self.emit(KvEvent::BlockRemoved {
+                    block_hashes: hashes,
+                    medium,
+                });
+            }
+        }
     }
 
     /// Takes the events recorded since the last call.
@@ -216,50 +384,48 @@ impl BlockPool {
         std::mem::take(&mut self.events)
     }
 
+    /// Every cached block of the host tier: (hash, parent, tokens).
+    pub fn host_blocks(&self) -> Vec<(u64, Option<u64>, Vec<u32>)> {
+        self.host
+            .iter()
+            .flat_map(|h| h.blocks())
+            .map(|(h, p, t)| (h, p, t.to_vec()))
+            .collect()
+    }
+
     /// Counters of the pool.
     pub fn stats(&self) -> PoolStats {
         PoolStats {
             total_blocks: self.blocks.len(),
-            free_blocks: self.num_free,
+            free_blocks: self.free.len(),
             cached_blocks: self.index.len(),
             query_tokens: self.query_tokens,
             hit_tokens: self.hit_tokens,
+            host_blocks: self.host.as_ref().map_or(0, HostTier::num_slots),
+            host_cached_blocks: self.host.as_ref().map_or(0, HostTier::num_cached),
+            host_hit_tokens: self.host_hit_tokens,
+            offloaded_blocks: self.offloaded,
+            onboarded_blocks: self.onboarded,
         }
     }
 
     /// Verifies the invariants in the module docs; an error names the first violation.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let mut seen = vec![false; self.blocks.len()];
-        let (mut cur, mut count, mut prev, mut in_cached_part) = (self.head, 0usize, NIL, false);
-        while cur != NIL {
-            let b = &self.blocks[cur as usize];
-            if seen[cur as usize] {
-                return Err(format!("free list cycles at block {cur}"));
-            }
-            seen[cur as usize] = true;
+        let order = self.free.checked_order()?;
+        let mut in_cached_part = false;
+        for &id in &order {
+            let b = &self.blocks[id as usize];
             if b.ref_cnt != 0 {
-                return Err(format!("block {cur} is free with ref count {}", b.ref_cnt));
-            }
-            if b.prev != prev {
-                return Err(format!("block {cur} has a broken back link"));
+                return Err(format!("block {id} is free with ref count {}", b.ref_cnt));
             }
             if b.cached.is_some() {
                 in_cached_part = true;
             } else if in_cached_part {
-                return Err(format!("uncached free block {cur} after cached ones"));
+                return Err(format!("uncached free block {id} after cached ones"));
             }
-            count += 1;
-            prev = cur;
-            cur = b.next;
-        }
-        if prev != self.tail || count != self.num_free {
-            return Err(format!(
-                "free list holds {count} blocks, counter says {}",
-                self.num_free
-            ));
         }
         for (i, b) in self.blocks.iter().enumerate() {
-            if b.ref_cnt == 0 && !seen[i] {
+            if b.ref_cnt == 0 && !self.free.contains(i as u32) {
                 return Err(format!("block {i} has no references but is not free"));
             }
             if let Some(h) = &b.cached
@@ -270,6 +436,12 @@ impl BlockPool {
         }
         if self.index.len() != self.blocks.iter().filter(|b| b.cached.is_some()).count() {
             return Err("hash index maps blocks that are not cached".into());
+        }
+        if let Some(host) = &self.host {
+            host.check_invariants()?;
+            if let Some(h) = self.index.keys().find(|h| host.contains(**h)) {
+                return Err(format!("hash {h:#x} is held by both tiers"));
+            }
         }
         Ok(())
     }
@@ -286,6 +458,24 @@ impl BlockPool {
         }
     }
 
+    /// Every cached device block and its hash, then every cached host slot and its hash.
+    #[cfg(test)]
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn cached_by_tier(&self) -> (Vec<(BlockId, u64)>, Vec<(SlotId, u64)>) {
+        let device = self
+            .blocks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| b.cached.map(|h| (i as BlockId, h)))
+            .collect();
+        let host = self.host.as_ref().map_or_else(Vec::new, |t| {
+            (0..t.num_slots() as SlotId)
+                .filter_map(|s| t.hash_of(s).map(|h| (s, h)))
+                .collect()
+        });
+        (device, host)
+    }
+
     fn block_tokens(&self, id: BlockId) -> &[u32] {
         let bs = self.block_size;
         &self.tokens[id as usize * bs..(id as usize + 1) * bs]
@@ -298,6 +488,7 @@ impl BlockPool {
             parent_block_hash: parent,
             token_ids: tokens,
             block_size,
+            medium: Medium::Gpu,
         });
     }
 
@@ -305,55 +496,6 @@ impl BlockPool {
         if self.record_events {
             self.events.push(e);
         }
-    }
-
-    fn unlink(&mut self, id: BlockId) {
-        let (prev, next) = {
-            let b = &self.blocks[id as usize];
-            (b.prev, b.next)
-        };
-        if prev == NIL {
-            self.head = next;
-        } else {
-            self.blocks[prev as usize].next = next;
-        }
-        if next == NIL {
-            self.tail = prev;
-        } else {
-            self.blocks[next as usize].prev = prev;
-        }
-        let b = &mut self.blocks[id as usize];
-        b.prev = NIL;
-        b.next = NIL;
-        self.num_free -= 1;
-    }
-
-    fn push_back(&mut self, id: BlockId) {
-        let tail = self.tail;
-        let b = &mut self.blocks[id as usize];
-        b.prev = tail;
-        b.next = NIL;
-        if tail == NIL {
-            self.head = id;
-        } else {
-            self.blocks[tail as usize].next = id;
-        }
-        self.tail = id;
-        self.num_free += 1;
-    }
-
-    fn push_front(&mut self, id: BlockId) {
-        let head = self.head;
-        let b = &mut self.blocks[id as usize];
-        b.next = head;
-        b.prev = NIL;
-        if head == NIL {
-            self.tail = id;
-        } else {
-            self.blocks[head as usize].prev = id;
-        }
-        self.head = id;
-        self.num_free += 1;
     }
 }
 
@@ -387,13 +529,15 @@ mod tests {
                 block_hashes: vec![10, 11],
                 parent_block_hash: None,
                 token_ids: vec![1, 2, 3, 4],
-                block_size: 2
+                block_size: 2,
+                medium: Medium::Gpu,
             }
         );
         assert_eq!(
             ev.last().unwrap(),
             &KvEvent::BlockRemoved {
-                block_hashes: vec![11, 10]
+                block_hashes: vec![11, 10],
+                medium: Medium::Gpu,
             }
         );
         p.touch(&[b[0]]);

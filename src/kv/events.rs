@@ -1,5 +1,33 @@
 //! KV block events: what a worker tells routers about its prefix cache.
 
+/// Where a block's KV lives, as vLLM's events name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Medium {
+    /// The device tier (the accelerator's memory; the CPU backend's cache arena too).
+    #[default]
+    Gpu,
+    /// The host tier (`--host-kv-cache-gib`).
+    Cpu,
+}
+
+impl Medium {
+    /// The name on the wire: "GPU" or "CPU".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Medium::Gpu => "GPU",
+            Medium::Cpu => "CPU",
+        }
+    }
+
+    /// Reads a wire name; anything but "CPU" (vLLM sends none, or "GPU") is the device tier.
+    pub fn parse(s: Option<&str>) -> Medium {
+        match s {
+            Some(m) if m.eq_ignore_ascii_case("cpu") => Medium::Cpu,
+            _ => Medium::Gpu,
+        }
+    }
+}
+
 /// One change to the set of cached blocks, in the shape of vLLM's KV events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvEvent {
@@ -13,12 +41,16 @@ pub enum KvEvent {
         token_ids: Vec<u32>,
         /// Tokens per block.
         block_size: usize,
+        /// The tier that now holds them.
+        medium: Medium,
     },
-    /// Blocks were evicted from the cache.
+    /// Blocks left a tier.
     BlockRemoved {
-        /// Sequence hashes of the evicted blocks.
+        /// Sequence hashes of the blocks.
         block_hashes: Vec<u64>,
+        /// The tier they left.
+        medium: Medium,
     },
-    /// The whole cache was dropped.
+    /// The whole cache, every tier, was dropped.
     AllBlocksCleared,
 }

@@ -1,8 +1,23 @@
 //! Per-sequence block tables on top of the pool: prefix lookup, slot allocation, freeing.
 
-use super::block_pool::{BlockId, BlockPool, PoolStats};
+use super::block_pool::{BlockId, BlockPool, KvCopy, PoolStats};
 use super::events::KvEvent;
 use super::hash::extend_sequence_hashes;
+use super::host_tier::SlotId;
+
+/// One block of a cached prefix, in the tier that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefixHit {
+    /// A device block, shared as it is.
+    Device(BlockId),
+    /// A host slot, onboarded into a new device block before the step reads it.
+    Host {
+        /// The slot.
+        slot: SlotId,
+        /// Its sequence hash.
+        hash: u64,
+    },
+}
 
 /// One sequence's view of the paged cache.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +53,25 @@ impl KvCacheManager {
         self.block_size
     }
 
+    /// Adds a host tier of `slots` blocks (0: none); it needs the prefix cache.
+    pub fn with_host_tier(mut self, slots: usize) -> Self {
+        if self.prefix_caching {
+            self.pool = self.pool.with_host_tier(slots);
+        }
+        self
+    }
+
+    /// Takes the copies between the tiers queued since the last call, in the order they must
+    /// run (before the next forward pass).
+    pub fn drain_copies(&mut self) -> Vec<KvCopy> {
+        self.pool.drain_copies()
+    }
+
+    /// Makes sure nothing reads what failed copies were to carry.
+    pub fn forget_copies(&mut self, copies: &[KvCopy]) {
+        self.pool.forget_copies(copies)
+    }
+
     /// The pool (read-only: stats and invariant checks).
     pub fn pool(&self) -> &BlockPool {
         &self.pool
@@ -53,9 +87,10 @@ impl KvCacheManager {
         self.pool.drain_events()
     }
 
-    /// Blocks of the longest cached prefix of `tokens`, full blocks only and never all of the
-    /// tokens (the last one is always computed, to produce logits). Takes no references.
-    pub fn find_cached_prefix(&mut self, table: &mut BlockTable, tokens: &[u32]) -> Vec<BlockId> {
+    /// Blocks of the longest cached prefix of `tokens` in either tier, full blocks only and
+    /// never all of the tokens (the last one is always computed, to produce logits). Takes no
+    /// references.
+    pub fn find_cached_prefix(&mut self, table: &mut BlockTable, tokens: &[u32]) -> Vec<PrefixHit> {
         if !self.prefix_caching {
             return Vec::new();
         }
@@ -64,49 +99,83 @@ impl KvCacheManager {
         let max_blocks = (tokens.len() - 1) / bs;
         let mut hits = Vec::new();
         for (i, &h) in table.hashes.iter().take(max_blocks).enumerate() {
-            match self.pool.lookup(h, &tokens[i * bs..(i + 1) * bs]) {
-                Some(id) => hits.push(id),
-                None => break,
+            let block = &tokens[i * bs..(i + 1) * bs];
+            if let Some(id) = self.pool.lookup(h, block) {
+                hits.push(PrefixHit::Device(id));
+            } else if let Some(slot) = self.pool.lookup_host(h, block) {
+                hits.push(PrefixHit::Host { slot, hash: h });
+            } else {
+                break;
             }
         }
         hits
     }
 
-    /// Counts one admitted prompt of `query` tokens of which `hit` came from the prefix cache.
-    pub fn record_prefix_lookup(&mut self, query: usize, hit: usize) {
+    /// Counts one admitted prompt of `query` tokens of which `hit` came from the prefix cache,
+    /// `host_hit` of them from its host tier.
+    pub fn record_prefix_lookup(&mut self, query: usize, hit: usize, host_hit: usize) {
         self.pool.query_tokens += query as u64;
         self.pool.hit_tokens += hit as u64;
+        self.pool.host_hit_tokens += host_hit as u64;
     }
 
     /// Makes room for `num_new` more tokens after the `table`'s computed ones, first adopting
-    /// the prefix-cache `hits` (which must directly follow the table's blocks). Returns false,
-    /// changing nothing, when the pool is short. Full blocks whose tokens this step computes
-    /// enter the prefix cache now: their KV is written in the same forward pass, before any
-    /// attention reads it.
+    /// the prefix-cache `hits` (which must directly follow the table's blocks; host hits get
+    /// new device blocks and queued onboard copies). Returns false, changing nothing, when the
+    /// pool is short. Full blocks whose tokens this step computes or onboards enter the prefix
+    /// cache now: their KV is written before this step's forward pass reads any of it.
     pub fn allocate_slots(
         &mut self,
         table: &mut BlockTable,
         tokens: &[u32],
-        hits: &[BlockId],
+        hits: &[PrefixHit],
         num_computed: usize,
         num_new: usize,
     ) -> bool {
         let bs = self.block_size;
         let total = num_computed + hits.len() * bs + num_new;
         debug_assert!(total <= tokens.len());
+        let device: Vec<BlockId> = hits
+            .iter()
+            .filter_map(|h| match h {
+                PrefixHit::Device(id) => Some(*id),
+                PrefixHit::Host { .. } => None,
+            })
+            .collect();
+        let onboards = hits.len() - device.len();
         let need = total
             .div_ceil(bs)
-            .saturating_sub(table.blocks.len() + hits.len());
-        let revived = hits
+            .saturating_sub(table.blocks.len() + hits.len())
+            + onboards;
+        let revived = device
             .iter()
             .filter(|&&id| self.pool.ref_count(id) == 0)
             .count();
         if need + revived > self.pool.num_free() {
             return false;
         }
-        self.pool.touch(hits);
-        table.blocks.extend_from_slice(hits);
-        let fresh = self.pool.allocate(need).expect("free count checked above");
+        self.pool.touch(&device);
+        for h in hits {
+            if let PrefixHit::Host { slot, .. } = *h {
+                self.pool.pin_host(slot);
+            }
+        }
+        let mut fresh = self
+            .pool
+            .allocate(need)
+            .expect("free count checked above")
+            .into_iter();
+        for h in hits {
+            let id = match *h {
+                PrefixHit::Device(id) => id,
+                PrefixHit::Host { slot, hash } => {
+                    let id = fresh.next().expect("one fresh block per host hit");
+                    self.pool.onboard(slot, hash, id);
+                    id
+                }
+            };
+            table.blocks.push(id);
+        }
         table.blocks.extend(fresh);
         if self.prefix_caching {
             let full = total / bs;
@@ -168,7 +237,13 @@ mod tests {
         b.extend([50, 51, 52]);
         let mut tb = BlockTable::default();
         let hits = m.find_cached_prefix(&mut tb, &b);
-        assert_eq!(hits, ta.blocks[..2].to_vec());
+        assert_eq!(
+            hits,
+            ta.blocks[..2]
+                .iter()
+                .map(|&b| PrefixHit::Device(b))
+                .collect::<Vec<_>>()
+        );
         assert!(m.allocate_slots(&mut tb, &b, &hits, 0, 3));
         assert_eq!(m.pool().ref_count(ta.blocks[0]), 2);
         m.free(&mut ta);

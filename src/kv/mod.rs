@@ -1,12 +1,17 @@
-//! Paged KV cache bookkeeping: block pool, prefix cache and KV events.
+//! Paged KV cache bookkeeping: block pool, prefix cache, host tier and KV events.
 //!
 //! The tensors themselves live in the backend; this module decides which block ids hold what.
 
 pub mod block_pool;
 pub mod events;
 pub mod hash;
+pub mod host_tier;
+pub mod lru;
 pub mod manager;
+#[cfg(test)]
+mod tier_props;
 
-pub use block_pool::{BlockId, BlockPool, PoolStats};
-pub use events::KvEvent;
-pub use manager::{BlockTable, KvCacheManager};
+pub use block_pool::{BlockId, BlockPool, KvCopy, PoolStats};
+pub use events::{KvEvent, Medium};
+pub use host_tier::SlotId;
+pub use manager::{BlockTable, KvCacheManager, PrefixHit};

@@ -97,6 +97,7 @@ pub fn load_cuda(spec: &ModelSpec) -> Result<LoadedModel<CudaBackend>> {
             .and_then(|mut s| s.get_mut(rank).and_then(Option::take))
             .expect("ModelExecutor asks for each rank's backend exactly once")
     };
-    let loaded = assemble(spec, p, num_blocks, take)?;
+    let host_blocks = super::host_kv_blocks(spec, block_bytes * tp)?;
+    let loaded = assemble(spec, p, (num_blocks, host_blocks), take)?;
     Ok(loaded)
 }

@@ -154,6 +154,7 @@ mod tests {
             parent_block_hash: None,
             token_ids: vec![],
             block_size: 1,
+            medium: crate::kv::Medium::Gpu,
         }
     }
 
@@ -196,7 +197,10 @@ mod tests {
         assert!(ws[0].is_retired() && !ws[0].is_healthy());
         ws[0].mark_healthy();
         assert!(!ws[0].is_healthy(), "a retired worker is never routed to");
-        assert_eq!(pool.index.read().unwrap().overlaps(&[7]), vec![0, 0, 0]);
+        assert_eq!(
+            pool.index.read().unwrap().overlaps(&[7]),
+            vec![Default::default(); 3]
+        );
         assert!(!pool.all_healthy());
         ws[2].mark_healthy();
         assert!(pool.all_healthy());
@@ -228,7 +232,7 @@ mod tests {
         assert_eq!(ws.len(), MAX_WORKERS);
         assert_eq!(ws[5].addr, addr(MAX_WORKERS).to_string());
         assert!(!ws[5].is_retired());
-        assert_eq!(pool.index.read().unwrap().overlaps(&[9])[5], 0);
+        assert_eq!(pool.index.read().unwrap().overlaps(&[9])[5].blocks(), 0);
     }
 
     #[tokio::test]

@@ -7,21 +7,51 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::kv::KvEvent;
+use crate::kv::{KvEvent, Medium};
 
 /// Most targets (workers × ranks) one index tracks (one bit each).
 pub const MAX_WORKERS: usize = 64;
 
+/// How much of a prompt's leading blocks a target holds, by tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overlap {
+    /// Leading blocks held in device memory.
+    pub device: usize,
+    /// Leading blocks held only in the host tier (to be onboarded).
+    pub host: usize,
+}
+
+impl Overlap {
+    /// Leading blocks held in either tier.
+    pub fn blocks(self) -> usize {
+        self.device + self.host
+    }
+
+    /// The prefix credit in blocks: device blocks in full, host blocks at `host_weight`
+    /// (onboarding one costs a copy, not a recompute, but not nothing).
+    pub fn credit(self, host_weight: f64) -> f64 {
+        self.device as f64 + host_weight * self.host as f64
+    }
+}
+
 /// The router's view of every worker's prefix cache.
 ///
-/// One map entry per block hash (the bitmask of its holders) and a count per target: an event
-/// costs one hash lookup per block. Keys are already XXH3 hashes, so the map uses Fx. Target
-/// (worker w, rank r) is bit `w × ranks + r`.
+/// One map entry per block hash (a bitmask of its holders per tier) and a count per target
+/// and tier: an event costs one hash lookup per block. Keys are already XXH3 hashes, so the
+/// map uses Fx. Target (worker w, rank r) is bit `w × ranks + r`.
 #[derive(Debug, Default)]
 pub struct KvIndex {
-    holders: FxHashMap<u64, u64>,
+    /// Per hash: holders in device memory, holders in the host tier.
+    holders: FxHashMap<u64, [u64; 2]>,
     counts: Vec<usize>,
     ranks: usize,
+}
+
+fn tier(medium: Medium) -> usize {
+    match medium {
+        Medium::Gpu => 0,
+        Medium::Cpu => 1,
+    }
 }
 
 impl KvIndex {
@@ -58,7 +88,8 @@ impl KvIndex {
         self.counts.extend(std::iter::repeat_n(0, self.ranks));
     }
 
-    /// Blocks indexed for `worker`, over its ranks.
+    /// Blocks indexed for `worker`, over its ranks and tiers (a block in both tiers counts
+    /// twice).
     pub fn num_blocks(&self, worker: usize) -> usize {
         self.counts[worker * self.ranks..(worker + 1) * self.ranks]
             .iter()
@@ -79,23 +110,32 @@ impl KvIndex {
     fn apply_slot(&mut self, slot: usize, event: &KvEvent) {
         let bit = 1u64 << slot;
         match event {
-            KvEvent::BlockStored { block_hashes, .. } => {
+            KvEvent::BlockStored {
+                block_hashes,
+                medium,
+                ..
+            } => {
+                let t = tier(*medium);
                 for &h in block_hashes {
-                    let m = self.holders.entry(h).or_default();
+                    let m = &mut self.holders.entry(h).or_default()[t];
                     if *m & bit == 0 {
                         *m |= bit;
                         self.counts[slot] += 1;
                     }
                 }
             }
-            KvEvent::BlockRemoved { block_hashes } => {
+            KvEvent::BlockRemoved {
+                block_hashes,
+                medium,
+            } => {
+                let t = tier(*medium);
                 for h in block_hashes {
                     if let Some(m) = self.holders.get_mut(h)
-                        && *m & bit != 0
+                        && m[t] & bit != 0
                     {
-                        *m &= !bit;
+                        m[t] &= !bit;
                         self.counts[slot] -= 1;
-                        if *m == 0 {
+                        if *m == [0, 0] {
                             self.holders.remove(h);
                         }
                     }
@@ -114,8 +154,9 @@ impl KvIndex {
 
     fn clear_mask(&mut self, mask: u64) {
         self.holders.retain(|_, m| {
-            *m &= !mask;
-            *m != 0
+            m[0] &= !mask;
+            m[1] &= !mask;
+            *m != [0, 0]
         });
         for (i, c) in self.counts.iter_mut().enumerate() {
             if mask & (1u64 << i) != 0 {
@@ -125,18 +166,24 @@ impl KvIndex {
     }
 
     /// For each target (worker w, rank r at `w × ranks + r`), how many leading blocks of
-    /// `seq_hashes` it holds.
-    pub fn overlaps(&self, seq_hashes: &[u64]) -> Vec<usize> {
-        let mut out = vec![0; self.counts.len()];
+    /// `seq_hashes` it holds, in either tier, and in which.
+    pub fn overlaps(&self, seq_hashes: &[u64]) -> Vec<Overlap> {
+        let mut out = vec![Overlap::default(); self.counts.len()];
         let mut active = u64::MAX;
         for h in seq_hashes {
-            let m = self.holders.get(h).copied().unwrap_or(0) & active;
+            let [gpu, cpu] = self.holders.get(h).copied().unwrap_or_default();
+            let m = (gpu | cpu) & active;
             if m == 0 {
                 break;
             }
             let mut bits = m;
             while bits != 0 {
-                out[bits.trailing_zeros() as usize] += 1;
+                let t = bits.trailing_zeros() as usize;
+                if gpu & (1u64 << t) != 0 {
+                    out[t].device += 1;
+                } else {
+                    out[t].host += 1;
+                }
                 bits &= bits - 1;
             }
             active = m;
@@ -155,7 +202,12 @@ mod tests {
             parent_block_hash: None,
             token_ids: vec![],
             block_size: 1,
+            medium: Medium::Gpu,
         }
+    }
+
+    fn blocks(o: Vec<Overlap>) -> Vec<usize> {
+        o.into_iter().map(Overlap::blocks).collect()
     }
 
     #[test]
@@ -164,18 +216,19 @@ mod tests {
         ix.apply(0, 0, &stored(&[1, 2, 3]));
         ix.apply(1, 0, &stored(&[1, 2]));
         ix.apply(2, 0, &stored(&[2, 3]));
-        assert_eq!(ix.overlaps(&[1, 2, 3, 4]), vec![3, 2, 0]);
+        assert_eq!(blocks(ix.overlaps(&[1, 2, 3, 4])), vec![3, 2, 0]);
         ix.apply(
             0,
             0,
             &KvEvent::BlockRemoved {
                 block_hashes: vec![2],
+                medium: Medium::Gpu,
             },
         );
-        assert_eq!(ix.overlaps(&[1, 2, 3]), vec![1, 2, 0]);
+        assert_eq!(blocks(ix.overlaps(&[1, 2, 3])), vec![1, 2, 0]);
         assert!(!ix.apply(1, 1, &stored(&[9])), "no rank 1 without DP");
         ix.apply(1, 0, &KvEvent::AllBlocksCleared);
-        assert_eq!(ix.overlaps(&[1, 2, 3]), vec![1, 0, 0]);
+        assert_eq!(blocks(ix.overlaps(&[1, 2, 3])), vec![1, 0, 0]);
         assert_eq!((ix.num_blocks(0), ix.num_blocks(1)), (2, 0));
         ix.clear(0);
         ix.clear(2);
@@ -190,17 +243,48 @@ mod tests {
         ix.apply(1, 2, &stored(&[1, 2, 3]));
         ix.apply(1, 0, &stored(&[1]));
         ix.apply(0, 3, &stored(&[1, 2]));
-        let o = ix.overlaps(&[1, 2, 3, 4]);
+        let o = blocks(ix.overlaps(&[1, 2, 3, 4]));
         assert_eq!(o.len(), 8);
         assert_eq!((o[4 + 2], o[4], o[3]), (3, 1, 2));
         assert_eq!((ix.num_blocks(0), ix.num_blocks(1)), (2, 4));
         // A rank's AllBlocksCleared leaves its siblings alone; clearing the worker drops all.
         ix.apply(1, 0, &KvEvent::AllBlocksCleared);
-        assert_eq!(ix.overlaps(&[1, 2, 3])[4 + 2], 3);
+        assert_eq!(blocks(ix.overlaps(&[1, 2, 3]))[4 + 2], 3);
         ix.clear(1);
         assert_eq!(ix.num_blocks(1), 0);
-        assert_eq!(ix.overlaps(&[1, 2])[3], 2);
+        assert_eq!(blocks(ix.overlaps(&[1, 2]))[3], 2);
         ix.add_worker();
-        assert_eq!(ix.overlaps(&[1]).len(), 12);
+        assert_eq!(blocks(ix.overlaps(&[1])).len(), 12);
+    }
+
+    #[test]
+    fn host_blocks_extend_the_run_and_are_told_apart() {
+        let mut ix = KvIndex::new(2);
+        ix.apply(0, 0, &stored(&[1]));
+        let host = |h: &[u64]| KvEvent::BlockStored {
+            block_hashes: h.to_vec(),
+            parent_block_hash: None,
+            token_ids: vec![],
+            block_size: 1,
+            medium: Medium::Cpu,
+        };
+        ix.apply(0, 0, &host(&[2, 3]));
+        ix.apply(1, 0, &host(&[1, 2]));
+        let o = ix.overlaps(&[1, 2, 3, 4]);
+        assert_eq!(o[0], Overlap { device: 1, host: 2 });
+        assert_eq!(o[1], Overlap { device: 0, host: 2 });
+        assert_eq!(o[0].credit(0.75), 2.5);
+        // Onboarding moves a block between tiers; removing it from one keeps the other.
+        ix.apply(0, 0, &stored(&[2]));
+        ix.apply(
+            0,
+            0,
+            &KvEvent::BlockRemoved {
+                block_hashes: vec![2],
+                medium: Medium::Cpu,
+            },
+        );
+        assert_eq!(ix.overlaps(&[1, 2, 3])[0], Overlap { device: 2, host: 1 });
+        assert_eq!(ix.num_blocks(0), 3);
     }
 }

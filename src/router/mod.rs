@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rand::RngExt;
 
 use crate::kv::hash::extend_sequence_hashes;
+pub use index::Overlap;
 pub use pool::{WorkerHandle, WorkerPool};
 
 /// How the router picks a worker.
@@ -17,12 +18,29 @@ pub use pool::{WorkerHandle, WorkerPool};
 pub enum Policy {
     /// The next healthy worker in turn.
     RoundRobin,
-    /// Lowest cost: prefill blocks left after the cached prefix plus blocks of requests in
-    /// flight; sampled with a softmax at `temperature` (0: always the lowest).
+    /// Lowest cost: prefill blocks left after the cached prefix (host-tier blocks credited
+    /// at `host_weight`) plus blocks of requests in flight; sampled with a softmax at
+    /// `temperature` (0: always the lowest).
     Kv {
         /// Softmax temperature over costs in blocks.
         temperature: f64,
+        /// Credit of a prefix block held in a worker's host tier, against 1 for one in
+        /// device memory.
+        host_weight: f64,
     },
+}
+
+/// Credit of a host-tier block by default, as NVIDIA Dynamo's KV router weighs them.
+pub const DEFAULT_HOST_BLOCK_WEIGHT: f64 = 0.75;
+
+impl Policy {
+    /// The KV policy at `temperature`, host blocks at [`DEFAULT_HOST_BLOCK_WEIGHT`].
+    pub const fn kv(temperature: f64) -> Self {
+        Policy::Kv {
+            temperature,
+            host_weight: DEFAULT_HOST_BLOCK_WEIGHT,
+        }
+    }
 }
 
 /// A routing decision.
@@ -34,6 +52,14 @@ pub struct Choice {
     pub rank: usize,
     /// Prompt blocks the index says that rank already holds.
     pub overlap_blocks: usize,
+}
+
+impl Choice {
+    /// Blocks a request of `prompt_blocks` adds to its target's in-flight load: what the target
+    /// must compute, its cached prefix aside (a decode target caches nothing, so all of them).
+    pub fn load_blocks(&self, prompt_blocks: usize) -> usize {
+        prompt_blocks - self.overlap_blocks.min(prompt_blocks)
+    }
 }
 
 /// Picks workers for requests.
@@ -88,8 +114,9 @@ pub trait PoolView {
     fn eligible(&self, i: usize) -> bool;
     /// Blocks of requests the router has in flight on target `t`.
     fn active_blocks(&self, t: usize) -> usize;
-    /// Leading blocks of `hashes` each target holds; None when the pool keeps no index.
-    fn overlaps(&self, hashes: &[u64]) -> Option<Vec<usize>>;
+    /// Leading blocks of `hashes` each target holds, by tier; None when the pool keeps no
+    /// index.
+    fn overlaps(&self, hashes: &[u64]) -> Option<Vec<Overlap>>;
     /// The block size the workers hash prompts with, once known.
     fn block_size(&self) -> Option<usize>;
 }
@@ -129,7 +156,8 @@ pub fn pick(
             }
             (
                 bs,
-                view.overlaps(hashes).unwrap_or_else(|| vec![0; targets]),
+                view.overlaps(hashes)
+                    .unwrap_or_else(|| vec![Overlap::default(); targets]),
             )
         }
         // Round-robin, or a pool whose block size is not known yet: in turn.
@@ -149,25 +177,29 @@ pub fn pick(
 /// The routing decision over plain data: the servers' router and the simulator both make it.
 ///
 /// `candidates` are the eligible targets, starting at a rotating offset so that equal costs
-/// spread over workers; `overlaps[t]` is target t's cached prefix in blocks and
+/// spread over workers; `overlaps[t]` is target t's cached prefix in blocks, by tier, and
 /// `active_blocks(t)` the blocks of requests in flight there; `u` is a uniform draw in [0, 1)
-/// for sampling at a positive temperature. It returns the target and its overlap.
+/// for sampling at a positive temperature. It returns the target and its overlap in blocks
+/// (both tiers).
 pub fn decide(
     policy: Policy,
     candidates: &[usize],
     prompt_blocks: usize,
-    overlaps: &[usize],
+    overlaps: &[Overlap],
     active_blocks: impl Fn(usize) -> usize,
     u: f64,
 ) -> Option<(usize, usize)> {
     let first = *candidates.first()?;
-    let temperature = match policy {
+    let (temperature, host_weight) = match policy {
         Policy::RoundRobin => return Some((first, 0)),
-        Policy::Kv { temperature } => temperature,
+        Policy::Kv {
+            temperature,
+            host_weight,
+        } => (temperature, host_weight),
     };
     let cost = |i: usize| {
-        let prefill = prompt_blocks - overlaps[i].min(prompt_blocks);
-        (prefill + active_blocks(i)) as f64
+        let credit = overlaps[i].credit(host_weight).min(prompt_blocks as f64);
+        prompt_blocks as f64 - credit + active_blocks(i) as f64
     };
     let worker = if temperature <= 0.0 {
         *candidates
@@ -191,7 +223,7 @@ pub fn decide(
         }
         pick
     };
-    Some((worker, overlaps[worker]))
+    Some((worker, overlaps[worker].blocks()))
 }
 
 #[cfg(test)]
@@ -224,9 +256,10 @@ mod tests {
             parent_block_hash: None,
             token_ids: prompt.clone(),
             block_size: 4,
+            medium: crate::kv::Medium::Gpu,
         };
         pool.index.write().unwrap().apply(1, 0, &stored);
-        let router = Router::new(Policy::Kv { temperature: 0.0 }, pool.clone());
+        let router = Router::new(Policy::kv(0.0), pool.clone());
         // Worker 1 holds all 10 blocks (but the last token is recomputed): cost 0 vs 10.
         assert_eq!(
             router.pick(&prompt, &[]),
@@ -248,7 +281,7 @@ mod tests {
     #[tokio::test]
     async fn a_burst_spreads_over_idle_workers() {
         let pool = pool(3);
-        let router = Router::new(Policy::Kv { temperature: 0.0 }, pool.clone());
+        let router = Router::new(Policy::kv(0.0), pool.clone());
         let mut counts = [0; 3];
         for i in 0..30u32 {
             let prompt: Vec<u32> = (0..16).map(|t| t + 100 * i).collect();
@@ -269,8 +302,9 @@ mod tests {
     fn temperature_samples_the_softmax_of_the_costs() {
         use rand::SeedableRng;
         // Costs 0, 1 and 5 blocks: weights 1, e^-1, e^-5 at temperature 1.
-        let (cands, overlaps) = ([0usize, 1, 2], [5usize, 4, 0]);
-        let kv = Policy::Kv { temperature: 1.0 };
+        let on_device = |device| Overlap { device, host: 0 };
+        let (cands, overlaps) = ([0usize, 1, 2], [on_device(5), on_device(4), on_device(0)]);
+        let kv = Policy::kv(1.0);
         let pick = |u: f64| decide(kv, &cands, 5, &overlaps, |_| 0, u).unwrap().0;
         let w = [1.0, (-1.0f64).exp(), (-5.0f64).exp()];
         let total: f64 = w.iter().sum();
@@ -289,7 +323,7 @@ mod tests {
             assert!((got - want).abs() < 0.01, "worker {i}: {got} vs {want}");
         }
         // Temperature 0 always takes the cheapest; load counts like missing prefix.
-        let greedy = Policy::Kv { temperature: 0.0 };
+        let greedy = Policy::kv(0.0);
         assert_eq!(
             decide(greedy, &cands, 5, &overlaps, |_| 0, 0.9).unwrap().0,
             0
@@ -299,6 +333,28 @@ mod tests {
                 .unwrap()
                 .0,
             1
+        );
+    }
+
+    #[test]
+    fn host_blocks_are_credited_at_their_weight() {
+        // 8 prompt blocks: worker 0 holds 4 on its device, worker 1 holds 6 in its host tier.
+        let overlaps = [
+            Overlap { device: 4, host: 0 },
+            Overlap { device: 0, host: 6 },
+        ];
+        let with = |host_weight| Policy::Kv {
+            temperature: 0.0,
+            host_weight,
+        };
+        // 6 × 0.75 = 4.5 blocks of credit beat 4; at 0.5 they are worth 3.
+        assert_eq!(
+            decide(with(0.75), &[0, 1], 8, &overlaps, |_| 0, 0.0),
+            Some((1, 6))
+        );
+        assert_eq!(
+            decide(with(0.5), &[0, 1], 8, &overlaps, |_| 0, 0.0),
+            Some((0, 4))
         );
     }
 
@@ -324,7 +380,7 @@ mod tests {
         fn active_blocks(&self, t: usize) -> usize {
             self.active[t]
         }
-        fn overlaps(&self, hashes: &[u64]) -> Option<Vec<usize>> {
+        fn overlaps(&self, hashes: &[u64]) -> Option<Vec<Overlap>> {
             Some(self.index.overlaps(hashes))
         }
         fn block_size(&self) -> Option<usize> {
@@ -350,9 +406,10 @@ mod tests {
             parent_block_hash: None,
             token_ids: turn1.clone(),
             block_size: 4,
+            medium: crate::kv::Medium::Gpu,
         };
         assert!(view.index.apply(1, 5, &stored));
-        let kv = Policy::Kv { temperature: 0.0 };
+        let kv = Policy::kv(0.0);
         for start in 0..16 {
             let c = pick(&view, kv, start, (&turn2, &mut Vec::new()), &[], 0.0).unwrap();
             assert_eq!((c.worker, c.rank, c.overlap_blocks), (1, 5, 10));

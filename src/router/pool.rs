@@ -10,7 +10,7 @@ use tonic::transport::{Channel, ClientTlsConfig};
 
 use super::discovery::{self, DnsSource, Resolver, WorkerEntry, system_resolver};
 use super::index::{KvIndex, MAX_WORKERS};
-use crate::kv::KvEvent;
+use crate::kv::{KvEvent, Medium};
 use crate::server::proto::{self, kv_event::Event, worker_client::WorkerClient};
 
 /// How often health and load are polled by default.
@@ -322,7 +322,7 @@ impl super::PoolView for WorkerPool {
         })
     }
 
-    fn overlaps(&self, hashes: &[u64]) -> Option<Vec<usize>> {
+    fn overlaps(&self, hashes: &[u64]) -> Option<Vec<crate::router::Overlap>> {
         self.index.read().ok().map(|ix| ix.overlaps(hashes))
     }
 
@@ -387,9 +387,11 @@ pub fn event_of(e: proto::KvEvent) -> Option<KvEvent> {
             parent_block_hash: s.parent_block_hash,
             token_ids: s.token_ids,
             block_size: s.block_size as usize,
+            medium: Medium::parse(Some(&s.medium)),
         },
         Event::Removed(r) => KvEvent::BlockRemoved {
             block_hashes: r.block_hashes,
+            medium: Medium::parse(Some(&r.medium)),
         },
         Event::Cleared(_) => KvEvent::AllBlocksCleared,
     })

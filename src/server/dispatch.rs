@@ -328,7 +328,7 @@ impl Frontend {
                 self.metrics.failovers.with_label_values(&["retry"]).inc();
             }
             let worker = router.pool().workers()[choice.worker].clone();
-            let blocks = prompt.len().div_ceil(bs);
+            let blocks = choice.load_blocks(prompt.len().div_ceil(bs));
             worker.in_flight.fetch_add(1, Ordering::Relaxed);
             worker.active_blocks.fetch_add(blocks, Ordering::Relaxed);
             let guard = InFlight {

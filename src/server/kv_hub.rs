@@ -7,7 +7,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
 
-use crate::kv::KvEvent;
+use crate::kv::{KvEvent, Medium};
+
+/// A cached block as the hub mirrors it: parent hash, tokens, block size.
+type Mirrored = (Option<u64>, Vec<u32>, usize);
 
 /// Batches kept for resuming subscribers, and how far a live subscriber may fall behind.
 pub const RING: usize = 4096;
@@ -29,8 +32,8 @@ struct State {
     capacity: usize,
     next: u64,
     ring: VecDeque<Arc<EventBatch>>,
-    /// Cached blocks: sequence hash -> (parent hash, tokens, block size).
-    mirror: HashMap<u64, (Option<u64>, Vec<u32>, usize)>,
+    /// Cached blocks: (sequence hash, tier) -> (parent hash, tokens, block size).
+    mirror: HashMap<(u64, Medium), Mirrored>,
 }
 
 /// The publish side of a worker's KV event stream.
@@ -100,16 +103,21 @@ impl KvEventHub {
                     parent_block_hash,
                     token_ids,
                     block_size,
+                    medium,
                 } => {
                     let mut parent = *parent_block_hash;
                     for (h, toks) in block_hashes.iter().zip(token_ids.chunks(*block_size)) {
-                        st.mirror.insert(*h, (parent, toks.to_vec(), *block_size));
+                        st.mirror
+                            .insert((*h, *medium), (parent, toks.to_vec(), *block_size));
                         parent = Some(*h);
                     }
                 }
-                KvEvent::BlockRemoved { block_hashes } => {
+                KvEvent::BlockRemoved {
+                    block_hashes,
+                    medium,
+                } => {
                     for h in block_hashes {
-                        st.mirror.remove(h);
+                        st.mirror.remove(&(*h, *medium));
                     }
                 }
                 KvEvent::AllBlocksCleared => st.mirror.clear(),
@@ -154,11 +162,12 @@ impl KvEventHub {
                 let events = st
                     .mirror
                     .iter()
-                    .map(|(h, (parent, toks, bs))| KvEvent::BlockStored {
+                    .map(|((h, medium), (parent, toks, bs))| KvEvent::BlockStored {
                         block_hashes: vec![*h],
                         parent_block_hash: *parent,
                         token_ids: toks.clone(),
                         block_size: *bs,
+                        medium: *medium,
                     })
                     .collect();
                 vec![Arc::new(EventBatch {
@@ -183,6 +192,7 @@ mod tests {
             parent_block_hash: parent,
             token_ids: vec![h as u32; 2],
             block_size: 2,
+            medium: Medium::Gpu,
         }
     }
 
@@ -193,6 +203,7 @@ mod tests {
         hub.publish(vec![stored(2, Some(1))]);
         hub.publish(vec![KvEvent::BlockRemoved {
             block_hashes: vec![1],
+            medium: Medium::Gpu,
         }]);
         let s = hub.subscribe(Some(1));
         assert_eq!(

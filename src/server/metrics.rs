@@ -223,6 +223,13 @@ pub struct WorkerMetrics {
     transfers: IntCounter,
     transfer_bytes: IntCounterVec,
     transfer_seconds: prometheus::Counter,
+    tier_blocks: prometheus::IntGaugeVec,
+    tier_hits: IntCounterVec,
+    tier_copy_bytes: IntCounterVec,
+    tier_copy_seconds: prometheus::Counter,
+    tier_copy_failures: IntCounter,
+    /// Bytes of one KV block over every layer and rank (what a tier copy moves).
+    block_bytes: u64,
 }
 
 /// KV transfer totals of a worker, for its metrics.
@@ -258,6 +265,12 @@ where
 impl WorkerMetrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Self {
+        Self::with_block_bytes(0)
+    }
+
+    /// A registry for a worker whose KV blocks are `block_bytes` each (every layer and rank):
+    /// the host tier's copies are reported in bytes.
+    pub fn with_block_bytes(block_bytes: u64) -> Self {
         let r = Registry::new();
         let int = |name: &str, help: &str| {
             register(&r, IntCounter::new(name, help).expect("valid metric"))
@@ -327,6 +340,42 @@ impl WorkerMetrics {
                 )
                 .expect("valid metric"),
             ),
+            tier_blocks: register(
+                &r,
+                prometheus::IntGaugeVec::new(
+                    prometheus::Opts::new(
+                        "tandem:kv_tier_blocks",
+                        "KV blocks per tier (device, host): all of them, and those cached",
+                    ),
+                    &["tier", "state"],
+                )
+                .expect("valid metric"),
+            ),
+            tier_hits: counter(
+                &r,
+                "tandem:prefix_cache_tier_hits_total",
+                "Prompt tokens found in the prefix cache, by the tier that held them",
+                &["tier"],
+            ),
+            tier_copy_bytes: counter(
+                &r,
+                "tandem:kv_tier_copy_bytes_total",
+                "KV bytes copied between the tiers: offloaded to the host, onboarded back",
+                &["direction"],
+            ),
+            tier_copy_seconds: register(
+                &r,
+                prometheus::Counter::new(
+                    "tandem:kv_tier_copy_seconds_total",
+                    "Seconds spent copying KV between the tiers",
+                )
+                .expect("valid metric"),
+            ),
+            tier_copy_failures: int(
+                "tandem:kv_tier_copy_failures_total",
+                "Copies between the tiers that failed (the blocks were computed again)",
+            ),
+            block_bytes,
             registry: r,
         }
     }
@@ -361,6 +410,36 @@ impl WorkerMetrics {
             t.served_bytes,
         );
         raise(&self.transfer_seconds, t.pull_seconds);
+        let k = &s.kv;
+        for (tier, total, cached) in [
+            ("device", k.total_blocks, k.cached_blocks),
+            ("host", k.host_blocks, k.host_cached_blocks),
+        ] {
+            self.tier_blocks
+                .with_label_values(&[tier, "total"])
+                .set(total as i64);
+            self.tier_blocks
+                .with_label_values(&[tier, "cached"])
+                .set(cached as i64);
+        }
+        raise(
+            &self.tier_hits.with_label_values(&["device"]),
+            k.hit_tokens - k.host_hit_tokens,
+        );
+        raise(
+            &self.tier_hits.with_label_values(&["host"]),
+            k.host_hit_tokens,
+        );
+        raise(
+            &self.tier_copy_bytes.with_label_values(&["offload"]),
+            k.offloaded_blocks * self.block_bytes,
+        );
+        raise(
+            &self.tier_copy_bytes.with_label_values(&["onboard"]),
+            k.onboarded_blocks * self.block_bytes,
+        );
+        raise(&self.tier_copy_seconds, s.copy_seconds);
+        raise(&self.tier_copy_failures, s.copy_failures);
         render(&self.registry)
     }
 }

@@ -99,14 +99,20 @@ pub fn batch_to_proto(b: &EventBatch) -> proto::KvEventBatch {
                     parent_block_hash,
                     token_ids,
                     block_size,
+                    medium,
                 } => Event::Stored(proto::BlockStored {
                     block_hashes: block_hashes.clone(),
                     parent_block_hash: *parent_block_hash,
                     token_ids: token_ids.clone(),
                     block_size: *block_size as u32,
+                    medium: medium.as_str().into(),
                 }),
-                KvEvent::BlockRemoved { block_hashes } => Event::Removed(proto::BlockRemoved {
+                KvEvent::BlockRemoved {
+                    block_hashes,
+                    medium,
+                } => Event::Removed(proto::BlockRemoved {
                     block_hashes: block_hashes.clone(),
+                    medium: medium.as_str().into(),
                 }),
                 KvEvent::AllBlocksCleared => Event::Cleared(proto::AllBlocksCleared {}),
             }),
@@ -206,6 +212,7 @@ impl WorkerService {
         layout: proto::KvLayout,
         transfer_addr: String,
     ) -> Self {
+        let block_bytes = layout.block_bytes * u64::from(layout.num_layers * layout.tp_size);
         WorkerService {
             engine,
             hub,
@@ -215,7 +222,7 @@ impl WorkerService {
             ids: Arc::default(),
             held: Mutex::default(),
             transfers: Arc::default(),
-            metrics: Arc::default(),
+            metrics: Arc::new(WorkerMetrics::with_block_bytes(block_bytes)),
             draining: Arc::default(),
             peer_tls: None,
             nixl: None,

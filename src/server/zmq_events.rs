@@ -29,6 +29,7 @@ pub fn encode_batch(b: &EventBatch) -> Vec<u8> {
                 parent_block_hash,
                 token_ids,
                 block_size,
+                medium,
             } => Value::Array(vec![
                 Value::from("BlockStored"),
                 hashes(block_hashes),
@@ -36,13 +37,16 @@ pub fn encode_batch(b: &EventBatch) -> Vec<u8> {
                 Value::Array(token_ids.iter().map(|&t| Value::from(t)).collect()),
                 Value::from(*block_size as u64),
                 Value::Nil,
-                Value::from("GPU"),
+                Value::from(medium.as_str()),
                 Value::Nil,
             ]),
-            KvEvent::BlockRemoved { block_hashes } => Value::Array(vec![
+            KvEvent::BlockRemoved {
+                block_hashes,
+                medium,
+            } => Value::Array(vec![
                 Value::from("BlockRemoved"),
                 hashes(block_hashes),
-                Value::from("GPU"),
+                Value::from(medium.as_str()),
             ]),
             KvEvent::AllBlocksCleared => Value::Array(vec![Value::from("AllBlocksCleared")]),
         })

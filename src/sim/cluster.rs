@@ -124,7 +124,7 @@ impl PoolView for SimPool<'_> {
         self.workers[self.pool.members[t]].active_blocks
     }
 
-    fn overlaps(&self, hashes: &[u64]) -> Option<Vec<usize>> {
+    fn overlaps(&self, hashes: &[u64]) -> Option<Vec<crate::router::Overlap>> {
         self.pool.index.as_ref().map(|ix| ix.overlaps(hashes))
     }
 
@@ -235,6 +235,7 @@ impl<'a> Cluster<'a> {
         let ranks = profile.attention_dp.max(1);
         let decode_engine = cfg.decode_engine.clone().unwrap_or_else(|| EngineConfig {
             enable_prefix_caching: false,
+            host_kv_blocks: 0,
             ..cfg.engine.clone()
         });
         let (sizes, policies) = match cfg.topology {
@@ -250,7 +251,7 @@ impl<'a> Cluster<'a> {
                     ),
                     (decode, false, decode_engine),
                 ],
-                vec![cfg.policy, Policy::Kv { temperature: 0.0 }],
+                vec![cfg.policy, Policy::kv(0.0)],
             ),
         };
         let (mut workers, mut gangs, mut pools) = (Vec::new(), Vec::new(), Vec::new());
@@ -392,7 +393,7 @@ impl<'a> Cluster<'a> {
             .route(0, &prompt, &mut hashes)
             .expect("every pool has a worker");
         let w = self.member(0, choice);
-        self.charge(id, w, blocks);
+        self.charge(id, w, choice.load_blocks(blocks));
         let prefill_role = self.workers[w].prefill_role;
         let mut params = self.params(id);
         if prefill_role {
@@ -431,6 +432,7 @@ impl<'a> Cluster<'a> {
             return;
         }
         let mut works = Vec::new();
+        let mut copy_s = 0.0;
         for i in 0..self.gangs[g].members.len() {
             let m = self.gangs[g].members[i];
             let worker = &mut self.workers[m];
@@ -455,12 +457,16 @@ impl<'a> Cluster<'a> {
             if let Some(work) = worker.core.executor_mut().take_step_work() {
                 works.push(work);
             }
+            // The step waits for its host-tier copies (each rank its own, over its own link).
+            let copied = worker.core.executor_mut().take_copied_blocks();
+            let bs = worker.core.config().block_size;
+            copy_s = f64::max(copy_s, self.profile.host_copy_time(copied, bs));
         }
         if works.is_empty() {
             return;
         }
         let ranks: Vec<&[SeqWork]> = works.iter().map(Vec::as_slice).collect();
-        let d = self.profile.worker_step_time(&ranks);
+        let d = self.profile.worker_step_time(&ranks) + copy_s;
         self.steps += 1;
         let end = t + ((d * NS) as u64).max(1);
         let gang = &mut self.gangs[g];

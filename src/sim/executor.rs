@@ -2,6 +2,7 @@
 
 use crate::engine::{Executor, Sampled, SeqWork, StepBatch};
 use crate::error::Result;
+use crate::kv::KvCopy;
 
 /// Token every simulated step samples (requests ignore EOS, so its value does not matter).
 pub const SIM_TOKEN: u32 = 0;
@@ -11,6 +12,7 @@ pub const SIM_TOKEN: u32 = 0;
 #[derive(Default)]
 pub struct SimExecutor {
     last: Option<Vec<SeqWork>>,
+    copied_blocks: usize,
 }
 
 impl SimExecutor {
@@ -18,6 +20,12 @@ impl SimExecutor {
     /// scheduled nothing never reaches the executor).
     pub fn take_step_work(&mut self) -> Option<Vec<SeqWork>> {
         self.last.take()
+    }
+
+    /// Blocks copied between the tiers since the last call (either way: each crosses the
+    /// host link once).
+    pub fn take_copied_blocks(&mut self) -> usize {
+        std::mem::take(&mut self.copied_blocks)
     }
 }
 
@@ -37,5 +45,10 @@ impl Executor for SimExecutor {
 
     fn runs_model(&self) -> bool {
         false
+    }
+
+    fn copy_kv(&mut self, copies: &[KvCopy]) -> Result<()> {
+        self.copied_blocks += copies.len();
+        Ok(())
     }
 }

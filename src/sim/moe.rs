@@ -386,6 +386,8 @@ impl Profile {
                 a2a_bytes_per_pick: m.moe_layers() * (hidden_fp4 + 2.0 * m.hidden),
                 a2a_bandwidth: 0.70 * gpu.nvlink_bandwidth,
             }),
+            host_link_bandwidth: gpu.host_link_bandwidth,
+            host_link_efficiency: super::profile::HOST_LINK_EFFICIENCY,
         }
     }
 }

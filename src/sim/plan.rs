@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn every_split_and_the_baseline_under_both_routers() {
-        let kv = Policy::Kv { temperature: 0.0 };
+        let kv = Policy::kv(0.0);
         let (c, skipped) = candidates(16, &[2], kv);
         // agg 8 and 7 splits (7:1 .. 1:7), each under two routers.
         assert_eq!(c.len(), 2 * (1 + 7));
@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn sizes_that_leave_a_role_empty_are_named_not_run() {
-        let kv = Policy::Kv { temperature: 0.0 };
+        let kv = Policy::kv(0.0);
         let (c, skipped) = candidates(2, &[2, 3], kv);
         // TP2 on 2 GPUs: one worker, aggregated only; TP3 does not divide 2.
         assert_eq!(c.len(), 2);

@@ -80,7 +80,27 @@ pub struct Profile {
     /// then everything else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moe: Option<super::moe::MoeCost>,
+    /// Bandwidth between one GPU and host memory per direction, bytes/s: what the host KV
+    /// tier's offloads and onboards cross (each rank its own shard, over its own link).
+    #[serde(default = "default_host_link")]
+    pub host_link_bandwidth: f64,
+    /// Fraction of `host_link_bandwidth` the copies reach.
+    #[serde(default = "default_host_link_efficiency")]
+    pub host_link_efficiency: f64,
 }
+
+/// A profile written before the host tier existed: the H200's PCIe link.
+fn default_host_link() -> f64 {
+    H200.host_link_bandwidth
+}
+
+fn default_host_link_efficiency() -> f64 {
+    HOST_LINK_EFFICIENCY
+}
+
+/// Fraction of the host link that pinned-memory copies of whole blocks reach (PCIe Gen5 x16
+/// copies of pinned buffers run at about 50 of its 63 GB/s per direction).
+pub const HOST_LINK_EFFICIENCY: f64 = 0.80;
 
 fn one() -> f64 {
     1.0
@@ -167,10 +187,13 @@ pub struct Gpu {
     pub nvlink_bandwidth: f64,
     /// Network bandwidth per GPU (one NIC each), bytes/s.
     pub nic_bandwidth: f64,
+    /// Link to host memory per direction, bytes/s.
+    pub host_link_bandwidth: f64,
 }
 
 /// H200 SXM: 143,771 MiB, 4.8 TB/s HBM3e, 989 TFLOP/s dense bf16 and 1,979 FP8 (no FP4
-/// units), NVLink 4 (450 GB/s per direction), one 400 Gb/s NIC per GPU.
+/// units), NVLink 4 (450 GB/s per direction), one 400 Gb/s NIC per GPU, PCIe Gen5 x16 to the
+/// host (32 GT/s × 16 lanes × 128/130 = 63 GB/s per direction).
 pub const H200: Gpu = Gpu {
     name: "H200",
     memory: 143_771.0 * 1024.0 * 1024.0,
@@ -180,12 +203,15 @@ pub const H200: Gpu = Gpu {
     fp4_flops: 1979e12,
     nvlink_bandwidth: 450e9,
     nic_bandwidth: 50e9,
+    host_link_bandwidth: 63e9,
 };
 
 /// One Blackwell GPU of a GB200 NVL72 rack, from the rack's data sheet over its 72 GPUs:
 /// 13.4 TB of HBM3e at 576 TB/s (186 GB, 8 TB/s each); 1,440 / 720 / 360 PFLOPS of FP4 /
 /// FP8 / bf16 with sparsity (10 / 5 / 2.5 PFLOP/s dense each); NVLink 5 at 130 TB/s (1.8 TB/s
-/// each, 900 GB/s per direction), one domain over the rack; one 800 Gb/s NIC per GPU.
+/// each, 900 GB/s per direction), one domain over the rack; one 800 Gb/s NIC per GPU;
+/// NVLink-C2C to its Grace CPU's memory (900 GB/s between a Grace and its two GPUs: 225 GB/s
+/// per GPU per direction).
 pub const GB200: Gpu = Gpu {
     name: "GB200",
     memory: 186e9,
@@ -195,6 +221,7 @@ pub const GB200: Gpu = Gpu {
     fp4_flops: 10e15,
     nvlink_bandwidth: 900e9,
     nic_bandwidth: 100e9,
+    host_link_bandwidth: 225e9,
 };
 
 impl Gpu {
@@ -210,6 +237,7 @@ impl Gpu {
         fp4_flops: 50e9,
         nvlink_bandwidth: 10e9,
         nic_bandwidth: 1e9,
+        host_link_bandwidth: 10e9,
     };
 }
 
@@ -277,6 +305,8 @@ impl Profile {
             index_flops_per_pair: 0.0,
             index_bytes_per_token: 0.0,
             moe: None,
+            host_link_bandwidth: gpu.host_link_bandwidth,
+            host_link_efficiency: HOST_LINK_EFFICIENCY,
         }
     }
 
@@ -306,6 +336,7 @@ impl Profile {
             ("allreduce_bandwidth", self.allreduce_bandwidth),
             ("transfer_bytes_per_token", self.transfer_bytes_per_token),
             ("link_bandwidth", self.link_bandwidth),
+            ("host_link_bandwidth", self.host_link_bandwidth),
         ];
         let non_negative = [
             ("attn_flops_per_pair", self.attn_flops_per_pair),
@@ -319,6 +350,7 @@ impl Profile {
             ("hbm_efficiency", self.hbm_efficiency),
             ("matmul_efficiency", self.matmul_efficiency),
             ("link_efficiency", self.link_efficiency),
+            ("host_link_efficiency", self.host_link_efficiency),
         ];
         let top_k = [("attention_top_k", self.attention_top_k.unwrap_or(1.0))];
         let moe: Vec<_> = self.moe.iter().flat_map(|m| m.fields()).collect();
@@ -402,6 +434,16 @@ impl Profile {
             d,
         ));
         self.roofline_time(&work)
+    }
+
+    /// Seconds the host-tier copies of `blocks` blocks of `block_size` tokens take on one rank
+    /// (offloads and onboards alike cross the host link once).
+    pub fn host_copy_time(&self, blocks: usize, block_size: usize) -> f64 {
+        if blocks == 0 {
+            return 0.0;
+        }
+        let bytes = (blocks * block_size) as f64 * self.kv_bytes_per_token;
+        bytes / (self.host_link_bandwidth * self.host_link_efficiency)
     }
 
     /// Seconds one step of a worker takes whose data-parallel ranks run `ranks` (one entry

@@ -22,6 +22,7 @@ fn engine(num_blocks: usize) -> EngineConfig {
         enable_prefix_caching: true,
         vocab_size: 1000,
         kv_hold_timeout: Duration::from_secs(30),
+        host_kv_blocks: 0,
     }
 }
 
@@ -81,11 +82,11 @@ fn assert_complete(o: &SimOutcome, trace: &[TraceRequest]) {
 fn every_request_ends_in_every_deployment() {
     let trace = conversations(6, 4, 300);
     let agg = Topology::Aggregated { workers: 3 };
-    let kv = Policy::Kv { temperature: 0.0 };
+    let kv = Policy::kv(0.0);
     for (topology, policy) in [
         (agg, Policy::RoundRobin),
         (agg, kv),
-        (agg, Policy::Kv { temperature: 1.0 }),
+        (agg, Policy::kv(1.0)),
         (
             Topology::Disaggregated {
                 prefill: 2,
@@ -145,7 +146,7 @@ fn the_timeline_follows_the_profile() {
                 prefill: 1,
                 decode: 1,
             },
-            Policy::Kv { temperature: 0.0 },
+            Policy::kv(0.0),
             512,
         ),
         std::slice::from_ref(&req),
@@ -165,7 +166,7 @@ fn kv_routing_keeps_conversations_on_their_cache() {
     let trace = conversations(7, 5, 200);
     let agg = Topology::Aggregated { workers: 4 };
     let rr = run(&config(agg, Policy::RoundRobin, 4096), &trace);
-    let kv = run(&config(agg, Policy::Kv { temperature: 0.0 }, 4096), &trace);
+    let kv = run(&config(agg, Policy::kv(0.0), 4096), &trace);
     let hit = |o: &SimOutcome| {
         let c: usize = o.records.iter().map(|r| r.cached_tokens).sum();
         c as f64 / trace.iter().map(|r| r.input_length).sum::<usize>() as f64
@@ -227,7 +228,7 @@ fn data_parallel_ranks_keep_their_own_caches_and_step_together() {
     let trace = conversations(7, 4, 300);
     let agg = Topology::Aggregated { workers: 2 };
     let run_dp = |policy| simulate(&config(agg, policy, 4096), p.clone(), &trace).unwrap();
-    let kv = run_dp(Policy::Kv { temperature: 0.0 });
+    let kv = run_dp(Policy::kv(0.0));
     assert_complete(&kv, &trace);
     // The KV router sends every later turn to the rank holding the earlier ones: at least
     // the earlier turns' whole blocks come from the cache.
@@ -243,7 +244,7 @@ fn data_parallel_ranks_keep_their_own_caches_and_step_together() {
     // Ranks step in lockstep: one step per worker-step, not per rank, so with requests
     // arriving 10 ms apart a DP worker takes fewer steps than as many independent workers.
     let busy = conversations(7, 4, 10);
-    let kv = Policy::Kv { temperature: 0.0 };
+    let kv = Policy::kv(0.0);
     let dp = simulate(&config(agg, kv, 4096), p.clone(), &busy).unwrap();
     assert_complete(&dp, &busy);
     let eight = simulate(
@@ -253,4 +254,40 @@ fn data_parallel_ranks_keep_their_own_caches_and_step_together() {
     )
     .unwrap();
     assert!(dp.steps < eight.steps, "{} vs {}", dp.steps, eight.steps);
+}
+
+#[test]
+fn an_unbounded_host_tier_serves_every_cacheable_token_of_the_trace() {
+    // One worker whose device tier holds ~4% of the slice's blocks, behind a host tier that
+    // holds all of them: every token a prefix cache of infinite size could serve in trace
+    // order is served, and without the tier far fewer are.
+    let trace: Vec<TraceRequest> = crate::replay::trace::reference()
+        .unwrap()
+        .into_iter()
+        .take(1500)
+        .collect();
+    let cacheable = crate::replay::trace::stats(&trace, 512).cached_token_fraction;
+    let hit_rate = |host_blocks: usize| {
+        let mut cfg = config(
+            Topology::Aggregated { workers: 1 },
+            Policy::RoundRobin,
+            1_000,
+        );
+        cfg.engine.block_size = 64;
+        cfg.engine.max_model_len = 131_072;
+        cfg.engine.max_num_batched_tokens = 8192;
+        cfg.engine.num_blocks = 131_072 / 64 + 64;
+        cfg.engine.host_kv_blocks = host_blocks;
+        cfg.vocab = 151_643;
+        cfg.engine.vocab_size = 151_643;
+        let o = run(&cfg, &trace);
+        assert_complete(&o, &trace);
+        let cached: usize = o.records.iter().map(|r| r.cached_tokens).sum();
+        let input: usize = o.records.iter().map(|r| r.input_tokens).sum();
+        cached as f64 / input as f64
+    };
+    let with = hit_rate(400_000);
+    assert!((with - cacheable).abs() < 0.005, "{with} vs {cacheable}");
+    let without = hit_rate(0);
+    assert!(without < 0.8 * with, "{without} vs {with}");
 }

@@ -116,6 +116,10 @@ impl Executor for Recording {
         }
         Ok(out)
     }
+
+    fn copy_kv(&mut self, copies: &[tandem::kv::KvCopy]) -> tandem::Result<()> {
+        self.inner.copy_kv(copies)
+    }
 }
 
 /// Engine settings of a test.
@@ -127,6 +131,8 @@ pub struct Setup {
     pub max_model_len: usize,
     pub budget: usize,
     pub prefix_caching: bool,
+    /// Slots of the host KV tier (0: none).
+    pub host_blocks: usize,
 }
 
 impl Default for Setup {
@@ -138,6 +144,7 @@ impl Default for Setup {
             max_model_len: 256,
             budget: 4096,
             prefix_caching: true,
+            host_blocks: 0,
         }
     }
 }
@@ -152,6 +159,7 @@ pub fn engine_for(cfg: &ModelConfig, src: WeightSource, s: Setup) -> EngineCore<
             num_blocks: s.num_blocks,
             block_size: s.block_size,
             max_model_len: s.max_model_len,
+            host_blocks: s.host_blocks,
             progress: false,
         },
         |rank| CpuBackend::with_comm(rank, comm.clone()),
@@ -162,6 +170,7 @@ pub fn engine_for(cfg: &ModelConfig, src: WeightSource, s: Setup) -> EngineCore<
     ecfg.max_model_len = s.max_model_len;
     ecfg.max_num_batched_tokens = s.budget;
     ecfg.enable_prefix_caching = s.prefix_caching;
+    ecfg.host_kv_blocks = s.host_blocks;
     EngineCore::new(
         ecfg,
         Recording {

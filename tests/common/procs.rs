@@ -130,3 +130,13 @@ pub fn demo_worker(extra: &[&str]) -> Proc {
     args.extend_from_slice(extra);
     spawn(&args)
 }
+
+/// A port nothing listens on now (the OS's choice, released at once).
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
