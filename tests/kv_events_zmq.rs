@@ -20,7 +20,12 @@ use tonic::transport::Channel;
 
 /// A demo worker publishing on `port`, with a cache of `gib`.
 fn worker(port: u16, block_size: &str, gib: &str, topic: &str) -> Proc {
-    spawn(&[
+    worker_with(port, block_size, gib, topic, &[])
+}
+
+fn worker_with(port: u16, block_size: &str, gib: &str, topic: &str, extra: &[&str]) -> Proc {
+    let endpoint = format!("tcp://*:{port}");
+    let mut args = vec![
         "worker",
         "--max-model-len",
         "512",
@@ -29,10 +34,12 @@ fn worker(port: u16, block_size: &str, gib: &str, topic: &str) -> Proc {
         "--kv-cache-gib",
         gib,
         "--kv-events-endpoint",
-        &format!("tcp://*:{port}"),
+        &endpoint,
         "--kv-events-topic",
         topic,
-    ])
+    ];
+    args.extend_from_slice(extra);
+    spawn(&args)
 }
 
 /// A Python helper of tests/python reading `endpoint`; its stdout lines arrive on the channel.
@@ -159,14 +166,18 @@ struct Dynamo {
 
 impl Dynamo {
     fn overlap(&mut self, tokens: &[u32]) -> u64 {
+        self.tiers(tokens).0
+    }
+
+    /// Leading blocks on the worker's device, then the further ones in its host tier.
+    fn tiers(&mut self, tokens: &[u32]) -> (u64, u64) {
         writeln!(self.stdin, "{}", serde_json::to_string(tokens).unwrap()).unwrap();
         let line = self
             .answers
             .recv_timeout(Duration::from_secs(20))
             .expect("Dynamo's router answers");
-        serde_json::from_str::<Value>(&line).unwrap()["overlap"]
-            .as_u64()
-            .unwrap()
+        let v = serde_json::from_str::<Value>(&line).unwrap();
+        (v["overlap"].as_u64().unwrap(), v["host"].as_u64().unwrap())
     }
 }
 
@@ -240,4 +251,41 @@ async fn dynamos_kv_router_agrees_with_the_worker_on_every_prefix() {
     // with b and used later, may stay).
     assert_eq!(overlaps[..3], [0, 2, 1]);
     assert!(overlaps[3] < 2, "{overlaps:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamos_kv_router_follows_blocks_into_the_host_tier_and_back() {
+    let port = free_port();
+    // 16 device blocks of 64 tokens behind a host tier of 81.
+    let w = worker_with(port, "64", "0.002", "", &["--host-kv-cache-gib", "0.01"]);
+    let (mut child, answers) = helper(
+        "dynamo_router.py",
+        &[&format!("tcp://127.0.0.1:{port}"), "64"],
+    );
+    let stdin = child.stdin.take().unwrap();
+    let mut dynamo = Dynamo {
+        child,
+        stdin,
+        answers,
+    };
+    let mut c = client(&w.addr).await;
+    let a = prompt(150, 1);
+    assert_eq!(run(&mut c, "a", a.clone()).await, 0);
+    sync(&mut dynamo, &mut c, 0).await;
+    assert_eq!(
+        dynamo.tiers(&a),
+        (2, 0),
+        "a's two full blocks on the device"
+    );
+    // Eight more prompts of three blocks push a out of 16 device blocks: offloaded, so
+    // BlockRemoved GPU and BlockStored CPU.
+    for i in 0..8 {
+        run(&mut c, &format!("evict{i}"), prompt(150, 50 + i)).await;
+    }
+    sync(&mut dynamo, &mut c, 1).await;
+    assert_eq!(dynamo.tiers(&a), (0, 2), "a's blocks in the host tier");
+    // Asked again, a is onboarded: served from the host tier, back on the device.
+    assert_eq!(run(&mut c, "a-again", a.clone()).await, 128);
+    sync(&mut dynamo, &mut c, 2).await;
+    assert_eq!(dynamo.tiers(&a), (2, 0), "a's blocks back on the device");
 }

@@ -5,7 +5,8 @@ this one process (mem discovery, zmq event plane: no etcd, no NATS).
     dynamo_router.py ZMQ_ENDPOINT BLOCK_SIZE
 
 Prints "ready", then answers each line of stdin, a JSON list of token ids, with Dynamo's
-overlap for them: the number of leading blocks it says the worker holds."""
+overlap for them: the number of leading blocks it says the worker holds on its device, and
+how many more it holds in host memory (events with medium "CPU")."""
 import asyncio
 import json
 import os
@@ -43,9 +44,10 @@ async def main():
     while line := await reader.readline():
         tokens = json.loads(line)
         scores = await router.get_overlap_scores(tokens, include_shared=False)
-        overlap = sum(w["device_blocks"] for w in scores["workers"]
-                      if w["worker_id"] == worker and w["dp_rank"] == 0)
-        print(json.dumps({"overlap": overlap}), flush=True)
+        ours = [w for w in scores["workers"] if w["worker_id"] == worker and w["dp_rank"] == 0]
+        overlap = sum(w["device_blocks"] for w in ours)
+        host = sum(w["host_pinned_extension_blocks"] for w in ours)
+        print(json.dumps({"overlap": overlap, "host": host}), flush=True)
     relay.shutdown()
     runtime.shutdown()
 
