@@ -173,3 +173,53 @@ async fn a_failed_onboard_computes_the_prefix_again() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_gives_its_prefill_workers_the_host_tier() {
+    // Decode workers keep no prefix cache, so serve starts them without the tier.
+    let s = spawn(&[
+        "serve",
+        "--port",
+        "0",
+        "--prefill",
+        "1",
+        "--decode",
+        "1",
+        "--max-model-len",
+        "512",
+        "--block-size",
+        "16",
+        "--kv-cache-gib",
+        "0.0012",
+        "--host-kv-cache-gib",
+        "0.01",
+    ]);
+    let base = format!("http://{}", s.addr);
+    wait_health(&base, 200).await;
+    evict_and_ask_again(&base, 256).await;
+}
+
+#[test]
+fn a_host_tier_beyond_free_memory_is_refused_with_both_figures() {
+    let (ok, _, stderr) = common::procs::run(&[
+        "generate",
+        "--host-kv-cache-gib",
+        "1000000",
+        "--prompt",
+        "hi",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("host KV tier of 1000000.00 GiB") && stderr.contains("GiB of memory"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = common::procs::run(&[
+        "generate",
+        "--host-kv-cache-gib",
+        "1",
+        "--no-prefix-caching",
+        "--prompt",
+        "hi",
+    ]);
+    assert!(!ok && stderr.contains("needs prefix caching"), "{stderr}");
+}

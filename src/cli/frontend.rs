@@ -403,7 +403,12 @@ async fn start_workers(
     let (mut children, mut addrs) = (Vec::new(), Vec::new());
     for i in 0..n {
         let mut argv: Vec<String> = vec!["worker".into()];
-        argv.extend(args.model.to_cli_args_on(first + i));
+        let mut model = args.model.clone();
+        if role == "decode" {
+            // Without a prefix cache there is nothing for a host tier to hold.
+            model.host_kv_cache_gib = 0.0;
+        }
+        argv.extend(model.to_cli_args_on(first + i));
         argv.extend(["--port", "0", "--role", role].map(String::from));
         argv.extend([
             "--shutdown-timeout".into(),

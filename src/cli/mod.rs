@@ -78,7 +78,7 @@ pub enum DeviceArg {
 }
 
 /// Which model to load and how to run it (shared by every command that runs a model).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// Hugging Face model directory (config.json, safetensors, tokenizer.json). Without it,
     /// the built-in demo model runs (a tiny Qwen3 trained on the King James Bible).
