@@ -316,6 +316,15 @@ fn executor_failure_ends_the_steps_requests_and_frees_their_blocks() {
     assert!(f.error.to_string().contains("device lost"));
     assert!(!e.has_work());
     e.check_invariants().unwrap();
+    // The failed step was to write request 1's third block (its 12th token): it left the
+    // prefix cache, so a prompt that continues request 1 reuses its first two blocks only.
+    let mut cont = vec![5; 10];
+    cont.extend([1, 1, 9]);
+    e.add_request(req(4, cont, SamplingParams::greedy(1)))
+        .unwrap();
+    let out = e.step().map_err(|f| f.error).unwrap();
+    assert_eq!(out[0].cached_tokens, 8, "{out:?}");
+    drain(&mut e);
     // The engine keeps serving.
     e.add_request(req(3, vec![7; 3], SamplingParams::greedy(2)))
         .unwrap();

@@ -321,6 +321,7 @@ impl<E: Executor> EngineCore<E> {
                 .iter()
                 .map(|s| self.scheduler.running[s.index].id)
                 .collect();
+            self.kv.forget_uncommitted();
             self.scheduler.requeue(&ids, &mut self.kv);
             self.flush_events();
             return Ok(Vec::new());
@@ -388,8 +389,12 @@ impl<E: Executor> EngineCore<E> {
             sample_ids,
         });
         let sampled = match result {
-            Ok(s) => s,
+            Ok(s) => {
+                self.kv.commit_cached();
+                s
+            }
             Err(e) => {
+                self.kv.forget_uncommitted();
                 let failed: Vec<RequestId> = plan
                     .scheduled
                     .iter()

@@ -91,6 +91,9 @@ pub struct BlockPool {
     tokens: Vec<u32>,
     host: Option<HostTier>,
     copies: Vec<KvCopy>,
+    /// Blocks entered into the cache since the last [`BlockPool::commit_cached`]: their KV is
+    /// written by a step that has not run yet.
+    uncommitted: Vec<(BlockId, u64)>,
     events: Vec<KvEvent>,
     record_events: bool,
     pub(crate) query_tokens: u64,
@@ -112,6 +115,7 @@ impl BlockPool {
             tokens: vec![0; num_blocks * block_size],
             host: None,
             copies: Vec::new(),
+            uncommitted: Vec::new(),
             events: Vec::new(),
             record_events,
             query_tokens: 0,
@@ -296,6 +300,7 @@ impl BlockPool {
                 let b = &mut self.blocks[id as usize];
                 b.cached = Some(hash);
                 b.parent = prev;
+                self.uncommitted.push((id, hash));
                 self.tokens[id as usize * bs..(id as usize + 1) * bs].copy_from_slice(block_tokens);
                 self.index.insert(hash, id);
                 let run = pending.get_or_insert_with(|| (prev, Vec::new(), Vec::new()));
@@ -334,6 +339,43 @@ impl BlockPool {
         true
     }
 
+    /// The step that writes the blocks cached since the last call has run: they hold their KV.
+    pub fn commit_cached(&mut self) {
+        self.uncommitted.clear();
+    }
+
+    /// The step that was to write the blocks cached since the last commit did not run: they
+    /// leave the cache, so that no later hit reads KV that was never written.
+    pub fn forget_uncommitted(&mut self) {
+        let mut gone = Vec::new();
+        for (id, hash) in std::mem::take(&mut self.uncommitted) {
+            if self.blocks[id as usize].cached == Some(hash) {
+                self.uncache(id);
+                gone.push(hash);
+            }
+        }
+        if !gone.is_empty() {
+            self.emit(KvEvent::BlockRemoved {
+                block_hashes: gone,
+                medium: Medium::Gpu,
+            });
+        }
+    }
+
+    /// Takes a block out of the device cache; a free one moves to the front of the free
+    /// list, where uncached blocks belong.
+    fn uncache(&mut self, id: BlockId) {
+        let b = &mut self.blocks[id as usize];
+        if let Some(hash) = b.cached.take() {
+            b.parent = None;
+            self.index.remove(&hash);
+            if b.ref_cnt == 0 {
+                self.free.unlink(id);
+                self.free.push_front(id);
+            }
+        }
+    }
+
     /// Takes the copies queued since the last call, in the order they must run.
     pub fn drain_copies(&mut self) -> Vec<KvCopy> {
         std::mem::take(&mut self.copies)
@@ -347,16 +389,9 @@ impl BlockPool {
         for c in copies {
             match *c {
                 KvCopy::Onboard { block, .. } => {
-                    let b = &mut self.blocks[block as usize];
-                    if let Some(hash) = b.cached.take() {
-                        b.parent = None;
-                        self.index.remove(&hash);
+                    if let Some(hash) = self.blocks[block as usize].cached {
+                        self.uncache(block);
                         gpu.push(hash);
-                        if b.ref_cnt == 0 {
-                            // Uncached free blocks belong at the front of the free list.
-                            self.free.unlink(block);
-                            self.free.push_front(block);
-                        }
                     }
                 }
                 KvCopy::Offload { slot, .. } => {

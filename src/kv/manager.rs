@@ -67,6 +67,16 @@ impl KvCacheManager {
         self.pool.drain_copies()
     }
 
+    /// The step has run: the blocks it was to compute hold their KV.
+    pub fn commit_cached(&mut self) {
+        self.pool.commit_cached()
+    }
+
+    /// The step did not run: the blocks it was to compute leave the prefix cache.
+    pub fn forget_uncommitted(&mut self) {
+        self.pool.forget_uncommitted()
+    }
+
     /// Makes sure nothing reads what failed copies were to carry.
     pub fn forget_copies(&mut self, copies: &[KvCopy]) {
         self.pool.forget_copies(copies)

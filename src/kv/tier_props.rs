@@ -1,5 +1,6 @@
-//! The two tiers under random traffic: admissions with prefix hits in either tier, growth,
-//! frees (a finish, an abort and a preemption all free a table), resets. After every
+//! The two tiers under random traffic: admissions with prefix hits in either tier (some of
+//! whose steps fail), growth, frees (a finish, an abort and a preemption all free a table),
+//! resets. After every
 //! operation the pool's invariants hold, the KV events replay to the pool's own state, and a
 //! model of the bytes (each block's content is the hash it should hold) shows that copies run
 //! in the queued order deliver what every cached block and slot claims to hold.
@@ -15,11 +16,13 @@ const BS: usize = 2;
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// A prompt of `blocks` blocks of prefix family `family`, then `tail` unique tokens.
+    /// A prompt of `blocks` blocks of prefix family `family`, then `tail` unique tokens;
+    /// with `fails`, the step that was to compute it fails and it is ended.
     Admit {
         family: u32,
         blocks: usize,
         tail: usize,
+        fails: bool,
     },
     /// One more token for live sequence `i % live`.
     Grow(usize),
@@ -31,8 +34,9 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        5 => (0u32..3, 0usize..6, 1usize..3)
-            .prop_map(|(family, blocks, tail)| Op::Admit { family, blocks, tail }),
+        5 => (0u32..3, 0usize..6, 1usize..3, prop::bool::weighted(0.15)).prop_map(
+            |(family, blocks, tail, fails)| Op::Admit { family, blocks, tail, fails }
+        ),
         3 => any::<usize>().prop_map(Op::Grow),
         3 => any::<usize>().prop_map(Op::Free),
         1 => Just(Op::Reset),
@@ -116,7 +120,7 @@ proptest! {
         let mut unique = 1_000_000u32;
         for op in ops {
             match op {
-                Op::Admit { family, blocks, tail } => {
+                Op::Admit { family, blocks, tail, fails } => {
                     let mut tokens: Vec<u32> = (0..(blocks * BS) as u32).map(|i| family * 1000 + i).collect();
                     for _ in 0..tail {
                         tokens.push(unique);
@@ -133,9 +137,15 @@ proptest! {
                         for (b, h) in hashes.iter().take(hits.len()).enumerate() {
                             prop_assert_eq!(bytes.device[s.table.blocks[b] as usize], Some(*h));
                         }
-                        bytes.compute(&s, hit, s.tokens.len());
-                        s.computed = s.tokens.len();
-                        live.push(s);
+                        if fails {
+                            m.forget_uncommitted();
+                            m.free(&mut s.table);
+                        } else {
+                            bytes.compute(&s, hit, s.tokens.len());
+                            m.commit_cached();
+                            s.computed = s.tokens.len();
+                            live.push(s);
+                        }
                     } else {
                         prop_assert!(m.drain_copies().is_empty(), "a refused allocation queues nothing");
                     }
@@ -148,6 +158,7 @@ proptest! {
                     if m.allocate_slots(&mut s.table, &s.tokens, &[], s.computed, 1) {
                         bytes.copy(&m.drain_copies());
                         bytes.compute(s, s.computed, s.computed + 1);
+                        m.commit_cached();
                         s.computed += 1;
                     } else {
                         s.tokens.pop();
