@@ -165,6 +165,20 @@ struct Dynamo {
 }
 
 impl Dynamo {
+    /// Dynamo's router following the worker that publishes on `port`, blocks of 64.
+    fn follow(port: u16) -> Self {
+        let (mut child, answers) = helper(
+            "dynamo_router.py",
+            &[&format!("tcp://127.0.0.1:{port}"), "64"],
+        );
+        let stdin = child.stdin.take().unwrap();
+        Dynamo {
+            child,
+            stdin,
+            answers,
+        }
+    }
+
     fn overlap(&mut self, tokens: &[u32]) -> u64 {
         self.tiers(tokens).0
     }
@@ -208,16 +222,7 @@ async fn dynamos_kv_router_agrees_with_the_worker_on_every_prefix() {
     let port = free_port();
     // 16 blocks of 64 tokens: a few 150-token prompts evict the oldest.
     let w = worker(port, "64", "0.002", "");
-    let (mut child, answers) = helper(
-        "dynamo_router.py",
-        &[&format!("tcp://127.0.0.1:{port}"), "64"],
-    );
-    let stdin = child.stdin.take().unwrap();
-    let mut dynamo = Dynamo {
-        child,
-        stdin,
-        answers,
-    };
+    let mut dynamo = Dynamo::follow(port);
     let mut c = client(&w.addr).await;
     let a = prompt(150, 1);
     let b: Vec<u32> = a[..64].iter().copied().chain(prompt(86, 2)).collect();
@@ -258,16 +263,7 @@ async fn dynamos_kv_router_follows_blocks_into_the_host_tier_and_back() {
     let port = free_port();
     // 16 device blocks of 64 tokens behind a host tier of 81.
     let w = worker_with(port, "64", "0.002", "", &["--host-kv-cache-gib", "0.01"]);
-    let (mut child, answers) = helper(
-        "dynamo_router.py",
-        &[&format!("tcp://127.0.0.1:{port}"), "64"],
-    );
-    let stdin = child.stdin.take().unwrap();
-    let mut dynamo = Dynamo {
-        child,
-        stdin,
-        answers,
-    };
+    let mut dynamo = Dynamo::follow(port);
     let mut c = client(&w.addr).await;
     let a = prompt(150, 1);
     assert_eq!(run(&mut c, "a", a.clone()).await, 0);

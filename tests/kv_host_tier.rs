@@ -15,22 +15,23 @@ use serde_json::{Value, json};
 use tandem::kv::hash::extend_sequence_hashes;
 use tandem::router::WorkerPool;
 
+/// Demo-model settings of a small device tier (39 blocks of 16) and a host tier (~330).
+const TIERS: &[&str] = &[
+    "--max-model-len",
+    "512",
+    "--block-size",
+    "16",
+    "--kv-cache-gib",
+    "0.0012",
+    "--host-kv-cache-gib",
+    "0.01",
+];
+
 /// A demo worker with a small device tier and a host tier, its metrics on `metrics_port`.
 fn worker(metrics_port: u16, extra: &[&str]) -> Proc {
     let port = metrics_port.to_string();
-    let mut args = vec![
-        "worker",
-        "--max-model-len",
-        "512",
-        "--block-size",
-        "16",
-        "--kv-cache-gib",
-        "0.0012",
-        "--host-kv-cache-gib",
-        "0.01",
-        "--metrics-port",
-        &port,
-    ];
+    let mut args = vec!["worker", "--metrics-port", &port];
+    args.extend_from_slice(TIERS);
     args.extend_from_slice(extra);
     spawn(&args)
 }
@@ -177,23 +178,9 @@ async fn a_failed_onboard_computes_the_prefix_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_gives_its_prefill_workers_the_host_tier() {
     // Decode workers keep no prefix cache, so serve starts them without the tier.
-    let s = spawn(&[
-        "serve",
-        "--port",
-        "0",
-        "--prefill",
-        "1",
-        "--decode",
-        "1",
-        "--max-model-len",
-        "512",
-        "--block-size",
-        "16",
-        "--kv-cache-gib",
-        "0.0012",
-        "--host-kv-cache-gib",
-        "0.01",
-    ]);
+    let mut args = vec!["serve", "--port", "0", "--prefill", "1", "--decode", "1"];
+    args.extend_from_slice(TIERS);
+    let s = spawn(&args);
     let base = format!("http://{}", s.addr);
     wait_health(&base, 200).await;
     evict_and_ask_again(&base, 256).await;

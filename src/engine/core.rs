@@ -6,7 +6,7 @@ use std::sync::mpsc::Sender;
 use super::executor::{Executor, SeqWork, StepBatch};
 use super::handoff::Held;
 use super::sampler::{SampleContext, Sampled};
-use super::scheduler::{Scheduler, SchedulerConfig};
+use super::scheduler::{Scheduler, SchedulerConfig, SchedulerOutput};
 use super::sequence::{FinishReason, Request, RequestId, Sequence};
 use crate::backend::{AttentionMeta, AttnSeq};
 use crate::config::EngineConfig;
@@ -282,9 +282,10 @@ impl<E: Executor> EngineCore<E> {
         self.copy_seconds
     }
 
-    /// Runs the copies between the tiers that the pool has queued. On failure nothing reads
-    /// what they were to carry, and the caller is told whether any onboard was among them
-    /// (its sequences must then compute those blocks themselves).
+    /// Runs the copies between the tiers that the pool has queued. On failure the offloaded
+    /// slots are forgotten, and the caller is told whether any onboard was among them (the
+    /// step must then not run: [`crate::kv::KvCacheManager::forget_uncommitted`] drops the
+    /// onboarded blocks, and their sequences compute them themselves).
     pub(super) fn run_copies(&mut self) -> std::result::Result<(), bool> {
         let copies = self.kv.drain_copies();
         if copies.is_empty() {
@@ -298,7 +299,7 @@ impl<E: Executor> EngineCore<E> {
             Err(e) => {
                 self.num_copy_failures += 1;
                 tracing::warn!("KV copy between tiers failed ({e}); recomputing instead");
-                self.kv.forget_copies(&copies);
+                self.kv.forget_offloads(&copies);
                 Err(copies
                     .iter()
                     .any(|c| matches!(c, crate::kv::KvCopy::Onboard { .. })))
@@ -316,11 +317,7 @@ impl<E: Executor> EngineCore<E> {
         {
             // Sequences of this step may count onboarded blocks as computed: they start over
             // (as after a preemption), and the blocks are no longer cached, so they recompute.
-            let ids: Vec<RequestId> = plan
-                .scheduled
-                .iter()
-                .map(|s| self.scheduler.running[s.index].id)
-                .collect();
+            let ids = self.scheduled_ids(&plan);
             self.kv.forget_uncommitted();
             self.scheduler.requeue(&ids, &mut self.kv);
             self.flush_events();
@@ -395,11 +392,7 @@ impl<E: Executor> EngineCore<E> {
             }
             Err(e) => {
                 self.kv.forget_uncommitted();
-                let failed: Vec<RequestId> = plan
-                    .scheduled
-                    .iter()
-                    .map(|s| self.scheduler.running[s.index].id)
-                    .collect();
+                let failed = self.scheduled_ids(&plan);
                 for &id in &failed {
                     self.scheduler.remove(id, &mut self.kv);
                 }
@@ -452,6 +445,14 @@ impl<E: Executor> EngineCore<E> {
         }
         self.flush_events();
         Ok(outputs)
+    }
+
+    /// The requests a plan scheduled, in its order.
+    fn scheduled_ids(&self, plan: &SchedulerOutput) -> Vec<RequestId> {
+        plan.scheduled
+            .iter()
+            .map(|s| self.scheduler.running[s.index].id)
+            .collect()
     }
 
     fn finish_reason(&self, seq: &Sequence, token: u32) -> Option<FinishReason> {

@@ -188,10 +188,7 @@ impl BlockPool {
         debug_assert_eq!(freed, Some(slot), "onboarded slot holds its hash");
         self.copies.push(KvCopy::Onboard { slot, block });
         self.onboarded += 1;
-        self.emit(KvEvent::BlockRemoved {
-            block_hashes: vec![hash],
-            medium: Medium::Cpu,
-        });
+        self.emit_removed(vec![hash], Medium::Cpu);
     }
 
     /// Allocates `n` blocks with reference count 1, evicting least recently used cached blocks
@@ -216,10 +213,7 @@ impl BlockPool {
             out.push(id);
         }
         if !evicted.is_empty() {
-            self.emit(KvEvent::BlockRemoved {
-                block_hashes: evicted.iter().map(|e| e.1).collect(),
-                medium: Medium::Gpu,
-            });
+            self.emit_removed(evicted.iter().map(|e| e.1).collect(), Medium::Gpu);
             for (id, hash, parent) in evicted {
                 self.offload(id, hash, parent);
             }
@@ -234,17 +228,14 @@ impl BlockPool {
             return;
         };
         let tokens = &self.tokens[block as usize * bs..(block as usize + 1) * bs];
-        let Some((slot, gone)) = host.store(hash, parent, tokens) else {
+        let Some((slot, gone)) = host.store(hash, tokens) else {
             return;
         };
         let token_ids = tokens.to_vec();
         self.copies.push(KvCopy::Offload { block, slot });
         self.offloaded += 1;
         if let Some(gone) = gone {
-            self.emit(KvEvent::BlockRemoved {
-                block_hashes: vec![gone.0],
-                medium: Medium::Cpu,
-            });
+            self.emit_removed(vec![gone.0], Medium::Cpu);
         }
         self.emit(KvEvent::BlockStored {
             block_hashes: vec![hash],
@@ -311,12 +302,7 @@ impl BlockPool {
             }
             prev = Some(hash);
         }
-        if !dropped_from_host.is_empty() {
-            self.emit(KvEvent::BlockRemoved {
-                block_hashes: dropped_from_host,
-                medium: Medium::Cpu,
-            });
-        }
+        self.emit_removed(dropped_from_host, Medium::Cpu);
         if let Some(run) = pending {
             self.emit_stored(run);
         }
@@ -354,12 +340,7 @@ impl BlockPool {
                 gone.push(hash);
             }
         }
-        if !gone.is_empty() {
-            self.emit(KvEvent::BlockRemoved {
-                block_hashes: gone,
-                medium: Medium::Gpu,
-            });
-        }
+        self.emit_removed(gone, Medium::Gpu);
     }
 
     /// Takes a block out of the device cache; a free one moves to the front of the free
@@ -381,51 +362,28 @@ impl BlockPool {
         std::mem::take(&mut self.copies)
     }
 
-    /// Forgets what failed copies were to carry, so that nothing reads it: an onboarded block
-    /// leaves the device cache, an offloaded slot the host tier.
-    pub fn forget_copies(&mut self, copies: &[KvCopy]) {
-        let mut gpu = Vec::new();
-        let mut cpu = Vec::new();
+    /// Forgets what failed offloads were to carry, so that nothing reads it: their slots leave
+    /// the host tier. (An onboarded block is cached like a computed one, so a failed onboard
+    /// is undone by [`BlockPool::forget_uncommitted`] with the rest of its step.)
+    pub fn forget_offloads(&mut self, copies: &[KvCopy]) {
+        let Some(host) = self.host.as_mut() else {
+            return;
+        };
+        let mut gone = Vec::new();
         for c in copies {
-            match *c {
-                KvCopy::Onboard { block, .. } => {
-                    if let Some(hash) = self.blocks[block as usize].cached {
-                        self.uncache(block);
-                        gpu.push(hash);
-                    }
-                }
-                KvCopy::Offload { slot, .. } => {
-                    if let Some(host) = self.host.as_mut()
-                        && let Some(hash) = host.hash_of(slot)
-                    {
-                        host.remove(hash);
-                        cpu.push(hash);
-                    }
-                }
+            if let KvCopy::Offload { slot, .. } = *c
+                && let Some(hash) = host.hash_of(slot)
+            {
+                host.remove(hash);
+                gone.push(hash);
             }
         }
-        for (hashes, medium) in [(gpu, Medium::Gpu), (cpu, Medium::Cpu)] {
-            if !hashes.is_empty() {
-                self.emit(KvEvent::BlockRemoved {
-                    block_hashes: hashes,
-                    medium,
-                });
-            }
-        }
+        self.emit_removed(gone, Medium::Cpu);
     }
 
     /// Takes the events recorded since the last call.
     pub fn drain_events(&mut self) -> Vec<KvEvent> {
         std::mem::take(&mut self.events)
-    }
-
-    /// Every cached block of the host tier: (hash, parent, tokens).
-    pub fn host_blocks(&self) -> Vec<(u64, Option<u64>, Vec<u32>)> {
-        self.host
-            .iter()
-            .flat_map(|h| h.blocks())
-            .map(|(h, p, t)| (h, p, t.to_vec()))
-            .collect()
     }
 
     /// Counters of the pool.
@@ -525,6 +483,16 @@ impl BlockPool {
             block_size,
             medium: Medium::Gpu,
         });
+    }
+
+    /// A BlockRemoved of `hashes` from `medium`, unless there are none.
+    fn emit_removed(&mut self, hashes: Vec<u64>, medium: Medium) {
+        if !hashes.is_empty() {
+            self.emit(KvEvent::BlockRemoved {
+                block_hashes: hashes,
+                medium,
+            });
+        }
     }
 
     fn emit(&mut self, e: KvEvent) {

@@ -14,12 +14,6 @@ use super::lru::LruList;
 /// Index of a slot in the host tier (and in every rank's host arena).
 pub type SlotId = u32;
 
-#[derive(Debug, Clone, Default)]
-struct Slot {
-    hash: Option<u64>,
-    parent: Option<u64>,
-}
-
 /// A block the host tier gave up to make room, for the caller's events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Evicted(pub u64);
@@ -27,7 +21,8 @@ pub struct Evicted(pub u64);
 /// Fixed set of host slots with an LRU and a hash index.
 #[derive(Debug)]
 pub struct HostTier {
-    slots: Vec<Slot>,
+    /// The hash each slot holds.
+    slots: Vec<Option<u64>>,
     lru: LruList,
     index: FxHashMap<u64, SlotId>,
     tokens: Vec<u32>,
@@ -38,7 +33,7 @@ impl HostTier {
     /// `num_slots` empty slots of `block_size` tokens.
     pub fn new(num_slots: usize, block_size: usize) -> Self {
         HostTier {
-            slots: vec![Slot::default(); num_slots],
+            slots: vec![None; num_slots],
             lru: LruList::full(num_slots),
             index: FxHashMap::default(),
             // Zeroed pages are mapped lazily: a large tier costs memory only as it fills.
@@ -63,11 +58,6 @@ impl HostTier {
         (self.slot_tokens(s) == tokens).then_some(s)
     }
 
-    /// The parent hash stored with `slot`'s block.
-    pub fn parent(&self, slot: SlotId) -> Option<u64> {
-        self.slots[slot as usize].parent
-    }
-
     /// Keeps `slot` out of reach of [`HostTier::store`] until [`HostTier::remove`] frees it:
     /// its bytes are about to be copied to the device.
     pub fn pin(&mut self, slot: SlotId) {
@@ -76,23 +66,14 @@ impl HostTier {
 
     /// Stores a block in the least valuable slot (an empty one, else the least recently
     /// stored, which is evicted). `None` when every slot is pinned.
-    pub fn store(
-        &mut self,
-        hash: u64,
-        parent: Option<u64>,
-        tokens: &[u32],
-    ) -> Option<(SlotId, Option<Evicted>)> {
+    pub fn store(&mut self, hash: u64, tokens: &[u32]) -> Option<(SlotId, Option<Evicted>)> {
         debug_assert!(!self.index.contains_key(&hash), "stored twice");
         let s = self.lru.front()?;
         self.lru.unlink(s);
-        let evicted = self.slots[s as usize].hash.take().map(|h| {
+        let evicted = self.slots[s as usize].replace(hash).map(|h| {
             self.index.remove(&h);
             Evicted(h)
         });
-        self.slots[s as usize] = Slot {
-            hash: Some(hash),
-            parent,
-        };
         let bs = self.block_size;
         self.tokens[s as usize * bs..(s as usize + 1) * bs].copy_from_slice(tokens);
         self.index.insert(hash, s);
@@ -104,7 +85,7 @@ impl HostTier {
     /// slot for reuse first; `None` when the tier does not hold it.
     pub fn remove(&mut self, hash: u64) -> Option<SlotId> {
         let s = self.index.remove(&hash)?;
-        self.slots[s as usize] = Slot::default();
+        self.slots[s as usize] = None;
         if self.lru.contains(s) {
             self.lru.unlink(s);
         }
@@ -113,27 +94,19 @@ impl HostTier {
     }
 
     /// Drops every block (the slots stay).
-    pub fn clear(&mut self) -> Vec<u64> {
-        let hashes: Vec<u64> = self.index.drain().map(|(h, _)| h).collect();
+    pub fn clear(&mut self) {
+        self.index.clear();
         for (i, s) in self.slots.iter_mut().enumerate() {
-            *s = Slot::default();
+            *s = None;
             if !self.lru.contains(i as u32) {
                 self.lru.push_front(i as u32);
             }
         }
-        hashes
-    }
-
-    /// Every cached block: (hash, parent, tokens).
-    pub fn blocks(&self) -> impl Iterator<Item = (u64, Option<u64>, &[u32])> {
-        self.index
-            .iter()
-            .map(|(&h, &s)| (h, self.slots[s as usize].parent, self.slot_tokens(s)))
     }
 
     /// The hash `slot` holds, if any.
     pub fn hash_of(&self, slot: SlotId) -> Option<u64> {
-        self.slots[slot as usize].hash
+        self.slots[slot as usize]
     }
 
     /// Whether the tier holds `hash`.
@@ -146,7 +119,7 @@ impl HostTier {
         let order = self.lru.checked_order()?;
         let mut in_cached_part = false;
         for &s in &order {
-            if self.slots[s as usize].hash.is_some() {
+            if self.slots[s as usize].is_some() {
                 in_cached_part = true;
             } else if in_cached_part {
                 return Err(format!("empty host slot {s} after cached ones"));
@@ -159,13 +132,13 @@ impl HostTier {
             ));
         }
         for (i, slot) in self.slots.iter().enumerate() {
-            if let Some(h) = slot.hash
+            if let Some(h) = *slot
                 && self.index.get(&h) != Some(&(i as u32))
             {
                 return Err(format!("host slot {i} is cached but not indexed"));
             }
         }
-        if self.index.len() != self.slots.iter().filter(|s| s.hash.is_some()).count() {
+        if self.index.len() != self.slots.iter().flatten().count() {
             return Err("host index maps slots that are not cached".into());
         }
         Ok(())
@@ -184,22 +157,22 @@ mod tests {
     #[test]
     fn stores_in_lru_order_and_frees_removed_slots_first() {
         let mut t = HostTier::new(2, 1);
-        let (a, _) = t.store(10, None, &[1]).unwrap();
-        let (b, _) = t.store(11, Some(10), &[2]).unwrap();
+        let (a, _) = t.store(10, &[1]).unwrap();
+        let (b, _) = t.store(11, &[2]).unwrap();
         assert_ne!(a, b);
         assert_eq!(t.lookup(10, &[1]), Some(a));
         assert_eq!(t.lookup(10, &[9]), None, "tokens are verified");
         // Full: the least recently stored goes.
-        let (c, ev) = t.store(12, None, &[3]).unwrap();
+        let (c, ev) = t.store(12, &[3]).unwrap();
         assert_eq!((c, ev), (a, Some(Evicted(10))));
         t.pin(b);
-        assert_eq!(t.parent(b), Some(10));
         assert!(t.check_invariants().is_err(), "a pin outlives no onboard");
         assert_eq!(t.remove(11), Some(b));
         // The freed slot is taken before any cached one is evicted.
-        assert_eq!(t.store(13, None, &[4]).unwrap(), (b, None));
+        assert_eq!(t.store(13, &[4]).unwrap(), (b, None));
         t.check_invariants().unwrap();
-        assert_eq!(t.clear().len(), 2);
+        assert_eq!(t.num_cached(), 2);
+        t.clear();
         t.check_invariants().unwrap();
         assert_eq!(t.num_cached(), 0);
     }

@@ -77,9 +77,9 @@ impl KvCacheManager {
         self.pool.forget_uncommitted()
     }
 
-    /// Makes sure nothing reads what failed copies were to carry.
-    pub fn forget_copies(&mut self, copies: &[KvCopy]) {
-        self.pool.forget_copies(copies)
+    /// Makes sure nothing reads what failed offloads were to carry.
+    pub fn forget_offloads(&mut self, copies: &[KvCopy]) {
+        self.pool.forget_offloads(copies)
     }
 
     /// The pool (read-only: stats and invariant checks).
