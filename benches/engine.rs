@@ -1,5 +1,6 @@
 //! Engine benchmarks (CPU): scheduler + block manager per step, prefix-cache lookup per block,
-//! and decode tokens/s of the CPU backend. Run: `cargo bench --bench engine`.
+//! decode tokens/s of the CPU backend, and a step whose prefix comes from the host KV tier.
+//! Run: `cargo bench --bench engine` (`-- host_tier` for the last alone).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -176,11 +177,101 @@ fn cpu_gemm_ceiling(c: &mut Criterion) {
     g.finish();
 }
 
+/// A prefill step whose 1,024-token prefix is onboarded from the host tier, against the same
+/// step with the prefix on the device and against the copies alone (the copy thread's own
+/// time; the onboards, and the offloads of the blocks the step evicts for them): copies
+/// beside the forward make the first close to the larger of the other two, not their sum. Two models: the demo (compute outweighs its small KV) and Qwen3-32B's KV
+/// geometry with tiny layers (64 layers of 8 × 128 f32 K and V: the copies outweigh compute).
+fn host_tier_step(_: &mut Criterion) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3-32b-kv");
+    let (bs, prefix, suffix, rounds) = (16usize, 1024usize, 16usize, 5usize);
+    use tandem::loader::LoadFormat;
+    for (name, model, load_format, token_bytes) in [
+        ("demo", None, LoadFormat::Auto, 4 * 2 * 2 * 32 * 4),
+        (
+            "qwen3-32b-kv",
+            Some(dir.clone()),
+            LoadFormat::Dummy,
+            64 * 2 * 8 * 128 * 4,
+        ),
+    ] {
+        // Room on the device for the prefix and a block more: a prompt that fills the
+        // device evicts all of it to the host tier.
+        let device_blocks = prefix / bs + 2;
+        let spec = ModelSpec {
+            model,
+            load_format,
+            block_size: bs,
+            kv_cache_bytes: device_blocks * bs * token_bytes,
+            host_kv_cache_bytes: 8 * device_blocks * bs * token_bytes,
+            max_model_len: Some(device_blocks * bs),
+            ..ModelSpec::default()
+        };
+        let mut engine = load_cpu(&spec).unwrap().engine;
+        let mut id = 0u64;
+        let mut run = |engine: &mut EngineCore<_>, prompt: Vec<u32>| {
+            let params = SamplingParams {
+                ignore_eos: true,
+                ..SamplingParams::greedy(1)
+            };
+            id += 1;
+            engine.add_request(Request { id, prompt, params }).unwrap();
+            let t = Instant::now();
+            while engine.has_work() {
+                engine.step().map_err(|f| f.error).unwrap();
+            }
+            t.elapsed().as_secs_f64()
+        };
+        let (mut host, mut device, mut copies) = (Vec::new(), Vec::new(), Vec::new());
+        let mut copied_blocks = 0;
+        for r in 0..rounds as u32 {
+            let tokens = |salt: u32, n: usize| -> Vec<u32> {
+                (0..n as u32).map(|i| (i * 31 + salt * 977) % 256).collect()
+            };
+            let base = tokens(2 * r, prefix);
+            let with = |s: u32| [base.clone(), tokens(1000 + s, suffix)].concat();
+            run(&mut engine, base.clone());
+            // A prompt that fills the device pushes the first one's blocks into the host tier.
+            run(&mut engine, tokens(2 * r + 1, device_blocks * bs - 1));
+            let (before, secs) = (engine.kv_stats(), engine.copy_seconds());
+            host.push(run(&mut engine, with(2 * r)));
+            let after = engine.kv_stats();
+            assert_eq!(
+                after.host_hit_tokens - before.host_hit_tokens,
+                prefix as u64,
+                "the prefix came from the host tier"
+            );
+            copied_blocks = (after.onboarded_blocks + after.offloaded_blocks)
+                - (before.onboarded_blocks + before.offloaded_blocks);
+            copies.push(engine.copy_seconds() - secs);
+            device.push(run(&mut engine, with(2 * r + 1)));
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2] * 1e3
+        };
+        let (h, d, c) = (median(&mut host), median(&mut device), median(&mut copies));
+        let bytes = (copied_blocks as usize * bs * token_bytes) as f64;
+        println!(
+            "host_tier_step/{name}: {prefix}-token prefix ({:.0} MiB) + {suffix} new tokens, \
+             medians of {rounds}: onboarding step {h:.2} ms; same step with the prefix on the \
+             device {d:.2} ms; the copies alone ({copied_blocks} blocks, {:.0} MiB) {c:.2} ms \
+             ({:.2} GB/s); onboarding / (device + copies) = {:.2}, / max = {:.2}",
+            (prefix * token_bytes) as f64 / (1 << 20) as f64,
+            bytes / (1 << 20) as f64,
+            bytes / c * 1e-6,
+            h / (d + c),
+            h / d.max(c),
+        );
+    }
+}
+
 criterion_group!(
     benches,
     scheduler_step,
     prefix_lookup,
     cpu_decode,
-    cpu_gemm_ceiling
+    cpu_gemm_ceiling,
+    host_tier_step
 );
 criterion_main!(benches);

@@ -219,19 +219,10 @@ fn frontend_overhead(rt: &tokio::runtime::Runtime) {
     });
 }
 
-/// A model directory (dummy weights) with Qwen3-32B's KV shape and tiny everything else, so
-/// that a CPU prefill stays quick.
-fn qwen_kv_model(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tandem-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("config.json"),
-        r#"{"architectures":["Qwen3ForCausalLM"],"hidden_size":64,"intermediate_size":64,
-        "num_hidden_layers":64,"num_attention_heads":8,"num_key_value_heads":8,"head_dim":128,
-        "vocab_size":256,"max_position_embeddings":1024,"rope_theta":1000000.0}"#,
-    )
-    .unwrap();
-    dir
+/// A model directory (config.json only, for dummy weights) with Qwen3-32B's KV shape and tiny
+/// everything else, so that a CPU prefill stays quick.
+fn qwen_kv_model() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3-32b-kv")
 }
 
 /// KV transfer over the TCP transport on loopback: a prefill worker holds a prompt's blocks of
@@ -239,7 +230,7 @@ fn qwen_kv_model(tag: &str) -> std::path::PathBuf {
 /// the bench pulls them repeatedly the way a decode worker does.
 fn kv_transfer(rt: &tokio::runtime::Runtime) {
     use tandem::server::proto::{KvLayoutRequest, worker_client::WorkerClient as Client};
-    let dir = qwen_kv_model("kv-bench");
+    let dir = qwen_kv_model();
     let d = dir.to_str().unwrap();
     let p = spawn(&[
         "worker",
@@ -288,7 +279,6 @@ fn kv_transfer(rt: &tokio::runtime::Runtime) {
             ref_bytes / 1e9 / gbps,
         );
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The NIXL runtime the tests install into the test venv (tests/common/python.rs), if there.
@@ -308,7 +298,7 @@ fn nixl_libs() -> Option<String> {
 /// bytes in this process.
 fn kv_transports(rt: &tokio::runtime::Runtime) {
     use tandem::server::proto::{DecodeRequest, KvLayoutRequest, LoadRequest};
-    let dir = qwen_kv_model("kvt-bench");
+    let dir = qwen_kv_model();
     let d = dir.to_str().unwrap().to_string();
     let libs = nixl_libs();
     let mut transports = vec!["tcp"];
@@ -392,7 +382,6 @@ fn kv_transports(rt: &tokio::runtime::Runtime) {
             );
         });
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn main() {

@@ -26,6 +26,10 @@ pub enum Error {
     /// A failure inside a compute backend.
     #[error("backend: {0}")]
     Backend(String),
+    /// A copy between the device KV cache and the host tier failed; the step that needed it
+    /// did not complete.
+    #[error("KV tier copy: {0}")]
+    KvCopy(String),
     /// An I/O failure on a named file.
     #[error("{path}: {source}")]
     Io {

@@ -31,7 +31,7 @@ fn gpu_engine(
             num_blocks: s.num_blocks,
             block_size: s.block_size,
             max_model_len: s.max_model_len,
-            host_blocks: 0,
+            host_blocks: s.host_blocks,
             progress: false,
         },
         move |_| slot.lock().unwrap().take().expect("one rank"),
@@ -45,6 +45,7 @@ fn gpu_engine(
     ecfg.max_model_len = s.max_model_len;
     ecfg.max_num_batched_tokens = s.budget;
     ecfg.enable_prefix_caching = s.prefix_caching;
+    ecfg.host_kv_blocks = s.host_blocks;
     EngineCore::new(ecfg, exec, cfg.eos_token_ids.clone()).unwrap()
 }
 
@@ -108,9 +109,50 @@ fn tiny_qwen3_on_gpu_matches_cpu_and_transformers() {
                 },
                 logit_rows: vec![p.len() - 1],
             };
-            let logits = g.executor_mut().forward_logits(&input).unwrap();
+            let logits = g.executor_mut().forward_logits(&input, &[]).unwrap();
             let e = rel(&logits.data, &exp.logits[i][0]);
             assert!(e < 2e-2, "{name}: prompt {i} logits relative error {e}");
         }
     }
+}
+
+#[test]
+fn host_tier_onboards_on_gpu_give_transformers_tokens() {
+    // 48 device blocks of 8 tokens: unrelated prompts between two rounds push the first
+    // round's blocks into a pinned host tier of 96 slots; the second round onboards them on
+    // the copy stream. Decode graphs on: their steps offload too.
+    let test = "host_tier_onboards_on_gpu_give_transformers_tokens";
+    let Some(backend) = gpu(test) else {
+        return;
+    };
+    let name = "tiny-qwen3";
+    let exp = expected(name);
+    let setup = Setup {
+        block_size: 8,
+        num_blocks: 48,
+        max_model_len: 256,
+        host_blocks: 96,
+        ..Setup::default()
+    };
+    backend.enable_decode_graphs(8, setup.max_model_len, setup.block_size);
+    let mut g = gpu_engine(name, &setup, backend);
+    for round in 0..2u64 {
+        for (p, prompt) in exp.prompts.iter().enumerate() {
+            let id = round * 100 + p as u64;
+            let out = run_greedy(&mut g, &[(id, prompt.clone(), exp.greedy[p].len())]);
+            assert_eq!(out[&id], exp.greedy[p], "prompt {p} round {round}");
+        }
+        if round == 0 {
+            for f in 0..3u32 {
+                let other: Vec<u32> = (0..128).map(|i| (i * 7 + f * 13) % 97 + 3).collect();
+                run_greedy(&mut g, &[(900 + f as u64, other, 1)]);
+            }
+        }
+    }
+    let stats = g.kv_stats();
+    assert!(
+        stats.host_hit_tokens >= 8 * 12 && stats.onboarded_blocks >= 12,
+        "the second round should hit the host tier: {stats:?}"
+    );
+    assert_eq!(g.num_copy_failures(), 0);
 }

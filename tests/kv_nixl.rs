@@ -157,6 +157,128 @@ mod with_nixl {
         assert!(load(&p.addr).await.kv_served_bytes > 0);
     }
 
+    /// A worker over tests/fixtures/qwen3-32b-kv (Qwen3-32B's KV geometry, tiny layers): a
+    /// 512-token prompt is 256 MiB of KV, a read long enough to kill its source in the middle
+    /// of.
+    fn qwen_kv_worker(role: &str) -> Proc {
+        let lib = lib_path();
+        let model = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/qwen3-32b-kv");
+        spawn_with_env(
+            &[
+                "worker",
+                "--role",
+                role,
+                "--kv-transport",
+                "nixl",
+                "--model",
+                model,
+                "--load-format",
+                "dummy",
+                "--block-size",
+                "64",
+                "--kv-cache-gib",
+                "0.6",
+                "--max-model-len",
+                "1024",
+                "--kv-hold-timeout",
+                "60",
+            ],
+            &[("LD_LIBRARY_PATH", &lib)],
+        )
+    }
+
+    /// The NIXL agent name the worker at `addr` offers in its layout.
+    async fn agent_of(addr: &str) -> String {
+        let layout = client(addr)
+            .await
+            .get_kv_layout(tandem::server::proto::KvLayoutRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        layout.nixl.expect("a NIXL worker offers NIXL").agent_name
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_source_killed_mid_read_fails_the_request_and_a_restarted_one_is_read_afresh() {
+        use super::common::grpc::{greedy, request, used_when_idle};
+        use tandem::server::proto::DecodeRequest;
+        let (mut p, d) = (qwen_kv_worker("prefill"), qwen_kv_worker("decode"));
+        let prompt: Vec<u32> = (0..512).map(|t| (t * 7 + 1) % 256).collect();
+        let decode_of = |pre: tandem::server::proto::PrefillResponse, id: &str| DecodeRequest {
+            request: Some(request(id, prompt.clone(), greedy(2))),
+            first_token: pre.first_token,
+            source_addr: pre.transfer_addr,
+            source_engine_id: pre.engine_id,
+            source_block_ids: pre.block_ids,
+        };
+        let mut pc = client(&p.addr).await;
+        let first_agent = agent_of(&p.addr).await;
+        let pre = pc
+            .prefill(request("doomed", prompt.clone(), greedy(2)))
+            .await
+            .unwrap()
+            .into_inner();
+        let daddr = d.addr.clone();
+        let decode = decode_of(pre, "doomed");
+        let pulling = tokio::spawn(async move {
+            let mut dc = client(&daddr).await;
+            dc.decode(decode).await.map(|_| ())
+        });
+        // Kill the source as soon as the decode worker starts pulling.
+        let mut seen = false;
+        for _ in 0..15_000 {
+            if load(&d.addr).await.kv_pulls_in_flight > 0 {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(seen, "the decode worker never started the pull");
+        p.child.kill().unwrap();
+        p.child.wait().unwrap();
+        let err = pulling.await.unwrap().unwrap_err();
+        assert_eq!(err.code(), tonic::Code::DataLoss, "{err:?}");
+        assert!(
+            err.message()
+                .starts_with(tandem::server::transfer::KV_SOURCE_LOST),
+            "{err:?}"
+        );
+        // The failed read fell back to TCP, which found no source either; the reservation
+        // went back to the pool.
+        let l = load(&d.addr).await;
+        assert_eq!((l.kv_pulls, l.kv_nixl_fallbacks), (0, 1), "{l:?}");
+        let mut dc = client(&d.addr).await;
+        assert_eq!(used_when_idle(&mut dc, 0).await, 0);
+
+        // A restarted source is a new agent: the decode worker loads its metadata and reads
+        // from it, never through the dead one's.
+        let p2 = qwen_kv_worker("prefill");
+        let mut pc = client(&p2.addr).await;
+        assert_ne!(agent_of(&p2.addr).await, first_agent);
+        let pre = pc
+            .prefill(request("again", prompt.clone(), greedy(2)))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut s = dc
+            .decode(decode_of(pre, "again"))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut tokens = 0;
+        while let Some(r) = s.message().await.unwrap() {
+            tokens += usize::from(r.token_id.is_some());
+        }
+        assert_eq!(tokens, 1, "the token after the prefill's");
+        let l = pulls(&d.addr, 1).await;
+        assert_eq!(
+            (l.kv_pulls, l.kv_pulls_nixl, l.kv_nixl_fallbacks),
+            (1, 1, 1)
+        );
+        assert_eq!(used_when_idle(&mut dc, 0).await, 0);
+        assert_eq!(used_when_idle(&mut pc, 0).await, 0);
+    }
+
     #[test]
     fn without_the_runtime_the_worker_says_what_to_install() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))

@@ -388,11 +388,12 @@ impl Backend for CpuBackend {
         2 * spec.block_elems() * 4
     }
 
-    fn kv_memory(&self, cache: &CpuKvCache) -> Option<super::KvMemory> {
-        let span = |v: &Vec<f32>| (v.as_ptr() as usize, std::mem::size_of_val(v.as_slice()));
+    fn kv_memory(&self, cache: &mut CpuKvCache) -> Option<super::KvMemory> {
+        let span =
+            |v: &mut Vec<f32>| (v.as_mut_ptr() as usize, std::mem::size_of_val(v.as_slice()));
         Some(super::KvMemory {
-            k: span(&cache.k),
-            v: span(&cache.v),
+            k: span(&mut cache.k),
+            v: span(&mut cache.v),
             block_bytes: cache.spec.block_elems() * 4,
             device: None,
         })
@@ -415,25 +416,6 @@ impl Backend for CpuBackend {
             }
         }
         Ok(out)
-    }
-
-    fn read_kv_block_into(&self, cache: &CpuKvCache, block: BlockId, dst: &mut [u8]) -> Result<()> {
-        let n = cache.spec.block_elems();
-        let b = block as usize;
-        if b >= cache.spec.num_blocks || dst.len() != 2 * n * 4 {
-            return Err(shape_err(
-                "read_kv_block_into",
-                format!(
-                    "block {b} of {} into {} bytes",
-                    cache.spec.num_blocks,
-                    dst.len()
-                ),
-            ));
-        }
-        let (k, v) = dst.split_at_mut(n * 4);
-        k.copy_from_slice(bytemuck::cast_slice(&cache.k[b * n..(b + 1) * n]));
-        v.copy_from_slice(bytemuck::cast_slice(&cache.v[b * n..(b + 1) * n]));
-        Ok(())
     }
 
     fn write_kv_blocks(

@@ -209,31 +209,37 @@ pub trait Backend: Send + Sized + 'static {
 
     /// Bytes of one block of one layer (K and V) in this backend's cache dtype.
     fn kv_block_bytes(&self, spec: &KvCacheSpec) -> usize;
-    /// Where one layer's cache lives, for a transfer library to register and read or write
-    /// in place (None: the backend does not expose it).
-    fn kv_memory(&self, _cache: &Self::KvCache) -> Option<KvMemory> {
+    /// Where one layer's cache lives, for a transfer library or a copy thread to read and
+    /// write in place (None: the backend does not expose it). It takes the cache mutably
+    /// because the addresses are written through.
+    fn kv_memory(&self, _cache: &mut Self::KvCache) -> Option<KvMemory> {
         None
     }
     /// Copies whole blocks out of one layer's cache: for each block, its K then its V, as
     /// little-endian values of the cache dtype (what a KV transfer moves).
     fn read_kv_blocks(&self, cache: &Self::KvCache, blocks: &[BlockId]) -> Result<Vec<u8>>;
-    /// Copies one block of one layer into `dst`, laid out as [`Backend::read_kv_blocks`] lays
-    /// it out (a backend that can copy in place saves the intermediate buffer).
-    fn read_kv_block_into(
+    /// Takes a host KV tier of `bytes` that the backend copies to and from itself, ordered
+    /// against its own work: true for a cache in device memory (pinned host memory and a copy
+    /// stream); false when the rank's copy thread copies a cache in host memory directly.
+    fn alloc_host_tier(&self, _bytes: usize) -> Result<bool> {
+        Ok(false)
+    }
+    /// Starts `copies` between every layer's cache (`caches`, one per layer) and the host tier
+    /// of [`Backend::alloc_host_tier`], whose slot s holds at `s × slot_bytes`, layer by layer,
+    /// one block's K then V. They are ordered after the work queued so far, and the work
+    /// queued next waits for them.
+    fn copy_host_tier(
         &self,
-        cache: &Self::KvCache,
-        block: BlockId,
-        dst: &mut [u8],
+        _caches: &mut [Self::KvCache],
+        _copies: &[crate::kv::KvCopy],
+        _slot_bytes: usize,
     ) -> Result<()> {
-        let data = self.read_kv_blocks(cache, &[block])?;
-        if data.len() != dst.len() {
-            return Err(crate::error::Error::Backend(format!(
-                "a block of {} bytes into {} bytes",
-                data.len(),
-                dst.len()
-            )));
-        }
-        dst.copy_from_slice(&data);
+        Err(crate::error::Error::KvCopy(
+            "this backend copies no host tier itself".into(),
+        ))
+    }
+    /// Waits until the host-tier copies started so far are done.
+    fn wait_host_tier(&self) -> Result<()> {
         Ok(())
     }
     /// Writes blocks laid out as [`Backend::read_kv_blocks`] returns them.

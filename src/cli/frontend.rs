@@ -54,6 +54,10 @@ pub struct HttpArgs {
     /// one in device memory): onboarding it costs a copy, not a recompute.
     #[arg(long, default_value_t = crate::router::DEFAULT_HOST_BLOCK_WEIGHT)]
     router_host_block_weight: f64,
+    /// The kv policy's cost of a prompt block the worker must compute, against 1 for a block
+    /// of a request in flight there (NVIDIA Dynamo's overlap_score_weight).
+    #[arg(long, default_value_t = crate::router::DEFAULT_OVERLAP_WEIGHT)]
+    router_overlap_weight: f64,
     /// Split the model's reasoning out of chat answers (`reasoning_content`).
     #[arg(long, value_enum)]
     reasoning_parser: Option<ReasoningParserKind>,
@@ -312,11 +316,10 @@ fn frontend_over(
         RouterArg::Kv => Policy::Kv {
             temperature: http.router_temperature,
             host_weight: http.router_host_block_weight,
+            overlap_weight: http.router_overlap_weight,
         },
     };
-    if !(http.router_host_block_weight.is_finite() && http.router_host_block_weight >= 0.0) {
-        bail!("--router-host-block-weight must be 0 or more");
-    }
+    policy.validate().map_err(anyhow::Error::msg)?;
     // Decode workers are picked by load alone: no cached prefix matters to them.
     let decode = decode
         .map(|d| {

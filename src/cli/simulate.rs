@@ -56,6 +56,10 @@ pub struct SimulateArgs {
     /// device).
     #[arg(long, default_value_t = crate::router::DEFAULT_HOST_BLOCK_WEIGHT)]
     router_host_block_weight: f64,
+    /// The kv policy's cost of a prompt block the worker must compute, against 1 for a block
+    /// of a request in flight there (NVIDIA Dynamo's overlap_score_weight).
+    #[arg(long, default_value_t = crate::router::DEFAULT_OVERLAP_WEIGHT)]
+    router_overlap_weight: f64,
     /// Host memory per worker for its host KV tier, GiB (0: none); workers with a prefix
     /// cache offload evicted blocks there and onboard hits from it.
     #[arg(long, default_value_t = 0.0)]
@@ -145,6 +149,7 @@ fn policy(r: RouterArg, args: &SimulateArgs) -> Policy {
         RouterArg::Kv => Policy::Kv {
             temperature: args.router_temperature,
             host_weight: args.router_host_block_weight,
+            overlap_weight: args.router_overlap_weight,
         },
     }
 }
@@ -172,6 +177,9 @@ pub fn simulate_cmd(mut args: SimulateArgs) -> anyhow::Result<()> {
         bail!("--block-size and --vocab must be positive");
     }
     let slo = Slo::parse(&args.goodput)?;
+    policy(RouterArg::Kv, &args)
+        .validate()
+        .map_err(anyhow::Error::msg)?;
     if args.sweep {
         return sweep(&args, &slo, recipe);
     }

@@ -11,7 +11,7 @@ use super::sequence::{FinishReason, Request, RequestId, Sequence};
 use crate::backend::{AttentionMeta, AttnSeq};
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
-use crate::kv::{BlockTable, KvCacheManager, KvEvent, PoolStats};
+use crate::kv::{BlockTable, KvCacheManager, KvCopy, KvEvent, PoolStats};
 use crate::model::ModelInput;
 
 /// What one step produced for one request.
@@ -85,7 +85,6 @@ pub struct EngineCore<E: Executor> {
     num_aborted: u64,
     num_generated: u64,
     num_copy_failures: u64,
-    copy_seconds: f64,
     /// Blocks of finished prefill requests, waiting to be pulled (see handoff.rs).
     pub(super) held: HashMap<RequestId, Held>,
     /// Blocks allocated for KV arriving from a prefill worker (see handoff.rs).
@@ -121,7 +120,6 @@ impl<E: Executor> EngineCore<E> {
             num_aborted: 0,
             num_generated: 0,
             num_copy_failures: 0,
-            copy_seconds: 0.0,
             held: HashMap::new(),
             reserved: HashMap::new(),
         })
@@ -141,7 +139,6 @@ impl<E: Executor> EngineCore<E> {
             num_aborted: self.num_aborted,
             num_generated: self.num_generated,
             num_copy_failures: self.num_copy_failures,
-            copy_seconds: self.copy_seconds,
             held: self.held,
             reserved: self.reserved,
         }
@@ -279,54 +276,41 @@ impl<E: Executor> EngineCore<E> {
 
     /// Seconds the executor spent on copies between the tiers.
     pub fn copy_seconds(&self) -> f64 {
-        self.copy_seconds
+        self.executor.copy_seconds()
     }
 
-    /// Runs the copies between the tiers that the pool has queued. On failure the offloaded
-    /// slots are forgotten, and the caller is told whether any onboard was among them (the
-    /// step must then not run: [`crate::kv::KvCacheManager::forget_uncommitted`] drops the
-    /// onboarded blocks, and their sequences compute them themselves).
-    pub(super) fn run_copies(&mut self) -> std::result::Result<(), bool> {
+    /// Runs the copies between the tiers that the pool has queued outside a step, and waits
+    /// for them. A failed one only loses its host copies (its slots are forgotten); false then.
+    pub(super) fn run_copies(&mut self) -> bool {
         let copies = self.kv.drain_copies();
         if copies.is_empty() {
-            return Ok(());
+            return true;
         }
-        let start = std::time::Instant::now();
         let done = self.executor.copy_kv(&copies);
-        self.copy_seconds += start.elapsed().as_secs_f64();
-        match done {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.num_copy_failures += 1;
-                tracing::warn!("KV copy between tiers failed ({e}); recomputing instead");
-                self.kv.forget_offloads(&copies);
-                Err(copies
-                    .iter()
-                    .any(|c| matches!(c, crate::kv::KvCopy::Onboard { .. })))
-            }
+        if let Err(e) = &done {
+            self.copy_failed(&copies, e);
         }
+        done.is_ok()
+    }
+
+    fn copy_failed(&mut self, copies: &[KvCopy], e: &Error) {
+        self.num_copy_failures += 1;
+        tracing::warn!("KV copy between tiers failed ({e}); recomputing instead");
+        self.kv.forget_offloads(copies);
     }
 
     /// Runs one step. On an executor error the step's requests are ended (their blocks freed)
-    /// and reported in the [`StepFailure`]; the engine stays usable.
+    /// and reported in the [`StepFailure`]; the engine stays usable. A failed copy between the
+    /// tiers ends none: the step's sequences start over and compute what they no longer find.
     pub fn step(&mut self) -> std::result::Result<Vec<RequestOutput>, StepFailure> {
         let plan = self.scheduler.schedule(&mut self.kv);
         self.num_preemptions += plan.preempted.len() as u64;
-        if let Err(onboards_lost) = self.run_copies()
-            && onboards_lost
-        {
-            // Sequences of this step may count onboarded blocks as computed: they start over
-            // (as after a preemption), and the blocks are no longer cached, so they recompute.
-            let ids = self.scheduled_ids(&plan);
-            self.kv.forget_uncommitted();
-            self.scheduler.requeue(&ids, &mut self.kv);
-            self.flush_events();
-            return Ok(Vec::new());
-        }
         if plan.scheduled.is_empty() {
+            self.run_copies();
             self.flush_events();
             return Ok(Vec::new());
         }
+        let copies = self.kv.drain_copies();
         let bs = self.cfg.block_size;
         let mut input = ModelInput {
             attn: AttentionMeta {
@@ -379,16 +363,30 @@ impl<E: Executor> EngineCore<E> {
             }
             sampling.push(samples_now);
         }
-        let result = self.executor.execute(&StepBatch {
+        let batch = StepBatch {
             work,
             input,
             samples,
             sample_ids,
-        });
+            copies,
+        };
+        let result = self.executor.execute(&batch);
+        let copies = batch.copies;
         let sampled = match result {
             Ok(s) => {
                 self.kv.commit_cached();
                 s
+            }
+            Err(Error::KvCopy(e)) => {
+                // Sequences of this step may count onboarded blocks as computed, and the step
+                // did not complete: they start over (as after a preemption), and what it
+                // cached leaves the cache again, so they recompute it.
+                self.copy_failed(&copies, &Error::KvCopy(e));
+                let ids = self.scheduled_ids(&plan);
+                self.kv.forget_uncommitted();
+                self.scheduler.requeue(&ids, &mut self.kv);
+                self.flush_events();
+                return Ok(Vec::new());
             }
             Err(e) => {
                 self.kv.forget_uncommitted();

@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 
 use super::sampler::{SampleContext, Sampled, sample};
 use super::sequence::RequestId;
+use super::tier_copy::{CopyThread, HostArena, Pending};
 use crate::backend::{Backend, HostTensor, KvMemory};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -34,11 +35,16 @@ pub struct StepBatch<'a> {
     pub samples: Vec<SampleContext<'a>>,
     /// The request of each logits row.
     pub sample_ids: Vec<RequestId>,
+    /// Copies between the device cache and the host tier that the step's allocations
+    /// queued, in queue order: they run before (or, layer by layer, beside) the forward pass.
+    pub copies: Vec<KvCopy>,
 }
 
 /// Runs steps; implemented by the real model and by simulators.
 pub trait Executor: Send {
-    /// Runs one step and returns one sampled token per sampling context, in order.
+    /// Runs one step (its tier copies first, or beside it) and returns one sampled token
+    /// per sampling context, in order. A failed copy is [`Error::KvCopy`]: the step did not
+    /// complete.
     fn execute(&mut self, batch: &StepBatch<'_>) -> Result<Vec<Sampled>>;
 
     /// Whether it needs the model input (tokens, positions, slots, block tables); a timing
@@ -68,8 +74,13 @@ pub trait Executor: Send {
         Vec::new()
     }
 
-    /// Runs copies between the device cache and the host tier, in order, on every rank; they
-    /// finish before the next forward pass or KV write.
+    /// Seconds spent on copies between the tiers so far (the ranks copy their shards at once).
+    fn copy_seconds(&self) -> f64 {
+        0.0
+    }
+
+    /// Runs copies between the device cache and the host tier, in order, on every rank, and
+    /// returns when they are done (copies queued outside a step: see [`StepBatch::copies`]).
     fn copy_kv(&mut self, copies: &[KvCopy]) -> Result<()> {
         if copies.is_empty() {
             return Ok(());
@@ -90,7 +101,7 @@ fn first_rows(mut t: HostTensor, n: usize) -> HostTensor {
 
 /// What a rank thread is asked to do.
 enum RankCmd {
-    Forward(Arc<ModelInput>),
+    Forward(Arc<ModelInput>, Arc<Vec<KvCopy>>),
     Read(Arc<Vec<BlockId>>),
     Write(Arc<Vec<BlockId>>, Vec<u8>),
     Copy(Arc<Vec<KvCopy>>),
@@ -98,30 +109,28 @@ enum RankCmd {
 
 /// Everything one rank owns: its device, its weight shard and its KV cache.
 struct Rank<B: Backend> {
+    /// Declared before `kv`, so that a copy thread that writes the cache ends first.
+    tier: HostTier,
     backend: B,
     model: Qwen3<B>,
     kv: Vec<B::KvCache>,
     /// Bytes of one block of one layer of this rank's cache (K and V).
     block_bytes: usize,
-    /// The host tier's slots of this rank: slot s holds, layer by layer, one block's K and V
-    /// as `read_kv_blocks` lays them out.
-    host: HostArena,
+    /// Every layer's cache memory, taken once at load (it never moves).
+    memory: Vec<KvMemory>,
+    /// Seconds spent copying between the tiers.
+    copy_seconds: f64,
 }
 
-/// Host memory for the host KV tier of one rank. Zeroed pages are mapped lazily, so a large
-/// tier costs memory only as it fills.
-struct HostArena {
-    bytes: Vec<u8>,
-    slot_bytes: usize,
-}
-
-impl HostArena {
-    fn slot(&mut self, slot: u32) -> Result<&mut [u8]> {
-        let at = slot as usize * self.slot_bytes;
-        self.bytes
-            .get_mut(at..at + self.slot_bytes)
-            .ok_or_else(|| Error::Backend(format!("host KV slot {slot} is out of range")))
-    }
+/// Who copies between a rank's cache and its host-tier arena.
+enum HostTier {
+    /// No host tier.
+    Off,
+    /// The rank's copy thread, layer by layer beside the forward: the cache is host memory.
+    Beside(CopyThread),
+    /// The backend, on a stream of its own that the forward's work waits for: the cache is
+    /// device memory, the arena the backend's pinned memory.
+    Backend,
 }
 
 impl<B: Backend> Rank<B> {
@@ -135,56 +144,95 @@ impl<B: Backend> Rank<B> {
     ) -> Result<Self> {
         let model = Qwen3::load(&backend, cfg, src, tp, ecfg.max_model_len, progress)?;
         let spec = model.kv_cache_spec(ecfg.num_blocks, ecfg.block_size);
-        let kv: Vec<_> = (0..cfg.num_hidden_layers)
+        let mut kv: Vec<_> = (0..cfg.num_hidden_layers)
             .map(|_| backend.alloc_kv_cache(&spec))
             .collect::<Result<_>>()?;
         let block_bytes = backend.kv_block_bytes(&spec);
+        let memory: Vec<KvMemory> = kv.iter_mut().filter_map(|l| backend.kv_memory(l)).collect();
         let slot_bytes = block_bytes * kv.len();
-        let host = HostArena {
-            bytes: vec![0; ecfg.host_blocks * slot_bytes],
-            slot_bytes,
+        let host_memory = memory.len() == kv.len() && memory.iter().all(|m| m.device.is_none());
+        let tier = match ecfg.host_blocks {
+            0 => HostTier::Off,
+            slots if backend.alloc_host_tier(slots * slot_bytes)? => HostTier::Backend,
+            slots if host_memory => {
+                let arena = HostArena::new(slots, slot_bytes);
+                let name = format!("kv-copy-{}", tp.rank);
+                HostTier::Beside(CopyThread::spawn(name, arena, memory.clone())?)
+            }
+            _ => {
+                return Err(Error::EngineConfig(
+                    "this backend can keep no host KV tier".into(),
+                ));
+            }
         };
-        crate::backend::cpu::advise_huge_pages(&host.bytes);
         Ok(Rank {
+            tier,
             backend,
             model,
             kv,
             block_bytes,
-            host,
+            memory,
+            copy_seconds: 0.0,
         })
     }
 
-    /// Runs `copies` in order, block by block and layer by layer, straight between the cache
-    /// and the host arena.
+    /// Runs `copies` and waits for them.
     fn copy(&mut self, copies: &[KvCopy]) -> Result<()> {
-        let bb = self.block_bytes;
-        for c in copies {
-            for (l, layer) in self.kv.iter_mut().enumerate() {
-                match *c {
-                    KvCopy::Offload { block, slot } => {
-                        let dst = &mut self.host.slot(slot)?[l * bb..(l + 1) * bb];
-                        self.backend.read_kv_block_into(layer, block, dst)?;
-                    }
-                    KvCopy::Onboard { slot, block } => {
-                        let src = &self.host.slot(slot)?[l * bb..(l + 1) * bb];
-                        self.backend.write_kv_blocks(layer, &[block], src)?;
-                    }
-                }
-            }
+        let (start, before) = (std::time::Instant::now(), self.copy_seconds);
+        let pending = self.start_copies(copies)?;
+        self.finish_copies(pending)?;
+        if matches!(self.tier, HostTier::Backend) {
+            self.backend
+                .wait_host_tier()
+                .map_err(|e| Error::KvCopy(e.to_string()))?;
+            // The backend's copies took from their queueing to the end of this wait.
+            self.copy_seconds = before + start.elapsed().as_secs_f64();
         }
         Ok(())
     }
 
-    fn forward(&mut self, input: &ModelInput) -> Result<B::Tensor> {
+    /// Starts `copies`: on the copy thread (the answer says when each layer is done), or on
+    /// the backend's copy stream (its next work waits for them; the time counted is the
+    /// host's, queueing them).
+    fn start_copies(&mut self, copies: &[KvCopy]) -> Result<Option<Pending>> {
+        if copies.is_empty() {
+            return Ok(None);
+        }
+        match &mut self.tier {
+            HostTier::Off => Err(Error::KvCopy("this worker has no host KV tier".into())),
+            HostTier::Beside(t) => Ok(Some(t.start(Arc::new(copies.to_vec())))),
+            HostTier::Backend => {
+                let start = std::time::Instant::now();
+                let slot_bytes = self.block_bytes * self.kv.len();
+                self.backend
+                    .copy_host_tier(&mut self.kv, copies, slot_bytes)
+                    .map_err(|e| Error::KvCopy(e.to_string()))?;
+                self.copy_seconds += start.elapsed().as_secs_f64();
+                Ok(None)
+            }
+        }
+    }
+
+    fn finish_copies(&mut self, pending: Option<Pending>) -> Result<()> {
+        if let Some(p) = pending {
+            self.copy_seconds += p.finish()?;
+        }
+        Ok(())
+    }
+
+    /// Runs the step's copies and the forward pass; layer `l` of the forward starts once
+    /// layer `l` of the copies is done. A failed copy wins over the forward's own error.
+    fn forward(&mut self, input: &ModelInput, copies: &[KvCopy]) -> Result<B::Tensor> {
+        let pending = self.start_copies(copies)?;
         let (backend, model, kv) = (&self.backend, &self.model, &mut self.kv);
-        backend.run_step(input, |inp| model.forward(backend, kv, inp))
+        let ready = |layer: usize| pending.as_ref().map_or(Ok(()), |p| p.ready(layer));
+        let out = backend.run_step(input, |inp| model.forward(backend, kv, inp, &ready));
+        self.finish_copies(pending)?;
+        out
     }
 
     fn memory(&self) -> Vec<KvMemory> {
-        self.kv
-            .iter()
-            .filter_map(|l| self.backend.kv_memory(l))
-            .collect()
+        self.memory.clone()
     }
 
     fn read(&self, blocks: &[BlockId]) -> Result<Vec<u8>> {
@@ -212,7 +260,7 @@ impl<B: Backend> Rank<B> {
 
     fn run(&mut self, cmd: RankCmd) -> Result<Option<Vec<u8>>> {
         match cmd {
-            RankCmd::Forward(input) => self.forward(&input).map(|_| None),
+            RankCmd::Forward(input, copies) => self.forward(&input, &copies).map(|_| None),
             RankCmd::Read(blocks) => self.read(&blocks).map(Some),
             RankCmd::Write(blocks, data) => self.write(&blocks, &data).map(|_| None),
             RankCmd::Copy(copies) => self.copy(&copies).map(|_| None),
@@ -346,13 +394,18 @@ impl<B: Backend> ModelExecutor<B> {
         self.rank0.block_bytes
     }
 
-    /// Runs the model on every rank and returns the logits of `input.logit_rows`.
-    pub fn forward_logits(&mut self, input: &ModelInput) -> Result<HostTensor> {
+    /// Runs `copies` between the tiers and the model on every rank, and returns the logits
+    /// of `input.logit_rows`.
+    pub fn forward_logits(&mut self, input: &ModelInput, copies: &[KvCopy]) -> Result<HostTensor> {
         // TP1 never calls `make`: no copy of the input then.
         let shared = std::cell::OnceCell::new();
         let (logits, _) = self.on_all_ranks(
-            |_| RankCmd::Forward(shared.get_or_init(|| Arc::new(input.clone())).clone()),
-            |r| r.forward(input).and_then(|t| r.backend.to_host(&t)),
+            |_| {
+                let (input, copies) =
+                    shared.get_or_init(|| (Arc::new(input.clone()), Arc::new(copies.to_vec())));
+                RankCmd::Forward(input.clone(), copies.clone())
+            },
+            |r| r.forward(input, copies).and_then(|t| r.backend.to_host(&t)),
         )?;
         Ok(first_rows(logits, input.logit_rows.len()))
     }
@@ -360,7 +413,7 @@ impl<B: Backend> ModelExecutor<B> {
 
 impl<B: Backend> Executor for ModelExecutor<B> {
     fn execute(&mut self, batch: &StepBatch<'_>) -> Result<Vec<Sampled>> {
-        let logits = self.forward_logits(&batch.input)?;
+        let logits = self.forward_logits(&batch.input, &batch.copies)?;
         Ok(batch
             .samples
             .iter()
@@ -371,6 +424,10 @@ impl<B: Backend> Executor for ModelExecutor<B> {
 
     fn kv_memory(&self) -> Vec<Vec<KvMemory>> {
         self.memory.clone()
+    }
+
+    fn copy_seconds(&self) -> f64 {
+        self.rank0.copy_seconds
     }
 
     fn copy_kv(&mut self, copies: &[KvCopy]) -> Result<()> {

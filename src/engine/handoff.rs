@@ -120,7 +120,7 @@ impl<E: Executor> EngineCore<E> {
         self.reserved.insert(id, table);
         // Evicted blocks were queued for the host tier: save them before the pull writes over
         // them (a failed copy only loses those host copies).
-        let _ = self.run_copies();
+        self.run_copies();
         Ok(blocks)
     }
 

@@ -40,11 +40,26 @@ impl<E> Hooked<E> {
     }
 }
 
+impl<E> Hooked<E> {
+    /// Fails a batch of copies with an onboard among them while `failed_onboards` lasts.
+    fn fail_onboards(&mut self, copies: &[KvCopy]) -> Result<()> {
+        let onboard = copies.iter().any(|c| matches!(c, KvCopy::Onboard { .. }));
+        if onboard && self.hooks.failed_onboards > 0 {
+            self.hooks.failed_onboards -= 1;
+            return Err(Error::KvCopy(
+                "onboard failed (--debug-fail-onboards)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl<E: Executor> Executor for Hooked<E> {
     fn execute(&mut self, batch: &StepBatch<'_>) -> Result<Vec<Sampled>> {
         if !self.hooks.step_delay.is_zero() {
             std::thread::sleep(self.hooks.step_delay);
         }
+        self.fail_onboards(&batch.copies)?;
         let mut out = self.inner.execute(batch)?;
         if let Some(script) = self.hooks.script.as_ref().filter(|s| !s.is_empty()) {
             for (s, ctx) in out.iter_mut().zip(&batch.samples) {
@@ -75,14 +90,12 @@ impl<E: Executor> Executor for Hooked<E> {
         self.inner.kv_memory()
     }
 
+    fn copy_seconds(&self) -> f64 {
+        self.inner.copy_seconds()
+    }
+
     fn copy_kv(&mut self, copies: &[KvCopy]) -> Result<()> {
-        let onboard = copies.iter().any(|c| matches!(c, KvCopy::Onboard { .. }));
-        if onboard && self.hooks.failed_onboards > 0 {
-            self.hooks.failed_onboards -= 1;
-            return Err(Error::Backend(
-                "onboard failed (--debug-fail-onboards)".into(),
-            ));
-        }
+        self.fail_onboards(copies)?;
         self.inner.copy_kv(copies)
     }
 }

@@ -10,6 +10,7 @@ pub mod sampler;
 pub mod scheduler;
 pub mod sequence;
 pub mod text;
+mod tier_copy;
 
 pub use self::core::{EngineCore, RequestOutput, StepFailure, validate_request};
 pub use executor::{Executor, ExecutorConfig, ModelExecutor, SeqWork, StepBatch};

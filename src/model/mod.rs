@@ -220,12 +220,15 @@ impl<B: Backend> Qwen3<B> {
     }
 
     /// Runs one step: writes the new tokens' K/V into `kv` (one cache per layer) and returns the
-    /// full-vocabulary logits `[logit_rows, vocab]` (identical on every rank).
+    /// full-vocabulary logits `[logit_rows, vocab]` (identical on every rank). Layer `l` touches
+    /// its cache only after `layer_ready(l)` returns (copies between the KV tiers may still be
+    /// writing later layers).
     pub fn forward(
         &self,
         backend: &B,
         kv: &mut [B::KvCache],
         input: &ModelInput,
+        layer_ready: &dyn Fn(usize) -> Result<()>,
     ) -> Result<B::Tensor> {
         if kv.len() != self.layers.len() {
             return Err(Error::Backend(format!(
@@ -240,7 +243,8 @@ impl<B: Backend> Qwen3<B> {
             backend.all_reduce(&mut h)?;
         }
         let mut residual: Option<B::Tensor> = None;
-        for (layer, cache) in self.layers.iter().zip(kv.iter_mut()) {
+        for (l, (layer, cache)) in self.layers.iter().zip(kv.iter_mut()).enumerate() {
+            layer_ready(l)?;
             let x = match residual.as_mut() {
                 None => {
                     let x = backend.rms_norm(&h, &layer.input_norm, eps)?;

@@ -18,27 +18,69 @@ pub use pool::{WorkerHandle, WorkerPool};
 pub enum Policy {
     /// The next healthy worker in turn.
     RoundRobin,
-    /// Lowest cost: prefill blocks left after the cached prefix (host-tier blocks credited
-    /// at `host_weight`) plus blocks of requests in flight; sampled with a softmax at
-    /// `temperature` (0: always the lowest).
+    /// Lowest cost: `overlap_weight` × the prefill blocks left after the cached prefix
+    /// (host-tier blocks credited at `host_weight`), plus blocks of requests in flight;
+    /// sampled with a softmax at `temperature` (0: always the lowest).
     Kv {
         /// Softmax temperature over costs in blocks.
         temperature: f64,
         /// Credit of a prefix block held in a worker's host tier, against 1 for one in
         /// device memory.
         host_weight: f64,
+        /// Cost of a block the worker must compute against one of a request in flight
+        /// there (NVIDIA Dynamo's `overlap_score_weight`): above 1, a recomputed block is
+        /// dearer than a queued one, since it also takes capacity from every later request.
+        overlap_weight: f64,
     },
 }
 
 /// Credit of a host-tier block by default, as NVIDIA Dynamo's KV router weighs them.
 pub const DEFAULT_HOST_BLOCK_WEIGHT: f64 = 0.75;
 
+/// Weight of the blocks to compute by default. Measured on the reference trace's
+/// disaggregated A/B (BENCHMARKS.md, the host-tier section of 2026-12-02): 3 raises the hit
+/// rate and lowers TTFT p50 and p90 at every host-tier size against Dynamo's default of 1,
+/// where 6 and more start to cost TTFT p90.
+pub const DEFAULT_OVERLAP_WEIGHT: f64 = 3.0;
+
 impl Policy {
-    /// The KV policy at `temperature`, host blocks at [`DEFAULT_HOST_BLOCK_WEIGHT`].
+    /// Refuses settings that make no cost: a negative or non-finite temperature or host
+    /// weight, or an overlap weight that is not positive.
+    pub fn validate(&self) -> Result<(), String> {
+        let Policy::Kv {
+            temperature,
+            host_weight,
+            overlap_weight,
+        } = *self
+        else {
+            return Ok(());
+        };
+        let at_least =
+            |v: f64, min: f64, strict: bool| v.is_finite() && (v > min || (!strict && v == min));
+        if !at_least(temperature, 0.0, false) {
+            return Err(format!(
+                "router temperature {temperature} must be 0 or more"
+            ));
+        }
+        if !at_least(host_weight, 0.0, false) {
+            return Err(format!(
+                "router host block weight {host_weight} must be 0 or more"
+            ));
+        }
+        if !at_least(overlap_weight, 0.0, true) {
+            return Err(format!(
+                "router overlap weight {overlap_weight} must be positive"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The KV policy at `temperature`, with the default weights.
     pub const fn kv(temperature: f64) -> Self {
         Policy::Kv {
             temperature,
             host_weight: DEFAULT_HOST_BLOCK_WEIGHT,
+            overlap_weight: DEFAULT_OVERLAP_WEIGHT,
         }
     }
 }
@@ -190,16 +232,17 @@ pub fn decide(
     u: f64,
 ) -> Option<(usize, usize)> {
     let first = *candidates.first()?;
-    let (temperature, host_weight) = match policy {
+    let (temperature, host_weight, overlap_weight) = match policy {
         Policy::RoundRobin => return Some((first, 0)),
         Policy::Kv {
             temperature,
             host_weight,
-        } => (temperature, host_weight),
+            overlap_weight,
+        } => (temperature, host_weight, overlap_weight),
     };
     let cost = |i: usize| {
         let credit = overlaps[i].credit(host_weight).min(prompt_blocks as f64);
-        prompt_blocks as f64 - credit + active_blocks(i) as f64
+        overlap_weight * (prompt_blocks as f64 - credit) + active_blocks(i) as f64
     };
     let worker = if temperature <= 0.0 {
         *candidates
@@ -269,8 +312,11 @@ mod tests {
                 overlap_blocks: 10
             })
         );
-        // A burst of requests the router has in flight on worker 1 moves the next one away.
-        pool.workers()[1].active_blocks.store(11, Ordering::Relaxed);
+        // Requests the router has in flight on worker 1 keep the next one there until they
+        // outweigh the 3 × 10 blocks its prefix saves.
+        pool.workers()[1].active_blocks.store(29, Ordering::Relaxed);
+        assert_eq!(router.pick(&prompt, &[]).unwrap().worker, 1);
+        pool.workers()[1].active_blocks.store(31, Ordering::Relaxed);
         assert_eq!(router.pick(&prompt, &[]).unwrap().worker, 0);
         // Dead or excluded workers are never picked.
         pool.workers()[0].mark_dead();
@@ -304,7 +350,11 @@ mod tests {
         // Costs 0, 1 and 5 blocks: weights 1, e^-1, e^-5 at temperature 1.
         let on_device = |device| Overlap { device, host: 0 };
         let (cands, overlaps) = ([0usize, 1, 2], [on_device(5), on_device(4), on_device(0)]);
-        let kv = Policy::kv(1.0);
+        let kv = Policy::Kv {
+            temperature: 1.0,
+            host_weight: 0.75,
+            overlap_weight: 1.0,
+        };
         let pick = |u: f64| decide(kv, &cands, 5, &overlaps, |_| 0, u).unwrap().0;
         let w = [1.0, (-1.0f64).exp(), (-5.0f64).exp()];
         let total: f64 = w.iter().sum();
@@ -323,7 +373,11 @@ mod tests {
             assert!((got - want).abs() < 0.01, "worker {i}: {got} vs {want}");
         }
         // Temperature 0 always takes the cheapest; load counts like missing prefix.
-        let greedy = Policy::kv(0.0);
+        let greedy = Policy::Kv {
+            temperature: 0.0,
+            host_weight: 0.75,
+            overlap_weight: 1.0,
+        };
         assert_eq!(
             decide(greedy, &cands, 5, &overlaps, |_| 0, 0.9).unwrap().0,
             0
@@ -346,6 +400,7 @@ mod tests {
         let with = |host_weight| Policy::Kv {
             temperature: 0.0,
             host_weight,
+            overlap_weight: 1.0,
         };
         // 6 × 0.75 = 4.5 blocks of credit beat 4; at 0.5 they are worth 3.
         assert_eq!(
@@ -355,6 +410,27 @@ mod tests {
         assert_eq!(
             decide(with(0.5), &[0, 1], 8, &overlaps, |_| 0, 0.0),
             Some((0, 4))
+        );
+    }
+
+    #[test]
+    fn the_overlap_weight_prices_computed_blocks_against_queued_ones() {
+        // 10 prompt blocks: worker 0 holds 6 and has 10 blocks in flight, worker 1 is idle.
+        let overlaps = [Overlap { device: 6, host: 0 }, Overlap::default()];
+        let with = |overlap_weight| Policy::Kv {
+            temperature: 0.0,
+            host_weight: 0.75,
+            overlap_weight,
+        };
+        let active = |i: usize| [10, 0][i];
+        // At 1: 4 + 10 against 10 (the idle worker); at 3: 12 + 10 against 30.
+        assert_eq!(
+            decide(with(1.0), &[0, 1], 10, &overlaps, active, 0.0),
+            Some((1, 0))
+        );
+        assert_eq!(
+            decide(with(3.0), &[0, 1], 10, &overlaps, active, 0.0),
+            Some((0, 6))
         );
     }
 
@@ -414,8 +490,8 @@ mod tests {
             let c = pick(&view, kv, start, (&turn2, &mut Vec::new()), &[], 0.0).unwrap();
             assert_eq!((c.worker, c.rank, c.overlap_blocks), (1, 5, 10));
         }
-        // Load there outweighs the prefix: the next-cheapest target, another rank.
-        view.active[8 + 5] = 30;
+        // Load there outweighs the prefix (3 × 10 blocks): the next-cheapest target.
+        view.active[8 + 5] = 31;
         let c = pick(&view, kv, 0, (&turn2, &mut Vec::new()), &[], 0.0).unwrap();
         assert_ne!((c.worker, c.rank), (1, 5));
         // Round-robin walks workers first, then ranks: every target once in 16 picks.

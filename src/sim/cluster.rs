@@ -457,7 +457,9 @@ impl<'a> Cluster<'a> {
             if let Some(work) = worker.core.executor_mut().take_step_work() {
                 works.push(work);
             }
-            // The step waits for its host-tier copies (each rank its own, over its own link).
+            // Each rank copies its host-tier blocks over its own link, layer by layer beside
+            // the step (as the real executor's copy thread does): the step takes the longer
+            // of the two (the first layer's copy, 1/layers of it, is not hidden; ignored).
             let copied = worker.core.executor_mut().take_copied_blocks();
             let bs = worker.core.config().block_size;
             copy_s = f64::max(copy_s, self.profile.host_copy_time(copied, bs));
@@ -466,7 +468,7 @@ impl<'a> Cluster<'a> {
             return;
         }
         let ranks: Vec<&[SeqWork]> = works.iter().map(Vec::as_slice).collect();
-        let d = self.profile.worker_step_time(&ranks) + copy_s;
+        let d = self.profile.worker_step_time(&ranks).max(copy_s);
         self.steps += 1;
         let end = t + ((d * NS) as u64).max(1);
         let gang = &mut self.gangs[g];

@@ -32,6 +32,7 @@ impl SimExecutor {
 impl Executor for SimExecutor {
     fn execute(&mut self, batch: &StepBatch<'_>) -> Result<Vec<Sampled>> {
         self.last = Some(batch.work.clone());
+        self.copied_blocks += batch.copies.len();
         Ok(batch
             .samples
             .iter()

@@ -102,7 +102,7 @@ pub struct Recording {
 
 impl Executor for Recording {
     fn execute(&mut self, batch: &StepBatch<'_>) -> tandem::Result<Vec<Sampled>> {
-        let logits = self.inner.forward_logits(&batch.input)?;
+        let logits = self.inner.forward_logits(&batch.input, &batch.copies)?;
         let mut out = Vec::new();
         for (i, (ctx, &id)) in batch.samples.iter().zip(&batch.sample_ids).enumerate() {
             let row = logits.row(i).to_vec();
@@ -119,6 +119,10 @@ impl Executor for Recording {
 
     fn copy_kv(&mut self, copies: &[tandem::kv::KvCopy]) -> tandem::Result<()> {
         self.inner.copy_kv(copies)
+    }
+
+    fn copy_seconds(&self) -> f64 {
+        self.inner.copy_seconds()
     }
 }
 

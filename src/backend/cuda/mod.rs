@@ -9,6 +9,7 @@ pub mod bench;
 mod blas;
 mod device;
 pub mod graph;
+mod host_tier;
 mod kernels;
 mod nccl;
 pub mod sizing;
@@ -58,6 +59,8 @@ pub struct CudaBackend {
     graphs: std::sync::Mutex<graph::Graphs>,
     /// Every rank's logits width, learnt on the first all-gather (graphs cannot ask again).
     widths: std::sync::Mutex<Option<Vec<usize>>>,
+    /// The host KV tier, once given one.
+    host_tier: std::sync::OnceLock<host_tier::PinnedTier>,
 }
 
 fn shape_err(op: &str, detail: String) -> Error {
@@ -143,6 +146,7 @@ impl CudaBackend {
             comm,
             graphs: std::sync::Mutex::new(graph::Graphs::new()),
             widths: std::sync::Mutex::new(None),
+            host_tier: std::sync::OnceLock::new(),
         })
     }
 

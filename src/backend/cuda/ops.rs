@@ -328,7 +328,7 @@ impl Backend for CudaBackend {
         2 * spec.block_elems() * 2
     }
 
-    fn kv_memory(&self, cache: &CudaKvCache) -> Option<crate::backend::KvMemory> {
+    fn kv_memory(&self, cache: &mut CudaKvCache) -> Option<crate::backend::KvMemory> {
         let span = |m: &super::device::DeviceMem| (m.ptr() as usize, m.bytes());
         Some(crate::backend::KvMemory {
             k: span(&cache.k),
@@ -336,6 +336,34 @@ impl Backend for CudaBackend {
             block_bytes: cache.spec.block_elems() * 2,
             device: Some(self.device().ctx.ordinal() as u32),
         })
+    }
+
+    fn alloc_host_tier(&self, bytes: usize) -> Result<bool> {
+        let tier = super::host_tier::PinnedTier::new(&self.dev, bytes)?;
+        self.host_tier.set(tier).map_err(|_| {
+            crate::error::Error::Backend("the host KV tier is allocated once".into())
+        })?;
+        Ok(true)
+    }
+
+    fn copy_host_tier(
+        &self,
+        caches: &mut [CudaKvCache],
+        copies: &[crate::kv::KvCopy],
+        slot_bytes: usize,
+    ) -> Result<()> {
+        let tier = self
+            .host_tier
+            .get()
+            .ok_or_else(|| crate::error::Error::KvCopy("this rank has no host KV tier".into()))?;
+        tier.copy(&self.dev, caches, copies, slot_bytes)
+    }
+
+    fn wait_host_tier(&self) -> Result<()> {
+        match self.host_tier.get() {
+            Some(t) => t.wait(),
+            None => Ok(()),
+        }
     }
 
     fn read_kv_blocks(&self, cache: &CudaKvCache, blocks: &[BlockId]) -> Result<Vec<u8>> {
