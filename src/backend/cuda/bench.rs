@@ -306,7 +306,63 @@ impl CudaBackend {
                 0.0,
             );
         }
+        rows.extend(self.bench_host_tier(s, &tag)?);
         Ok(rows)
+    }
+
+    /// The host KV tier's copies (64 blocks of 64 tokens, every layer, on the copy stream: one
+    /// copy per block, layer and K/V) against one copy of the same bytes between the same
+    /// pinned memory and the device; the fraction is of that copy.
+    fn bench_host_tier(&self, s: Shape, tag: &str) -> Result<Vec<BenchRow>> {
+        use super::host_tier::PinnedTier;
+        use crate::kv::KvCopy;
+        let (blocks, layers) = (64usize, 64usize);
+        let spec = KvCacheSpec {
+            num_blocks: blocks,
+            block_size: 64,
+            kv_heads: s.kv_heads,
+            head_dim: s.head_dim,
+        };
+        let caches: Vec<CudaKvCache> = (0..layers)
+            .map(|_| self.random_cache(spec))
+            .collect::<Result<_>>()?;
+        let slot_bytes = layers * self.kv_block_bytes(&spec);
+        let bytes = blocks * slot_bytes;
+        let tier = PinnedTier::new(&self.dev, bytes)?;
+        let plain = self.dev.alloc_owned(bytes)?;
+        let ids = 0..blocks as u32;
+        let offloads: Vec<KvCopy> = ids
+            .clone()
+            .map(|i| KvCopy::Offload { block: i, slot: i })
+            .collect();
+        let onboards: Vec<KvCopy> = ids.map(|i| KvCopy::Onboard { slot: i, block: i }).collect();
+        let shape = format!(
+            "{tag} {blocks} blocks x {layers} layers ({} MiB)",
+            bytes >> 20
+        );
+        let mut out = Vec::new();
+        for (kernel, copies, to_host) in [
+            ("host_tier_offload", &offloads, true),
+            ("host_tier_onboard", &onboards, false),
+        ] {
+            let us = self.time(1, || tier.copy(&self.dev, &caches, copies, slot_bytes))?;
+            let one = self.time(1, || tier.copy_whole(&self.dev, plain.ptr(), to_host))?;
+            let (got, ceiling) = (bytes as f64 / us / 1e3, bytes as f64 / one / 1e3);
+            for (k, us, g) in [
+                (kernel.to_string(), us, got),
+                (format!("{kernel}_one_memcpy"), one, ceiling),
+            ] {
+                out.push(BenchRow {
+                    kernel: k,
+                    shape: shape.clone(),
+                    us,
+                    achieved: g,
+                    unit: "GB/s",
+                    fraction: g / ceiling,
+                });
+            }
+        }
+        Ok(out)
     }
 
     fn bench_attention(

@@ -114,6 +114,35 @@ impl PinnedTier {
 }
 
 impl PinnedTier {
+    /// One copy of the whole tier to or from device memory at `device` (as many bytes), on
+    /// the copy stream and ordered as [`PinnedTier::copy`]: the reference the per-block
+    /// copies are measured against.
+    pub(super) fn copy_whole(&self, dev: &Device, device: u64, to_host: bool) -> Result<()> {
+        dev.bind()?;
+        self.stream
+            .join(&dev.stream)
+            .map_err(cuda_err("order the copy after the step"))?;
+        let (host, n, cu) = (
+            self.base as *mut std::ffi::c_void,
+            self.mem.len(),
+            self.stream.cu_stream(),
+        );
+        // SAFETY: `device` holds `n` bytes (the caller's contract), the pinned slice holds `n`,
+        // and both outlive the copy (waited for by `dev`'s stream below, before the caller
+        // can free either).
+        let r = unsafe {
+            if to_host {
+                sys::cuMemcpyDtoHAsync_v2(host, device, n, cu)
+            } else {
+                sys::cuMemcpyHtoDAsync_v2(device, host, n, cu)
+            }
+        };
+        r.result().map_err(cuda_err("copy the host tier"))?;
+        dev.stream
+            .join(&self.stream)
+            .map_err(cuda_err("order the step after the copy"))
+    }
+
     /// Waits for every copy queued so far.
     pub(super) fn wait(&self) -> Result<()> {
         self.stream
