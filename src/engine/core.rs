@@ -280,17 +280,15 @@ impl<E: Executor> EngineCore<E> {
     }
 
     /// Runs the copies between the tiers that the pool has queued outside a step, and waits
-    /// for them. A failed one only loses its host copies (its slots are forgotten); false then.
-    pub(super) fn run_copies(&mut self) -> bool {
+    /// for them. A failed one only loses its host copies (its slots are forgotten).
+    pub(super) fn run_copies(&mut self) {
         let copies = self.kv.drain_copies();
         if copies.is_empty() {
-            return true;
+            return;
         }
-        let done = self.executor.copy_kv(&copies);
-        if let Err(e) = &done {
-            self.copy_failed(&copies, e);
+        if let Err(e) = self.executor.copy_kv(&copies) {
+            self.copy_failed(&copies, &e);
         }
-        done.is_ok()
     }
 
     fn copy_failed(&mut self, copies: &[KvCopy], e: &Error) {

@@ -178,15 +178,15 @@ impl<B: Backend> Rank<B> {
 
     /// Runs `copies` and waits for them.
     fn copy(&mut self, copies: &[KvCopy]) -> Result<()> {
-        let (start, before) = (std::time::Instant::now(), self.copy_seconds);
         let pending = self.start_copies(copies)?;
         self.finish_copies(pending)?;
         if matches!(self.tier, HostTier::Backend) {
+            // Queueing them was counted; the rest of their time is this wait.
+            let start = std::time::Instant::now();
             self.backend
                 .wait_host_tier()
                 .map_err(|e| Error::KvCopy(e.to_string()))?;
-            // The backend's copies took from their queueing to the end of this wait.
-            self.copy_seconds = before + start.elapsed().as_secs_f64();
+            self.copy_seconds += start.elapsed().as_secs_f64();
         }
         Ok(())
     }

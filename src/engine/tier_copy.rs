@@ -198,10 +198,7 @@ impl Copier {
     fn copy(&mut self, c: KvCopy, l: usize) -> Result<()> {
         let mem = self.layers[l];
         let kb = mem.block_bytes;
-        let (block, slot, offload) = match c {
-            KvCopy::Offload { block, slot } => (block, slot, true),
-            KvCopy::Onboard { slot, block } => (block, slot, false),
-        };
+        let (block, slot, offload) = c.parts();
         let at = block as usize * kb;
         if at + kb > mem.k.1.min(mem.v.1) {
             return Err(Error::KvCopy(format!(

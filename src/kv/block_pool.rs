@@ -45,6 +45,16 @@ pub enum KvCopy {
     },
 }
 
+impl KvCopy {
+    /// The device block, the host slot, and whether the bytes go to the host (an offload).
+    pub fn parts(self) -> (BlockId, SlotId, bool) {
+        match self {
+            KvCopy::Offload { block, slot } => (block, slot, true),
+            KvCopy::Onboard { slot, block } => (block, slot, false),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct Block {
     ref_cnt: u32,

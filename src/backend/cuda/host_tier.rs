@@ -59,9 +59,7 @@ impl PinnedTier {
     ) -> Result<()> {
         let slots = self.mem.len() / slot_bytes.max(1);
         for c in copies {
-            let (block, slot) = match *c {
-                KvCopy::Offload { block, slot } | KvCopy::Onboard { slot, block } => (block, slot),
-            };
+            let (block, slot, _) = c.parts();
             if slot as usize >= slots {
                 return Err(shape_err(
                     "copy_host_tier",
@@ -73,63 +71,59 @@ impl PinnedTier {
                 return Err(shape_err("copy_host_tier", format!("block {block} of {n}")));
             }
         }
-        dev.bind()?;
-        self.stream
-            .join(&dev.stream)
-            .map_err(cuda_err("order copies after the step"))?;
-        let cu = self.stream.cu_stream();
-        for (l, cache) in caches.iter().enumerate() {
-            // bf16 K and V of one block, contiguous in their tensors.
-            let kb = cache.spec.block_elems() * 2;
-            for c in copies {
-                for (half, dev_base) in [(0, cache.k.ptr()), (kb, cache.v.ptr())] {
-                    let (block, slot, offload) = match *c {
-                        KvCopy::Offload { block, slot } => (block, slot, true),
-                        KvCopy::Onboard { slot, block } => (block, slot, false),
-                    };
-                    let at = slot as usize * slot_bytes + l * 2 * kb + half;
-                    let host = (self.base + at) as *mut std::ffi::c_void;
-                    let device = dev_base + (block as usize * kb) as u64;
-                    // SAFETY: both spans were bounds-checked above (the slot within the pinned
-                    // slice, the block within the layer's tensors), the memory outlives the
-                    // stream's work (the caches live as long as the backend, and the tier
-                    // synchronizes its stream before its memory is freed), and the two
-                    // streams' joins order the copies against every kernel that touches the
-                    // blocks.
-                    let r = unsafe {
-                        if offload {
-                            sys::cuMemcpyDtoHAsync_v2(host, device, kb, cu)
-                        } else {
-                            sys::cuMemcpyHtoDAsync_v2(device, host, kb, cu)
-                        }
-                    };
-                    r.result().map_err(cuda_err("copy between the KV tiers"))?;
+        self.ordered(dev, || {
+            for (l, cache) in caches.iter().enumerate() {
+                // bf16 K and V of one block, contiguous in their tensors.
+                let kb = cache.spec.block_elems() * 2;
+                for c in copies {
+                    let (block, slot, offload) = c.parts();
+                    for (half, dev_base) in [(0, cache.k.ptr()), (kb, cache.v.ptr())] {
+                        let at = slot as usize * slot_bytes + l * 2 * kb + half;
+                        let device = dev_base + (block as usize * kb) as u64;
+                        // SAFETY: both spans were bounds-checked above (the slot within the
+                        // pinned slice, the block within the layer's tensors).
+                        unsafe { self.memcpy(at, device, kb, offload) }?;
+                    }
                 }
             }
-        }
-        dev.stream
-            .join(&self.stream)
-            .map_err(cuda_err("order the step after its copies"))
+            Ok(())
+        })
     }
-}
 
-impl PinnedTier {
     /// One copy of the whole tier to or from device memory at `device` (as many bytes), on
     /// the copy stream and ordered as [`PinnedTier::copy`]: the reference the per-block
     /// copies are measured against.
     pub(super) fn copy_whole(&self, dev: &Device, device: u64, to_host: bool) -> Result<()> {
+        // SAFETY: `device` holds as many bytes as the tier (the caller's contract).
+        self.ordered(dev, || unsafe {
+            self.memcpy(0, device, self.mem.len(), to_host)
+        })
+    }
+
+    /// Queues `copy` on the copy stream after the work on `dev`'s stream, and makes `dev`'s
+    /// stream wait for it.
+    fn ordered(&self, dev: &Device, copy: impl FnOnce() -> Result<()>) -> Result<()> {
         dev.bind()?;
         self.stream
             .join(&dev.stream)
-            .map_err(cuda_err("order the copy after the step"))?;
-        let (host, n, cu) = (
-            self.base as *mut std::ffi::c_void,
-            self.mem.len(),
-            self.stream.cu_stream(),
-        );
-        // SAFETY: `device` holds `n` bytes (the caller's contract), the pinned slice holds `n`,
-        // and both outlive the copy (waited for by `dev`'s stream below, before the caller
-        // can free either).
+            .map_err(cuda_err("order the copies after the step"))?;
+        copy()?;
+        dev.stream
+            .join(&self.stream)
+            .map_err(cuda_err("order the step after its copies"))
+    }
+
+    /// Queues a copy of `n` bytes between the pinned memory at offset `at` and `device`, to the
+    /// host or from it.
+    ///
+    /// # Safety
+    /// `at..at + n` must lie in the pinned memory and `device..device + n` in device memory
+    /// that outlives the copy stream's work (the tier synchronizes its stream before its own
+    /// memory is freed); [`PinnedTier::ordered`] orders it against the kernels.
+    unsafe fn memcpy(&self, at: usize, device: u64, n: usize, to_host: bool) -> Result<()> {
+        let host = (self.base + at) as *mut std::ffi::c_void;
+        let cu = self.stream.cu_stream();
+        // SAFETY: the caller's contract.
         let r = unsafe {
             if to_host {
                 sys::cuMemcpyDtoHAsync_v2(host, device, n, cu)
@@ -137,10 +131,7 @@ impl PinnedTier {
                 sys::cuMemcpyHtoDAsync_v2(device, host, n, cu)
             }
         };
-        r.result().map_err(cuda_err("copy the host tier"))?;
-        dev.stream
-            .join(&self.stream)
-            .map_err(cuda_err("order the step after the copy"))
+        r.result().map_err(cuda_err("copy between the KV tiers"))
     }
 
     /// Waits for every copy queued so far.
