@@ -1,8 +1,9 @@
 //! Prefill and decode workers as real processes: Prefill holds the prompt's KV, Decode pulls
-//! it over the transfer service (TCP), releases it at the source and streams the rest.
+//! it over the source's KV socket (TCP), releases it at the source and streams the rest.
 
 mod common;
 
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::grpc::{client, greedy, request, used_when_idle};
@@ -19,6 +20,28 @@ async fn generate(c: &mut WorkerClient<Channel>, req: GenerateRequest) -> Vec<u3
         out.extend(r.token_id);
     }
     out
+}
+
+/// One pull over the raw KV socket of the worker at `addr` (its layout's `kv_port`), as a
+/// decode worker makes it: the reply, and every byte that follows it.
+async fn raw_pull(addr: &str, port: u32, req: PullKvRequest) -> (PullKvReply, Vec<u8>) {
+    use prost::Message;
+    let host = addr.rsplit_once(':').unwrap().0.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect((host.as_str(), port as u16)).unwrap();
+        let body = req.encode_to_vec();
+        s.write_all(&(body.len() as u32).to_le_bytes()).unwrap();
+        s.write_all(&body).unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut frame = vec![0; u32::from_le_bytes(len) as usize];
+        s.read_exact(&mut frame).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        (PullKvReply::decode(&frame[..]).unwrap(), rest)
+    })
+    .await
+    .unwrap()
 }
 
 /// Prefill on `p`, decode on `d`; returns all tokens.
@@ -106,7 +129,7 @@ async fn disaggregated_output_equals_aggregated_and_the_source_is_freed() {
     assert!(
         err.message()
             .starts_with(tandem::server::transfer::KV_SOURCE_LOST)
-            && err.message().contains("NotFound"),
+            && err.message().contains("no KV is held"),
         "{err:?}"
     );
     assert_eq!(used_when_idle(&mut dc, 0).await, 0);
@@ -164,17 +187,23 @@ async fn a_dead_prefill_worker_or_a_layout_mismatch_fails_cleanly() {
         .await
         .unwrap()
         .into_inner();
+    let source = pc2
+        .get_kv_layout(KvLayoutRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let pull = PullKvRequest {
         request_id: "m".into(),
         block_ids: vec![0],
         layout: Some(theirs),
     };
-    let err = pc2.pull_kv(pull).await.err().unwrap();
-    assert_eq!(err.code(), Code::FailedPrecondition);
+    let (reply, rest) = raw_pull(&p2.addr, source.kv_port, pull).await;
+    assert_eq!(reply.status(), pull_kv_reply::Status::Mismatch);
     assert!(
-        err.message().contains("layout mismatch") && err.message().contains("block size 16 vs 32"),
-        "{err:?}"
+        reply.message.contains("layout mismatch") && reply.message.contains("block size 16 vs 32"),
+        "{reply:?}"
     );
+    assert!(rest.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,31 +246,58 @@ async fn short_transfers_full_caches_and_bad_addresses_are_refused_cleanly() {
         "50",
     ]);
     let (mut pc, mut dc) = (client(&p.addr).await, client(&d.addr).await);
-    let layout = dc
+
+    // The KV socket serves held blocks only: whole, to a puller of the same layout.
+    let req = request("dl", (0..40).collect(), greedy(4));
+    let pre = pc.prefill(req.clone()).await.unwrap().into_inner();
+    let source = pc
         .get_kv_layout(KvLayoutRequest {})
         .await
         .unwrap()
         .into_inner();
-
-    // Data loss: a puller that expects larger blocks than the source sends (the handshake
-    // fields agree) finds the shard short, and says so.
-    let req = request("dl", (0..40).collect(), greedy(4));
-    let pre = pc.prefill(req.clone()).await.unwrap().into_inner();
-    let mut big = layout.clone();
-    big.block_bytes *= 2;
-    let err =
-        tandem::server::transfer::pull(&pre.transfer_addr, "dl", pre.block_ids.clone(), big, None)
-            .await
-            .err()
-            .unwrap();
-    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
-    assert!(err.message().contains("expected"), "{err:?}");
-    // The hold is still there for a correct pull, then released.
-    let shards =
-        tandem::server::transfer::pull(&pre.transfer_addr, "dl", pre.block_ids, layout, None)
-            .await
-            .unwrap();
-    assert_eq!(shards.len(), 1);
+    let pull = |id: &str, blocks: Vec<u32>| PullKvRequest {
+        request_id: id.into(),
+        block_ids: blocks,
+        layout: Some(source.clone()),
+    };
+    let (reply, _) = raw_pull(
+        &pre.transfer_addr,
+        source.kv_port,
+        pull("nobody", pre.block_ids.clone()),
+    )
+    .await;
+    assert_eq!(reply.status(), pull_kv_reply::Status::NotHeld, "{reply:?}");
+    let (reply, _) = raw_pull(
+        &pre.transfer_addr,
+        source.kv_port,
+        pull("dl", vec![pre.block_ids[0], 999]),
+    )
+    .await;
+    assert_eq!(reply.status(), pull_kv_reply::Status::Invalid, "{reply:?}");
+    assert!(reply.message.contains("block 999 is not held"), "{reply:?}");
+    let (reply, rest) = raw_pull(
+        &pre.transfer_addr,
+        source.kv_port,
+        pull("dl", pre.block_ids.clone()),
+    )
+    .await;
+    assert_eq!(reply.status(), pull_kv_reply::Status::Ok, "{reply:?}");
+    let want = pre.block_ids.len() as u64 * u64::from(source.num_layers) * source.block_bytes;
+    assert_eq!((reply.bytes, rest.len() as u64), (want, want));
+    assert!(
+        rest.iter().any(|&b| b != 0),
+        "the KV of a computed prompt is not all zeros"
+    );
+    // Garbage on the socket closes that connection only.
+    let host_port = format!("127.0.0.1:{}", source.kv_port);
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(host_port).unwrap();
+        s.write_all(&[0xff; 64]).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    })
+    .await
+    .unwrap();
     assert!(
         pc.release_kv(ReleaseKvRequest {
             request_id: "dl".into()
@@ -251,6 +307,14 @@ async fn short_transfers_full_caches_and_bad_addresses_are_refused_cleanly() {
         .into_inner()
         .released
     );
+    // Released: the socket no longer serves it.
+    let (reply, _) = raw_pull(
+        &pre.transfer_addr,
+        source.kv_port,
+        pull("dl", pre.block_ids.clone()),
+    )
+    .await;
+    assert_eq!(reply.status(), pull_kv_reply::Status::NotHeld, "{reply:?}");
 
     // Resource exhausted: a 400-token prompt holds 25 of the decode worker's 32 blocks; a
     // 200-token prompt (13 blocks) finds no room, and nothing leaks on either side.

@@ -421,7 +421,7 @@ mod worker_messages {
                     let _ = svc.release_kv(Request::new(ReleaseKvRequest { request_id: id.clone() })).await;
                     prop_assert!(p.into_inner().prompt_tokens as usize == prompt.len());
                 }
-                let _ = svc.pull_kv(Request::new(PullKvRequest { request_id: id.clone(), block_ids: blocks.clone(), layout: Some(KvLayout::default()) })).await;
+                let _ = svc.kv_digest(Request::new(KvDigestRequest { request_id: id.clone(), block_ids: blocks.clone() })).await;
                 let _ = svc.decode(Request::new(DecodeRequest { request: Some(req), first_token: 1, source_addr: "127.0.0.1:1".into(), source_engine_id: String::new(), source_block_ids: blocks })).await;
                 let _ = svc.abort(Request::new(AbortRequest { request_id: id })).await;
                 Ok(())

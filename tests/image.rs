@@ -91,7 +91,24 @@ fn the_image_builds_tandem_with_cuda_and_runs_it() {
         }
     }
     assert!(args["CUDA_VERSION"].starts_with("13."), "CUDA 13 images");
-    assert_eq!(args["FEATURES"], "cuda");
+    assert_eq!(args["FEATURES"], "cuda,nixl");
+    // The NIXL runtime the nixl feature loads, where the workers' loader finds it.
+    assert!(
+        final_copies
+            .iter()
+            .any(|c| c.contains("--from=builder /out/nixl /opt/nixl")),
+        "the final stage ships the NIXL runtime"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ENV LD_LIBRARY_PATH=/opt/nixl/.nixl_cu13.mesonpy.libs")),
+        "the NIXL runtime is on the loader's path"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("libclang-dev")),
+        "bindgen's libclang in the builder"
+    );
     let last_from = lines.iter().rev().find(|l| l.starts_with("FROM")).unwrap();
     assert!(
         last_from.contains("-runtime-"),

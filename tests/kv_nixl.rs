@@ -33,19 +33,19 @@ mod with_nixl {
         worker_tp(role, transport, "1")
     }
 
+    /// A demo worker of `tp` ranks that checks every pull against the source's digests.
     fn worker_tp(role: &str, transport: &str, tp: &str) -> Proc {
+        worker_with(role, transport, &["--tp", tp, "--kv-verify"], &[])
+    }
+
+    fn worker_with(role: &str, transport: &str, extra: &[&str], env: &[(&str, &str)]) -> Proc {
         let lib = lib_path();
-        let mut args = vec![
-            "worker",
-            "--role",
-            role,
-            "--kv-transport",
-            transport,
-            "--tp",
-            tp,
-        ];
+        let mut args = vec!["worker", "--role", role, "--kv-transport", transport];
+        args.extend_from_slice(extra);
         args.extend_from_slice(DEMO);
-        spawn_with_env(&args, &[("LD_LIBRARY_PATH", &lib)])
+        let mut env = env.to_vec();
+        env.push(("LD_LIBRARY_PATH", &lib));
+        spawn_with_env(&args, &env)
     }
 
     fn frontend(p: &Proc, d: &Proc) -> (Proc, String) {
@@ -62,6 +62,17 @@ mod with_nixl {
 
     fn text(v: &Value) -> String {
         v["choices"][0]["text"].as_str().unwrap().to_string()
+    }
+
+    /// A decode worker's pulls: all, through NIXL, NIXL reads that fell back to the KV
+    /// socket, and pulls verified byte for byte.
+    fn counts(l: &LoadResponse) -> (u64, u64, u64, u64) {
+        (
+            l.kv_pulls,
+            l.kv_pulls_nixl,
+            l.kv_nixl_fallbacks,
+            l.kv_pulls_verified,
+        )
     }
 
     /// Waits until the decode worker has counted `n` pulls (its counters land just after the
@@ -103,20 +114,17 @@ mod with_nixl {
             "{b}"
         );
         assert_eq!(text(&a), text(&b));
-        // Every pull went through NIXL, none fell back, and the prefill worker released
-        // every hold.
+        // Every pull went through NIXL, none fell back, each one's KV was byte for byte the
+        // source's, and the prefill worker released every hold.
         let l = pulls(&d.addr, 4).await;
-        assert_eq!(
-            (l.kv_pulls, l.kv_pulls_nixl, l.kv_nixl_fallbacks),
-            (4, 4, 0)
-        );
+        assert_eq!(counts(&l), (4, 4, 0, 4), "{l:?}");
         assert!(l.kv_pulled_bytes > 0);
         let mut pc = client(&p.addr).await;
         assert_eq!(common::grpc::used_when_idle(&mut pc, 0).await, 0);
         assert_eq!(
             load(&p.addr).await.kv_served_bytes,
             0,
-            "nothing went over PullKv"
+            "nothing went over the KV socket"
         );
     }
 
@@ -136,10 +144,130 @@ mod with_nixl {
         let (a, b) = (complete(&agg, &prompt).await, complete(&dis, &prompt).await);
         assert_eq!(text(&a), text(&b), "{a} vs {b}");
         let l = pulls(&d.addr, 1).await;
+        assert_eq!(counts(&l), (1, 1, 0, 1), "{l:?}");
+    }
+
+    /// The interface of the default route (what a NIXL agent confined to it cannot reach
+    /// loopback addresses through).
+    fn default_route_interface() -> String {
+        let routes = std::fs::read_to_string("/proc/net/route").unwrap();
+        routes
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.get(1) == Some(&"00000000"))
+            .map(|f| f[0].to_string())
+            .expect("a default route")
+    }
+
+    /// NIXL agents that cannot reach each other (both on UCX's TCP, the source's only on
+    /// loopback, the puller's only on the default route's interface, which loopback addresses
+    /// are not routed through): the read fails and the pull falls back to the KV socket,
+    /// counted, and the request completes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_agent_that_cannot_reach_the_source_falls_back_to_tcp() {
+        let timeout = ["--kv-transfer-timeout", "5", "--kv-verify"];
+        let out = default_route_interface();
+        let p = worker_with(
+            "prefill",
+            "nixl",
+            &timeout,
+            &[("UCX_TLS", "tcp,self"), ("UCX_NET_DEVICES", "lo")],
+        );
+        let d = worker_with(
+            "decode",
+            "nixl",
+            &timeout,
+            &[("UCX_TLS", "tcp,self"), ("UCX_NET_DEVICES", &out)],
+        );
+        let (_fe, dis) = frontend(&p, &d);
+        wait_health(&dis, 200).await;
+        let v = complete(&dis, &(0..40).collect::<Vec<u32>>()).await;
+        assert_eq!(v["usage"]["completion_tokens"], 8, "{v}");
+        let l = pulls(&d.addr, 1).await;
+        assert_eq!(counts(&l), (1, 0, 1, 1), "{l:?}");
+        assert!(load(&p.addr).await.kv_served_bytes > 0);
+    }
+
+    /// A source that stops answering mid-transfer (SIGSTOP): the NIXL read times out and is
+    /// cancelled, the KV socket times out too, the request fails with DATA_LOSS, and both
+    /// sides free their blocks (the source when its hold expires); the next pull, once the
+    /// source runs again, reads through NIXL afresh.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_transfer_times_out_and_both_sides_free_their_blocks() {
+        use super::common::grpc::{greedy, request, used_when_idle};
+        use tandem::server::proto::DecodeRequest;
+        // UCX over TCP needs the source's progress: a stopped source stalls the read (shared
+        // memory and cma would read it regardless).
+        let env = [("UCX_TLS", "tcp,self")];
+        let flags = ["--kv-transfer-timeout", "2", "--kv-hold-timeout", "4"];
+        let (p, d) = (
+            worker_with("prefill", "nixl", &flags, &env),
+            worker_with("decode", "nixl", &flags, &env),
+        );
+        let (mut pc, mut dc) = (client(&p.addr).await, client(&d.addr).await);
+        let prompt: Vec<u32> = (0..70).map(|t| (t * 3 + 1) % 256).collect();
+        let decode_of = |pre: tandem::server::proto::PrefillResponse, id: &str| DecodeRequest {
+            request: Some(request(id, prompt.clone(), greedy(3))),
+            first_token: pre.first_token,
+            source_addr: pre.transfer_addr,
+            source_engine_id: pre.engine_id,
+            source_block_ids: pre.block_ids,
+        };
+        let run = |dc: &mut tandem::server::proto::worker_client::WorkerClient<_>, r| {
+            let mut dc = dc.clone();
+            async move {
+                let mut s = dc.decode(r).await?.into_inner();
+                while s.message().await?.is_some() {}
+                Ok::<_, tonic::Status>(())
+            }
+        };
+        // A first pull: the decode worker knows the source's layout and agent from here on.
+        let pre = pc
+            .prefill(request("warm", prompt.clone(), greedy(3)))
+            .await
+            .unwrap()
+            .into_inner();
+        run(&mut dc, decode_of(pre, "warm")).await.unwrap();
+        let pre = pc
+            .prefill(request("stalled", prompt.clone(), greedy(3)))
+            .await
+            .unwrap()
+            .into_inner();
+        let held = pre.block_ids.len() as u64;
+        let pid = p.child.id() as libc::pid_t;
+        let signal = |sig| {
+            // SAFETY: kill(2) on our own child's pid.
+            assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+        };
+        signal(libc::SIGSTOP);
+        let started = std::time::Instant::now();
+        let err = run(&mut dc, decode_of(pre, "stalled")).await.unwrap_err();
+        let took = started.elapsed();
+        signal(libc::SIGCONT);
+        assert_eq!(err.code(), tonic::Code::DataLoss, "{err:?}");
+        assert!(err.message().contains("--kv-transfer-timeout"), "{err:?}");
+        assert!(took < Duration::from_secs(20), "gave up after {took:?}");
+        let l = load(&d.addr).await;
         assert_eq!(
             (l.kv_pulls, l.kv_pulls_nixl, l.kv_nixl_fallbacks),
-            (1, 1, 0)
+            (1, 1, 1),
+            "{l:?}"
         );
+        assert_eq!(used_when_idle(&mut dc, 0).await, 0);
+        // The source still holds the blocks until its hold expires, then frees them.
+        assert!(load(&p.addr).await.used_blocks <= held);
+        assert_eq!(used_when_idle(&mut pc, 0).await, 0);
+        // And it serves the next pull through NIXL again.
+        let pre = pc
+            .prefill(request("after", prompt.clone(), greedy(3)))
+            .await
+            .unwrap()
+            .into_inner();
+        run(&mut dc, decode_of(pre, "after")).await.unwrap();
+        let l = pulls(&d.addr, 2).await;
+        assert_eq!((l.kv_pulls, l.kv_pulls_nixl), (2, 2), "{l:?}");
+        assert_eq!(used_when_idle(&mut pc, 0).await, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -214,7 +214,7 @@ pub struct ServeArgs {
     kv_events_endpoint: Option<String>,
     /// How decode workers pull KV from prefill workers: tcp or nixl (see `tandem worker`).
     #[arg(long, value_enum, default_value = "tcp")]
-    kv_transport: super::worker::KvTransport,
+    kv_transport: super::worker::KvTransportKind,
 }
 
 /// `endpoint` (transport://host:port) with its port moved up by `offset`.
@@ -418,7 +418,7 @@ async fn start_workers(
             args.http.shutdown_timeout.to_string(),
         ]);
         argv.extend(extra.iter().map(|s| s.to_string()));
-        if args.kv_transport == super::worker::KvTransport::Nixl {
+        if args.kv_transport == super::worker::KvTransportKind::Nixl {
             argv.extend(["--kv-transport", "nixl"].map(String::from));
         }
         if let Some(ep) = &args.kv_events_endpoint {

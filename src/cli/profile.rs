@@ -19,6 +19,8 @@ use crate::engine::{EngineCore, EngineHandle, Executor, SamplingParams};
 use crate::kv::KvCopy;
 use crate::loader::{DeviceKind, LoadedModel, load_cpu, load_cuda};
 use crate::server::kv_hub::KvEventHub;
+use crate::server::kv_tcp::TcpKv;
+use crate::server::kv_transport::{KvSource, KvTransport, Reservation};
 use crate::server::proto::{self, worker_client::WorkerClient, worker_server::WorkerServer};
 use crate::server::worker::{WorkerService, sampling_to_proto};
 use crate::sim::grid::Measured;
@@ -232,29 +234,42 @@ fn measure_transfers<B: Backend>(
     bar: &ProgressBar,
     short: (usize, f64),
 ) -> anyhow::Result<(f64, f64, f64)> {
+    let memory = loaded.engine.executor().kv_memory();
     let engine = Arc::new(EngineHandle::spawn(loaded.engine)?);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();
+        let timeout = crate::server::worker::DEFAULT_TRANSFER_TIMEOUT;
         let svc = WorkerService::new(
             engine.clone(),
             Arc::new(KvEventHub::new()),
             proto::ModelInfoResponse::default(),
             layout.clone(),
             addr.clone(),
-        );
+        )
+        .with_kv_socket(
+            std::net::TcpListener::bind("127.0.0.1:0")?,
+            memory.clone(),
+            &crate::server::tls::TlsFiles::default(),
+            false,
+            timeout,
+        )?;
+        // The puller's side of the same socket: this engine pulls its own held blocks into
+        // a reservation, as a decode worker would.
+        let tcp = Arc::new(TcpKv::new(layout.clone(), memory, None, timeout));
         tokio::spawn(
             tonic::transport::Server::builder()
-                .initial_stream_window_size(Some(crate::server::transfer::WINDOW_BYTES))
-                .initial_connection_window_size(Some(crate::server::transfer::WINDOW_BYTES))
-                .max_frame_size(Some(crate::server::transfer::FRAME_BYTES))
                 .add_service(WorkerServer::new(svc))
                 .serve_with_incoming(
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 ),
         );
         let mut c = WorkerClient::connect(format!("http://{addr}")).await?;
+        let source_layout = c
+            .get_kv_layout(proto::KvLayoutRequest {})
+            .await?
+            .into_inner();
         let vocab = engine.config().vocab_size as u32;
         let mut samples: Vec<(f64, f64)> = Vec::new();
         for (k, &tokens) in sizes.iter().enumerate() {
@@ -275,20 +290,32 @@ fn measure_transfers<B: Backend>(
                 let local = 1u64 << 50 | (k * repeats + r) as u64;
                 let e = engine.clone();
                 let n = prompt.len();
-                tokio::task::spawn_blocking(move || e.reserve_kv(local, n)).await??;
-                let t = Instant::now();
-                let shards = crate::server::transfer::pull(
-                    &addr,
-                    &id,
-                    pre.block_ids.clone(),
-                    layout.clone(),
-                    None,
-                )
-                .await?;
-                let bytes: usize = shards.iter().map(Vec::len).sum();
-                let e = engine.clone();
-                tokio::task::spawn_blocking(move || e.write_reserved(local, shards)).await??;
-                samples.push((bytes as f64, t.elapsed().as_secs_f64()));
+                let dst = tokio::task::spawn_blocking(move || e.reserve_kv(local, n)).await??;
+                let (e, t, source_layout, a, i) = (
+                    engine.clone(),
+                    tcp.clone(),
+                    source_layout.clone(),
+                    addr.clone(),
+                    id.clone(),
+                );
+                let src = pre.block_ids.clone();
+                let started = Instant::now();
+                let bytes = tokio::task::spawn_blocking(move || {
+                    let source = KvSource {
+                        addr: &a,
+                        layout: &source_layout,
+                        request_id: &i,
+                        blocks: &src,
+                    };
+                    let into = Reservation {
+                        engine: &e,
+                        id: local,
+                        blocks: &dst,
+                    };
+                    t.pull(&source, &into)
+                })
+                .await??;
+                samples.push((bytes as f64, started.elapsed().as_secs_f64()));
                 engine.cancel_reserved(local)?;
                 c.release_kv(proto::ReleaseKvRequest { request_id: id })
                     .await?;

@@ -24,10 +24,27 @@ use crate::server::zmq_events::ZmqPublisher;
 pub struct WorkerArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// How a decode worker pulls KV from prefill workers: tcp (gRPC streams, always there)
-    /// or nixl (NVIDIA NIXL reads in place, when both sides offer it; TCP otherwise).
+    /// How a decode worker pulls KV from prefill workers: tcp (the workers' KV socket,
+    /// always there) or nixl (NVIDIA NIXL reads in place, when both sides offer it; TCP
+    /// otherwise, and when a NIXL read fails).
     #[arg(long, value_enum, default_value = "tcp")]
-    pub kv_transport: KvTransport,
+    pub kv_transport: KvTransportKind,
+    /// Port of the KV socket that serves this worker's held KV to decode workers (0: any
+    /// free port; the layout handshake tells pullers which).
+    #[arg(long, default_value_t = 0)]
+    kv_port: u16,
+    /// Seconds a KV transfer, or a call to its source, may make no progress before it is
+    /// given up (its blocks are then freed on both sides).
+    #[arg(long, default_value_t = 30.0)]
+    kv_transfer_timeout: f64,
+    /// A parameter of NIXL's UCX backend, KEY=VALUE, over the plugin's defaults (repeatable;
+    /// e.g. ucx_error_handling_mode=none, which UCX_TLS=shm needs).
+    #[arg(long = "nixl-ucx-param", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    nixl_ucx_params: Vec<(String, String)>,
+    /// Check every KV pull byte for byte against the source's digests (reads both copies
+    /// once more: a debugging aid).
+    #[arg(long)]
+    kv_verify: bool,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -70,6 +87,14 @@ pub struct WorkerArgs {
     /// are aborted and the worker exits.
     #[arg(long, default_value_t = 20.0)]
     shutdown_timeout: f64,
+}
+
+/// A KEY=VALUE flag value.
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
 }
 
 /// Roles of a worker.
@@ -150,8 +175,8 @@ fn hooks_of<B: Backend>(args: &ModelArgs, loaded: &LoadedModel<B>) -> anyhow::Re
 
 /// How KV moves between workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum KvTransport {
-    /// The worker's own gRPC stream of chunks.
+pub enum KvTransportKind {
+    /// The workers' own KV socket.
     Tcp,
     /// NVIDIA NIXL (cargo feature `nixl`, its runtime on LD_LIBRARY_PATH).
     Nixl,
@@ -178,6 +203,7 @@ pub(crate) fn kv_layout<B: Backend>(loaded: &LoadedModel<B>, tp: usize) -> KvLay
         block_bytes: block_bytes as u64,
         engine_id: format!("{:016x}", rand::random::<u64>()),
         nixl: None,
+        kv_port: 0,
     }
 }
 
@@ -185,6 +211,10 @@ fn serve<B: Backend>(args: WorkerArgs, mut loaded: LoadedModel<B>) -> anyhow::Re
     if !(args.shutdown_timeout.is_finite() && args.shutdown_timeout >= 0.0) {
         anyhow::bail!("--shutdown-timeout must be a number of seconds");
     }
+    if !(args.kv_transfer_timeout.is_finite() && args.kv_transfer_timeout > 0.0) {
+        anyhow::bail!("--kv-transfer-timeout must be a positive number of seconds");
+    }
+    let transfer_timeout = std::time::Duration::from_secs_f64(args.kv_transfer_timeout);
     let hub = Arc::new(KvEventHub::new());
     let (tx, rx) = std::sync::mpsc::channel();
     loaded.engine.set_event_sink(tx);
@@ -222,11 +252,13 @@ fn serve<B: Backend>(args: WorkerArgs, mut loaded: LoadedModel<B>) -> anyhow::Re
     let core = loaded.engine.map_executor(|e| Hooked::new(e, hooks));
     let engine = Arc::new(EngineHandle::spawn(core)?);
     let nixl = match args.kv_transport {
-        KvTransport::Tcp => None,
-        KvTransport::Nixl => Some(Arc::new(crate::server::nixl::NixlKv::open(
+        KvTransportKind::Tcp => None,
+        KvTransportKind::Nixl => Some(Arc::new(crate::server::nixl::NixlKv::open(
             &memory,
             engine.clone(),
             &layout.engine_id,
+            transfer_timeout,
+            &args.nixl_ucx_params,
         )?)),
     };
     let rt = tokio::runtime::Runtime::new()?;
@@ -258,7 +290,18 @@ fn serve<B: Backend>(args: WorkerArgs, mut loaded: LoadedModel<B>) -> anyhow::Re
             ca: args.tls_ca.clone(),
             domain: args.tls_domain.clone(),
         };
-        let service = service.with_peer_tls(tls.client()?);
+        let kv_listener = std::net::TcpListener::bind((args.host.as_str(), args.kv_port))
+            .with_context(|| format!("binding the KV port {}:{}", args.host, args.kv_port))?;
+        let service = service
+            .with_peer_tls(tls.client()?)
+            .with_kv_socket(
+                kv_listener,
+                memory,
+                &tls,
+                args.tls_require_client_cert,
+                transfer_timeout,
+            )?
+            .with_kv_verify(args.kv_verify);
         let service = match nixl {
             Some(n) => service.with_nixl(n),
             None => service,
@@ -289,11 +332,7 @@ fn serve<B: Backend>(args: WorkerArgs, mut loaded: LoadedModel<B>) -> anyhow::Re
         if let Some(cfg) = tls.server(args.tls_require_client_cert)? {
             builder = builder.tls_config(cfg).context("TLS settings")?;
         }
-        // Wide HTTP/2 windows: KV transfers stream hundreds of MiB per request.
         let server = builder
-            .initial_stream_window_size(Some(crate::server::transfer::WINDOW_BYTES))
-            .initial_connection_window_size(Some(crate::server::transfer::WINDOW_BYTES))
-            .max_frame_size(Some(crate::server::transfer::FRAME_BYTES))
             .add_service(health)
             .add_service(WorkerServer::new(service))
             // No Nagle: a token is a few bytes, and a delayed ACK would hold the next one.

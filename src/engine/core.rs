@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::mpsc::Sender;
 
 use super::executor::{Executor, SeqWork, StepBatch};
-use super::handoff::Held;
+use super::hold::{Held, HoldView};
 use super::sampler::{SampleContext, Sampled};
 use super::scheduler::{Scheduler, SchedulerConfig, SchedulerOutput};
 use super::sequence::{FinishReason, Request, RequestId, Sequence};
@@ -87,6 +87,8 @@ pub struct EngineCore<E: Executor> {
     num_copy_failures: u64,
     /// Blocks of finished prefill requests, waiting to be pulled (see handoff.rs).
     pub(super) held: HashMap<RequestId, Held>,
+    /// Which requests are in `held`, published for the transfer service.
+    pub(super) hold_view: HoldView,
     /// Blocks allocated for KV arriving from a prefill worker (see handoff.rs).
     pub(super) reserved: HashMap<RequestId, BlockTable>,
 }
@@ -121,6 +123,7 @@ impl<E: Executor> EngineCore<E> {
             num_generated: 0,
             num_copy_failures: 0,
             held: HashMap::new(),
+            hold_view: HoldView::default(),
             reserved: HashMap::new(),
         })
     }
@@ -140,6 +143,7 @@ impl<E: Executor> EngineCore<E> {
             num_generated: self.num_generated,
             num_copy_failures: self.num_copy_failures,
             held: self.held,
+            hold_view: self.hold_view,
             reserved: self.reserved,
         }
     }

@@ -28,6 +28,7 @@ enum Command {
     ReleaseHeld(RequestId, Sender<bool>),
     Reserve(RequestId, usize, Reply<Vec<BlockId>>),
     WriteReserved(RequestId, Vec<Vec<u8>>, Reply<()>),
+    ReadReserved(RequestId, Reply<Vec<Vec<u8>>>),
     CancelReserved(RequestId),
     CommitPrefilled(Request, u32, UnboundedSender<Result<RequestOutput>>),
     ResetPrefixCache(Sender<bool>),
@@ -73,6 +74,7 @@ pub struct EngineHandle {
     tx: Option<Sender<Command>>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<Mutex<EngineStats>>,
+    holds: super::HoldView,
 }
 
 impl EngineHandle {
@@ -82,6 +84,7 @@ impl EngineHandle {
         let (tx, rx) = channel();
         let stats = Arc::new(Mutex::new(snapshot(&core)));
         let published = stats.clone();
+        let holds = core.hold_view();
         let thread = std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || run(core, rx, &published))
@@ -91,6 +94,7 @@ impl EngineHandle {
             tx: Some(tx),
             thread: Some(thread),
             stats,
+            holds,
         })
     }
 
@@ -140,6 +144,16 @@ impl EngineHandle {
     /// Writes pulled KV into a reservation.
     pub fn write_reserved(&self, id: RequestId, shards: Vec<Vec<u8>>) -> Result<()> {
         self.ask(|tx| Command::WriteReserved(id, shards, tx))?
+    }
+
+    /// Copies a reservation's blocks (one buffer per TP rank).
+    pub fn read_reserved(&self, id: RequestId) -> Result<Vec<Vec<u8>>> {
+        self.ask(|tx| Command::ReadReserved(id, tx))?
+    }
+
+    /// Which requests' blocks are held now (never waits for the engine thread).
+    pub fn holds(&self) -> &super::HoldView {
+        &self.holds
     }
 
     /// Frees a reservation (the pull failed).
@@ -261,6 +275,9 @@ fn run<E: Executor>(mut core: EngineCore<E>, rx: Receiver<Command>, stats: &Mute
                 }
                 Command::ReadHeld(id, blocks, reply) => {
                     let _ = reply.send(core.read_held(id, &blocks));
+                }
+                Command::ReadReserved(id, reply) => {
+                    let _ = reply.send(core.read_reserved(id));
                 }
                 Command::ReleaseHeld(id, reply) => {
                     let _ = reply.send(core.release_held(id));

@@ -9,16 +9,10 @@ use std::time::Instant;
 
 use super::core::EngineCore;
 use super::executor::Executor;
+use super::hold::{Held, HoldView};
 use super::sequence::{Request, RequestId, Sequence};
 use crate::error::{Error, Result};
 use crate::kv::{BlockId, BlockTable};
-
-/// Blocks of a finished prefill request, waiting for their pull.
-#[derive(Debug)]
-pub struct Held {
-    table: BlockTable,
-    expires: Instant,
-}
 
 impl<E: Executor> EngineCore<E> {
     /// Queues a prefill request: after its first token its blocks are held for a pull.
@@ -39,6 +33,7 @@ impl<E: Executor> EngineCore<E> {
         };
         if seq.hold_kv {
             let expires = Instant::now() + self.cfg.kv_hold_timeout;
+            self.hold_view.set(id, true);
             self.held.insert(
                 id,
                 Held {
@@ -69,11 +64,18 @@ impl<E: Executor> EngineCore<E> {
     pub fn release_held(&mut self, id: RequestId) -> bool {
         match self.held.remove(&id) {
             Some(mut h) => {
+                // Published first: nobody may take the blocks for held once they can be reused.
+                self.hold_view.set(id, false);
                 self.kv.free(&mut h.table);
                 true
             }
             None => false,
         }
+    }
+
+    /// The published view of which requests' blocks are held.
+    pub fn hold_view(&self) -> HoldView {
+        self.hold_view.clone()
     }
 
     /// Frees holds past their deadline; returns how many.
@@ -132,6 +134,16 @@ impl<E: Executor> EngineCore<E> {
             .ok_or_else(|| Error::InvalidRequest(format!("no KV is reserved for request {id}")))?;
         let blocks = table.blocks.clone();
         self.executor.write_kv_blocks(&blocks, shards)
+    }
+
+    /// Copies a reservation's blocks, one buffer per TP rank (what a pull wrote there).
+    pub fn read_reserved(&mut self, id: RequestId) -> Result<Vec<Vec<u8>>> {
+        let table = self
+            .reserved
+            .get(&id)
+            .ok_or_else(|| Error::InvalidRequest(format!("no KV is reserved for request {id}")))?;
+        let blocks = table.blocks.clone();
+        self.executor.read_kv_blocks(&blocks)
     }
 
     /// Frees a reservation (a pull that failed); false if there is none.

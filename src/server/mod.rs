@@ -5,6 +5,8 @@ pub mod dispatch;
 pub mod health;
 pub mod http;
 pub mod kv_hub;
+pub mod kv_tcp;
+pub mod kv_transport;
 pub mod metrics;
 pub mod nixl;
 pub mod openai;

@@ -8,11 +8,9 @@
 
 use std::time::Duration;
 
+use super::kv_transport::{KvSource, KvTransport, PullError, Reservation};
 use super::proto;
 use crate::backend::KvMemory;
-
-/// How long a read may take before it is abandoned (both sides then free their blocks).
-pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a NIXL read did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +127,29 @@ pub fn plan_read(
     Ok(spans)
 }
 
+impl KvTransport for NixlKv {
+    fn name(&self) -> &'static str {
+        "nixl"
+    }
+
+    fn offered_by(&self, source: &proto::KvLayout) -> bool {
+        source.nixl.is_some()
+    }
+
+    fn pull(&self, source: &KvSource<'_>, into: &Reservation<'_>) -> Result<u64, PullError> {
+        let peer = source
+            .layout
+            .nixl
+            .as_ref()
+            .ok_or_else(|| PullError::Refused("the source has no NIXL agent".into()))?;
+        self.read(peer, source.blocks, into.blocks, source.request_id)
+            .map_err(|e| match e {
+                NixlError::Refused(m) => PullError::Refused(format!("NIXL read refused: {m}")),
+                NixlError::Failed(m) => PullError::Lost(format!("NIXL read failed: {m}")),
+            })
+    }
+}
+
 #[cfg(feature = "nixl")]
 pub use imp::NixlKv;
 
@@ -148,6 +169,8 @@ mod off {
             _memory: &[Vec<KvMemory>],
             _owner: std::sync::Arc<dyn Send + Sync>,
             _id: &str,
+            _timeout: Duration,
+            _ucx_params: &[(String, String)],
         ) -> anyhow::Result<Self> {
             anyhow::bail!(
                 "--kv-transport nixl: this tandem was built without NIXL (cargo build \
@@ -229,6 +252,7 @@ mod imp {
         name: String,
         regions: Vec<proto::NixlRegion>,
         loaded: Mutex<HashSet<String>>,
+        timeout: Duration,
         _owner: Arc<dyn Send + Sync>,
     }
 
@@ -257,12 +281,15 @@ mod imp {
 
     impl NixlKv {
         /// An agent named for this process start (`id` is the engine id), with every region
-        /// of `memory` registered. It keeps `owner` (the engine, whose executor owns the
-        /// memory) alive until the registrations are gone.
+        /// of `memory` registered, whose reads give up after `timeout`; its UCX backend takes
+        /// `ucx_params` over the plugin's defaults. It keeps `owner` (the engine, whose
+        /// executor owns the memory) alive until the registrations are gone.
         pub fn open(
             memory: &[Vec<KvMemory>],
             owner: Arc<dyn Send + Sync>,
             id: &str,
+            timeout: Duration,
+            ucx_params: &[(String, String)],
         ) -> anyhow::Result<Self> {
             runtime()?;
             if memory.iter().all(Vec::is_empty) {
@@ -270,9 +297,14 @@ mod imp {
             }
             let name = format!("tandem-{id}-{}", std::process::id());
             let agent = Agent::new(&name).map_err(|e| anyhow::anyhow!("NIXL agent: {e:?}"))?;
-            let (_, params) = agent
+            let (_, mut params) = agent
                 .get_plugin_params("UCX")
                 .map_err(|e| anyhow::anyhow!("NIXL UCX plugin: {e:?}"))?;
+            for (k, v) in ucx_params {
+                params
+                    .set(k, v)
+                    .map_err(|e| anyhow::anyhow!("NIXL UCX parameter {k}={v}: {e:?}"))?;
+            }
             agent
                 .create_backend("UCX", &params)
                 .map_err(|e| anyhow::anyhow!("NIXL UCX backend: {e:?}"))?;
@@ -315,6 +347,7 @@ mod imp {
                 name,
                 regions,
                 loaded: Mutex::default(),
+                timeout,
                 _owner: owner,
             })
         }
@@ -328,8 +361,10 @@ mod imp {
             }
         }
 
-        /// Reads blocks `src` of `source` into this worker's blocks `dst` (blocking, up to
-        /// [`READ_TIMEOUT`]), with `note` as the notification; the bytes read.
+        /// Reads blocks `src` of `source` into this worker's blocks `dst` (blocking, up to the
+        /// timeout), with `note` as the notification; the bytes read. A read that fails or
+        /// times out is cancelled before this returns (nothing writes into `dst` after), and
+        /// the source's metadata is dropped, to be loaded afresh by the next read.
         pub fn read(
             &self,
             source: &proto::NixlPeer,
@@ -391,27 +426,52 @@ mod imp {
                 )
                 .map_err(failed("creating the read"))?;
             let started = Instant::now();
-            if self
+            let done = self
                 .agent
                 .post_xfer_req(&req, None)
-                .map_err(failed("posting the read"))?
-            {
-                loop {
-                    match self.agent.get_xfer_status(&req) {
-                        Ok(XferStatus::Success) => break,
-                        Ok(XferStatus::InProgress) if started.elapsed() < READ_TIMEOUT => {
-                            std::thread::yield_now()
-                        }
-                        Ok(XferStatus::InProgress) => {
-                            return Err(NixlError::Failed(format!(
-                                "the read did not complete in {READ_TIMEOUT:?}"
-                            )));
-                        }
-                        Err(e) => return Err(failed("the read")(e)),
+                .map_err(failed("posting the read"))
+                .and_then(|pending| {
+                    // False: the read completed while being posted.
+                    if !pending {
+                        return Ok(());
                     }
-                }
+                    loop {
+                        match self.agent.get_xfer_status(&req) {
+                            Ok(XferStatus::Success) => break,
+                            Ok(XferStatus::InProgress) if started.elapsed() < self.timeout => {
+                                std::thread::yield_now()
+                            }
+                            Ok(XferStatus::InProgress) => {
+                                return Err(NixlError::Failed(format!(
+                                    "the read did not complete in {:?} (--kv-transfer-timeout)",
+                                    self.timeout
+                                )));
+                            }
+                            Err(e) => return Err(failed("the read")(e)),
+                        }
+                    }
+                    Ok(())
+                });
+            if let Err(e) = done {
+                // Releasing the request cancels it in the backend: nothing lands in `dst`
+                // once it is gone. The connection to the source may be broken: forget it.
+                drop(req);
+                self.forget(&source.agent_name);
+                return Err(e);
             }
             Ok(bytes)
+        }
+    }
+
+    impl NixlKv {
+        /// Drops what this agent knows of `agent` (a source whose read failed).
+        fn forget(&self, agent: &str) {
+            if let Err(e) = self.agent.invalidate_remote_md(agent) {
+                tracing::debug!(agent, error = ?e, "invalidating a NIXL peer");
+            }
+            if let Ok(mut loaded) = self.loaded.lock() {
+                loaded.remove(agent);
+            }
         }
     }
 

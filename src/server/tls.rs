@@ -100,3 +100,123 @@ pub fn endpoint(
         None => Ok(ep),
     }
 }
+
+/// The KV data socket's TLS (rustls directly: the socket is not gRPC), from the same files.
+pub mod kv {
+    use std::sync::Arc;
+
+    use rustls::crypto::{CryptoProvider, ring};
+    use rustls::server::WebPkiClientVerifier;
+    use rustls::{ClientConfig, RootCertStore, ServerConfig};
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+    use super::{TlsFiles, read};
+    use crate::error::{Error, Result};
+
+    /// What a pulling worker connects to a source's KV socket with.
+    #[derive(Debug, Clone)]
+    pub struct KvClientTls {
+        config: Arc<ClientConfig>,
+        domain: Option<String>,
+    }
+
+    impl KvClientTls {
+        /// The rustls settings.
+        pub fn config(&self) -> Arc<ClientConfig> {
+            self.config.clone()
+        }
+
+        /// The name the source's certificate must carry: the configured one, else `host`.
+        pub fn server_name(&self, host: &str) -> Result<ServerName<'static>> {
+            let name = self.domain.as_deref().unwrap_or(host);
+            ServerName::try_from(name.to_string())
+                .map_err(|e| Error::Config(format!("TLS server name {name}: {e}")))
+        }
+    }
+
+    fn provider() -> Arc<CryptoProvider> {
+        Arc::new(ring::default_provider())
+    }
+
+    fn certs(
+        files: &TlsFiles,
+    ) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>> {
+        let (Some(c), Some(k)) = (&files.cert, &files.key) else {
+            return Ok(None);
+        };
+        let pem = read(c, "TLS certificate")?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Config(format!("TLS certificate {}: {e}", c.display())))?;
+        let key = PrivateKeyDer::from_pem_slice(&read(k, "TLS key")?)
+            .map_err(|e| Error::Config(format!("TLS key {}: {e}", k.display())))?;
+        Ok(Some((certs, key)))
+    }
+
+    fn roots(files: &TlsFiles) -> Result<Option<Arc<RootCertStore>>> {
+        let Some(ca) = &files.ca else {
+            return Ok(None);
+        };
+        let mut store = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&read(ca, "TLS CA")?) {
+            let cert = cert.map_err(|e| Error::Config(format!("TLS CA {}: {e}", ca.display())))?;
+            store
+                .add(cert)
+                .map_err(|e| Error::Config(format!("TLS CA {}: {e}", ca.display())))?;
+        }
+        Ok(Some(Arc::new(store)))
+    }
+
+    fn tls_err(e: rustls::Error) -> Error {
+        Error::Config(format!("TLS settings: {e}"))
+    }
+
+    /// What the KV socket serves with: as the gRPC server, None when that serves plain TCP.
+    pub fn server(
+        files: &TlsFiles,
+        require_client_cert: bool,
+    ) -> Result<Option<Arc<ServerConfig>>> {
+        let Some((certs, key)) = certs(files)? else {
+            return Ok(None);
+        };
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_err)?;
+        let builder = match (require_client_cert, roots(files)?) {
+            (true, Some(roots)) => builder.with_client_cert_verifier(
+                WebPkiClientVerifier::builder_with_provider(roots, provider())
+                    .build()
+                    .map_err(|e| Error::Config(format!("TLS client verifier: {e}")))?,
+            ),
+            (true, None) => {
+                return Err(Error::Config(
+                    "requiring client certificates needs --tls-ca".into(),
+                ));
+            }
+            (false, _) => builder.with_no_client_auth(),
+        };
+        Ok(Some(Arc::new(
+            builder.with_single_cert(certs, key).map_err(tls_err)?,
+        )))
+    }
+
+    /// What a puller connects with: as its gRPC client, None without a CA (plain TCP).
+    pub fn client(files: &TlsFiles) -> Result<Option<KvClientTls>> {
+        let Some(roots) = roots(files)? else {
+            return Ok(None);
+        };
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_err)?
+            .with_root_certificates(roots);
+        let config = match certs(files)? {
+            Some((certs, key)) => builder.with_client_auth_cert(certs, key).map_err(tls_err)?,
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Some(KvClientTls {
+            config: Arc::new(config),
+            domain: files.domain.clone(),
+        }))
+    }
+}

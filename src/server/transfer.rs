@@ -1,25 +1,21 @@
 //! Prefill/decode disaggregation on the worker: the Prefill and Decode RPCs and the transfer
-//! service (layout handshake, one-sided pull of held blocks, release). The bytes travel over
-//! gRPC (TCP), in chunks, one stream of chunks per tensor-parallel rank's shard.
+//! service's RPCs (layout handshake, release, digests). The decode side pulls the held blocks
+//! through a [`KvTransport`] (kv_transport.rs), then asks the source to release them: the
+//! answer says whether they were still held throughout, and so whether the bytes are theirs.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use tonic::Status;
+use tonic::transport::Channel;
 
+use super::kv_tcp::HeldKv;
+use super::kv_transport::{KvSource, KvTransport, PullError, Reservation};
 use super::proto;
+use super::proto::worker_client::WorkerClient;
 use super::worker::{RpcStream, WorkerService, response_of, sampling_from_proto, status_of};
 use crate::engine::{self, EngineHandle, FinishReason, RequestId, validate_request};
-
-/// Bytes per KvChunk message (well under gRPC's default 4 MiB message limit).
-pub const CHUNK_BYTES: usize = 1 << 20;
-
-/// HTTP/2 flow-control window of transfer connections (the default 64 KiB would make a bulk
-/// transfer wait on a round trip every 64 KiB).
-pub const WINDOW_BYTES: u32 = 32 << 20;
-
-/// Largest HTTP/2 frame a worker sends (the 16 KiB default means 64 frames per chunk).
-pub const FRAME_BYTES: u32 = (1 << 24) - 1;
 
 /// Why two workers' KV caches cannot exchange blocks, if they cannot.
 pub fn layout_mismatch(ours: &proto::KvLayout, theirs: &proto::KvLayout) -> Option<String> {
@@ -110,11 +106,22 @@ impl WorkerService {
             _ => "",
         };
         let block_ids = if finish.is_empty() {
-            self.held
+            let blocks = last.held_blocks.clone().unwrap_or_default();
+            let mut held = self
+                .held
                 .lock()
-                .map_err(|_| Status::internal("lock poisoned"))?
-                .insert(r.request_id.clone(), id);
-            last.held_blocks.clone().unwrap_or_default()
+                .map_err(|_| Status::internal("lock poisoned"))?;
+            // Forget holds that expired unpulled.
+            let holds = self.engine.holds();
+            held.retain(|_, h| holds.contains(h.id));
+            held.insert(
+                r.request_id.clone(),
+                HeldKv {
+                    id,
+                    blocks: blocks.clone(),
+                },
+            );
+            blocks
         } else {
             blocking(&self.engine, move |e| e.release_held(id)).await?;
             Vec::new()
@@ -133,7 +140,7 @@ impl WorkerService {
         })
     }
 
-    /// Decode: reserve, pull, write, release at the source, then stream the rest.
+    /// Decode: reserve, pull, release at the source, then stream the rest.
     pub(super) async fn do_decode(
         &self,
         d: proto::DecodeRequest,
@@ -156,69 +163,114 @@ impl WorkerService {
         let local = blocking(&self.engine, move |e| e.reserve_kv(id, n))
             .await
             .map_err(|s| Status::resource_exhausted(s.message().to_string()))?;
+        // From here the reservation goes back to the pool on any exit, this future dropped
+        // (the client gone) included, unless the request is committed.
+        let reserved = Reserved {
+            engine: self.engine.clone(),
+            id,
+            committed: false,
+        };
+        if local.len() != d.source_block_ids.len() {
+            return Err(Status::invalid_argument(format!(
+                "{} source blocks for a {n}-token prompt ({} blocks here)",
+                d.source_block_ids.len(),
+                local.len()
+            )));
+        }
+        let (addr, rid) = (d.source_addr.clone(), r.request_id.clone());
+        let peer = self.peer(&addr)?;
         let pulled = async {
-            if local.len() != d.source_block_ids.len() {
-                return Err(Status::invalid_argument(format!(
-                    "{} source blocks for a {n}-token prompt ({} blocks here)",
-                    d.source_block_ids.len(),
-                    local.len()
+            let layout = self
+                .source_layout(&addr, &d.source_engine_id, peer.clone())
+                .await
+                .map_err(source_lost)?;
+            if let Some(why) = layout_mismatch(&layout, &self.layout) {
+                return Err(Status::failed_precondition(why));
+            }
+            let started = Instant::now();
+            let _pulling = Pulling::start(&self.transfers.in_flight);
+            let (transports, counters) = (self.transports.clone(), self.transfers.clone());
+            let (a, i, src, engine) = (
+                addr.clone(),
+                rid.clone(),
+                d.source_block_ids.clone(),
+                self.engine.clone(),
+            );
+            // A pull blocks its thread and ends within its timeout; the reservation travels
+            // with it, so that a dropped Decode frees it only once nothing writes there.
+            let (reserved, pulled) = tokio::task::spawn_blocking(move || {
+                let source = KvSource {
+                    addr: &a,
+                    layout: &layout,
+                    request_id: &i,
+                    blocks: &src,
+                };
+                let into = Reservation {
+                    engine: &engine,
+                    id,
+                    blocks: &local,
+                };
+                (
+                    reserved,
+                    pull_through(&transports, &source, &into, &counters),
+                )
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+            let (transport, bytes) = pulled.map_err(|e| match e {
+                PullError::Refused(m) => Status::failed_precondition(m),
+                PullError::Lost(m) => Status::data_loss(format!("{KV_SOURCE_LOST}{m}")),
+            })?;
+            let t = &self.transfers;
+            t.pulls.fetch_add(1, Ordering::Relaxed);
+            t.pulled_bytes.fetch_add(bytes, Ordering::Relaxed);
+            t.pull_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            if transport == "nixl" {
+                t.nixl_pulls.fetch_add(1, Ordering::Relaxed);
+            }
+            if self.verify {
+                self.verify_pull(peer.clone(), &rid, &d.source_block_ids, id)
+                    .await?;
+            }
+            Ok(reserved)
+        };
+        let reserved = match pulled.await {
+            Ok(r) => r,
+            Err(s) => {
+                // The source frees its copy now rather than at its hold's timeout.
+                let mut p = peer;
+                tokio::spawn(async move {
+                    let _ = p
+                        .release_kv(proto::ReleaseKvRequest { request_id: rid })
+                        .await;
+                });
+                return Err(s);
+            }
+        };
+        // The source frees its copy; its answer says whether the blocks were held until now,
+        // and so whether what was read is this prompt's KV.
+        let released = peer
+            .clone()
+            .release_kv(proto::ReleaseKvRequest { request_id: rid })
+            .await
+            .map(|r| r.into_inner().released);
+        match released {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Status::data_loss(format!(
+                    "{KV_SOURCE_LOST}the hold at {addr} ended before the pull completed"
                 )));
             }
-            let started = std::time::Instant::now();
-            let _pulling = Pulling::start(&self.transfers.in_flight);
-            let t = &self.transfers;
-            let count = |bytes: u64| {
-                t.pulls.fetch_add(1, Ordering::Relaxed);
-                t.pulled_bytes.fetch_add(bytes, Ordering::Relaxed);
-                t.pull_micros
-                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            };
-            match self
-                .nixl_pull(&d.source_addr, &d.source_block_ids, &local, &r.request_id)
-                .await
-            {
-                Ok(Some(bytes)) => {
-                    t.nixl_pulls.fetch_add(1, Ordering::Relaxed);
-                    count(bytes);
-                    return Ok(());
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    // The blocks are still held at the source: TCP gets them instead.
-                    tracing::warn!(request = %r.request_id, error = %e, "NIXL read failed; pulling over TCP");
-                    t.nixl_fallbacks.fetch_add(1, Ordering::Relaxed);
-                }
+            Err(s) => {
+                return Err(Status::data_loss(format!(
+                    "{KV_SOURCE_LOST}the release at {addr} failed, so the pull cannot be \
+                     trusted: {}",
+                    s.message()
+                )));
             }
-            let shards = pull(
-                &d.source_addr,
-                &r.request_id,
-                d.source_block_ids.clone(),
-                self.layout.clone(),
-                self.peer_tls.as_ref(),
-            )
-            .await
-            .map_err(source_lost)?;
-            count(shards.iter().map(|s| s.len() as u64).sum());
-            blocking(&self.engine, move |e| e.write_reserved(id, shards)).await
-        };
-        if let Err(s) = pulled.await {
-            // Nothing leaks: the reservation goes back to the pool.
-            let _ = self.engine.cancel_reserved(id);
-            return Err(s);
         }
-        // The source frees its copy now; if this is lost, its hold times out.
-        let (addr, rid) = (d.source_addr.clone(), r.request_id.clone());
-        let tls = self.peer_tls.clone();
-        tokio::spawn(async move {
-            let Ok(ep) = crate::server::tls::endpoint(&addr, tls.as_ref()) else {
-                return;
-            };
-            if let Ok(ch) = ep.connect().await {
-                let _ = proto::worker_client::WorkerClient::new(ch)
-                    .release_kv(proto::ReleaseKvRequest { request_id: rid })
-                    .await;
-            }
-        });
+        reserved.commit();
         let outputs = self
             .engine
             .commit_prefilled(request, d.first_token)
@@ -226,122 +278,193 @@ impl WorkerService {
         Ok(self.responses(outputs, live))
     }
 
-    /// The pull through NIXL, when this worker and the source both offer it: the bytes read
-    /// into `local`; None when either does not (TCP then); an error when the read failed.
-    async fn nixl_pull(
-        &self,
-        source_addr: &str,
-        source_blocks: &[u32],
-        local: &[crate::kv::BlockId],
-        request_id: &str,
-    ) -> Result<Option<u64>, String> {
-        let Some(nixl) = self.nixl.clone() else {
-            return Ok(None);
-        };
-        let ep = crate::server::tls::endpoint(source_addr, self.peer_tls.as_ref())
-            .map_err(|e| e.to_string())?;
-        let ch = ep.connect().await.map_err(|e| e.to_string())?;
-        let theirs = proto::worker_client::WorkerClient::new(ch)
-            .get_kv_layout(proto::KvLayoutRequest {})
-            .await
-            .map_err(|e| e.message().to_string())?
-            .into_inner();
-        // A mismatch is for the TCP path to refuse, with its message.
-        let Some(peer) = theirs.nixl.clone() else {
-            return Ok(None);
-        };
-        if layout_mismatch(&self.layout, &theirs).is_some() {
-            return Ok(None);
+    /// A client of the worker at `addr` (connecting on first use, and again after a failure),
+    /// whose calls give up after the transfer timeout.
+    fn peer(&self, addr: &str) -> Result<WorkerClient<Channel>, Status> {
+        let mut peers = self
+            .peers
+            .lock()
+            .map_err(|_| Status::internal("lock poisoned"))?;
+        if let Some(c) = peers.get(addr) {
+            return Ok(WorkerClient::new(c.clone()));
         }
-        let (src, dst, note) = (
-            source_blocks.to_vec(),
-            local.to_vec(),
-            request_id.to_string(),
-        );
-        tokio::task::spawn_blocking(move || nixl.read(&peer, &src, &dst, &note))
-            .await
-            .map_err(|e| e.to_string())?
-            .map(Some)
-            .map_err(|e| e.to_string())
+        let channel = crate::server::tls::endpoint(addr, self.peer_tls.as_ref())
+            .map_err(|e| Status::invalid_argument(format!("bad source address {addr}: {e}")))?
+            .connect_timeout(self.transfer_timeout)
+            .timeout(self.transfer_timeout)
+            .connect_lazy();
+        peers.insert(addr.to_string(), channel.clone());
+        Ok(WorkerClient::new(channel))
     }
 
-    /// PullKv: checks the puller's layout, then streams each rank's shard of the blocks.
-    pub(super) async fn do_pull_kv(
+    /// The layout of the source at `addr` whose engine is `engine_id`: asked once per source
+    /// process (a restarted one has another engine id, and is asked again).
+    async fn source_layout(
         &self,
-        p: proto::PullKvRequest,
-    ) -> Result<RpcStream<proto::KvChunk>, Status> {
-        let theirs = p
-            .layout
-            .ok_or_else(|| Status::invalid_argument("the puller's layout is required"))?;
-        if let Some(why) = layout_mismatch(&self.layout, &theirs) {
-            return Err(Status::failed_precondition(why));
+        addr: &str,
+        engine_id: &str,
+        mut peer: WorkerClient<Channel>,
+    ) -> Result<proto::KvLayout, Status> {
+        let known = self
+            .layouts
+            .lock()
+            .map_err(|_| Status::internal("lock poisoned"))?
+            .get(addr)
+            .filter(|l| !engine_id.is_empty() && l.engine_id == engine_id)
+            .cloned();
+        if let Some(l) = known {
+            return Ok(l);
         }
-        let id: RequestId = *self
+        let layout = peer
+            .get_kv_layout(proto::KvLayoutRequest {})
+            .await?
+            .into_inner();
+        if let Ok(mut layouts) = self.layouts.lock() {
+            layouts.insert(addr.to_string(), layout.clone());
+        }
+        Ok(layout)
+    }
+
+    /// Checks the reservation against the source's digests of the blocks it holds.
+    async fn verify_pull(
+        &self,
+        mut peer: WorkerClient<Channel>,
+        request_id: &str,
+        blocks: &[u32],
+        id: RequestId,
+    ) -> Result<(), Status> {
+        let theirs = peer
+            .kv_digest(proto::KvDigestRequest {
+                request_id: request_id.to_string(),
+                block_ids: blocks.to_vec(),
+            })
+            .await
+            .map_err(source_lost)?
+            .into_inner()
+            .digests;
+        let ours = blocking(&self.engine, move |e| e.read_reserved(id))
+            .await?
+            .iter()
+            .map(|s| xxhash_rust::xxh3::xxh3_64(s))
+            .collect::<Vec<_>>();
+        if ours != theirs {
+            return Err(Status::data_loss(format!(
+                "{KV_SOURCE_LOST}the pulled KV differs from the source's (digests {ours:x?} \
+                 here, {theirs:x?} there)"
+            )));
+        }
+        self.transfers.verified.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// KvDigest: per-rank digests of held blocks.
+    pub(super) async fn do_kv_digest(
+        &self,
+        r: proto::KvDigestRequest,
+    ) -> Result<proto::KvDigestResponse, Status> {
+        let held = self
             .held
             .lock()
             .map_err(|_| Status::internal("lock poisoned"))?
-            .get(&p.request_id)
+            .get(&r.request_id)
+            .cloned()
             .ok_or_else(|| {
-                Status::not_found(format!("no KV is held for request {}", p.request_id))
+                Status::not_found(format!("no KV is held for request {}", r.request_id))
             })?;
-        let blocks = p.block_ids;
-        let shards = blocking(&self.engine, move |e| e.read_held(id, blocks))
-            .await
-            .map_err(|s| {
-                if s.code() != tonic::Code::InvalidArgument {
-                    return s;
-                }
-                // The hold expired (or never covered these blocks): forget it.
-                if let Ok(mut held) = self.held.lock() {
-                    held.remove(&p.request_id);
-                }
-                Status::not_found(format!(
-                    "no KV is held for request {}: {}",
-                    p.request_id,
-                    s.message()
-                ))
-            })?;
-        let bytes: usize = shards.iter().map(Vec::len).sum();
-        self.transfers
-            .served_bytes
-            .fetch_add(bytes as u64, Ordering::Relaxed);
-        let chunks: Vec<Result<proto::KvChunk, Status>> = shards
-            .into_iter()
-            .enumerate()
-            .flat_map(|(rank, data)| {
-                let data = bytes::Bytes::from(data);
-                (0..data.len())
-                    .step_by(CHUNK_BYTES)
-                    .map(move |at| {
-                        Ok(proto::KvChunk {
-                            rank: rank as u32,
-                            data: data.slice(at..(at + CHUNK_BYTES).min(data.len())),
-                        })
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        Ok(Box::pin(futures::stream::iter(chunks)))
+        let blocks = r.block_ids;
+        let shards = blocking(&self.engine, move |e| e.read_held(held.id, blocks)).await?;
+        Ok(proto::KvDigestResponse {
+            digests: shards
+                .iter()
+                .map(|s| xxhash_rust::xxh3::xxh3_64(s))
+                .collect(),
+        })
     }
 
-    /// ReleaseKv: frees a held request's blocks.
+    /// ReleaseKv: frees a held request's blocks. It answers from the engine's published holds
+    /// (a busy engine answers at once) and frees them on the engine thread after.
     pub(super) async fn do_release_kv(
         &self,
         r: proto::ReleaseKvRequest,
     ) -> Result<proto::ReleaseKvResponse, Status> {
-        let id = self
+        let held = self
             .held
             .lock()
             .map_err(|_| Status::internal("lock poisoned"))?
             .remove(&r.request_id);
-        let released = match id {
-            Some(id) => blocking(&self.engine, move |e| e.release_held(id)).await?,
+        let released = match held {
+            Some(h) => {
+                let valid = self.engine.holds().contains(h.id);
+                let e = self.engine.clone();
+                tokio::task::spawn_blocking(move || e.release_held(h.id));
+                valid
+            }
             None => false,
         };
         self.transfers
             .released
             .fetch_add(u64::from(released), Ordering::Relaxed);
         Ok(proto::ReleaseKvResponse { released })
+    }
+}
+
+/// Pulls through the first of `transports` the source offers that succeeds: its name and the
+/// bytes moved. A transport that fails leaves the next to try (the blocks stay held at the
+/// source until the release); a refusal or loss from the last is the pull's.
+fn pull_through(
+    transports: &[Arc<dyn KvTransport>],
+    source: &KvSource<'_>,
+    into: &Reservation<'_>,
+    counters: &super::worker::TransferCounters,
+) -> Result<(&'static str, u64), PullError> {
+    let offered: Vec<&Arc<dyn KvTransport>> = transports
+        .iter()
+        .filter(|t| t.offered_by(source.layout))
+        .collect();
+    let mut last = PullError::Refused(format!(
+        "no KV transport of this worker ({}) is offered by the source at {}",
+        transports
+            .iter()
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        source.addr
+    ));
+    for (k, t) in offered.iter().enumerate() {
+        match t.pull(source, into) {
+            Ok(bytes) => return Ok((t.name(), bytes)),
+            Err(e) => {
+                let next = offered.get(k + 1).map(|n| n.name());
+                tracing::warn!(request = source.request_id, transport = t.name(), next, error = %e, "KV pull failed");
+                if t.name() == "nixl" && next.is_some() {
+                    counters.nixl_fallbacks.fetch_add(1, Ordering::Relaxed);
+                }
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// A reservation for a pull: cancelled when dropped, unless committed.
+struct Reserved {
+    engine: Arc<EngineHandle>,
+    id: RequestId,
+    committed: bool,
+}
+
+impl Reserved {
+    /// The reservation becomes the request's (commit_prefilled takes it).
+    fn commit(mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = self.engine.cancel_reserved(self.id);
+        }
     }
 }
 
@@ -373,54 +496,4 @@ impl Drop for Pulling<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// Pulls `blocks` of `request_id` from the worker at `addr` (over TLS with `tls`): one
-/// buffer per TP rank.
-pub async fn pull(
-    addr: &str,
-    request_id: &str,
-    blocks: Vec<u32>,
-    layout: proto::KvLayout,
-    tls: Option<&tonic::transport::ClientTlsConfig>,
-) -> Result<Vec<Vec<u8>>, Status> {
-    let unreachable = |e: tonic::transport::Error| {
-        Status::unavailable(format!("cannot reach the prefill worker at {addr}: {e}"))
-    };
-    let channel = crate::server::tls::endpoint(addr, tls)
-        .map_err(|e| Status::invalid_argument(format!("bad source address {addr}: {e}")))?
-        .initial_stream_window_size(Some(WINDOW_BYTES))
-        .initial_connection_window_size(Some(WINDOW_BYTES))
-        .connect()
-        .await
-        .map_err(unreachable)?;
-    let mut c = proto::worker_client::WorkerClient::new(channel);
-    let n = blocks.len();
-    let tp = layout.tp_size.max(1) as usize;
-    let expect = n * layout.num_layers as usize * layout.block_bytes as usize;
-    let req = proto::PullKvRequest {
-        request_id: request_id.to_string(),
-        block_ids: blocks,
-        // The source compares shapes; it needs no NIXL metadata.
-        layout: Some(proto::KvLayout {
-            nixl: None,
-            ..layout
-        }),
-    };
-    let mut stream = c.pull_kv(req).await?.into_inner();
-    // Not `vec![Vec::with_capacity(expect); tp]`: clones of an empty Vec drop the capacity.
-    let mut shards: Vec<Vec<u8>> = (0..tp).map(|_| Vec::with_capacity(expect)).collect();
-    while let Some(chunk) = stream.message().await? {
-        let shard = shards
-            .get_mut(chunk.rank as usize)
-            .ok_or_else(|| Status::data_loss(format!("chunk for rank {} of {tp}", chunk.rank)))?;
-        shard.extend_from_slice(&chunk.data);
-    }
-    if let Some((r, s)) = shards.iter().enumerate().find(|(_, s)| s.len() != expect) {
-        return Err(Status::data_loss(format!(
-            "rank {r} sent {} bytes of KV, expected {expect}",
-            s.len()
-        )));
-    }
-    Ok(shards)
 }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
@@ -11,11 +12,17 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::kv_hub::{EventBatch, KvEventHub};
+use super::kv_tcp::{HeldMap, KvSocket, TcpKv};
+use super::kv_transport::KvTransport;
 use super::proto::{self, worker_server::Worker};
+use crate::backend::KvMemory;
 use crate::engine::{self, EngineHandle, RequestId, RequestOutput, SamplingParams};
 use crate::error::Error;
 use crate::kv::KvEvent;
 use crate::server::metrics::{TransferTotals, WorkerMetrics};
+
+/// How long a KV transfer, or a call to its source, may make no progress, unless configured.
+pub const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A server-streaming RPC's response stream.
 pub type RpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -151,6 +158,7 @@ pub(super) struct TransferCounters {
     pub in_flight: AtomicU64,
     pub nixl_pulls: AtomicU64,
     pub nixl_fallbacks: AtomicU64,
+    pub verified: AtomicU64,
 }
 
 impl TransferCounters {
@@ -190,16 +198,24 @@ pub struct WorkerService {
     /// Where decode workers reach this worker's transfer service.
     pub(super) transfer_addr: String,
     ids: Arc<Mutex<HashMap<String, RequestId>>>,
-    /// Finished prefill requests whose blocks are held, by request id.
-    pub(super) held: Mutex<HashMap<String, RequestId>>,
+    /// Finished prefill requests whose blocks are held, by request id (shared with the KV
+    /// socket that serves them).
+    pub(super) held: HeldMap,
     pub(super) transfers: Arc<TransferCounters>,
     pub(super) metrics: Arc<WorkerMetrics>,
     /// Set when the worker shuts down: Health says not ready, new work is refused.
     draining: Arc<std::sync::atomic::AtomicBool>,
     /// TLS towards the prefill workers it pulls from (None: plain TCP).
     pub(super) peer_tls: Option<tonic::transport::ClientTlsConfig>,
-    /// This worker's NIXL agent, with `--kv-transport nixl`.
-    pub(super) nixl: Option<Arc<super::nixl::NixlKv>>,
+    /// How this worker pulls KV, in order of preference.
+    pub(super) transports: Vec<Arc<dyn KvTransport>>,
+    /// Clients of the prefill workers it pulls from, and their layouts, by address.
+    pub(super) peers: Mutex<HashMap<String, tonic::transport::Channel>>,
+    pub(super) layouts: Mutex<HashMap<String, proto::KvLayout>>,
+    /// How long a pull, or a call to its source, may make no progress.
+    pub(super) transfer_timeout: Duration,
+    /// Check every pull against the source's digests (--kv-verify).
+    pub(super) verify: bool,
     next_id: AtomicU64,
 }
 
@@ -220,21 +236,71 @@ impl WorkerService {
             layout,
             transfer_addr,
             ids: Arc::default(),
-            held: Mutex::default(),
+            held: HeldMap::default(),
             transfers: Arc::default(),
             metrics: Arc::new(WorkerMetrics::with_block_bytes(block_bytes)),
             draining: Arc::default(),
             peer_tls: None,
-            nixl: None,
+            transports: Vec::new(),
+            peers: Mutex::default(),
+            layouts: Mutex::default(),
+            transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
+            verify: false,
             next_id: AtomicU64::new(1),
         }
     }
 
-    /// Moves KV through `nixl`: the layout handshake offers it, and pulls use it when the
-    /// source offers it too.
+    /// Serves this worker's held KV on `listener` (its port goes into the layout) and pulls
+    /// over the same kind of socket from others, in `memory` (the engine's cache, where the
+    /// backend exposes it), with TLS as the gRPC has it; no transfer waits longer than
+    /// `timeout` without progress.
+    pub fn with_kv_socket(
+        mut self,
+        listener: std::net::TcpListener,
+        memory: Vec<Vec<KvMemory>>,
+        tls: &super::tls::TlsFiles,
+        require_client_cert: bool,
+        timeout: Duration,
+    ) -> crate::Result<Self> {
+        let io = |e| crate::error::Error::io("the KV socket", e);
+        let port = listener.local_addr().map_err(io)?.port();
+        self.layout.kv_port = u32::from(port);
+        self.transfer_timeout = timeout;
+        let socket = KvSocket {
+            layout: proto::KvLayout {
+                nixl: None,
+                ..self.layout.clone()
+            },
+            held: self.held.clone(),
+            engine: self.engine.clone(),
+            memory: memory.clone(),
+            tls: super::tls::kv::server(tls, require_client_cert)?,
+            timeout,
+            counters: self.transfers.clone(),
+        };
+        socket.spawn(listener).map_err(io)?;
+        let tcp = TcpKv::new(
+            self.layout.clone(),
+            memory,
+            super::tls::kv::client(tls)?,
+            timeout,
+        );
+        self.transports.push(Arc::new(tcp));
+        Ok(self)
+    }
+
+    /// Moves KV through `nixl` first: the layout handshake offers it, and pulls use it when
+    /// the source offers it too (the KV socket otherwise, and when a NIXL read fails).
     pub fn with_nixl(mut self, nixl: Arc<super::nixl::NixlKv>) -> Self {
         self.layout.nixl = Some(nixl.peer());
-        self.nixl = Some(nixl);
+        self.transports.insert(0, nixl);
+        self
+    }
+
+    /// Checks every pull byte for byte against the source's digests (a debugging aid: it
+    /// reads both copies once more).
+    pub fn with_kv_verify(mut self, verify: bool) -> Self {
+        self.verify = verify;
         self
     }
 
@@ -386,6 +452,7 @@ impl Worker for WorkerService {
             kv_pulls_in_flight: t.in_flight.load(Ordering::Relaxed) as u32,
             kv_pulls_nixl: t.nixl_pulls.load(Ordering::Relaxed),
             kv_nixl_fallbacks: t.nixl_fallbacks.load(Ordering::Relaxed),
+            kv_pulls_verified: t.verified.load(Ordering::Relaxed),
         }))
     }
 
@@ -397,7 +464,6 @@ impl Worker for WorkerService {
     }
 
     type DecodeStream = RpcStream<proto::GenerateResponse>;
-    type PullKvStream = RpcStream<proto::KvChunk>;
 
     async fn prefill(
         &self,
@@ -422,11 +488,11 @@ impl Worker for WorkerService {
         Ok(Response::new(self.layout.clone()))
     }
 
-    async fn pull_kv(
+    async fn kv_digest(
         &self,
-        req: Request<proto::PullKvRequest>,
-    ) -> Result<Response<Self::PullKvStream>, Status> {
-        self.do_pull_kv(req.into_inner()).await.map(Response::new)
+        req: Request<proto::KvDigestRequest>,
+    ) -> Result<Response<proto::KvDigestResponse>, Status> {
+        self.do_kv_digest(req.into_inner()).await.map(Response::new)
     }
 
     async fn release_kv(

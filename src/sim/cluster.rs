@@ -521,15 +521,10 @@ impl<'a> Cluster<'a> {
             return;
         };
         self.kick(first, t);
-        // The decode worker's pull reaches the prefill worker's engine thread, which reads
-        // the held blocks between steps: after the step it has just started, if any.
-        let read_at = if self.gangs[g].busy {
-            self.gangs[g].busy_until
-        } else {
-            t
-        };
+        // The decode worker reads the held blocks in place (NIXL, or the KV socket over a
+        // cache in host memory), beside the prefill worker's next step: it starts now.
         for (id, w) in handed_off {
-            self.start_transfer(id, w, read_at);
+            self.start_transfer(id, w, t);
         }
     }
 
