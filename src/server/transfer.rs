@@ -342,11 +342,7 @@ impl WorkerService {
             .map_err(source_lost)?
             .into_inner()
             .digests;
-        let ours = blocking(&self.engine, move |e| e.read_reserved(id))
-            .await?
-            .iter()
-            .map(|s| xxhash_rust::xxh3::xxh3_64(s))
-            .collect::<Vec<_>>();
+        let ours = digests(&blocking(&self.engine, move |e| e.read_reserved(id)).await?);
         if ours != theirs {
             return Err(Status::data_loss(format!(
                 "{KV_SOURCE_LOST}the pulled KV differs from the source's (digests {ours:x?} \
@@ -374,10 +370,7 @@ impl WorkerService {
         let blocks = r.block_ids;
         let shards = blocking(&self.engine, move |e| e.read_held(held.id, blocks)).await?;
         Ok(proto::KvDigestResponse {
-            digests: shards
-                .iter()
-                .map(|s| xxhash_rust::xxh3::xxh3_64(s))
-                .collect(),
+            digests: digests(&shards),
         })
     }
 
@@ -406,6 +399,14 @@ impl WorkerService {
             .fetch_add(u64::from(released), Ordering::Relaxed);
         Ok(proto::ReleaseKvResponse { released })
     }
+}
+
+/// What KvDigest answers and `--kv-verify` compares: an xxh3-64 of each rank's bytes.
+fn digests(shards: &[Vec<u8>]) -> Vec<u64> {
+    shards
+        .iter()
+        .map(|s| xxhash_rust::xxh3::xxh3_64(s))
+        .collect()
 }
 
 /// Pulls through the first of `transports` the source offers that succeeds: its name and the

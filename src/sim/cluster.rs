@@ -155,8 +155,6 @@ struct Worker {
 struct Gang {
     members: Vec<usize>,
     busy: bool,
-    /// When the step in flight ends.
-    busy_until: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -285,7 +283,6 @@ impl<'a> Cluster<'a> {
                 gangs.push(Gang {
                     members,
                     busy: false,
-                    busy_until: 0,
                 });
             }
             pools.push(Pool {
@@ -471,9 +468,7 @@ impl<'a> Cluster<'a> {
         let d = self.profile.worker_step_time(&ranks).max(copy_s);
         self.steps += 1;
         let end = t + ((d * NS) as u64).max(1);
-        let gang = &mut self.gangs[g];
-        gang.busy = true;
-        gang.busy_until = end;
+        self.gangs[g].busy = true;
         self.heap.push(Reverse((end, Event::StepDone(g))));
     }
 
