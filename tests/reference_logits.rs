@@ -198,3 +198,45 @@ fn the_demo_models_logits_are_far_from_uniform() {
         "{confident} of {rows} steps put over 20% on one token"
     );
 }
+
+#[test]
+fn bf16_storage_stays_within_the_gpu_tolerance() {
+    // What the CUDA tests allow (common/bf16.rs) is what bf16 storage alone does: the CPU
+    // reference rounding where the GPU stores stays within BF16_LOGIT_TOL of transformers at
+    // every step, and its greedy tokens part from transformers' only at near ties.
+    use common::bf16::{BF16_LOGIT_TOL, Bf16Cpu, check_tokens};
+    use tandem::backend::CpuBackend;
+    for name in ["tiny-qwen3", "tiny-qwen3-yarn", DEMO_FIXTURE] {
+        let exp = expected(name);
+        let s = Setup::default();
+        let mut e = engine_on(name, &s, Bf16Cpu(CpuBackend::new()));
+        let reqs: Vec<_> = exp
+            .prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as tandem::engine::RequestId, p.clone(), exp.greedy[i].len()))
+            .collect();
+        let out = run_greedy(&mut e, &reqs);
+        let mut worst = 0f32;
+        for (i, prompt) in exp.prompts.iter().enumerate() {
+            let id = i as tandem::engine::RequestId;
+            check_tokens(
+                &format!("{name} prompt {i}"),
+                &out[&id],
+                &exp.greedy[i],
+                &exp.logits[i],
+                BF16_LOGIT_TOL,
+            );
+            for (st, l) in step_logits(&mut e, prompt, &exp.greedy[i], s.block_size)
+                .iter()
+                .enumerate()
+            {
+                worst = worst.max(rel_err(l, &exp.logits[i][st]));
+            }
+        }
+        assert!(
+            worst < BF16_LOGIT_TOL && worst > 1e-3,
+            "{name}: bf16 storage moves logits by {worst}"
+        );
+    }
+}

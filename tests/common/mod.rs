@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: fixtures, a logits-recording executor, error metrics.
 #![allow(dead_code)]
 
+pub mod bf16;
 pub mod cli_flags;
 pub mod grpc;
 pub mod http;
@@ -201,6 +202,51 @@ pub fn fixture_engine(name: &str, s: Setup) -> EngineCore<Recording> {
     engine_for(&cfg, WeightSource::open(&dir).unwrap(), s)
 }
 
+/// A TP1 engine over a fixture model (or the demo model) on `backend`.
+pub fn engine_on<B: tandem::backend::Backend>(
+    name: &str,
+    s: &Setup,
+    backend: B,
+) -> EngineCore<ModelExecutor<B>> {
+    let (cfg, src) = if name == DEMO_FIXTURE {
+        (
+            tandem::model::demo::config().unwrap(),
+            tandem::model::demo::weights().unwrap(),
+        )
+    } else {
+        let dir = fixture(name);
+        (
+            ModelConfig::from_dir(&dir).unwrap(),
+            WeightSource::open(&dir).unwrap(),
+        )
+    };
+    let slot = std::sync::Mutex::new(Some(backend));
+    let exec = ModelExecutor::load(
+        &cfg,
+        Arc::new(src),
+        ExecutorConfig {
+            tp_size: 1,
+            num_blocks: s.num_blocks,
+            block_size: s.block_size,
+            max_model_len: s.max_model_len,
+            host_blocks: s.host_blocks,
+            progress: false,
+        },
+        move |_| slot.lock().unwrap().take().expect("one rank"),
+    );
+    let exec = match exec {
+        Ok(e) => e,
+        Err(e) => panic!("loading {name}: {e}"),
+    };
+    let mut ecfg = EngineConfig::for_model(&cfg, s.num_blocks);
+    ecfg.block_size = s.block_size;
+    ecfg.max_model_len = s.max_model_len;
+    ecfg.max_num_batched_tokens = s.budget;
+    ecfg.enable_prefix_caching = s.prefix_caching;
+    ecfg.host_kv_blocks = s.host_blocks;
+    EngineCore::new(ecfg, exec, cfg.eos_token_ids.clone()).unwrap()
+}
+
 /// Runs requests (id, prompt, max_tokens greedy, EOS ignored) to completion; returns each
 /// request's tokens. Checks the KV invariants after every step and that all blocks are free at the end.
 pub fn run_greedy<E: Executor>(
@@ -239,4 +285,39 @@ pub fn drain<E: Executor>(engine: &mut EngineCore<E>) -> HashMap<RequestId, Vec<
     }
     engine.check_invariants().unwrap();
     out
+}
+
+/// Next-token logits after `prompt` and each prefix of `tokens` (one prefill each, written
+/// over blocks 0, 1, ... of the engine's cache: call it once the engine's requests are done,
+/// since it clobbers what the prefix cache holds there).
+pub fn step_logits<B: tandem::backend::Backend>(
+    e: &mut EngineCore<ModelExecutor<B>>,
+    prompt: &[u32],
+    tokens: &[u32],
+    block_size: usize,
+) -> Vec<Vec<f32>> {
+    use tandem::backend::{AttentionMeta, AttnSeq};
+    (0..tokens.len())
+        .map(|s| {
+            let mut t = prompt.to_vec();
+            t.extend_from_slice(&tokens[..s]);
+            let n = t.len();
+            let input = tandem::model::ModelInput {
+                tokens: t,
+                positions: (0..n as u32).collect(),
+                slots: (0..n as u32).collect(),
+                attn: AttentionMeta {
+                    block_size,
+                    seqs: vec![AttnSeq {
+                        query_start: 0,
+                        query_len: n,
+                        context_len: n,
+                        block_table: (0..n.div_ceil(block_size) as u32).collect(),
+                    }],
+                },
+                logit_rows: vec![n - 1],
+            };
+            e.executor_mut().forward_logits(&input, &[]).unwrap().data
+        })
+        .collect()
 }

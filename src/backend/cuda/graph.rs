@@ -2,9 +2,10 @@
 //! once per batch size of a ladder (1, 2, 4, 8, 16, 24, ... up to max_num_seqs) and replayed
 //! with the batch padded to the next size; prefill and mixed steps run eagerly.
 //!
-//! The model code is not graph-aware. A capture runs the normal forward pass with the stream
-//! in capture mode; every host input it uploads (token ids, positions, slots, attention
-//! metadata, logit rows) goes to a static buffer kept with the graph. A replay runs the forward
+//! The model code is not graph-aware. A capture first runs the forward pass dry to learn its
+//! host inputs (token ids, positions, slots, attention metadata, logit rows) and gives each a
+//! static buffer kept with the graph, then runs it again with the stream in capture mode,
+//! every upload going to its static buffer. A replay runs the forward
 //! pass "dry": the shape checks run and the uploads refresh those static buffers in the same
 //! order, but no kernel, GEMM or collective is issued; then the graph is launched. Anything a
 //! replay cannot reproduce (different upload sizes) drops the graph and the step runs eagerly.
@@ -64,10 +65,14 @@ struct DecodeGraph {
 pub(crate) enum Mode {
     /// Copy to a fresh arena buffer.
     Eager,
-    /// Record into static buffers, reusing one for equal data of the same role.
+    /// A dry run before a capture: record every upload (its data and role).
+    Plan { uploads: Vec<(Vec<u32>, &'static str)> },
+    /// Capture: upload call k goes to the static buffer `call_map[k]`, allocated before the
+    /// capture began (see [`CudaBackend::capture`]).
     Capture {
-        statics: Vec<(Buf, Vec<u32>, &'static str)>,
+        statics: Vec<(Buf, Vec<u32>)>,
         call_map: Vec<usize>,
+        cursor: usize,
     },
     /// Refresh the static buffers of graph `batch`, call by call.
     Replay {
@@ -207,19 +212,26 @@ impl CudaBackend {
                 self.dev.htod(buf.ptr(), data)?;
                 Ok(buf)
             }
-            Mode::Capture { statics, call_map } => {
-                let same = statics
-                    .iter()
-                    .position(|(_, d, r)| *r == role && d.as_slice() == data);
-                let j = match same {
-                    Some(j) => j,
-                    None => {
-                        statics.push((self.dev.alloc(data.len() * 4)?, data.to_vec(), role));
-                        statics.len() - 1
-                    }
-                };
-                call_map.push(j);
-                Ok(Buf::Static(statics[j].0.ptr()))
+            Mode::Plan { uploads } => {
+                uploads.push((data.to_vec(), role));
+                drop(guard);
+                // The dry run launches nothing: any buffer of the right size will do.
+                self.dev.alloc(data.len() * 4)
+            }
+            Mode::Capture {
+                statics,
+                call_map,
+                cursor,
+            } => {
+                let k = *cursor;
+                *cursor += 1;
+                let j = call_map.get(k).copied();
+                match j.and_then(|j| statics.get(j)) {
+                    Some((buf, planned)) if planned.as_slice() == data => Ok(Buf::Static(buf.ptr())),
+                    _ => Err(Error::Backend(format!(
+                        "graph capture: upload {k} ({role}) differs from the planning pass"
+                    ))),
+                }
             }
             Mode::Replay {
                 batch,
@@ -325,6 +337,11 @@ impl CudaBackend {
         }
     }
 
+    /// Captures the step into a graph. The static buffers its uploads go to are allocated
+    /// before the capture, from a dry planning pass over the same step: allocated during
+    /// the capture, a static could take arena space that an earlier node of the same graph
+    /// writes (an intermediate freed before the upload), and every launch would clobber the
+    /// inputs it had just been given.
     fn capture(
         &self,
         b: usize,
@@ -332,9 +349,38 @@ impl CudaBackend {
         step: &mut impl FnMut(&ModelInput) -> Result<CudaTensor>,
     ) -> Result<CudaTensor> {
         self.dev.sync()?;
+        self.graphs()?.mode = Mode::Plan {
+            uploads: Vec::new(),
+        };
+        self.dev.set_dry(true);
+        let dry = step(padded);
+        self.dev.set_dry(false);
+        let planned = std::mem::replace(&mut self.graphs()?.mode, Mode::Eager);
+        drop(dry?);
+        let Mode::Plan { uploads } = planned else {
+            return Err(Error::Backend("graph planning state lost".into()));
+        };
+        // Uploads of one role with equal data share a buffer (every layer uploads the same
+        // positions, slots and attention metadata).
+        let mut statics: Vec<(Buf, Vec<u32>)> = Vec::new();
+        let mut roles: Vec<&'static str> = Vec::new();
+        let mut call_map = Vec::with_capacity(uploads.len());
+        for (data, role) in uploads {
+            let same = (0..statics.len()).find(|&j| roles[j] == role && statics[j].1 == data);
+            let j = match same {
+                Some(j) => j,
+                None => {
+                    statics.push((self.dev.alloc(data.len() * 4)?, data));
+                    roles.push(role);
+                    statics.len() - 1
+                }
+            };
+            call_map.push(j);
+        }
         self.graphs()?.mode = Mode::Capture {
-            statics: Vec::new(),
-            call_map: Vec::new(),
+            statics,
+            call_map,
+            cursor: 0,
         };
         self.dev.set_capturing(true);
         let begun = self
@@ -355,12 +401,23 @@ impl CudaBackend {
         let mode = std::mem::replace(&mut self.graphs()?.mode, Mode::Eager);
         let (out, graph) = (out?, graph?);
         let graph = graph.ok_or_else(|| Error::Backend("empty graph captured".into()))?;
-        let Mode::Capture { statics, call_map } = mode else {
+        let Mode::Capture {
+            statics,
+            call_map,
+            cursor,
+        } = mode
+        else {
             return Err(Error::Backend("graph capture state lost".into()));
         };
+        if cursor != call_map.len() {
+            return Err(Error::Backend(format!(
+                "graph capture made {cursor} uploads, the planning pass {}",
+                call_map.len()
+            )));
+        }
         // The inputs of this first launch, then the graph itself.
         let mut kept = Vec::with_capacity(statics.len());
-        for (buf, data, _) in statics {
+        for (buf, data) in statics {
             self.dev.htod(buf.ptr(), &data)?;
             kept.push((buf, data.len()));
         }

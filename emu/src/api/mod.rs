@@ -1,0 +1,41 @@
+//! The C entry points: the CUDA driver API (driver.rs, launch.rs), cuBLASLt (cublaslt.rs)
+//! and NCCL (nccl.rs). Each validates its handles and pointers, calls into device/, and
+//! turns the outcome into the library's status code; a panic never crosses into C.
+
+pub mod cublaslt;
+pub mod driver;
+mod errors;
+pub mod launch;
+pub mod nccl;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::device::{CUresult, CuResult, log};
+
+/// Runs a driver entry point's body, turning its result (or a panic) into a CUresult.
+pub(crate) fn run(name: &str, f: impl FnOnce() -> CuResult<()>) -> CUresult {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => CUresult::CUDA_SUCCESS,
+        Ok(Err(e)) => e,
+        Err(_) => {
+            log(format_args!("{name}: internal error (a panic in the emulator)"));
+            CUresult::CUDA_ERROR_UNKNOWN
+        }
+    }
+}
+
+/// Writes an out-parameter, refusing a null pointer.
+///
+/// # Safety
+/// `p` must be null or valid for a write of T.
+pub(crate) unsafe fn out<T>(p: *mut T, v: T, what: &str) -> CuResult<()> {
+    if p.is_null() {
+        return crate::device::fail(
+            CUresult::CUDA_ERROR_INVALID_VALUE,
+            format!("{what}: null output pointer"),
+        );
+    }
+    // SAFETY: the caller's contract.
+    unsafe { p.write(v) };
+    Ok(())
+}

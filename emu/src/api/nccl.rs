@@ -1,0 +1,617 @@
+//! The NCCL stand-in: communicators over the emulated devices of this process (ranks as
+//! threads, as `ncclCommInitAll` or `ncclCommInitRank` from several threads make them) and
+//! the collectives as NCCL documents them: all-reduce (sum, prod, max, min, avg), all-gather
+//! (rank-major), broadcast, reduce and reduce-scatter, in place or not, on every data type.
+//!
+//! A collective is queued on its stream (or captured into a graph) like a kernel. When it
+//! runs, each rank leaves its input at a rendezvous keyed by how many collectives that
+//! communicator has run, waits for every rank, and computes its own output from all the
+//! inputs in rank order, so every rank holds identical sums. Reductions round to the data
+//! type after each rank's contribution, as NCCL's ring does. Ranks whose k-th collectives
+//! differ, and ranks that never arrive (TANDEM_EMU_NCCL_TIMEOUT_S, default 120), fail the
+//! collective instead of hanging.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::driver::stream_of;
+use crate::device::node::{NativeCtx, Node};
+use crate::device::{self, CUresult, Handles, log};
+
+/// ncclResult_t.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(non_camel_case_types, dead_code)]
+pub enum NcclResult {
+    ncclSuccess = 0,
+    ncclUnhandledCudaError = 1,
+    ncclSystemError = 2,
+    ncclInternalError = 3,
+    ncclInvalidArgument = 4,
+    ncclInvalidUsage = 5,
+    ncclRemoteError = 6,
+    ncclInProgress = 7,
+}
+use NcclResult::*;
+
+type Res<T> = Result<T, NcclResult>;
+
+fn bad<T>(r: NcclResult, msg: impl std::fmt::Display) -> Res<T> {
+    log(format_args!("NCCL: {msg} ({r:?})"));
+    Err(r)
+}
+
+fn run(name: &str, f: impl FnOnce() -> Res<()>) -> NcclResult {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(())) => ncclSuccess,
+        Ok(Err(r)) => r,
+        Err(_) => {
+            log(format_args!("{name}: internal error (a panic in the emulator)"));
+            ncclInternalError
+        }
+    }
+}
+
+/// What a rank contributes at one rendezvous, and what it got there.
+struct Slot {
+    what: String,
+    inputs: Vec<Option<Arc<Vec<u8>>>>,
+    arrived: usize,
+    left: usize,
+}
+
+/// The ranks of one communicator.
+struct Clique {
+    devs: Vec<i32>,
+    slots: Mutex<HashMap<u64, Slot>>,
+    cv: Condvar,
+}
+
+/// One rank.
+pub struct Comm {
+    clique: Arc<Clique>,
+    rank: usize,
+    /// Collectives this rank has run (the rendezvous key).
+    ran: AtomicU64,
+}
+
+fn comms() -> &'static Handles<Comm> {
+    static H: OnceLock<Handles<Comm>> = OnceLock::new();
+    H.get_or_init(Handles::default)
+}
+
+fn timeout() -> Duration {
+    let s = std::env::var("TANDEM_EMU_NCCL_TIMEOUT_S")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(120);
+    Duration::from_secs(s)
+}
+
+fn comm(h: *mut c_void) -> Res<Arc<Comm>> {
+    comms()
+        .get(h as usize)
+        .map_or_else(|| bad(ncclInvalidArgument, format!("communicator handle {h:p}")), Ok)
+}
+
+impl Comm {
+    /// Leaves `input` at this rank's next rendezvous and returns every rank's input once all
+    /// have arrived.
+    fn rendezvous(&self, what: String, input: Vec<u8>) -> Result<Vec<Arc<Vec<u8>>>, String> {
+        let seq = self.ran.fetch_add(1, Ordering::AcqRel);
+        let c = &self.clique;
+        let n = c.devs.len();
+        let mut slots = c.slots.lock().map_err(|_| "rendezvous poisoned")?;
+        let slot = slots.entry(seq).or_insert_with(|| Slot {
+            what: what.clone(),
+            inputs: vec![None; n],
+            arrived: 0,
+            left: 0,
+        });
+        if slot.what != what {
+            return Err(format!(
+                "rank {} runs {what} as collective #{seq}, another rank runs {}",
+                self.rank, slot.what
+            ));
+        }
+        slot.inputs[self.rank] = Some(Arc::new(input));
+        slot.arrived += 1;
+        c.cv.notify_all();
+        let deadline = Instant::now() + timeout();
+        loop {
+            let s = slots.get(&seq).ok_or("rendezvous lost")?;
+            if s.arrived == n {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(format!(
+                    "rank {} waited {:?} at collective #{seq} ({what}) for {} other ranks that never arrived",
+                    self.rank,
+                    timeout(),
+                    n - s.arrived
+                ));
+            }
+            slots = c.cv.wait_timeout(slots, deadline - now).map_err(|_| "rendezvous poisoned")?.0;
+        }
+        let s = slots.get_mut(&seq).ok_or("rendezvous lost")?;
+        let all: Vec<Arc<Vec<u8>>> = s.inputs.iter().map(|x| x.clone().unwrap_or_default()).collect();
+        s.left += 1;
+        if s.left == n {
+            slots.remove(&seq);
+        }
+        Ok(all)
+    }
+}
+
+/// Bytes per element of ncclDataType_t `dt`.
+fn size_of(dt: c_int) -> Res<usize> {
+    match dt {
+        0 | 1 => Ok(1),
+        2 | 3 | 7 => Ok(4),
+        4 | 5 | 8 => Ok(8),
+        6 | 9 => Ok(2),
+        _ => bad(ncclInvalidArgument, format!("data type {dt} is not emulated")),
+    }
+}
+
+fn get_f(dt: c_int, b: &[u8]) -> f64 {
+    match dt {
+        6 => half::f16::from_le_bytes([b[0], b[1]]).to_f64(),
+        9 => half::bf16::from_le_bytes([b[0], b[1]]).to_f64(),
+        7 => f32::from_le_bytes(b[..4].try_into().unwrap_or_default()) as f64,
+        _ => f64::from_le_bytes(b[..8].try_into().unwrap_or_default()),
+    }
+}
+
+fn put_f(dt: c_int, b: &mut [u8], v: f64) {
+    match dt {
+        6 => b[..2].copy_from_slice(&half::f16::from_f64(v).to_le_bytes()),
+        // bf16: round the f32 value (what NCCL's reduction kernels compute in).
+        9 => b[..2].copy_from_slice(&half::bf16::from_f32(v as f32).to_le_bytes()),
+        7 => b[..4].copy_from_slice(&(v as f32).to_le_bytes()),
+        _ => b[..8].copy_from_slice(&v.to_le_bytes()),
+    }
+}
+
+fn get_i(dt: c_int, b: &[u8]) -> i128 {
+    match dt {
+        0 => b[0] as i8 as i128,
+        1 => b[0] as i128,
+        2 => i32::from_le_bytes(b[..4].try_into().unwrap_or_default()) as i128,
+        3 => u32::from_le_bytes(b[..4].try_into().unwrap_or_default()) as i128,
+        4 => i64::from_le_bytes(b[..8].try_into().unwrap_or_default()) as i128,
+        _ => u64::from_le_bytes(b[..8].try_into().unwrap_or_default()) as i128,
+    }
+}
+
+fn put_i(dt: c_int, b: &mut [u8], v: i128) {
+    let n = size_of(dt).unwrap_or(8);
+    b[..n].copy_from_slice(&v.to_le_bytes()[..n]);
+}
+
+fn is_float(dt: c_int) -> bool {
+    matches!(dt, 6..=9)
+}
+
+/// Reduces every rank's `len` bytes (of type `dt`) at byte `at` with `op`, in rank order,
+/// rounding to the type after each step.
+fn reduce(dt: c_int, op: c_int, inputs: &[Arc<Vec<u8>>], at: usize, len: usize) -> Vec<u8> {
+    let e = size_of(dt).unwrap_or(1);
+    let mut out = inputs[0][at..at + len].to_vec();
+    for x in &inputs[1..] {
+        for i in (0..len).step_by(e) {
+            let (a, b) = (&out[i..i + e], &x[at + i..at + i + e]);
+            if is_float(dt) {
+                let (a, b) = (get_f(dt, a), get_f(dt, b));
+                let r = match op {
+                    0 | 4 => a + b,
+                    1 => a * b,
+                    2 => a.max(b),
+                    _ => a.min(b),
+                };
+                put_f(dt, &mut out[i..i + e], r);
+            } else {
+                let (a, b) = (get_i(dt, a), get_i(dt, b));
+                let r = match op {
+                    0 | 4 => a.wrapping_add(b),
+                    1 => a.wrapping_mul(b),
+                    2 => a.max(b),
+                    _ => a.min(b),
+                };
+                put_i(dt, &mut out[i..i + e], r);
+            }
+        }
+    }
+    if op == 4 {
+        let n = inputs.len() as i128;
+        for i in (0..len).step_by(e) {
+            if is_float(dt) {
+                let v = get_f(dt, &out[i..i + e]) / n as f64;
+                put_f(dt, &mut out[i..i + e], v);
+            } else {
+                let v = get_i(dt, &out[i..i + e]) / n;
+                put_i(dt, &mut out[i..i + e], v);
+            }
+        }
+    }
+    out
+}
+
+/// One collective call: what each rank sends and how its output is made.
+#[derive(Clone, Copy)]
+enum Kind {
+    AllReduce { op: c_int },
+    AllGather,
+    Broadcast { root: usize },
+    Reduce { op: c_int, root: usize },
+    ReduceScatter { op: c_int },
+}
+
+/// Queues a collective of `count` elements per rank (per block for reduce-scatter) on `stream`.
+#[allow(clippy::too_many_arguments)]
+fn collective(
+    name: &str,
+    kind: Kind,
+    send: *const c_void,
+    recv: *mut c_void,
+    count: usize,
+    dt: c_int,
+    h: *mut c_void,
+    stream: *mut c_void,
+) -> Res<()> {
+    let cm = comm(h)?;
+    let e = size_of(dt)?;
+    if let Kind::AllReduce { op } | Kind::Reduce { op, .. } | Kind::ReduceScatter { op } = kind
+        && !(0..=4).contains(&op)
+    {
+        return bad(ncclInvalidArgument, format!("{name}: reduction op {op} is not emulated"));
+    }
+    let n = cm.clique.devs.len();
+    if let Kind::Broadcast { root } | Kind::Reduce { root, .. } = kind
+        && root >= n
+    {
+        return bad(ncclInvalidArgument, format!("{name}: root {root} of {n} ranks"));
+    }
+    let s = match stream_of(stream) {
+        Ok(s) => s,
+        Err(e) => return bad(ncclInvalidUsage, format!("{name}: stream: {e:?}")),
+    };
+    let dev = cm.clique.devs[cm.rank];
+    if s.ctx.device.ordinal as i32 != dev {
+        return bad(
+            ncclInvalidUsage,
+            format!("{name}: rank {} is on device {dev}, its stream on device {}", cm.rank, s.ctx.device.ordinal),
+        );
+    }
+    let bytes = count * e;
+    let (send_len, recv_len) = match kind {
+        Kind::AllReduce { .. } | Kind::Broadcast { .. } | Kind::Reduce { .. } => (bytes, bytes),
+        Kind::AllGather => (bytes, n * bytes),
+        Kind::ReduceScatter { .. } => (n * bytes, bytes),
+    };
+    let (send, recv) = (send as u64, recv as u64);
+    let rank = cm.rank;
+    let what = format!("{name} of {count} x type {dt}");
+    let label = what.clone();
+    let node = Node::Native {
+        name: format!("{name} (rank {rank})"),
+        f: Arc::new(move |x: &NativeCtx| {
+            let err = |m: String| (CUresult::CUDA_ERROR_LAUNCH_FAILED, format!("{label}: {m}"));
+            let sends = match kind {
+                Kind::Broadcast { root } => rank == root,
+                _ => true,
+            };
+            let input = if sends && send_len > 0 {
+                let p = x.mem(send, send_len, "send buffer").map_err(err)?;
+                // SAFETY: checked range of device memory.
+                unsafe { std::slice::from_raw_parts(p, send_len) }.to_vec()
+            } else {
+                Vec::new()
+            };
+            let all = cm.rendezvous(what.clone(), input).map_err(err)?;
+            let out: Option<Vec<u8>> = match kind {
+                Kind::AllReduce { op } => Some(reduce(dt, op, &all, 0, bytes)),
+                Kind::AllGather => Some(all.iter().flat_map(|v| v.iter().copied()).collect()),
+                Kind::Broadcast { root } => Some(all[root].as_ref().clone()),
+                Kind::Reduce { op, root } => (rank == root).then(|| reduce(dt, op, &all, 0, bytes)),
+                Kind::ReduceScatter { op } => Some(reduce(dt, op, &all, rank * bytes, bytes)),
+            };
+            if let Some(out) = out.filter(|o| !o.is_empty()) {
+                if out.len() != recv_len {
+                    return Err(err(format!("a rank contributed a buffer of another size ({} bytes)", out.len())));
+                }
+                let p = x.mem(recv, recv_len, "receive buffer").map_err(err)?;
+                // SAFETY: checked range; every rank's input was copied out before this write.
+                unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), p, recv_len) };
+            }
+            Ok(())
+        }),
+    };
+    match s.submit(node) {
+        Ok(()) => Ok(()),
+        Err(e) => bad(ncclUnhandledCudaError, format!("{name}: {e:?}")),
+    }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn ncclAllReduce(send: *const c_void, recv: *mut c_void, count: usize, dt: c_int, op: c_int, h: *mut c_void, s: *mut c_void) -> NcclResult {
+    run("ncclAllReduce", || collective("ncclAllReduce", Kind::AllReduce { op }, send, recv, count, dt, h, s))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn ncclAllGather(send: *const c_void, recv: *mut c_void, count: usize, dt: c_int, h: *mut c_void, s: *mut c_void) -> NcclResult {
+    run("ncclAllGather", || collective("ncclAllGather", Kind::AllGather, send, recv, count, dt, h, s))
+}
+
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn ncclBroadcast(send: *const c_void, recv: *mut c_void, count: usize, dt: c_int, root: c_int, h: *mut c_void, s: *mut c_void) -> NcclResult {
+    run("ncclBroadcast", || {
+        let root = usize::try_from(root).map_err(|_| ncclInvalidArgument)?;
+        collective("ncclBroadcast", Kind::Broadcast { root }, send, recv, count, dt, h, s)
+    })
+}
+
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn ncclReduce(send: *const c_void, recv: *mut c_void, count: usize, dt: c_int, op: c_int, root: c_int, h: *mut c_void, s: *mut c_void) -> NcclResult {
+    run("ncclReduce", || {
+        let root = usize::try_from(root).map_err(|_| ncclInvalidArgument)?;
+        collective("ncclReduce", Kind::Reduce { op, root }, send, recv, count, dt, h, s)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn ncclReduceScatter(send: *const c_void, recv: *mut c_void, count: usize, dt: c_int, op: c_int, h: *mut c_void, s: *mut c_void) -> NcclResult {
+    run("ncclReduceScatter", || collective("ncclReduceScatter", Kind::ReduceScatter { op }, send, recv, count, dt, h, s))
+}
+
+fn new_clique(devs: Vec<i32>) -> Arc<Clique> {
+    Arc::new(Clique {
+        devs,
+        slots: Mutex::new(HashMap::new()),
+        cv: Condvar::new(),
+    })
+}
+
+/// # Safety
+/// C caller: `comms` holds `ndev` entries; `devlist` null or `ndev` entries.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ncclCommInitAll(comms_out: *mut *mut c_void, ndev: c_int, devlist: *const c_int) -> NcclResult {
+    run("ncclCommInitAll", || {
+        if comms_out.is_null() || ndev < 1 {
+            return bad(ncclInvalidArgument, format!("ncclCommInitAll of {ndev} devices"));
+        }
+        if device::init().is_err() {
+            return bad(ncclUnhandledCudaError, "ncclCommInitAll: the CUDA driver failed to initialize");
+        }
+        let devs: Vec<i32> = if devlist.is_null() {
+            (0..ndev).collect()
+        } else {
+            // SAFETY: the caller's list of ndev devices.
+            unsafe { std::slice::from_raw_parts(devlist, ndev as usize) }.to_vec()
+        };
+        for (i, d) in devs.iter().enumerate() {
+            if device::device(*d).is_err() {
+                return bad(ncclInvalidArgument, format!("ncclCommInitAll: device {d} does not exist"));
+            }
+            if devs[..i].contains(d) {
+                return bad(ncclInvalidUsage, format!("ncclCommInitAll: device {d} appears twice"));
+            }
+        }
+        let clique = new_clique(devs.clone());
+        for r in 0..devs.len() {
+            let h = comms().add(Arc::new(Comm {
+                clique: clique.clone(),
+                rank: r,
+                ran: AtomicU64::new(0),
+            }));
+            // SAFETY: one slot per device.
+            unsafe { comms_out.add(r).write(h as *mut c_void) };
+        }
+        Ok(())
+    })
+}
+
+/// ncclUniqueId: 128 opaque bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct UniqueId {
+    pub internal: [c_char; 128],
+}
+
+/// Cliques being formed by ncclCommInitRank, by unique id.
+fn pending() -> &'static (Mutex<HashMap<[u8; 16], (usize, Vec<Option<i32>>, Option<Arc<Clique>>)>>, Condvar) {
+    static P: OnceLock<(Mutex<HashMap<[u8; 16], (usize, Vec<Option<i32>>, Option<Arc<Clique>>)>>, Condvar)> =
+        OnceLock::new();
+    P.get_or_init(|| (Mutex::new(HashMap::new()), Condvar::new()))
+}
+
+/// # Safety
+/// C caller: valid out-pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ncclGetUniqueId(id: *mut UniqueId) -> NcclResult {
+    run("ncclGetUniqueId", || {
+        if id.is_null() {
+            return bad(ncclInvalidArgument, "ncclGetUniqueId: null id");
+        }
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let mut u = UniqueId { internal: [0; 128] };
+        let tag = format!("tandem-emu-nccl-{:016x}", NEXT.fetch_add(1, Ordering::Relaxed) ^ std::process::id() as u64);
+        for (d, s) in u.internal.iter_mut().zip(tag.bytes()) {
+            *d = s as c_char;
+        }
+        unsafe { id.write(u) };
+        Ok(())
+    })
+}
+
+/// # Safety
+/// C caller: valid out-pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ncclCommInitRank(out: *mut *mut c_void, nranks: c_int, id: UniqueId, rank: c_int) -> NcclResult {
+    run("ncclCommInitRank", || {
+        if out.is_null() || nranks < 1 || rank < 0 || rank >= nranks {
+            return bad(ncclInvalidArgument, format!("ncclCommInitRank rank {rank} of {nranks}"));
+        }
+        let dev = match device::context::current() {
+            Ok(c) => c.device.ordinal as i32,
+            Err(_) => return bad(ncclUnhandledCudaError, "ncclCommInitRank: no current CUDA device"),
+        };
+        let key: [u8; 16] = std::array::from_fn(|i| id.internal[i + 16] as u8);
+        let (lock, cv) = pending();
+        let mut p = lock.lock().map_err(|_| ncclInternalError)?;
+        let e = p.entry(key).or_insert_with(|| (nranks as usize, vec![None; nranks as usize], None));
+        if e.0 != nranks as usize || e.1[rank as usize].is_some() {
+            return bad(ncclInvalidUsage, "ncclCommInitRank: ranks disagree on the communicator's size, or a rank joins twice");
+        }
+        e.1[rank as usize] = Some(dev);
+        if e.1.iter().all(Option::is_some) {
+            e.2 = Some(new_clique(e.1.iter().map(|d| d.unwrap_or(0)).collect()));
+            cv.notify_all();
+        }
+        let deadline = Instant::now() + timeout();
+        let clique = loop {
+            if let Some(c) = p.get(&key).and_then(|e| e.2.clone()) {
+                break c;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                p.remove(&key);
+                return bad(ncclSystemError, "ncclCommInitRank: the other ranks never joined (ranks in other processes are not emulated)");
+            }
+            p = cv.wait_timeout(p, deadline - now).map_err(|_| ncclInternalError)?.0;
+        };
+        let h = comms().add(Arc::new(Comm {
+            clique,
+            rank: rank as usize,
+            ran: AtomicU64::new(0),
+        }));
+        unsafe { out.write(h as *mut c_void) };
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn ncclCommDestroy(h: *mut c_void) -> NcclResult {
+    run("ncclCommDestroy", || match comms().remove(h as usize) {
+        Some(_) => Ok(()),
+        None => bad(ncclInvalidArgument, format!("ncclCommDestroy: communicator {h:p}")),
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn ncclCommAbort(h: *mut c_void) -> NcclResult {
+    ncclCommDestroy(h)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn ncclCommFinalize(h: *mut c_void) -> NcclResult {
+    // Queued collectives finish on their streams; nothing else is in flight.
+    run("ncclCommFinalize", || comm(h).map(drop))
+}
+
+/// # Safety
+/// C caller: valid out-pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ncclCommCount(h: *mut c_void, n: *mut c_int) -> NcclResult {
+    run("ncclCommCount", || {
+        let c = comm(h)?;
+        if n.is_null() {
+            return bad(ncclInvalidArgument, "null output");
+        }
+        unsafe { n.write(c.clique.devs.len() as c_int) };
+        Ok(())
+    })
+}
+
+/// # Safety
+/// C caller: valid out-pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ncclCommCuDevice(h: *mut c_void, d: *mut c_int) -> NcclResult {
+    run("ncclCommCuDevice", || {
+        let c = comm(h)?;
+        if d.is_null() {
+            return bad(ncclInvalidArgument, "null output");
+        }
+        unsafe { d.write(c.clique.devs[c.rank]) };
+        Ok(())
+    })
+}
+
+/// # Safety
+/// C caller: valid out-pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ncclCommUserRank(h: *mut c_void, r: *mut c_int) -> NcclResult {
+    run("ncclCommUserRank", || {
+        let c = comm(h)?;
+        if r.is_null() {
+            return bad(ncclInvalidArgument, "null output");
+        }
+        unsafe { r.write(c.rank as c_int) };
+        Ok(())
+    })
+}
+
+thread_local! {
+    static GROUP_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Collectives never block their caller here (they are queued on streams), so a group has
+/// nothing to defer; its nesting is still checked.
+#[unsafe(no_mangle)]
+pub extern "C" fn ncclGroupStart() -> NcclResult {
+    GROUP_DEPTH.with(|d| d.set(d.get() + 1));
+    ncclSuccess
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn ncclGroupEnd() -> NcclResult {
+    GROUP_DEPTH.with(|d| match d.get() {
+        0 => {
+            log("NCCL: ncclGroupEnd without ncclGroupStart (ncclInvalidUsage)");
+            ncclInvalidUsage
+        }
+        n => {
+            d.set(n - 1);
+            ncclSuccess
+        }
+    })
+}
+
+/// # Safety
+/// C caller: valid out-pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ncclGetVersion(v: *mut c_int) -> NcclResult {
+    if v.is_null() {
+        return ncclInvalidArgument;
+    }
+    // NCCL 2.27.7, in NCCL_VERSION(X, Y, Z) = X * 10000 + Y * 100 + Z.
+    unsafe { v.write(22707) };
+    ncclSuccess
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn ncclGetErrorString(r: c_int) -> *const c_char {
+    match r {
+        0 => c"no error",
+        1 => c"unhandled cuda error (run with NCCL_DEBUG=INFO for details)",
+        2 => c"unhandled system error (run with NCCL_DEBUG=INFO for details)",
+        3 => c"internal error - please report this issue to the NCCL developers",
+        4 => c"invalid argument (run with NCCL_DEBUG=WARN for details)",
+        5 => c"invalid usage (run with NCCL_DEBUG=WARN for details)",
+        6 => c"remote process exited or there was a network error",
+        7 => c"NCCL operation in progress",
+        _ => c"unknown result code",
+    }
+    .as_ptr()
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn ncclGetLastError(_comm: *mut c_void) -> *const c_char {
+    c"see the tandem-emu lines on stderr".as_ptr()
+}

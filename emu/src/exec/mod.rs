@@ -1,0 +1,196 @@
+//! Running a kernel grid on the CPU: blocks on a pool of host threads, each block's warps
+//! interleaved at barriers, every memory access checked (mem.rs). A fault stops the launch
+//! and names the kernel, instruction, block, thread and address, as compute-sanitizer's
+//! memcheck reports it.
+
+pub mod alu;
+mod cta;
+pub mod float;
+pub mod mem;
+mod warp;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use crate::ptx::ir::{Kernel, Space};
+pub use mem::{FaultKind, MemMap, Span};
+
+/// One launch of a kernel.
+pub struct Launch<'a> {
+    pub kernel: &'a Kernel,
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    /// Dynamic shared memory bytes.
+    pub dyn_shared: usize,
+    /// The parameter buffer (laid out as the kernel's params say).
+    pub params: &'a [u8],
+    /// Streaming multiprocessors the device reports (`%nsmid`).
+    pub sm_count: u32,
+    /// A number unique to this launch (`%gridid`).
+    pub grid_id: u64,
+}
+
+/// What failed inside a kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultWhat {
+    /// A memory access outside its bounds, misaligned, or to read-only memory.
+    Memory { kind: FaultKind, lane: usize },
+    /// A barrier misused or never completing.
+    Barrier(String),
+    /// A warp-synchronous instruction whose lanes do not converge.
+    WarpSync(String),
+}
+
+/// A kernel fault: where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub kernel: String,
+    /// The instruction (opcode, PTX line, source line).
+    pub at: String,
+    pub block: [u32; 3],
+    pub thread: [u32; 3],
+    pub what: FaultWhat,
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [bx, by, bz] = self.block;
+        let [tx, ty, tz] = self.thread;
+        let who = format!(
+            "in kernel {} at {} by thread ({tx},{ty},{tz}) in block ({bx},{by},{bz})",
+            self.kernel, self.at
+        );
+        match &self.what {
+            FaultWhat::Memory { kind, .. } => match kind {
+                FaultKind::OutOfBounds {
+                    space,
+                    addr,
+                    size,
+                    write,
+                    detail,
+                } => write!(
+                    f,
+                    "invalid {} {} of size {size} at {addr:#x} {who}: address is out of bounds ({detail})",
+                    space.name(),
+                    if *write { "write" } else { "read" }
+                ),
+                FaultKind::Misaligned {
+                    space,
+                    addr,
+                    size,
+                    write,
+                } => write!(
+                    f,
+                    "misaligned {} {} of size {size} at {addr:#x} {who}",
+                    space.name(),
+                    if *write { "write" } else { "read" }
+                ),
+                FaultKind::ReadOnly { space, addr } => write!(
+                    f,
+                    "write to read-only {} memory at {addr:#x} {who}",
+                    space.name()
+                ),
+            },
+            FaultWhat::Barrier(m) => write!(f, "barrier error {who}: {m}"),
+            FaultWhat::WarpSync(m) => write!(f, "warp-synchronous instruction error {who}: {m}"),
+        }
+    }
+}
+
+impl Fault {
+    /// Whether the fault is a misaligned access (CUDA_ERROR_MISALIGNED_ADDRESS) rather than
+    /// an illegal one.
+    pub fn misaligned(&self) -> bool {
+        matches!(
+            self.what,
+            FaultWhat::Memory {
+                kind: FaultKind::Misaligned { .. },
+                ..
+            }
+        )
+    }
+
+    /// Whether the fault is a memory access at all.
+    pub fn is_memory(&self) -> bool {
+        matches!(self.what, FaultWhat::Memory { .. })
+    }
+}
+
+/// The host threads blocks run on: `TANDEM_EMU_THREADS`, else every core.
+fn pool() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let n = std::env::var("TANDEM_EMU_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("tandem-emu-sm{i}"))
+            .build()
+            .unwrap_or_else(|_| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .build()
+                    .expect("a one-thread pool")
+            })
+    })
+}
+
+/// Host threads that run blocks.
+pub fn threads() -> usize {
+    pool().current_num_threads()
+}
+
+/// Runs every block of `launch` against memory `map`. On a fault, blocks not yet started are
+/// skipped and the fault of the lowest-numbered failing block is returned.
+pub fn run_grid(launch: &Launch, map: &MemMap) -> Result<(), Fault> {
+    let [gx, gy, gz] = launch.grid.map(u64::from);
+    let n = gx * gy * gz;
+    if launch.block.contains(&0) || n == 0 {
+        return Ok(());
+    }
+    let block_of = |i: u64| [(i % gx) as u32, ((i / gx) % gy) as u32, (i / (gx * gy)) as u32];
+    if n == 1 || threads() == 1 {
+        let mut s = cta::Scratch::default();
+        for i in 0..n {
+            cta::run_block(launch, map, block_of(i), i, &mut s)?;
+        }
+        return Ok(());
+    }
+    let stop = AtomicBool::new(false);
+    let first: Mutex<Option<(u64, Fault)>> = Mutex::new(None);
+    pool().install(|| {
+        use rayon::prelude::*;
+        (0..n).into_par_iter().for_each_init(cta::Scratch::default, |s, i| {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Err(f) = cta::run_block(launch, map, block_of(i), i, s) {
+                stop.store(true, Ordering::Relaxed);
+                if let Ok(mut g) = first.lock()
+                    && g.as_ref().is_none_or(|(j, _)| i < *j)
+                {
+                    *g = Some((i, f));
+                }
+            }
+        });
+    });
+    match first.into_inner().ok().flatten() {
+        Some((_, f)) => Err(f),
+        None => Ok(()),
+    }
+}
+
+/// The state space a fault happened in, if a memory fault.
+pub fn fault_space(f: &Fault) -> Option<Space> {
+    match &f.what {
+        FaultWhat::Memory { kind, .. } => Some(match kind {
+            FaultKind::OutOfBounds { space, .. }
+            | FaultKind::Misaligned { space, .. }
+            | FaultKind::ReadOnly { space, .. } => *space,
+        }),
+        _ => None,
+    }
+}
