@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use common::bf16::{BF16_LOGIT_TOL, check_tokens};
 use common::{DEMO_FIXTURE, Setup, engine_on, expected, run_greedy, step_logits};
-use cuda_common::{gpu, rel};
+use cuda_common::{gpu, gpus, rel};
 use tandem::engine::RequestId;
 
 #[test]
@@ -142,4 +142,90 @@ fn host_tier_onboards_on_gpu_give_transformers_tokens() {
         "the second round should hit the host tier: {stats:?}"
     );
     assert_eq!(g.num_copy_failures(), 0);
+}
+
+#[test]
+fn tensor_parallel_2_over_nccl_matches_transformers() {
+    // Two ranks on two GPUs (emulated devices in CI): the vocabulary-parallel embedding and
+    // logits (259 = 130 + 129 columns: unequal shards), row-parallel all-reduces, NCCL
+    // inside captured decode graphs.
+    let test = "tensor_parallel_2_over_nccl_matches_transformers";
+    for name in ["tiny-qwen3", DEMO_FIXTURE] {
+        let Some(ranks) = gpus(test, 2) else {
+            return;
+        };
+        let exp = expected(name);
+        let setup = Setup {
+            tp: 2,
+            ..Setup::default()
+        };
+        for b in &ranks {
+            b.enable_decode_graphs(8, setup.max_model_len, setup.block_size);
+        }
+        let mut g = tp_engine(name, &setup, ranks);
+        let reqs: Vec<_> = exp
+            .prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as RequestId, p.clone(), exp.greedy[i].len()))
+            .collect();
+        let out = run_greedy(&mut g, &reqs);
+        let mut compared = 0;
+        for (id, _, _) in &reqs {
+            let i = *id as usize;
+            compared += check_tokens(
+                &format!("{name} TP2 prompt {id}"),
+                &out[id],
+                &exp.greedy[i],
+                &exp.logits[i],
+                BF16_LOGIT_TOL,
+            );
+        }
+        assert!(
+            !g.executor().backend().captured_graphs().is_empty(),
+            "{name}: TP2 captured no decode graph"
+        );
+        for (i, prompt) in exp.prompts.iter().enumerate() {
+            for (s, l) in step_logits(&mut g, prompt, &exp.greedy[i], setup.block_size)
+                .iter()
+                .enumerate()
+            {
+                let e = rel(l, &exp.logits[i][s]);
+                assert!(e < BF16_LOGIT_TOL, "{name} TP2: prompt {i} step {s}: error {e}");
+            }
+        }
+        let total: usize = exp.greedy.iter().map(Vec::len).sum();
+        assert!(compared * 2 >= total, "{name} TP2: {compared} of {total} tokens compared");
+    }
+}
+
+/// An engine with one rank per backend of `ranks`.
+fn tp_engine(
+    name: &str,
+    s: &Setup,
+    ranks: Vec<tandem::backend::cuda::CudaBackend>,
+) -> tandem::engine::EngineCore<tandem::engine::ModelExecutor<tandem::backend::cuda::CudaBackend>> {
+    let (cfg, src) = common::model_source(name);
+    let tp = ranks.len();
+    let slots = std::sync::Mutex::new(ranks.into_iter().map(Some).collect::<Vec<_>>());
+    let exec = tandem::engine::ModelExecutor::load(
+        &cfg,
+        std::sync::Arc::new(src),
+        tandem::engine::ExecutorConfig {
+            tp_size: tp,
+            num_blocks: s.num_blocks,
+            block_size: s.block_size,
+            max_model_len: s.max_model_len,
+            host_blocks: s.host_blocks,
+            progress: false,
+        },
+        move |rank| slots.lock().unwrap()[rank].take().expect("each rank once"),
+    )
+    .unwrap_or_else(|e| panic!("loading {name} at TP{tp}: {e}"));
+    let mut ecfg = tandem::config::EngineConfig::for_model(&cfg, s.num_blocks);
+    ecfg.block_size = s.block_size;
+    ecfg.max_model_len = s.max_model_len;
+    ecfg.max_num_batched_tokens = s.budget;
+    ecfg.enable_prefix_caching = s.prefix_caching;
+    tandem::engine::EngineCore::new(ecfg, exec, cfg.eos_token_ids.clone()).unwrap()
 }

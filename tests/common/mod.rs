@@ -202,24 +202,28 @@ pub fn fixture_engine(name: &str, s: Setup) -> EngineCore<Recording> {
     engine_for(&cfg, WeightSource::open(&dir).unwrap(), s)
 }
 
+/// A fixture model's (or the demo model's) config and weights.
+pub fn model_source(name: &str) -> (ModelConfig, WeightSource) {
+    if name == DEMO_FIXTURE {
+        return (
+            tandem::model::demo::config().unwrap(),
+            tandem::model::demo::weights().unwrap(),
+        );
+    }
+    let dir = fixture(name);
+    (
+        ModelConfig::from_dir(&dir).unwrap(),
+        WeightSource::open(&dir).unwrap(),
+    )
+}
+
 /// A TP1 engine over a fixture model (or the demo model) on `backend`.
 pub fn engine_on<B: tandem::backend::Backend>(
     name: &str,
     s: &Setup,
     backend: B,
 ) -> EngineCore<ModelExecutor<B>> {
-    let (cfg, src) = if name == DEMO_FIXTURE {
-        (
-            tandem::model::demo::config().unwrap(),
-            tandem::model::demo::weights().unwrap(),
-        )
-    } else {
-        let dir = fixture(name);
-        (
-            ModelConfig::from_dir(&dir).unwrap(),
-            WeightSource::open(&dir).unwrap(),
-        )
-    };
+    let (cfg, src) = model_source(name);
     let slot = std::sync::Mutex::new(Some(backend));
     let exec = ModelExecutor::load(
         &cfg,

@@ -4,27 +4,61 @@
 use tandem::backend::HostTensor;
 use tandem::backend::cuda::{CudaBackend, GpuPresence, gpu_presence};
 
-/// The GPU backend, or None after printing why the test is skipped: only a machine without a
-/// CUDA driver, or whose driver sees no device, skips. A driver that fails otherwise fails
-/// the test with its message. With TANDEM_REQUIRE_GPU=1 a skip is a failure too, so a GPU
-/// run cannot pass by skipping.
-pub fn gpu(test: &str) -> Option<CudaBackend> {
-    let reason = match gpu_presence() {
-        Ok(GpuPresence::NoDriver) => "no CUDA device (no CUDA driver)".to_string(),
-        Ok(GpuPresence::Devices(0)) => "no CUDA device".to_string(),
-        Ok(GpuPresence::Devices(_)) => {
-            return Some(CudaBackend::single(0, 512 << 20).expect("opening GPU 0"));
-        }
+/// How many GPUs the suite must find: `TANDEM_REQUIRE_GPU=N` (CI runs the suite on two
+/// emulated devices with N = 2; a one-GPU machine runs it with N = 1); 0 when unset.
+fn required() -> usize {
+    std::env::var("TANDEM_REQUIRE_GPU")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Devices visible, or None after printing why the test is skipped: only a machine without a
+/// CUDA driver, or whose driver sees fewer than `n` devices, skips. A driver that fails
+/// otherwise fails the test with its message; so does a skip where TANDEM_REQUIRE_GPU asks
+/// for `n` devices.
+fn devices(test: &str, n: usize) -> Option<usize> {
+    let (reason, have) = match gpu_presence() {
+        Ok(GpuPresence::NoDriver) => ("no CUDA device (no CUDA driver)".to_string(), 0),
+        Ok(GpuPresence::Devices(k)) if k >= n => return Some(k),
+        Ok(GpuPresence::Devices(k)) => (format!("{k} CUDA devices, {n} needed"), k),
         Err(e) => panic!("{test}: a CUDA driver is installed but fails, so this is no skip: {e}"),
     };
-    if std::env::var("TANDEM_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-        panic!("{test}: {reason}, and TANDEM_REQUIRE_GPU=1");
+    if required() >= n {
+        panic!(
+            "{test}: {reason}, and TANDEM_REQUIRE_GPU={} asks for {n}. Without a GPU, build the \
+             emulated device (scripts/cuda-emu.sh) and put the directory it prints on \
+             LD_LIBRARY_PATH, with TANDEM_EMU_DEVICES={n}",
+            required()
+        );
     }
+    let _ = have;
     // Straight to the process's stderr: libtest captures eprintln! of passing tests, and a
     // skip must be seen.
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED: {reason}: {test}");
     None
+}
+
+/// The GPU backend on device 0, or None after printing why the test is skipped (see
+/// [`devices`]).
+pub fn gpu(test: &str) -> Option<CudaBackend> {
+    devices(test, 1)?;
+    Some(CudaBackend::single(0, 512 << 20).expect("opening GPU 0"))
+}
+
+/// One backend per rank on devices 0..n, joined by NCCL, or None (see [`devices`]).
+pub fn gpus(test: &str, n: usize) -> Option<Vec<CudaBackend>> {
+    devices(test, n)?;
+    let ordinals: Vec<usize> = (0..n).collect();
+    let comms = tandem::backend::cuda::NcclComm::group(&ordinals).expect("NCCL communicators");
+    Some(
+        comms
+            .into_iter()
+            .zip(ordinals)
+            .map(|(c, o)| CudaBackend::new(o, 512 << 20, c).expect("opening a GPU"))
+            .collect(),
+    )
 }
 
 /// max |a - b| / max |b|.

@@ -725,7 +725,10 @@ unsafe fn htod(s: &Arc<Stream>, dst: u64, src: *const c_void, n: usize, sync: bo
         Loc::Staged(Arc::from(unsafe { std::slice::from_raw_parts(src as *const u8, n) }))
     };
     let node = Node::Copy { dst: Loc::Device(dst), src: loc, bytes: n };
-    if sync && pinned(src as usize, n) && !captured {
+    // The synchronous form waits for the copy to land (the driver may return once pageable
+    // data is staged; waiting is the stronger promise, and spares callers on non-blocking
+    // streams a race the GPU almost never shows).
+    if sync && !captured {
         s.submit_and_wait(node)
     } else {
         s.submit(node)

@@ -58,6 +58,8 @@ fn run(name: &str, f: impl FnOnce() -> Res<()>) -> NcclResult {
 /// What a rank contributes at one rendezvous, and what it got there.
 struct Slot {
     what: String,
+    /// Set when a rank found this rendezvous broken: the others stop waiting.
+    failed: Option<String>,
     inputs: Vec<Option<Arc<Vec<u8>>>>,
     arrived: usize,
     left: usize,
@@ -107,15 +109,19 @@ impl Comm {
         let mut slots = c.slots.lock().map_err(|_| "rendezvous poisoned")?;
         let slot = slots.entry(seq).or_insert_with(|| Slot {
             what: what.clone(),
+            failed: None,
             inputs: vec![None; n],
             arrived: 0,
             left: 0,
         });
         if slot.what != what {
-            return Err(format!(
+            let msg = format!(
                 "rank {} runs {what} as collective #{seq}, another rank runs {}",
                 self.rank, slot.what
-            ));
+            );
+            slot.failed = Some(msg.clone());
+            c.cv.notify_all();
+            return Err(msg);
         }
         slot.inputs[self.rank] = Some(Arc::new(input));
         slot.arrived += 1;
@@ -123,6 +129,9 @@ impl Comm {
         let deadline = Instant::now() + timeout();
         loop {
             let s = slots.get(&seq).ok_or("rendezvous lost")?;
+            if let Some(m) = &s.failed {
+                return Err(m.clone());
+            }
             if s.arrived == n {
                 break;
             }

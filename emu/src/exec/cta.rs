@@ -112,6 +112,34 @@ fn release_barriers(warps: &mut [Warp], b: &BlockCtx) -> Result<(), Fault> {
             Some(c) => full_warps * 32 >= c,
         };
         if complete {
+            // PTX ISA, bar/barrier: with .aligned (always for bar.sync) all threads of a warp
+            // must execute the same barrier instruction; lanes of one warp waiting at
+            // different bar instructions are an error, not a release.
+            for w in warps.iter() {
+                let mut at = w
+                    .groups
+                    .iter()
+                    .filter(|g| matches!(g.wait, Wait::Bar { id: i, .. } if i == id));
+                if let Some(g0) = at.next()
+                    && let Some(g1) = at.find(|g| g.pc != g0.pc)
+                    && [g0.pc, g1.pc].iter().any(|&pc| {
+                        matches!(
+                            b.launch.kernel.code[pc as usize].op,
+                            crate::ptx::ir::Op::Bar { aligned: true, .. }
+                        )
+                    })
+                {
+                    let what = FaultWhat::Barrier(format!(
+                        "bar.sync is .aligned but lanes {:#010x} and {:#010x} of warp {} wait at different barrier instructions ({} and {})",
+                        g0.mask,
+                        g1.mask,
+                        w.idx,
+                        b.launch.kernel.describe(g0.pc as usize),
+                        b.launch.kernel.describe(g1.pc as usize)
+                    ));
+                    return Err(Fault::at(b, w, g1.pc, g1.mask, what));
+                }
+            }
             released = true;
             for w in warps.iter_mut() {
                 let idx: Vec<usize> = (0..w.groups.len())

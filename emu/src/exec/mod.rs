@@ -8,6 +8,10 @@ mod cta;
 pub mod float;
 pub mod mem;
 mod warp;
+#[cfg(test)]
+pub mod testing;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -192,5 +196,65 @@ pub fn fault_space(f: &Fault) -> Option<Space> {
             | FaultKind::ReadOnly { space, .. } => *space,
         }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod smoke {
+    use super::testing::*;
+
+    /// d[tid] = a[tid] + b[tid], the smallest kernel with every basic step: parameters, the
+    /// thread index, address arithmetic, global loads and stores, a guard.
+    #[test]
+    fn vector_add() {
+        let ptx = module(
+            "add",
+            ".param .u64 pa, .param .u64 pb, .param .u64 pd, .param .u32 n",
+            r#"
+    .reg .pred %p<2>;
+    .reg .b32 %r<6>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<8>;
+    ld.param.u64 %rd1, [pa];
+    ld.param.u64 %rd2, [pb];
+    ld.param.u64 %rd3, [pd];
+    ld.param.u32 %r1, [n];
+    mov.u32 %r2, %tid.x;
+    mov.u32 %r3, %ctaid.x;
+    mov.u32 %r4, %ntid.x;
+    mad.lo.s32 %r5, %r3, %r4, %r2;
+    setp.ge.u32 %p1, %r5, %r1;
+    @%p1 bra DONE;
+    mul.wide.u32 %rd4, %r5, 4;
+    add.s64 %rd5, %rd1, %rd4;
+    add.s64 %rd6, %rd2, %rd4;
+    add.s64 %rd7, %rd3, %rd4;
+    ld.global.f32 %f1, [%rd5];
+    ld.global.f32 %f2, [%rd6];
+    add.f32 %f3, %f1, %f2;
+    st.global.f32 [%rd7], %f3;
+DONE:
+    ret;"#,
+        );
+        let n = 300usize;
+        let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..n).map(|i| 1000.0 - i as f32).collect();
+        let out = launch(
+            &ptx,
+            "add",
+            [3, 1, 1],
+            [128, 1, 1],
+            &[
+                Arg::Buf(f32s(&a)),
+                Arg::Buf(f32s(&b)),
+                Arg::Buf(f32s(&vec![0.0; n])),
+                Arg::U32(n as u32),
+            ],
+        )
+        .unwrap();
+        let d = as_f32(&out[2]);
+        for i in 0..n {
+            assert_eq!(d[i], a[i] + b[i], "element {i}");
+        }
     }
 }

@@ -889,14 +889,32 @@ impl Warp {
         for l in lanes(active) {
             let at = self.address(addr, l);
             let (bv, cv) = (self.val(x, l, b), self.val(y, l, b));
+            // PTX ISA, atom/red: a generic address must point to .global or .shared memory.
+            if space == Space::Generic && (LOCAL_WINDOW..LOCAL_WINDOW + WINDOW_SIZE).contains(&at) {
+                let kind = FaultKind::OutOfBounds {
+                    space: Space::Local,
+                    addr: at,
+                    size,
+                    write: true,
+                    detail: "atom/red reach only global and shared memory".into(),
+                };
+                return Err(FaultWhat::Memory { kind, lane: l });
+            }
             let map = b.map;
             let mut tm = self.thread_mem(l, b);
             let ptr = mem::resolve(map, &mut tm, space, at, size, true)
                 .map_err(|k| FaultWhat::Memory { kind: k, lane: l })?;
+            // PTX ISA, atom/red: .add.f32 flushes subnormal inputs and results to
+            // sign-preserving zero on global memory, not on shared memory.
+            let ftz = ptr.shared_by_blocks;
             let f = |old: u64| -> u64 {
                 let (o, v) = (alu::int_value(old, ty), alu::int_value(bv, ty));
                 match op {
                     AtomOp::Add => match ty {
+                        Ty::F32 if ftz => {
+                            use super::float::ftz as z;
+                            z(z(f32::from_bits(old as u32)) + z(f32::from_bits(bv as u32))).to_bits() as u64
+                        }
                         Ty::F32 => (f32::from_bits(old as u32) + f32::from_bits(bv as u32)).to_bits() as u64,
                         Ty::F64 => (f64::from_bits(old) + f64::from_bits(bv)).to_bits(),
                         _ => old.wrapping_add(bv),

@@ -849,7 +849,7 @@ fn atom(
     mem_hints(m);
     let space = m.space();
     mem_hints(m);
-    m.take("noftz");
+    let noftz = m.take("noftz");
     let op = match m.take_one(&[
         "add", "min", "max", "inc", "dec", "and", "or", "xor", "exch", "cas",
     ]) {
@@ -866,6 +866,11 @@ fn atom(
         None => return cx.err(format!("`{opcode}` needs an operation")),
     };
     let ty = one_type(cx, m, opcode)?;
+    // PTX ISA 9.4: .add.noftz.f32 keeps subnormals on global memory, where plain .add.f32
+    // flushes them; the IR has no flag for it, so refuse it rather than flush silently.
+    if noftz && ty == Ty::F32 {
+        return cx.err(format!("unsupported instruction `{opcode}` (.noftz.f32 is not emulated)"));
+    }
     if !matches!(space, Space::Global | Space::Shared | Space::Generic) {
         return cx.err(format!("`{opcode}`: atomics act on global or shared memory"));
     }

@@ -287,16 +287,26 @@ impl Device {
         if width == 0 || height == 0 || self.is_dry() {
             return Ok(());
         }
-        // SAFETY: a plain struct of integers and pointers; unused fields stay zero.
-        let mut p: sys::CUDA_MEMCPY2D = unsafe { std::mem::zeroed() };
-        p.srcMemoryType = sys::CUmemorytype::CU_MEMORYTYPE_DEVICE;
-        p.srcDevice = src;
-        p.srcPitch = src_pitch;
-        p.dstMemoryType = sys::CUmemorytype::CU_MEMORYTYPE_DEVICE;
-        p.dstDevice = dst;
-        p.dstPitch = dst_pitch;
-        p.WidthInBytes = width;
-        p.Height = height;
+        // Every field spelled out: the struct holds enums (CUmemorytype) for which all-zero
+        // bytes are no valid value, so it cannot be zero-initialized.
+        let p = sys::CUDA_MEMCPY2D {
+            srcXInBytes: 0,
+            srcY: 0,
+            srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+            srcHost: std::ptr::null(),
+            srcDevice: src,
+            srcArray: std::ptr::null_mut(),
+            srcPitch: src_pitch,
+            dstXInBytes: 0,
+            dstY: 0,
+            dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+            dstHost: std::ptr::null_mut(),
+            dstDevice: dst,
+            dstArray: std::ptr::null_mut(),
+            dstPitch: dst_pitch,
+            WidthInBytes: width,
+            Height: height,
+        };
         // SAFETY: both buffers hold `height` rows at their pitches.
         unsafe { sys::cuMemcpy2DAsync_v2(&p, self.cu_stream()) }
             .result()

@@ -114,12 +114,15 @@ fn require_libs(nccl: bool) -> Result<()> {
     };
     if !lt {
         return Err(Error::Backend(
-            "cuBLASLt (libcublasLt) not found: put the CUDA libraries on LD_LIBRARY_PATH".into(),
+            "cuBLASLt (libcublasLt) not found: put the CUDA libraries on LD_LIBRARY_PATH (without \
+             a GPU, the emulated device's: scripts/cuda-emu.sh prints their directory)"
+                .into(),
         ));
     }
     if nccl && !nc {
         return Err(Error::Backend(
-            "NCCL (libnccl) not found: tensor parallelism on GPUs needs it on LD_LIBRARY_PATH"
+            "NCCL (libnccl) not found: tensor parallelism on GPUs needs it on LD_LIBRARY_PATH \
+             (without a GPU, the emulated device's: scripts/cuda-emu.sh prints their directory)"
                 .into(),
         ));
     }

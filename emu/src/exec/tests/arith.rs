@@ -1,0 +1,1 @@
+//! (tests written from the PTX ISA; see mod.rs)
