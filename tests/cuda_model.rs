@@ -111,7 +111,10 @@ fn host_tier_onboards_on_gpu_give_transformers_tokens() {
     let mut plain = engine_on(name, &plain_setup, plain_backend);
     let mut want: HashMap<usize, Vec<u32>> = HashMap::new();
     for (p, prompt) in exp.prompts.iter().enumerate() {
-        let out = run_greedy(&mut plain, &[(p as RequestId, prompt.clone(), exp.greedy[p].len())]);
+        let out = run_greedy(
+            &mut plain,
+            &[(p as RequestId, prompt.clone(), exp.greedy[p].len())],
+        );
         check_tokens(
             &format!("prompt {p} vs transformers"),
             &out[&(p as RequestId)],
@@ -191,11 +194,17 @@ fn tensor_parallel_2_over_nccl_matches_transformers() {
                 .enumerate()
             {
                 let e = rel(l, &exp.logits[i][s]);
-                assert!(e < BF16_LOGIT_TOL, "{name} TP2: prompt {i} step {s}: error {e}");
+                assert!(
+                    e < BF16_LOGIT_TOL,
+                    "{name} TP2: prompt {i} step {s}: error {e}"
+                );
             }
         }
         let total: usize = exp.greedy.iter().map(Vec::len).sum();
-        assert!(compared * 2 >= total, "{name} TP2: {compared} of {total} tokens compared");
+        assert!(
+            compared * 2 >= total,
+            "{name} TP2: {compared} of {total} tokens compared"
+        );
     }
 }
 

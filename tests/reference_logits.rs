@@ -214,7 +214,13 @@ fn bf16_storage_stays_within_the_gpu_tolerance() {
             .prompts
             .iter()
             .enumerate()
-            .map(|(i, p)| (i as tandem::engine::RequestId, p.clone(), exp.greedy[i].len()))
+            .map(|(i, p)| {
+                (
+                    i as tandem::engine::RequestId,
+                    p.clone(),
+                    exp.greedy[i].len(),
+                )
+            })
             .collect();
         let out = run_greedy(&mut e, &reqs);
         let mut worst = 0f32;

@@ -11,7 +11,7 @@
 //! It proves function, not speed: timings it reports (event times) are host times of an
 //! interpreter, and mean nothing about a GPU.
 
-pub mod exec;
-pub mod ptx;
 pub mod api;
 pub mod device;
+pub mod exec;
+pub mod ptx;

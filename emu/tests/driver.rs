@@ -27,7 +27,14 @@ fn saxpy_on_a_stream_with_events() {
         ok(cuEventCreate(&mut e1, 0));
     }
     ok(cuEventRecord(e0, s));
-    ok(launch(f, [4, 1, 1], [256, 1, 1], 0, s, &[P::U64(dx), P::U64(dy), P::F32(2.0), P::U32(n as u32)]));
+    ok(launch(
+        f,
+        [4, 1, 1],
+        [256, 1, 1],
+        0,
+        s,
+        &[P::U64(dx), P::U64(dy), P::F32(2.0), P::U32(n as u32)],
+    ));
     ok(cuEventRecord(e1, s));
     ok(cuEventSynchronize(e1));
     ok(cuEventQuery(e1));
@@ -44,11 +51,19 @@ fn saxpy_on_a_stream_with_events() {
     unsafe {
         ok(cuEventCreate(&mut never, 0));
         ok(cuEventCreate(&mut untimed, 2));
-        assert_eq!(cuEventElapsedTime_v2(&mut ms, e0, never), CUDA_ERROR_INVALID_HANDLE);
+        assert_eq!(
+            cuEventElapsedTime_v2(&mut ms, e0, never),
+            CUDA_ERROR_INVALID_HANDLE
+        );
     }
     ok(cuEventRecord(untimed, s));
     ok(sync(s));
-    unsafe { assert_eq!(cuEventElapsedTime_v2(&mut ms, e0, untimed), CUDA_ERROR_INVALID_HANDLE) };
+    unsafe {
+        assert_eq!(
+            cuEventElapsedTime_v2(&mut ms, e0, untimed),
+            CUDA_ERROR_INVALID_HANDLE
+        )
+    };
     // A never-recorded event is complete; waiting on it is a no-op.
     ok(cuEventQuery(never));
     ok(cuStreamWaitEvent(s, never, 0));
@@ -83,8 +98,19 @@ fn host_functions_run_in_stream_order() {
         src: dy,
         out: seen.as_mut_ptr(),
     };
-    ok(launch(f, [1, 1, 1], [32, 1, 1], 0, s, &[P::U64(dx), P::U64(dy), P::F32(2.0), P::U32(1)]));
-    ok(cuLaunchHostFunc(s, Some(read), &job as *const Job as *mut c_void));
+    ok(launch(
+        f,
+        [1, 1, 1],
+        [32, 1, 1],
+        0,
+        s,
+        &[P::U64(dx), P::U64(dy), P::F32(2.0), P::U32(1)],
+    ));
+    ok(cuLaunchHostFunc(
+        s,
+        Some(read),
+        &job as *const Job as *mut c_void,
+    ));
     ok(sync(s));
     assert_eq!(seen[0], 7.0);
 }
@@ -104,7 +130,14 @@ fn capture_records_and_a_graph_replays_with_new_inputs() {
     assert_eq!(st, 1);
     // y = 0; y = 3 x + y; z = y.
     ok(cuMemsetD32Async(dy, 0, n, s));
-    ok(launch(f, [1, 1, 1], [64, 1, 1], 0, s, &[P::U64(dx), P::U64(dy), P::F32(3.0), P::U32(n as u32)]));
+    ok(launch(
+        f,
+        [1, 1, 1],
+        [64, 1, 1],
+        0,
+        s,
+        &[P::U64(dx), P::U64(dy), P::F32(3.0), P::U32(n as u32)],
+    ));
     ok(cuMemcpyDtoDAsync_v2(dz, dy, 4 * n, s));
     // Nothing ran: the work is in the graph.
     let mut g = std::ptr::null_mut();
@@ -133,25 +166,45 @@ fn calls_capture_forbids_are_refused_and_invalidate_it() {
     // Allocating during a thread-local capture on this thread.
     ok(cuStreamBeginCapture_v2(s, 1));
     let mut p = 0u64;
-    unsafe { assert_eq!(cuMemAlloc_v2(&mut p, 256), CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED) };
+    unsafe {
+        assert_eq!(
+            cuMemAlloc_v2(&mut p, 256),
+            CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED
+        )
+    };
     let mut st = 0;
     unsafe { ok(cuStreamIsCapturing(s, &mut st)) };
     assert_eq!(st, 2, "invalidated");
     let mut g = std::ptr::null_mut();
-    unsafe { assert_eq!(cuStreamEndCapture(s, &mut g), CUDA_ERROR_STREAM_CAPTURE_INVALIDATED) };
+    unsafe {
+        assert_eq!(
+            cuStreamEndCapture(s, &mut g),
+            CUDA_ERROR_STREAM_CAPTURE_INVALIDATED
+        )
+    };
     assert!(g.is_null());
     // Synchronizing the capturing stream.
     ok(cuStreamBeginCapture_v2(s, 1));
     assert_eq!(sync(s), CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
-    unsafe { assert_eq!(cuStreamEndCapture(s, &mut g), CUDA_ERROR_STREAM_CAPTURE_INVALIDATED) };
+    unsafe {
+        assert_eq!(
+            cuStreamEndCapture(s, &mut g),
+            CUDA_ERROR_STREAM_CAPTURE_INVALIDATED
+        )
+    };
     // Relaxed mode allows the allocation.
     ok(cuStreamBeginCapture_v2(s, 2));
     unsafe { ok(cuMemAlloc_v2(&mut p, 256)) };
     unsafe { ok(cuStreamEndCapture(s, &mut g)) };
     ok(cuMemFree_v2(p));
     // The legacy stream cannot be captured; a capture must end where it began, on its thread.
-    assert_eq!(cuStreamBeginCapture_v2(std::ptr::null_mut(), 1), CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
-    ok(cuStreamBeginCapture_v2(s, 0));
+    // (Thread-local mode: a global capture would stop the other tests' allocations;
+    // tests/capture_global.rs checks that in a binary of its own.)
+    assert_eq!(
+        cuStreamBeginCapture_v2(std::ptr::null_mut(), 1),
+        CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED
+    );
+    ok(cuStreamBeginCapture_v2(s, 1));
     let sh = s as usize;
     let ctx = primary(0) as usize;
     let other = std::thread::spawn(move || {
@@ -201,13 +254,26 @@ fn a_forked_stream_must_join_back_before_the_capture_ends() {
     ok(cuEventRecord(fork, a));
     ok(cuStreamWaitEvent(b, fork, 0));
     ok(launch(f, [1, 1, 1], [32, 1, 1], 0, b, &args));
-    unsafe { assert_eq!(cuStreamEndCapture(a, &mut g), CUDA_ERROR_STREAM_CAPTURE_UNJOINED) };
+    unsafe {
+        assert_eq!(
+            cuStreamEndCapture(a, &mut g),
+            CUDA_ERROR_STREAM_CAPTURE_UNJOINED
+        )
+    };
     // A captured stream may not wait on work outside its capture.
     let outside = ev(0);
     ok(cuEventRecord(outside, b));
     ok(cuStreamBeginCapture_v2(a, 1));
-    assert_eq!(cuStreamWaitEvent(a, outside, 0), CUDA_ERROR_STREAM_CAPTURE_ISOLATION);
-    unsafe { assert_eq!(cuStreamEndCapture(a, &mut g), CUDA_ERROR_STREAM_CAPTURE_INVALIDATED) };
+    assert_eq!(
+        cuStreamWaitEvent(a, outside, 0),
+        CUDA_ERROR_STREAM_CAPTURE_ISOLATION
+    );
+    unsafe {
+        assert_eq!(
+            cuStreamEndCapture(a, &mut g),
+            CUDA_ERROR_STREAM_CAPTURE_INVALIDATED
+        )
+    };
 }
 
 #[test]
@@ -253,7 +319,11 @@ fn copies_and_memsets_in_every_form() {
     assert!(dtoh(d, 64).chunks(2).all(|c| c == [0xcd, 0xab]));
     ok(cuMemsetD8_v2(d + 3, 7, 5));
     assert_eq!(dtoh(d, 10), [0xcd, 0xab, 0xcd, 7, 7, 7, 7, 7, 0xcd, 0xab]);
-    assert_eq!(cuMemsetD32_v2(d + 2, 0, 1), CUDA_ERROR_INVALID_VALUE, "misaligned D32");
+    assert_eq!(
+        cuMemsetD32_v2(d + 2, 0, 1),
+        CUDA_ERROR_INVALID_VALUE,
+        "misaligned D32"
+    );
     // A 2D copy of a 3 x 4-byte block between pitched buffers.
     htod(d, &(0u8..64).collect::<Vec<_>>());
     let e = alloc(64);
@@ -288,7 +358,10 @@ fn copies_and_memsets_in_every_form() {
     // Copies from or to a range no allocation holds are refused at the call.
     let buf = [0u8; 8];
     unsafe {
-        assert_eq!(cuMemcpyHtoD_v2(e + 60, buf.as_ptr() as *const c_void, 8), CUDA_ERROR_INVALID_VALUE);
+        assert_eq!(
+            cuMemcpyHtoD_v2(e + 60, buf.as_ptr() as *const c_void, 8),
+            CUDA_ERROR_INVALID_VALUE
+        );
     }
     ok(cuMemFreeHost(pinned));
 }
@@ -301,19 +374,49 @@ fn launches_outside_the_device_limits_are_refused() {
     let d = alloc(4);
     let args = [P::U64(d), P::U64(d), P::F32(1.0), P::U32(1)];
     let s = stream();
-    assert_eq!(launch(f, [1, 1, 1], [1025, 1, 1], 0, s, &args), CUDA_ERROR_INVALID_VALUE);
-    assert_eq!(launch(f, [1, 1, 1], [32, 32, 2], 0, s, &args), CUDA_ERROR_INVALID_VALUE);
-    assert_eq!(launch(f, [0, 1, 1], [32, 1, 1], 0, s, &args), CUDA_ERROR_INVALID_VALUE);
-    assert_eq!(launch(f, [1, 65536, 1], [32, 1, 1], 0, s, &args), CUDA_ERROR_INVALID_VALUE);
+    assert_eq!(
+        launch(f, [1, 1, 1], [1025, 1, 1], 0, s, &args),
+        CUDA_ERROR_INVALID_VALUE
+    );
+    assert_eq!(
+        launch(f, [1, 1, 1], [32, 32, 2], 0, s, &args),
+        CUDA_ERROR_INVALID_VALUE
+    );
+    assert_eq!(
+        launch(f, [0, 1, 1], [32, 1, 1], 0, s, &args),
+        CUDA_ERROR_INVALID_VALUE
+    );
+    assert_eq!(
+        launch(f, [1, 65536, 1], [32, 1, 1], 0, s, &args),
+        CUDA_ERROR_INVALID_VALUE
+    );
     // Dynamic shared memory past 48 KiB needs the opt-in attribute, and stops at 227 KiB.
-    assert_eq!(launch(f, [1, 1, 1], [32, 1, 1], 64 << 10, s, &args), CUDA_ERROR_INVALID_VALUE);
+    assert_eq!(
+        launch(f, [1, 1, 1], [32, 1, 1], 64 << 10, s, &args),
+        CUDA_ERROR_INVALID_VALUE
+    );
     ok(cuFuncSetAttribute(f, 8, 64 << 10));
     ok(launch(f, [1, 1, 1], [32, 1, 1], 64 << 10, s, &args));
-    assert_eq!(cuFuncSetAttribute(f, 8, 228 << 10), CUDA_ERROR_INVALID_VALUE);
+    assert_eq!(
+        cuFuncSetAttribute(f, 8, 228 << 10),
+        CUDA_ERROR_INVALID_VALUE
+    );
     // Missing parameters.
     unsafe {
         assert_eq!(
-            cuLaunchKernel(f, 1, 1, 1, 32, 1, 1, 0, s, std::ptr::null_mut(), std::ptr::null_mut()),
+            cuLaunchKernel(
+                f,
+                1,
+                1,
+                1,
+                32,
+                1,
+                1,
+                0,
+                s,
+                std::ptr::null_mut(),
+                std::ptr::null_mut()
+            ),
             CUDA_ERROR_INVALID_VALUE
         );
     }
@@ -336,7 +439,10 @@ fn a_stream_of_another_context_is_refused() {
 #[test]
 fn unknown_instructions_and_bad_ptx_are_refused_at_load() {
     primary(0);
-    let unknown = SAXPY.replace("fma.rn.f32 %f4, %f1, %f2, %f3;", "fma.rn.f32 %f4, %f1, %f2, %f3;\n    frobnicate.b32 %r1, %r2;");
+    let unknown = SAXPY.replace(
+        "fma.rn.f32 %f4, %f1, %f2, %f3;",
+        "fma.rn.f32 %f4, %f1, %f2, %f3;\n    frobnicate.b32 %r1, %r2;",
+    );
     assert_eq!(load(&unknown).unwrap_err(), CUDA_ERROR_NOT_SUPPORTED);
     let broken = SAXPY.replace("ld.param.u64 %rd1, [px];", "ld.param.u64 %rd1, [px;");
     assert_eq!(load(&broken).unwrap_err(), CUDA_ERROR_INVALID_PTX);
@@ -345,7 +451,12 @@ fn unknown_instructions_and_bad_ptx_are_refused_at_load() {
     let m = load(SAXPY).unwrap();
     let mut f = std::ptr::null_mut();
     let name = std::ffi::CString::new("nope").unwrap();
-    unsafe { assert_eq!(cuModuleGetFunction(&mut f, m, name.as_ptr()), CUDA_ERROR_NOT_FOUND) };
+    unsafe {
+        assert_eq!(
+            cuModuleGetFunction(&mut f, m, name.as_ptr()),
+            CUDA_ERROR_NOT_FOUND
+        )
+    };
 }
 
 const OOB: &str = r#"
@@ -374,11 +485,25 @@ fn an_out_of_bounds_write_is_an_illegal_address_that_sticks_to_its_context() {
     let d = alloc(64);
     let s = stream();
     // In bounds: fine.
-    ok(launch(f, [1, 1, 1], [1, 1, 1], 0, s, &[P::U64(d), P::U32(15)]));
+    ok(launch(
+        f,
+        [1, 1, 1],
+        [1, 1, 1],
+        0,
+        s,
+        &[P::U64(d), P::U32(15)],
+    ));
     ok(sync(s));
     // One element past the end: the launch queues, the fault surfaces at the sync, and the
     // context stays broken, as a GPU's does.
-    ok(launch(f, [1, 1, 1], [1, 1, 1], 0, s, &[P::U64(d), P::U32(16)]));
+    ok(launch(
+        f,
+        [1, 1, 1],
+        [1, 1, 1],
+        0,
+        s,
+        &[P::U64(d), P::U32(16)],
+    ));
     assert_eq!(sync(s), CUDA_ERROR_ILLEGAL_ADDRESS);
     assert_eq!(cuCtxSynchronize(), CUDA_ERROR_ILLEGAL_ADDRESS);
     let mut p = 0u64;
@@ -399,7 +524,14 @@ fn a_kernel_reading_freed_memory_faults() {
     let d = alloc(64);
     ok(cuMemFree_v2(d));
     let s = stream();
-    ok(launch(f, [1, 1, 1], [1, 1, 1], 0, s, &[P::U64(d), P::U32(0)]));
+    ok(launch(
+        f,
+        [1, 1, 1],
+        [1, 1, 1],
+        0,
+        s,
+        &[P::U64(d), P::U32(0)],
+    ));
     assert_eq!(sync(s), CUDA_ERROR_ILLEGAL_ADDRESS);
     ok(cuCtxDestroy_v2(c));
 }
@@ -439,9 +571,15 @@ fn error_names_and_strings() {
     let mut p = std::ptr::null();
     unsafe {
         ok(cuGetErrorName(700, &mut p));
-        assert_eq!(std::ffi::CStr::from_ptr(p).to_str().unwrap(), "CUDA_ERROR_ILLEGAL_ADDRESS");
+        assert_eq!(
+            std::ffi::CStr::from_ptr(p).to_str().unwrap(),
+            "CUDA_ERROR_ILLEGAL_ADDRESS"
+        );
         ok(cuGetErrorString(2, &mut p));
-        assert_eq!(std::ffi::CStr::from_ptr(p).to_str().unwrap(), "out of memory");
+        assert_eq!(
+            std::ffi::CStr::from_ptr(p).to_str().unwrap(),
+            "out of memory"
+        );
         assert_eq!(cuGetErrorString(123_456, &mut p), CUDA_ERROR_INVALID_VALUE);
         assert!(p.is_null());
     }
@@ -462,7 +600,12 @@ fn devices_report_an_h100_class_sm90() {
     assert_eq!(attr(16), 132, "SMs");
     assert_eq!(attr(1), 1024);
     let mut v = 0;
-    unsafe { assert_eq!(cuDeviceGetAttribute(&mut v, 9999, 0), CUDA_ERROR_INVALID_VALUE) };
+    unsafe {
+        assert_eq!(
+            cuDeviceGetAttribute(&mut v, 9999, 0),
+            CUDA_ERROR_INVALID_VALUE
+        )
+    };
     let mut d = 0;
     unsafe { assert_eq!(cuDeviceGet(&mut d, 2), CUDA_ERROR_INVALID_DEVICE) };
 }

@@ -30,7 +30,14 @@ fn run(image: &[u8]) {
     let d = alloc(4 * n as usize);
     htod(d, &f32s(&(0..n).map(|i| i as f32).collect::<Vec<_>>()));
     let s = stream();
-    ok(launch(f, [1, 1, 1], [128, 1, 1], 0, s, &[P::U64(d), P::F32(-0.5), P::U32(n)]));
+    ok(launch(
+        f,
+        [1, 1, 1],
+        [128, 1, 1],
+        0,
+        s,
+        &[P::U64(d), P::F32(-0.5), P::U32(n)],
+    ));
     ok(sync(s));
     let got = as_f32(&dtoh(d, 4 * n as usize));
     for (i, v) in got.iter().enumerate() {

@@ -19,8 +19,9 @@ pub struct BenchKernelsArgs {
 /// Runs the benchmarks and prints a markdown table.
 #[cfg(feature = "cuda")]
 pub fn bench_kernels(args: BenchKernelsArgs) -> anyhow::Result<()> {
-    use crate::backend::cuda::{CudaBackend, bench};
+    use crate::backend::cuda::{CudaBackend, bench, require_real_gpu};
     use anyhow::Context;
+    require_real_gpu(args.device, "bench-kernels")?;
     // 6 GiB of arena: every activation of an 8192-token step at TP1, with room to spare.
     let be = CudaBackend::single(args.device, 6 << 30).context("opening the GPU")?;
     let name = be

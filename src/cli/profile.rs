@@ -53,7 +53,12 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<()> {
     }
     match spec.device {
         DeviceKind::Cpu => run(args, load_cpu(&spec).context("loading the model")?),
-        DeviceKind::Cuda => run(args, load_cuda(&spec).context("loading the model")?),
+        DeviceKind::Cuda => {
+            // The profile is timings; the emulated device's mean nothing.
+            #[cfg(feature = "cuda")]
+            crate::backend::cuda::require_real_gpu(0, "profile --device cuda")?;
+            run(args, load_cuda(&spec).context("loading the model")?)
+        }
     }
 }
 

@@ -93,16 +93,35 @@ impl Backend for Bf16Cpu {
     ) -> Result<()> {
         self.0
             .qk_norm_rope(qkv, dims, q_norm, k_norm, eps, rope, positions)?;
-        *qkv = round(std::mem::replace(qkv, T { rows: 0, cols: 0, data: Vec::new() }));
+        *qkv = round(std::mem::replace(
+            qkv,
+            T {
+                rows: 0,
+                cols: 0,
+                data: Vec::new(),
+            },
+        ));
         Ok(())
     }
     fn silu_mul(&self, gate_up: &T) -> Result<T> {
         self.0.silu_mul(gate_up).map(round)
     }
-    fn write_kv(&self, cache: &mut Self::KvCache, qkv: &T, dims: HeadDims, slots: &[u32]) -> Result<()> {
+    fn write_kv(
+        &self,
+        cache: &mut Self::KvCache,
+        qkv: &T,
+        dims: HeadDims,
+        slots: &[u32],
+    ) -> Result<()> {
         self.0.write_kv(cache, qkv, dims, slots)
     }
-    fn attention(&self, qkv: &T, dims: HeadDims, cache: &Self::KvCache, meta: &AttentionMeta) -> Result<T> {
+    fn attention(
+        &self,
+        qkv: &T,
+        dims: HeadDims,
+        cache: &Self::KvCache,
+        meta: &AttentionMeta,
+    ) -> Result<T> {
         self.0.attention(qkv, dims, cache, meta).map(round)
     }
     fn gather_rows(&self, x: &T, rows: &[usize]) -> Result<T> {
@@ -110,7 +129,14 @@ impl Backend for Bf16Cpu {
     }
     fn all_reduce(&self, x: &mut T) -> Result<()> {
         self.0.all_reduce(x)?;
-        *x = round(std::mem::replace(x, T { rows: 0, cols: 0, data: Vec::new() }));
+        *x = round(std::mem::replace(
+            x,
+            T {
+                rows: 0,
+                cols: 0,
+                data: Vec::new(),
+            },
+        ));
         Ok(())
     }
     fn all_gather_cols(&self, x: &T) -> Result<T> {
@@ -122,7 +148,12 @@ impl Backend for Bf16Cpu {
     fn read_kv_blocks(&self, cache: &Self::KvCache, blocks: &[BlockId]) -> Result<Vec<u8>> {
         self.0.read_kv_blocks(cache, blocks)
     }
-    fn write_kv_blocks(&self, cache: &mut Self::KvCache, blocks: &[BlockId], data: &[u8]) -> Result<()> {
+    fn write_kv_blocks(
+        &self,
+        cache: &mut Self::KvCache,
+        blocks: &[BlockId],
+        data: &[u8],
+    ) -> Result<()> {
         self.0.write_kv_blocks(cache, blocks, data)
     }
 }

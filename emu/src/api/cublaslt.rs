@@ -1,8 +1,8 @@
-//! The cuBLASLt stand-in: `cublasLtMatmul` as NVIDIA documents it — D = alpha · op(A) op(B)
-//! + beta · C over column- or row-major layouts with leading dimensions and strided
-//! batches, for the regular f32-compute combinations (A, B in bf16, f16 or f32; C, D in the
-//! same type or f32). The product is computed in f32 and D rounded once to its type. The
-//! matmul runs in stream order (or is captured into a graph) as a native device operation.
+//! The cuBLASLt stand-in: `cublasLtMatmul` as NVIDIA documents it, D = alpha op(A) op(B) plus
+//! beta C, over column- or row-major layouts with leading dimensions and strided batches, for
+//! the regular f32-compute combinations (A and B in bf16, f16 or f32; C and D in the same type
+//! or f32). The product is computed in f32 and D rounded once to its type. The matmul runs in
+//! stream order (or is captured into a graph) as a native device operation.
 
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -39,7 +39,9 @@ fn run(name: &str, f: impl FnOnce() -> Res<()>) -> Status {
         Ok(Ok(())) => Status::SUCCESS,
         Ok(Err(s)) => s,
         Err(_) => {
-            log(format_args!("{name}: internal error (a panic in the emulator)"));
+            log(format_args!(
+                "{name}: internal error (a panic in the emulator)"
+            ));
             Status::INTERNAL_ERROR
         }
     }
@@ -107,8 +109,10 @@ fn prefs() -> &'static Handles<Mutex<Pref>> {
 }
 
 fn get<T>(h: &Handles<T>, p: *mut c_void, what: &str) -> Res<Arc<T>> {
-    h.get(p as usize)
-        .map_or_else(|| bad(Status::INVALID_VALUE, format!("bad {what} handle {p:p}")), Ok)
+    h.get(p as usize).map_or_else(
+        || bad(Status::INVALID_VALUE, format!("bad {what} handle {p:p}")),
+        Ok,
+    )
 }
 
 unsafe fn put<T>(p: *mut T, v: T) -> Res<()> {
@@ -125,7 +129,10 @@ unsafe fn read_attr<T: Copy>(buf: *const c_void, size: usize) -> Res<T> {
     if buf.is_null() || size != std::mem::size_of::<T>() {
         return bad(
             Status::INVALID_VALUE,
-            format!("attribute of {size} bytes where {} are expected", std::mem::size_of::<T>()),
+            format!(
+                "attribute of {size} bytes where {} are expected",
+                std::mem::size_of::<T>()
+            ),
         );
     }
     // SAFETY: size checked; the caller's buffer.
@@ -137,13 +144,19 @@ unsafe fn write_attr<T: Copy>(v: T, buf: *mut c_void, size: usize, written: *mut
     let need = std::mem::size_of::<T>();
     if size == 0 {
         if written.is_null() {
-            return bad(Status::INVALID_VALUE, "GetAttribute with size 0 and no sizeWritten");
+            return bad(
+                Status::INVALID_VALUE,
+                "GetAttribute with size 0 and no sizeWritten",
+            );
         }
         unsafe { written.write(need) };
         return Ok(());
     }
     if buf.is_null() || size < need {
-        return bad(Status::INVALID_VALUE, format!("attribute buffer of {size} bytes, {need} needed"));
+        return bad(
+            Status::INVALID_VALUE,
+            format!("attribute buffer of {size} bytes, {need} needed"),
+        );
     }
     unsafe {
         (buf as *mut T).write_unaligned(v);
@@ -186,7 +199,10 @@ pub extern "C" fn cublasLtGetStatusString(s: c_int) -> *const c_char {
 pub unsafe extern "C" fn cublasLtCreate(h: *mut *mut c_void) -> Status {
     run("cublasLtCreate", || {
         if crate::device::context::current().is_err() {
-            return bad(Status::NOT_INITIALIZED, "cublasLtCreate: no current CUDA context");
+            return bad(
+                Status::NOT_INITIALIZED,
+                "cublasLtCreate: no current CUDA context",
+            );
         }
         let p = handles().add(Arc::new(LtHandle));
         unsafe { put(h, p as *mut c_void) }
@@ -204,7 +220,11 @@ pub extern "C" fn cublasLtDestroy(h: *mut c_void) -> Status {
 /// # Safety
 /// C caller: valid out-pointer.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cublasLtMatmulDescCreate(d: *mut *mut c_void, compute: i32, scale: u32) -> Status {
+pub unsafe extern "C" fn cublasLtMatmulDescCreate(
+    d: *mut *mut c_void,
+    compute: i32,
+    scale: u32,
+) -> Status {
     run("cublasLtMatmulDescCreate", || {
         let desc = Desc {
             compute,
@@ -233,7 +253,12 @@ pub extern "C" fn cublasLtMatmulDescDestroy(d: *mut c_void) -> Status {
 /// # Safety
 /// C caller: `buf` holds `size` bytes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cublasLtMatmulDescSetAttribute(d: *mut c_void, attr: u32, buf: *const c_void, size: usize) -> Status {
+pub unsafe extern "C" fn cublasLtMatmulDescSetAttribute(
+    d: *mut c_void,
+    attr: u32,
+    buf: *const c_void,
+    size: usize,
+) -> Status {
     run("cublasLtMatmulDescSetAttribute", || {
         let desc = get(descs(), d, "matmul desc")?;
         let mut g = desc.lock().map_err(|_| Status::INTERNAL_ERROR)?;
@@ -287,7 +312,10 @@ pub unsafe extern "C" fn cublasLtMatmulDescGetAttribute(
                 5 => write_attr(g.trans_c, buf, size, written),
                 7 => write_attr(g.epilogue, buf, size, written),
                 8 => write_attr(g.bias, buf, size, written),
-                _ => bad(Status::INVALID_VALUE, format!("matmul desc attribute {attr} is not emulated")),
+                _ => bad(
+                    Status::INVALID_VALUE,
+                    format!("matmul desc attribute {attr} is not emulated"),
+                ),
             }
         }
     })
@@ -296,7 +324,13 @@ pub unsafe extern "C" fn cublasLtMatmulDescGetAttribute(
 /// # Safety
 /// C caller: valid out-pointer.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cublasLtMatrixLayoutCreate(l: *mut *mut c_void, ty: u32, rows: u64, cols: u64, ld: i64) -> Status {
+pub unsafe extern "C" fn cublasLtMatrixLayoutCreate(
+    l: *mut *mut c_void,
+    ty: u32,
+    rows: u64,
+    cols: u64,
+    ld: i64,
+) -> Status {
     run("cublasLtMatrixLayoutCreate", || {
         let layout = Layout {
             ty,
@@ -323,7 +357,12 @@ pub extern "C" fn cublasLtMatrixLayoutDestroy(l: *mut c_void) -> Status {
 /// # Safety
 /// C caller: `buf` holds `size` bytes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cublasLtMatrixLayoutSetAttribute(l: *mut c_void, attr: u32, buf: *const c_void, size: usize) -> Status {
+pub unsafe extern "C" fn cublasLtMatrixLayoutSetAttribute(
+    l: *mut c_void,
+    attr: u32,
+    buf: *const c_void,
+    size: usize,
+) -> Status {
     run("cublasLtMatrixLayoutSetAttribute", || {
         let layout = get(layouts(), l, "matrix layout")?;
         let mut g = layout.lock().map_err(|_| Status::INTERNAL_ERROR)?;
@@ -336,7 +375,12 @@ pub unsafe extern "C" fn cublasLtMatrixLayoutSetAttribute(l: *mut c_void, attr: 
                 4 => g.ld = read_attr(buf, size)?,
                 5 => g.batch = read_attr(buf, size)?,
                 6 => g.stride = read_attr(buf, size)?,
-                _ => return bad(Status::NOT_SUPPORTED, format!("matrix layout attribute {attr} is not emulated")),
+                _ => {
+                    return bad(
+                        Status::NOT_SUPPORTED,
+                        format!("matrix layout attribute {attr} is not emulated"),
+                    );
+                }
             }
         }
         Ok(())
@@ -365,7 +409,10 @@ pub unsafe extern "C" fn cublasLtMatrixLayoutGetAttribute(
                 4 => write_attr(g.ld, buf, size, written),
                 5 => write_attr(g.batch, buf, size, written),
                 6 => write_attr(g.stride, buf, size, written),
-                _ => bad(Status::INVALID_VALUE, format!("matrix layout attribute {attr} is not emulated")),
+                _ => bad(
+                    Status::INVALID_VALUE,
+                    format!("matrix layout attribute {attr} is not emulated"),
+                ),
             }
         }
     })
@@ -392,7 +439,12 @@ pub extern "C" fn cublasLtMatmulPreferenceDestroy(p: *mut c_void) -> Status {
 /// # Safety
 /// C caller: `buf` holds `size` bytes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cublasLtMatmulPreferenceSetAttribute(p: *mut c_void, attr: u32, buf: *const c_void, size: usize) -> Status {
+pub unsafe extern "C" fn cublasLtMatmulPreferenceSetAttribute(
+    p: *mut c_void,
+    attr: u32,
+    buf: *const c_void,
+    size: usize,
+) -> Status {
     run("cublasLtMatmulPreferenceSetAttribute", || {
         let pref = get(prefs(), p, "matmul preference")?;
         let mut g = pref.lock().map_err(|_| Status::INTERNAL_ERROR)?;
@@ -402,12 +454,18 @@ pub unsafe extern "C" fn cublasLtMatmulPreferenceSetAttribute(p: *mut c_void, at
                 // Search mode, reduction schemes, minimum alignments, waves: constraints the
                 // single algorithm here always meets.
                 0 | 3 | 9 | 12 => {
-                    read_attr::<u32>(buf, size).or_else(|_| read_attr::<u64>(buf, size).map(|_| 0))?;
+                    read_attr::<u32>(buf, size)
+                        .or_else(|_| read_attr::<u64>(buf, size).map(|_| 0))?;
                 }
                 5..=8 => {
                     read_attr::<u32>(buf, size)?;
                 }
-                _ => return bad(Status::NOT_SUPPORTED, format!("preference attribute {attr} is not emulated")),
+                _ => {
+                    return bad(
+                        Status::NOT_SUPPORTED,
+                        format!("preference attribute {attr} is not emulated"),
+                    );
+                }
             }
         }
         Ok(())
@@ -418,7 +476,10 @@ fn elem(ty: u32) -> Res<usize> {
     match ty {
         R_32F => Ok(4),
         R_16F | R_16BF => Ok(2),
-        _ => bad(Status::NOT_SUPPORTED, format!("matrix data type {ty} is not emulated")),
+        _ => bad(
+            Status::NOT_SUPPORTED,
+            format!("matrix data type {ty} is not emulated"),
+        ),
     }
 }
 
@@ -439,14 +500,23 @@ struct Problem {
 fn check_layout(l: &Layout, what: &str) -> Res<()> {
     elem(l.ty)?;
     if !matches!(l.order, 0 | 1) {
-        return bad(Status::NOT_SUPPORTED, format!("{what}: order {} is not emulated", l.order));
+        return bad(
+            Status::NOT_SUPPORTED,
+            format!("{what}: order {} is not emulated", l.order),
+        );
     }
     let min_ld = if l.order == 0 { l.rows } else { l.cols };
     if l.ld < 0 || (l.ld as u64) < min_ld.max(1) {
-        return bad(Status::INVALID_VALUE, format!("{what}: ld {} below {min_ld}", l.ld));
+        return bad(
+            Status::INVALID_VALUE,
+            format!("{what}: ld {} below {min_ld}", l.ld),
+        );
     }
     if l.batch < 1 {
-        return bad(Status::INVALID_VALUE, format!("{what}: batch count {}", l.batch));
+        return bad(
+            Status::INVALID_VALUE,
+            format!("{what}: batch count {}", l.batch),
+        );
     }
     Ok(())
 }
@@ -455,17 +525,27 @@ fn problem(desc: &Desc, a: Layout, b: Layout, c: Layout, d: Layout) -> Res<Probl
     if !desc.unsupported.is_empty() {
         return bad(
             Status::NOT_SUPPORTED,
-            format!("matmul desc attributes {:?} are not emulated", desc.unsupported),
+            format!(
+                "matmul desc attributes {:?} are not emulated",
+                desc.unsupported
+            ),
         );
     }
     if !matches!(
         desc.compute,
-        COMPUTE_32F | COMPUTE_32F_PEDANTIC | COMPUTE_32F_FAST_16F | COMPUTE_32F_FAST_16BF | COMPUTE_32F_FAST_TF32
+        COMPUTE_32F
+            | COMPUTE_32F_PEDANTIC
+            | COMPUTE_32F_FAST_16F
+            | COMPUTE_32F_FAST_16BF
+            | COMPUTE_32F_FAST_TF32
     ) || desc.scale != R_32F
     {
         return bad(
             Status::NOT_SUPPORTED,
-            format!("compute type {} with scale type {} is not emulated (32F only)", desc.compute, desc.scale),
+            format!(
+                "compute type {} with scale type {} is not emulated (32F only)",
+                desc.compute, desc.scale
+            ),
         );
     }
     if desc.pointer_mode != 0 || desc.epilogue != 1 || desc.bias != 0 {
@@ -475,7 +555,10 @@ fn problem(desc: &Desc, a: Layout, b: Layout, c: Layout, d: Layout) -> Res<Probl
         );
     }
     if desc.trans_c != 0 || !(0..=2).contains(&desc.trans_a) || !(0..=2).contains(&desc.trans_b) {
-        return bad(Status::INVALID_VALUE, "TRANSC must be N; TRANSA/B N, T or C");
+        return bad(
+            Status::INVALID_VALUE,
+            "TRANSC must be N; TRANSA/B N, T or C",
+        );
     }
     for (l, w) in [(&a, "A"), (&b, "B"), (&c, "C"), (&d, "D")] {
         check_layout(l, w)?;
@@ -484,12 +567,23 @@ fn problem(desc: &Desc, a: Layout, b: Layout, c: Layout, d: Layout) -> Res<Probl
     if a.ty != b.ty || c.ty != d.ty || !(c.ty == a.ty || c.ty == R_32F) {
         return bad(
             Status::NOT_SUPPORTED,
-            format!("types A {} B {} C {} D {} are not a supported combination", a.ty, b.ty, c.ty, d.ty),
+            format!(
+                "types A {} B {} C {} D {} are not a supported combination",
+                a.ty, b.ty, c.ty, d.ty
+            ),
         );
     }
     let (trans_a, trans_b) = (desc.trans_a != 0, desc.trans_b != 0);
-    let (m, k) = if trans_a { (a.cols, a.rows) } else { (a.rows, a.cols) };
-    let (kb, n) = if trans_b { (b.cols, b.rows) } else { (b.rows, b.cols) };
+    let (m, k) = if trans_a {
+        (a.cols, a.rows)
+    } else {
+        (a.rows, a.cols)
+    };
+    let (kb, n) = if trans_b {
+        (b.cols, b.rows)
+    } else {
+        (b.rows, b.cols)
+    };
     if k != kb || d.rows != m || d.cols != n || c.rows != m || c.cols != n {
         return bad(
             Status::INVALID_VALUE,
@@ -500,9 +594,22 @@ fn problem(desc: &Desc, a: Layout, b: Layout, c: Layout, d: Layout) -> Res<Probl
         );
     }
     if c.order != d.order || c.batch != d.batch || a.batch != d.batch || b.batch != d.batch {
-        return bad(Status::INVALID_VALUE, "C and D must agree in order and batch; A and B in batch");
+        return bad(
+            Status::INVALID_VALUE,
+            "C and D must agree in order and batch; A and B in batch",
+        );
     }
-    Ok(Problem { m, n, k, a, b, c, d, trans_a, trans_b })
+    Ok(Problem {
+        m,
+        n,
+        k,
+        a,
+        b,
+        c,
+        d,
+        trans_a,
+        trans_b,
+    })
 }
 
 fn layout_of(h: *mut c_void, what: &str) -> Res<Layout> {
@@ -542,7 +649,10 @@ pub unsafe extern "C" fn cublasLtMatmulAlgoGetHeuristic(
         if requested <= 0 || results.is_null() {
             return bad(Status::INVALID_VALUE, "requestedAlgoCount must be positive");
         }
-        let desc = get(descs(), desc, "matmul desc")?.lock().map_err(|_| Status::INTERNAL_ERROR)?.clone();
+        let desc = get(descs(), desc, "matmul desc")?
+            .lock()
+            .map_err(|_| Status::INTERNAL_ERROR)?
+            .clone();
         if !pref.is_null() {
             get(prefs(), pref, "matmul preference")?;
         }
@@ -595,7 +705,11 @@ fn write_elem(p: *mut u8, ty: u32, v: f32) {
 
 /// Bytes a layout spans for one batch.
 fn span(l: &Layout) -> u64 {
-    let (outer, inner) = if l.order == 0 { (l.cols, l.rows) } else { (l.rows, l.cols) };
+    let (outer, inner) = if l.order == 0 {
+        (l.cols, l.rows)
+    } else {
+        (l.rows, l.cols)
+    };
     if outer == 0 || inner == 0 {
         return 0;
     }
@@ -614,13 +728,29 @@ fn offset(l: &Layout, i: u64, j: u64) -> u64 {
 
 /// Runs the matmul on the device memory behind `x`.
 #[allow(clippy::too_many_arguments)]
-fn execute(x: &NativeCtx, p: &Problem, alpha: f32, beta: f32, ptrs: [u64; 4]) -> Result<(), (CUresult, String)> {
+fn execute(
+    x: &NativeCtx,
+    p: &Problem,
+    alpha: f32,
+    beta: f32,
+    ptrs: [u64; 4],
+) -> Result<(), (CUresult, String)> {
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
-    let fault = |e: String| (CUresult::CUDA_ERROR_ILLEGAL_ADDRESS, format!("cublasLtMatmul: {e}"));
+    let fault = |e: String| {
+        (
+            CUresult::CUDA_ERROR_ILLEGAL_ADDRESS,
+            format!("cublasLtMatmul: {e}"),
+        )
+    };
     let stride_bytes = |l: &Layout| l.stride * elem(l.ty).unwrap_or(4) as i64;
     for batch in 0..p.d.batch as i64 {
         let at = |base: u64, l: &Layout| (base as i64 + batch * stride_bytes(l)) as u64;
-        let (pa, pb, pc, pd) = (at(ptrs[0], &p.a), at(ptrs[1], &p.b), at(ptrs[2], &p.c), at(ptrs[3], &p.d));
+        let (pa, pb, pc, pd) = (
+            at(ptrs[0], &p.a),
+            at(ptrs[1], &p.b),
+            at(ptrs[2], &p.c),
+            at(ptrs[3], &p.d),
+        );
         let a = x.mem(pa, span(&p.a) as usize, "A").map_err(fault)?;
         let b = x.mem(pb, span(&p.b) as usize, "B").map_err(fault)?;
         let d = x.mem(pd, span(&p.d) as usize, "D").map_err(fault)?;
@@ -635,7 +765,10 @@ fn execute(x: &NativeCtx, p: &Problem, alpha: f32, beta: f32, ptrs: [u64; 4]) ->
             for kk in 0..k {
                 let (r, col) = if p.trans_a { (kk, i) } else { (i, kk) };
                 // SAFETY: inside A's checked span.
-                fa[i * k + kk] = read_elem(unsafe { a.add(offset(&p.a, r as u64, col as u64) as usize) }, p.a.ty);
+                fa[i * k + kk] = read_elem(
+                    unsafe { a.add(offset(&p.a, r as u64, col as u64) as usize) },
+                    p.a.ty,
+                );
             }
         }
         let mut fb = vec![0f32; k * n];
@@ -643,7 +776,10 @@ fn execute(x: &NativeCtx, p: &Problem, alpha: f32, beta: f32, ptrs: [u64; 4]) ->
             for j in 0..n {
                 let (r, col) = if p.trans_b { (j, kk) } else { (kk, j) };
                 // SAFETY: inside B's checked span.
-                fb[kk * n + j] = read_elem(unsafe { b.add(offset(&p.b, r as u64, col as u64) as usize) }, p.b.ty);
+                fb[kk * n + j] = read_elem(
+                    unsafe { b.add(offset(&p.b, r as u64, col as u64) as usize) },
+                    p.b.ty,
+                );
             }
         }
         let mut acc = vec![0f32; m * n];
@@ -651,11 +787,20 @@ fn execute(x: &NativeCtx, p: &Problem, alpha: f32, beta: f32, ptrs: [u64; 4]) ->
             // SAFETY: the three buffers are m x k, k x n and m x n, row-major.
             unsafe {
                 matrixmultiply::sgemm(
-                    m, k, n, 1.0,
-                    fa.as_ptr(), k as isize, 1,
-                    fb.as_ptr(), n as isize, 1,
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    fa.as_ptr(),
+                    k as isize,
+                    1,
+                    fb.as_ptr(),
+                    n as isize,
+                    1,
                     0.0,
-                    acc.as_mut_ptr(), n as isize, 1,
+                    acc.as_mut_ptr(),
+                    n as isize,
+                    1,
                 );
             }
         }
@@ -664,10 +809,18 @@ fn execute(x: &NativeCtx, p: &Problem, alpha: f32, beta: f32, ptrs: [u64; 4]) ->
                 let mut v = alpha * acc[i * n + j];
                 if let Some(c) = c {
                     // SAFETY: inside C's checked span.
-                    v += beta * read_elem(unsafe { c.add(offset(&p.c, i as u64, j as u64) as usize) }, p.c.ty);
+                    v += beta
+                        * read_elem(
+                            unsafe { c.add(offset(&p.c, i as u64, j as u64) as usize) },
+                            p.c.ty,
+                        );
                 }
                 // SAFETY: inside D's checked span.
-                write_elem(unsafe { d.add(offset(&p.d, i as u64, j as u64) as usize) }, p.d.ty, v);
+                write_elem(
+                    unsafe { d.add(offset(&p.d, i as u64, j as u64) as usize) },
+                    p.d.ty,
+                    v,
+                );
             }
         }
     }
@@ -699,31 +852,64 @@ pub unsafe extern "C" fn cublasLtMatmul(
 ) -> Status {
     run("cublasLtMatmul", || {
         get(handles(), h, "cuBLASLt")?;
-        let desc = get(descs(), desc, "matmul desc")?.lock().map_err(|_| Status::INTERNAL_ERROR)?.clone();
+        let desc = get(descs(), desc, "matmul desc")?
+            .lock()
+            .map_err(|_| Status::INTERNAL_ERROR)?
+            .clone();
         let d_layout = layout_of(d_l, "D layout")?;
-        let c_layout = if c_l.is_null() { d_layout } else { layout_of(c_l, "C layout")? };
-        let p = problem(&desc, layout_of(a_l, "A layout")?, layout_of(b_l, "B layout")?, c_layout, d_layout)?;
+        let c_layout = if c_l.is_null() {
+            d_layout
+        } else {
+            layout_of(c_l, "C layout")?
+        };
+        let p = problem(
+            &desc,
+            layout_of(a_l, "A layout")?,
+            layout_of(b_l, "B layout")?,
+            c_layout,
+            d_layout,
+        )?;
         if alpha.is_null() || beta.is_null() || a.is_null() || b.is_null() || d.is_null() {
-            return bad(Status::INVALID_VALUE, "cublasLtMatmul: a null pointer among alpha, beta, A, B, D");
+            return bad(
+                Status::INVALID_VALUE,
+                "cublasLtMatmul: a null pointer among alpha, beta, A, B, D",
+            );
         }
         if !algo.is_null() && unsafe { (*algo)[0] } != ALGO_MAGIC {
-            return bad(Status::INVALID_VALUE, "cublasLtMatmul: an algorithm this library did not return");
+            return bad(
+                Status::INVALID_VALUE,
+                "cublasLtMatmul: an algorithm this library did not return",
+            );
         }
-        if ws_size > 0 && (workspace as usize) % 256 != 0 {
-            return bad(Status::INVALID_VALUE, "cublasLtMatmul: the workspace must be 256-byte aligned");
+        if ws_size > 0 && !(workspace as usize).is_multiple_of(256) {
+            return bad(
+                Status::INVALID_VALUE,
+                "cublasLtMatmul: the workspace must be 256-byte aligned",
+            );
         }
         // In place only with identical layouts.
-        if c == d as *const c_void && !c_l.is_null() && !same_layout(&c_layout, &d_layout) {
-            return bad(Status::INVALID_VALUE, "cublasLtMatmul: C == D with different layouts");
+        if std::ptr::eq(c, d) && !c_l.is_null() && !same_layout(&c_layout, &d_layout) {
+            return bad(
+                Status::INVALID_VALUE,
+                "cublasLtMatmul: C == D with different layouts",
+            );
         }
         // Host pointer mode: the scalars are read now.
         let (alpha, beta) = unsafe { (*(alpha as *const f32), *(beta as *const f32)) };
         if beta != 0.0 && c.is_null() {
-            return bad(Status::INVALID_VALUE, "cublasLtMatmul: beta != 0 with a null C");
+            return bad(
+                Status::INVALID_VALUE,
+                "cublasLtMatmul: beta != 0 with a null C",
+            );
         }
         let s = match stream_of(stream) {
             Ok(s) => s,
-            Err(e) => return bad(Status::EXECUTION_FAILED, format!("cublasLtMatmul: stream: {e:?}")),
+            Err(e) => {
+                return bad(
+                    Status::EXECUTION_FAILED,
+                    format!("cublasLtMatmul: stream: {e:?}"),
+                );
+            }
         };
         let ptrs = [a as u64, b as u64, c as u64, d as u64];
         let node = Node::Native {
@@ -738,5 +924,6 @@ pub unsafe extern "C" fn cublasLtMatmul(
 }
 
 fn same_layout(a: &Layout, b: &Layout) -> bool {
-    (a.ty, a.order, a.rows, a.cols, a.ld, a.batch, a.stride) == (b.ty, b.order, b.rows, b.cols, b.ld, b.batch, b.stride)
+    (a.ty, a.order, a.rows, a.cols, a.ld, a.batch, a.stride)
+        == (b.ty, b.order, b.rows, b.cols, b.ld, b.batch, b.stride)
 }

@@ -39,7 +39,10 @@ pub(crate) fn stream_of(h: *mut c_void) -> CuResult<Arc<Stream>> {
         ),
         x => {
             let Some(s) = streams().get(x) else {
-                return fail(CUresult::CUDA_ERROR_INVALID_HANDLE, format!("stream handle {x:#x}"));
+                return fail(
+                    CUresult::CUDA_ERROR_INVALID_HANDLE,
+                    format!("stream handle {x:#x}"),
+                );
             };
             let cur = current()?;
             if !Arc::ptr_eq(&cur, &s.ctx) {
@@ -58,7 +61,10 @@ pub(crate) fn stream_of(h: *mut c_void) -> CuResult<Arc<Stream>> {
 pub(crate) fn context_of(h: *mut c_void) -> CuResult<Arc<Context>> {
     match contexts().get(h as usize) {
         Some(c) => Ok(c),
-        None => fail(CUresult::CUDA_ERROR_INVALID_CONTEXT, format!("context handle {h:p}")),
+        None => fail(
+            CUresult::CUDA_ERROR_INVALID_CONTEXT,
+            format!("context handle {h:p}"),
+        ),
     }
 }
 
@@ -76,7 +82,9 @@ pub extern "C" fn cuInit(flags: c_uint) -> CUresult {
 /// C caller: valid out-pointer.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuDriverGetVersion(v: *mut c_int) -> CUresult {
-    run("cuDriverGetVersion", || unsafe { out(v, DRIVER_VERSION, "cuDriverGetVersion") })
+    run("cuDriverGetVersion", || unsafe {
+        out(v, DRIVER_VERSION, "cuDriverGetVersion")
+    })
 }
 
 /// # Safety
@@ -106,7 +114,10 @@ pub unsafe extern "C" fn cuDeviceGetName(name: *mut c_char, len: c_int, dev: c_i
     run("cuDeviceGetName", || {
         device::device(dev)?;
         if name.is_null() || len <= 0 {
-            return fail(CUresult::CUDA_ERROR_INVALID_VALUE, "cuDeviceGetName: no buffer");
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_VALUE,
+                "cuDeviceGetName: no buffer",
+            );
         }
         let bytes = DEVICE_NAME.as_bytes();
         let n = bytes.len().min(len as usize - 1);
@@ -156,54 +167,54 @@ pub unsafe extern "C" fn cuDeviceTotalMem_v2(bytes: *mut usize, dev: c_int) -> C
 /// or None for an attribute the emulator does not model.
 pub fn attribute(a: c_int, ordinal: c_int) -> Option<c_int> {
     Some(match a {
-        1 => 1024,                     // MAX_THREADS_PER_BLOCK
-        2 | 3 => 1024,                 // MAX_BLOCK_DIM_X/Y
-        4 => 64,                       // MAX_BLOCK_DIM_Z
-        5 => i32::MAX,                 // MAX_GRID_DIM_X
-        6 | 7 => 65535,                // MAX_GRID_DIM_Y/Z
-        8 => 49152,                    // MAX_SHARED_MEMORY_PER_BLOCK
-        9 => 65536,                    // TOTAL_CONSTANT_MEMORY
-        10 => 32,                      // WARP_SIZE
-        11 => i32::MAX,                // MAX_PITCH
-        12 => 65536,                   // MAX_REGISTERS_PER_BLOCK
-        13 => 1_980_000,               // CLOCK_RATE (kHz)
-        14 => 512,                     // TEXTURE_ALIGNMENT
-        15 => 1,                       // GPU_OVERLAP
-        16 => SM_COUNT as c_int,       // MULTIPROCESSOR_COUNT
-        17 => 0,                       // KERNEL_EXEC_TIMEOUT
-        18 => 0,                       // INTEGRATED
-        19 => 1,                       // CAN_MAP_HOST_MEMORY
-        20 => 0,                       // COMPUTE_MODE (default)
-        31 => 1,                       // CONCURRENT_KERNELS
-        32 => 1,                       // ECC_ENABLED
-        33 => 0,                       // PCI_BUS_ID
-        34 => ordinal,                 // PCI_DEVICE_ID
-        35 => 0,                       // TCC_DRIVER
-        36 => 2_619_000,               // MEMORY_CLOCK_RATE (kHz)
-        37 => 5120,                    // GLOBAL_MEMORY_BUS_WIDTH
-        38 => 52_428_800,              // L2_CACHE_SIZE
-        39 => 2048,                    // MAX_THREADS_PER_MULTIPROCESSOR
-        40 => 3,                       // ASYNC_ENGINE_COUNT
-        41 => 1,                       // UNIFIED_ADDRESSING
-        50 => 0,                       // PCI_DOMAIN_ID
-        75 => (ARCH / 10) as c_int,    // COMPUTE_CAPABILITY_MAJOR
-        76 => (ARCH % 10) as c_int,    // COMPUTE_CAPABILITY_MINOR
-        78 => 1,                       // STREAM_PRIORITIES_SUPPORTED
-        79 | 80 => 1,                  // GLOBAL/LOCAL_L1_CACHE_SUPPORTED
-        81 => 233_472,                 // MAX_SHARED_MEMORY_PER_MULTIPROCESSOR
-        82 => 65536,                   // MAX_REGISTERS_PER_MULTIPROCESSOR
-        83 => 1,                       // MANAGED_MEMORY
-        84 => 0,                       // MULTI_GPU_BOARD
-        86 => 1,                       // HOST_NATIVE_ATOMIC_SUPPORTED
-        88 => 0,                       // PAGEABLE_MEMORY_ACCESS
-        89 => 1,                       // CONCURRENT_MANAGED_ACCESS
-        90 => 1,                       // COMPUTE_PREEMPTION_SUPPORTED
-        91 => 1,                       // CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM
-        95 => 1,                       // COOPERATIVE_LAUNCH
-        97 => 232_448,                 // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
-        106 => 32,                     // MAX_BLOCKS_PER_MULTIPROCESSOR
-        111 => 1024,                   // RESERVED_SHARED_MEMORY_PER_BLOCK
-        115 => 1,                      // MEMORY_POOLS_SUPPORTED
+        1 => 1024,                  // MAX_THREADS_PER_BLOCK
+        2 | 3 => 1024,              // MAX_BLOCK_DIM_X/Y
+        4 => 64,                    // MAX_BLOCK_DIM_Z
+        5 => i32::MAX,              // MAX_GRID_DIM_X
+        6 | 7 => 65535,             // MAX_GRID_DIM_Y/Z
+        8 => 49152,                 // MAX_SHARED_MEMORY_PER_BLOCK
+        9 => 65536,                 // TOTAL_CONSTANT_MEMORY
+        10 => 32,                   // WARP_SIZE
+        11 => i32::MAX,             // MAX_PITCH
+        12 => 65536,                // MAX_REGISTERS_PER_BLOCK
+        13 => 1_980_000,            // CLOCK_RATE (kHz)
+        14 => 512,                  // TEXTURE_ALIGNMENT
+        15 => 1,                    // GPU_OVERLAP
+        16 => SM_COUNT as c_int,    // MULTIPROCESSOR_COUNT
+        17 => 0,                    // KERNEL_EXEC_TIMEOUT
+        18 => 0,                    // INTEGRATED
+        19 => 1,                    // CAN_MAP_HOST_MEMORY
+        20 => 0,                    // COMPUTE_MODE (default)
+        31 => 1,                    // CONCURRENT_KERNELS
+        32 => 1,                    // ECC_ENABLED
+        33 => 0,                    // PCI_BUS_ID
+        34 => ordinal,              // PCI_DEVICE_ID
+        35 => 0,                    // TCC_DRIVER
+        36 => 2_619_000,            // MEMORY_CLOCK_RATE (kHz)
+        37 => 5120,                 // GLOBAL_MEMORY_BUS_WIDTH
+        38 => 52_428_800,           // L2_CACHE_SIZE
+        39 => 2048,                 // MAX_THREADS_PER_MULTIPROCESSOR
+        40 => 3,                    // ASYNC_ENGINE_COUNT
+        41 => 1,                    // UNIFIED_ADDRESSING
+        50 => 0,                    // PCI_DOMAIN_ID
+        75 => (ARCH / 10) as c_int, // COMPUTE_CAPABILITY_MAJOR
+        76 => (ARCH % 10) as c_int, // COMPUTE_CAPABILITY_MINOR
+        78 => 1,                    // STREAM_PRIORITIES_SUPPORTED
+        79 | 80 => 1,               // GLOBAL/LOCAL_L1_CACHE_SUPPORTED
+        81 => 233_472,              // MAX_SHARED_MEMORY_PER_MULTIPROCESSOR
+        82 => 65536,                // MAX_REGISTERS_PER_MULTIPROCESSOR
+        83 => 1,                    // MANAGED_MEMORY
+        84 => 0,                    // MULTI_GPU_BOARD
+        86 => 1,                    // HOST_NATIVE_ATOMIC_SUPPORTED
+        88 => 0,                    // PAGEABLE_MEMORY_ACCESS
+        89 => 1,                    // CONCURRENT_MANAGED_ACCESS
+        90 => 1,                    // COMPUTE_PREEMPTION_SUPPORTED
+        91 => 1,                    // CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM
+        95 => 1,                    // COOPERATIVE_LAUNCH
+        97 => 232_448,              // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+        106 => 32,                  // MAX_BLOCKS_PER_MULTIPROCESSOR
+        111 => 1024,                // RESERVED_SHARED_MEMORY_PER_BLOCK
+        115 => 1,                   // MEMORY_POOLS_SUPPORTED
         _ => return None,
     })
 }
@@ -211,7 +222,11 @@ pub fn attribute(a: c_int, ordinal: c_int) -> Option<c_int> {
 /// # Safety
 /// C caller: valid out-pointer.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuDeviceGetAttribute(v: *mut c_int, attrib: c_int, dev: c_int) -> CUresult {
+pub unsafe extern "C" fn cuDeviceGetAttribute(
+    v: *mut c_int,
+    attrib: c_int,
+    dev: c_int,
+) -> CUresult {
     run("cuDeviceGetAttribute", || {
         device::device(dev)?;
         match attribute(attrib, dev) {
@@ -227,7 +242,11 @@ pub unsafe extern "C" fn cuDeviceGetAttribute(v: *mut c_int, attrib: c_int, dev:
 /// # Safety
 /// C caller: valid out-pointer.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuDeviceCanAccessPeer(can: *mut c_int, dev: c_int, peer: c_int) -> CUresult {
+pub unsafe extern "C" fn cuDeviceCanAccessPeer(
+    can: *mut c_int,
+    dev: c_int,
+    peer: c_int,
+) -> CUresult {
     run("cuDeviceCanAccessPeer", || {
         device::device(dev)?;
         device::device(peer)?;
@@ -252,7 +271,13 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(pctx: *mut *mut c_void, dev: c
             }
         };
         p.refs += 1;
-        unsafe { out(pctx, ctx.handle() as *mut c_void, "cuDevicePrimaryCtxRetain") }
+        unsafe {
+            out(
+                pctx,
+                ctx.handle() as *mut c_void,
+                "cuDevicePrimaryCtxRetain",
+            )
+        }
     })
 }
 
@@ -293,7 +318,11 @@ pub extern "C" fn cuDevicePrimaryCtxReset_v2(dev: c_int) -> CUresult {
 /// # Safety
 /// C caller: valid out-pointers.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuDevicePrimaryCtxGetState(dev: c_int, flags: *mut c_uint, active: *mut c_int) -> CUresult {
+pub unsafe extern "C" fn cuDevicePrimaryCtxGetState(
+    dev: c_int,
+    flags: *mut c_uint,
+    active: *mut c_int,
+) -> CUresult {
     run("cuDevicePrimaryCtxGetState", || {
         let d = device::device(dev)?;
         let on = d.primary.lock().map(|p| p.refs > 0).unwrap_or(false);
@@ -308,13 +337,20 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxGetState(dev: c_int, flags: *mut c_ui
 pub extern "C" fn cuDevicePrimaryCtxSetFlags_v2(dev: c_int, _flags: c_uint) -> CUresult {
     // Scheduling flags (spin, yield, blocking sync) change how the host waits, which the
     // emulator always does by blocking.
-    run("cuDevicePrimaryCtxSetFlags", || device::device(dev).map(drop))
+    run("cuDevicePrimaryCtxSetFlags", || {
+        device::device(dev).map(drop)
+    })
 }
 
 /// # Safety
 /// C caller: valid out-pointer.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuCtxCreate_v4(pctx: *mut *mut c_void, _params: *mut c_void, _flags: c_uint, dev: c_int) -> CUresult {
+pub unsafe extern "C" fn cuCtxCreate_v4(
+    pctx: *mut *mut c_void,
+    _params: *mut c_void,
+    _flags: c_uint,
+    dev: c_int,
+) -> CUresult {
     run("cuCtxCreate", || {
         let d = device::device(dev)?;
         let c = Context::new(d.clone(), false);
@@ -327,7 +363,11 @@ pub unsafe extern "C" fn cuCtxCreate_v4(pctx: *mut *mut c_void, _params: *mut c_
 /// # Safety
 /// C caller: valid out-pointer.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuCtxCreate_v2(pctx: *mut *mut c_void, flags: c_uint, dev: c_int) -> CUresult {
+pub unsafe extern "C" fn cuCtxCreate_v2(
+    pctx: *mut *mut c_void,
+    flags: c_uint,
+    dev: c_int,
+) -> CUresult {
     unsafe { cuCtxCreate_v4(pctx, std::ptr::null_mut(), flags, dev) }
 }
 
@@ -336,7 +376,10 @@ pub extern "C" fn cuCtxDestroy_v2(h: *mut c_void) -> CUresult {
     run("cuCtxDestroy", || {
         let c = context_of(h)?;
         if c.primary {
-            return fail(CUresult::CUDA_ERROR_INVALID_CONTEXT, "cuCtxDestroy of a primary context");
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_CONTEXT,
+                "cuCtxDestroy of a primary context",
+            );
         }
         let _ = c.synchronize();
         c.destroy();
@@ -386,7 +429,10 @@ pub extern "C" fn cuCtxPushCurrent_v2(h: *mut c_void) -> CUresult {
 pub unsafe extern "C" fn cuCtxPopCurrent_v2(pctx: *mut *mut c_void) -> CUresult {
     run("cuCtxPopCurrent", || {
         let Some(c) = context::pop_current() else {
-            return fail(CUresult::CUDA_ERROR_INVALID_CONTEXT, "cuCtxPopCurrent: no current context");
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_CONTEXT,
+                "cuCtxPopCurrent: no current context",
+            );
         };
         if !pctx.is_null() {
             unsafe { pctx.write(c.handle() as *mut c_void) };
@@ -432,7 +478,10 @@ pub extern "C" fn cuCtxSetFlags(_flags: c_uint) -> CUresult {
 /// # Safety
 /// C caller: valid out-pointers.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuCtxGetStreamPriorityRange(least: *mut c_int, greatest: *mut c_int) -> CUresult {
+pub unsafe extern "C" fn cuCtxGetStreamPriorityRange(
+    least: *mut c_int,
+    greatest: *mut c_int,
+) -> CUresult {
     run("cuCtxGetStreamPriorityRange", || {
         current()?;
         unsafe {
@@ -552,15 +601,25 @@ pub unsafe extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) ->
 /// # Safety
 /// C caller: valid out-pointer.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemHostAlloc(pp: *mut *mut c_void, bytes: usize, flags: c_uint) -> CUresult {
+pub unsafe extern "C" fn cuMemHostAlloc(
+    pp: *mut *mut c_void,
+    bytes: usize,
+    flags: c_uint,
+) -> CUresult {
     run("cuMemHostAlloc", || {
         unsafe_call("cuMemHostAlloc")?;
         current()?;
         if flags & !7 != 0 {
-            return fail(CUresult::CUDA_ERROR_INVALID_VALUE, format!("cuMemHostAlloc flags {flags:#x}"));
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_VALUE,
+                format!("cuMemHostAlloc flags {flags:#x}"),
+            );
         }
         if bytes == 0 {
-            return fail(CUresult::CUDA_ERROR_INVALID_VALUE, "cuMemHostAlloc of 0 bytes");
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_VALUE,
+                "cuMemHostAlloc of 0 bytes",
+            );
         }
         let p = context::alloc_pinned(bytes)?;
         unsafe { out(pp, p as *mut c_void, "cuMemHostAlloc") }
@@ -590,11 +649,18 @@ pub extern "C" fn cuMemFreeHost(p: *mut c_void) -> CUresult {
 /// # Safety
 /// C caller: valid out-pointer.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemHostGetDevicePointer_v2(dptr: *mut u64, p: *mut c_void, flags: c_uint) -> CUresult {
+pub unsafe extern "C" fn cuMemHostGetDevicePointer_v2(
+    dptr: *mut u64,
+    p: *mut c_void,
+    flags: c_uint,
+) -> CUresult {
     run("cuMemHostGetDevicePointer", || {
         current()?;
         if flags != 0 {
-            return fail(CUresult::CUDA_ERROR_INVALID_VALUE, "cuMemHostGetDevicePointer flags must be 0");
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_VALUE,
+                "cuMemHostGetDevicePointer flags must be 0",
+            );
         }
         if context::find_pinned(p as u64, 1).is_none() {
             return fail(CUresult::CUDA_ERROR_INVALID_VALUE, "not pinned host memory");
@@ -607,7 +673,11 @@ pub unsafe extern "C" fn cuMemHostGetDevicePointer_v2(dptr: *mut u64, p: *mut c_
 /// # Safety
 /// C caller: null or valid out-pointers.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemGetAddressRange_v2(base: *mut u64, size: *mut usize, dptr: u64) -> CUresult {
+pub unsafe extern "C" fn cuMemGetAddressRange_v2(
+    base: *mut u64,
+    size: *mut usize,
+    dptr: u64,
+) -> CUresult {
     run("cuMemGetAddressRange", || {
         let c = current()?;
         let (b, s) = match c.containing(dptr) {
@@ -637,10 +707,17 @@ pub unsafe extern "C" fn cuMemGetAddressRange_v2(base: *mut u64, size: *mut usiz
 /// # Safety
 /// C caller: `data` big enough for the attribute.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuPointerGetAttribute(data: *mut c_void, attr: c_int, ptr: u64) -> CUresult {
+pub unsafe extern "C" fn cuPointerGetAttribute(
+    data: *mut c_void,
+    attr: c_int,
+    ptr: u64,
+) -> CUresult {
     run("cuPointerGetAttribute", || {
         device::driver()?;
-        let owner = contexts().values().into_iter().find_map(|c| c.containing(ptr).map(|a| (c, a)));
+        let owner = contexts()
+            .values()
+            .into_iter()
+            .find_map(|c| c.containing(ptr).map(|a| (c, a)));
         let pinned = context::find_pinned(ptr, 1);
         if owner.is_none() && pinned.is_none() {
             return fail(
@@ -672,7 +749,9 @@ pub unsafe extern "C" fn cuPointerGetAttribute(data: *mut c_void, attr: c_int, p
                 _ => {
                     return fail(
                         CUresult::CUDA_ERROR_INVALID_VALUE,
-                        format!("cuPointerGetAttribute: attribute {attr} is not emulated for this pointer"),
+                        format!(
+                            "cuPointerGetAttribute: attribute {attr} is not emulated for this pointer"
+                        ),
                     );
                 }
             }
@@ -696,7 +775,10 @@ fn check_dev(s: &Stream, addr: u64, n: usize, what: &str) -> CuResult<()> {
     }
     let ok = s.ctx.find(addr, n as u64).is_some()
         || context::find_pinned(addr, n as u64).is_some()
-        || contexts().values().iter().any(|c| c.find(addr, n as u64).is_some());
+        || contexts()
+            .values()
+            .iter()
+            .any(|c| c.find(addr, n as u64).is_some());
     if ok {
         Ok(())
     } else {
@@ -709,22 +791,37 @@ fn check_dev(s: &Stream, addr: u64, n: usize, what: &str) -> CuResult<()> {
 
 /// Host to device on `s`. Pageable data is staged at the call (the caller may reuse its
 /// buffer on return); pinned data is read when the copy runs, as DMA would.
-unsafe fn htod(s: &Arc<Stream>, dst: u64, src: *const c_void, n: usize, sync: bool) -> CuResult<()> {
+unsafe fn htod(
+    s: &Arc<Stream>,
+    dst: u64,
+    src: *const c_void,
+    n: usize,
+    sync: bool,
+) -> CuResult<()> {
     check_dev(s, dst, n, "memcpy to device")?;
     if n == 0 {
         return Ok(());
     }
     if src.is_null() {
-        return fail(CUresult::CUDA_ERROR_INVALID_VALUE, "memcpy from a null host pointer");
+        return fail(
+            CUresult::CUDA_ERROR_INVALID_VALUE,
+            "memcpy from a null host pointer",
+        );
     }
     let captured = s.capture().is_some();
     let loc = if pinned(src as usize, n) || captured {
         Loc::Host(src as usize)
     } else {
         // SAFETY: the caller's buffer holds n bytes.
-        Loc::Staged(Arc::from(unsafe { std::slice::from_raw_parts(src as *const u8, n) }))
+        Loc::Staged(Arc::from(unsafe {
+            std::slice::from_raw_parts(src as *const u8, n)
+        }))
     };
-    let node = Node::Copy { dst: Loc::Device(dst), src: loc, bytes: n };
+    let node = Node::Copy {
+        dst: Loc::Device(dst),
+        src: loc,
+        bytes: n,
+    };
     // The synchronous form waits for the copy to land (the driver may return once pageable
     // data is staged; waiting is the stronger promise, and spares callers on non-blocking
     // streams a race the GPU almost never shows).
@@ -742,9 +839,16 @@ unsafe fn dtoh(s: &Arc<Stream>, dst: *mut c_void, src: u64, n: usize, sync: bool
         return Ok(());
     }
     if dst.is_null() {
-        return fail(CUresult::CUDA_ERROR_INVALID_VALUE, "memcpy to a null host pointer");
+        return fail(
+            CUresult::CUDA_ERROR_INVALID_VALUE,
+            "memcpy to a null host pointer",
+        );
     }
-    let node = Node::Copy { dst: Loc::Host(dst as usize), src: Loc::Device(src), bytes: n };
+    let node = Node::Copy {
+        dst: Loc::Host(dst as usize),
+        src: Loc::Device(src),
+        bytes: n,
+    };
     if sync || !pinned(dst as usize, n) {
         s.submit_and_wait(node)
     } else {
@@ -758,7 +862,11 @@ fn dtod(s: &Arc<Stream>, dst: u64, src: u64, n: usize) -> CuResult<()> {
     if n == 0 {
         return Ok(());
     }
-    s.submit(Node::Copy { dst: Loc::Device(dst), src: Loc::Device(src), bytes: n })
+    s.submit(Node::Copy {
+        dst: Loc::Device(dst),
+        src: Loc::Device(src),
+        bytes: n,
+    })
 }
 
 /// The legacy stream for a synchronous call (refused during capture as the mode says).
@@ -771,33 +879,53 @@ fn sync_stream(what: &str) -> CuResult<Arc<Stream>> {
 /// C caller: `src` holds `n` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuMemcpyHtoD_v2(dst: u64, src: *const c_void, n: usize) -> CUresult {
-    run("cuMemcpyHtoD", || unsafe { htod(&sync_stream("cuMemcpyHtoD")?, dst, src, n, true) })
+    run("cuMemcpyHtoD", || unsafe {
+        htod(&sync_stream("cuMemcpyHtoD")?, dst, src, n, true)
+    })
 }
 
 /// # Safety
 /// C caller: `src` holds `n` bytes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemcpyHtoDAsync_v2(dst: u64, src: *const c_void, n: usize, h: *mut c_void) -> CUresult {
-    run("cuMemcpyHtoDAsync", || unsafe { htod(&stream_of(h)?, dst, src, n, false) })
+pub unsafe extern "C" fn cuMemcpyHtoDAsync_v2(
+    dst: u64,
+    src: *const c_void,
+    n: usize,
+    h: *mut c_void,
+) -> CUresult {
+    run("cuMemcpyHtoDAsync", || unsafe {
+        htod(&stream_of(h)?, dst, src, n, false)
+    })
 }
 
 /// # Safety
 /// C caller: `dst` holds `n` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuMemcpyDtoH_v2(dst: *mut c_void, src: u64, n: usize) -> CUresult {
-    run("cuMemcpyDtoH", || unsafe { dtoh(&sync_stream("cuMemcpyDtoH")?, dst, src, n, true) })
+    run("cuMemcpyDtoH", || unsafe {
+        dtoh(&sync_stream("cuMemcpyDtoH")?, dst, src, n, true)
+    })
 }
 
 /// # Safety
 /// C caller: `dst` holds `n` bytes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemcpyDtoHAsync_v2(dst: *mut c_void, src: u64, n: usize, h: *mut c_void) -> CUresult {
-    run("cuMemcpyDtoHAsync", || unsafe { dtoh(&stream_of(h)?, dst, src, n, false) })
+pub unsafe extern "C" fn cuMemcpyDtoHAsync_v2(
+    dst: *mut c_void,
+    src: u64,
+    n: usize,
+    h: *mut c_void,
+) -> CUresult {
+    run("cuMemcpyDtoHAsync", || unsafe {
+        dtoh(&stream_of(h)?, dst, src, n, false)
+    })
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuMemcpyDtoD_v2(dst: u64, src: u64, n: usize) -> CUresult {
-    run("cuMemcpyDtoD", || dtod(&sync_stream("cuMemcpyDtoD")?, dst, src, n))
+    run("cuMemcpyDtoD", || {
+        dtod(&sync_stream("cuMemcpyDtoD")?, dst, src, n)
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -807,7 +935,10 @@ pub extern "C" fn cuMemcpyDtoDAsync_v2(dst: u64, src: u64, n: usize, h: *mut c_v
 
 /// Whether `p` is device memory (unified addressing: cuMemcpy infers the direction).
 fn is_device(p: u64) -> bool {
-    contexts().values().iter().any(|c| c.containing(p).is_some())
+    contexts()
+        .values()
+        .iter()
+        .any(|c| c.containing(p).is_some())
 }
 
 /// # Safety
@@ -831,14 +962,18 @@ unsafe fn copy_unified(s: &Arc<Stream>, dst: u64, src: u64, n: usize, sync: bool
 /// C caller: host ranges hold `n` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuMemcpy(dst: u64, src: u64, n: usize) -> CUresult {
-    run("cuMemcpy", || unsafe { copy_unified(&sync_stream("cuMemcpy")?, dst, src, n, true) })
+    run("cuMemcpy", || unsafe {
+        copy_unified(&sync_stream("cuMemcpy")?, dst, src, n, true)
+    })
 }
 
 /// # Safety
 /// C caller: host ranges hold `n` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuMemcpyAsync(dst: u64, src: u64, n: usize, h: *mut c_void) -> CUresult {
-    run("cuMemcpyAsync", || unsafe { copy_unified(&stream_of(h)?, dst, src, n, false) })
+    run("cuMemcpyAsync", || unsafe {
+        copy_unified(&stream_of(h)?, dst, src, n, false)
+    })
 }
 
 /// CUDA_MEMCPY2D with its memory types as plain integers (a C caller may pass any value).
@@ -867,7 +1002,10 @@ pub struct Memcpy2D {
 unsafe fn copy2d(s: &Arc<Stream>, p: *const Memcpy2D, sync: bool) -> CuResult<()> {
     // SAFETY: the caller's descriptor.
     let Some(p) = (unsafe { p.as_ref() }) else {
-        return fail(CUresult::CUDA_ERROR_INVALID_VALUE, "cuMemcpy2D: null descriptor");
+        return fail(
+            CUresult::CUDA_ERROR_INVALID_VALUE,
+            "cuMemcpy2D: null descriptor",
+        );
     };
     if p.src_pitch < p.width + p.src_x || p.dst_pitch < p.width + p.dst_x {
         return fail(
@@ -882,18 +1020,41 @@ unsafe fn copy2d(s: &Arc<Stream>, p: *const Memcpy2D, sync: bool) -> CuResult<()
         return Ok(());
     }
     // Memory types: 1 host, 2 device, 3 array, 4 unified.
-    let side = |ty: c_uint, host: usize, dev: u64, x: usize, y: usize, pitch: usize| -> CuResult<(Loc, bool)> {
+    let side = |ty: c_uint,
+                host: usize,
+                dev: u64,
+                x: usize,
+                y: usize,
+                pitch: usize|
+     -> CuResult<(Loc, bool)> {
         let off = y * pitch + x;
         match ty {
             1 => Ok((Loc::Host(host + off), false)),
             2 => Ok((Loc::Device(dev + off as u64), true)),
             4 if is_device(dev) => Ok((Loc::Device(dev + off as u64), true)),
             4 => Ok((Loc::Host(dev as usize + off), false)),
-            _ => fail(CUresult::CUDA_ERROR_NOT_SUPPORTED, "cuMemcpy2D with CUDA arrays is not emulated"),
+            _ => fail(
+                CUresult::CUDA_ERROR_NOT_SUPPORTED,
+                "cuMemcpy2D with CUDA arrays is not emulated",
+            ),
         }
     };
-    let (src, sdev) = side(p.src_type, p.src_host as usize, p.src_device, p.src_x, p.src_y, p.src_pitch)?;
-    let (dst, ddev) = side(p.dst_type, p.dst_host as usize, p.dst_device, p.dst_x, p.dst_y, p.dst_pitch)?;
+    let (src, sdev) = side(
+        p.src_type,
+        p.src_host as usize,
+        p.src_device,
+        p.src_x,
+        p.src_y,
+        p.src_pitch,
+    )?;
+    let (dst, ddev) = side(
+        p.dst_type,
+        p.dst_host as usize,
+        p.dst_device,
+        p.dst_x,
+        p.dst_y,
+        p.dst_pitch,
+    )?;
     let span = |pitch: usize| pitch * (p.height - 1) + p.width;
     if let Loc::Device(a) = src {
         check_dev(s, a, span(p.src_pitch), "cuMemcpy2D source")?;
@@ -904,7 +1065,9 @@ unsafe fn copy2d(s: &Arc<Stream>, p: *const Memcpy2D, sync: bool) -> CuResult<()
     let src = match src {
         Loc::Host(h) if !pinned(h, span(p.src_pitch)) && s.capture().is_none() => {
             // SAFETY: the caller's host rows.
-            Loc::Staged(Arc::from(unsafe { std::slice::from_raw_parts(h as *const u8, span(p.src_pitch)) }))
+            Loc::Staged(Arc::from(unsafe {
+                std::slice::from_raw_parts(h as *const u8, span(p.src_pitch))
+            }))
         }
         other => other,
     };
@@ -929,19 +1092,32 @@ unsafe fn copy2d(s: &Arc<Stream>, p: *const Memcpy2D, sync: bool) -> CuResult<()
 /// C caller: a valid descriptor.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuMemcpy2DAsync_v2(p: *const Memcpy2D, h: *mut c_void) -> CUresult {
-    run("cuMemcpy2DAsync", || unsafe { copy2d(&stream_of(h)?, p, false) })
+    run("cuMemcpy2DAsync", || unsafe {
+        copy2d(&stream_of(h)?, p, false)
+    })
 }
 
 /// # Safety
 /// C caller: a valid descriptor.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuMemcpy2D_v2(p: *const Memcpy2D) -> CUresult {
-    run("cuMemcpy2D", || unsafe { copy2d(&sync_stream("cuMemcpy2D")?, p, true) })
+    run("cuMemcpy2D", || unsafe {
+        copy2d(&sync_stream("cuMemcpy2D")?, p, true)
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
-fn memset(s: &Arc<Stream>, dst: u64, value: u32, elem: usize, count: usize, pitch: usize, height: usize, sync: bool) -> CuResult<()> {
-    if dst % elem as u64 != 0 {
+fn memset(
+    s: &Arc<Stream>,
+    dst: u64,
+    value: u32,
+    elem: usize,
+    count: usize,
+    pitch: usize,
+    height: usize,
+    sync: bool,
+) -> CuResult<()> {
+    if !dst.is_multiple_of(elem as u64) {
         return fail(
             CUresult::CUDA_ERROR_INVALID_VALUE,
             format!("memset of {elem}-byte values at {dst:#x}: misaligned"),
@@ -952,55 +1128,125 @@ fn memset(s: &Arc<Stream>, dst: u64, value: u32, elem: usize, count: usize, pitc
         return Ok(());
     }
     check_dev(s, dst, pitch * (height - 1) + row, "memset")?;
-    let node = Node::Set { dst, value, elem, count, pitch, height };
-    if sync { s.submit_and_wait(node) } else { s.submit(node) }
+    let node = Node::Set {
+        dst,
+        value,
+        elem,
+        count,
+        pitch,
+        height,
+    };
+    if sync {
+        s.submit_and_wait(node)
+    } else {
+        s.submit(node)
+    }
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuMemsetD8_v2(dst: u64, v: u8, n: usize) -> CUresult {
-    run("cuMemsetD8", || memset(&sync_stream("cuMemsetD8")?, dst, v as u32, 1, n, n, 1, false))
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn cuMemsetD8Async(dst: u64, v: u8, n: usize, h: *mut c_void) -> CUresult {
-    run("cuMemsetD8Async", || memset(&stream_of(h)?, dst, v as u32, 1, n, n, 1, false))
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn cuMemsetD16_v2(dst: u64, v: u16, n: usize) -> CUresult {
-    run("cuMemsetD16", || memset(&sync_stream("cuMemsetD16")?, dst, v as u32, 2, n, 2 * n, 1, false))
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn cuMemsetD16Async(dst: u64, v: u16, n: usize, h: *mut c_void) -> CUresult {
-    run("cuMemsetD16Async", || memset(&stream_of(h)?, dst, v as u32, 2, n, 2 * n, 1, false))
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn cuMemsetD32_v2(dst: u64, v: u32, n: usize) -> CUresult {
-    run("cuMemsetD32", || memset(&sync_stream("cuMemsetD32")?, dst, v, 4, n, 4 * n, 1, false))
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn cuMemsetD32Async(dst: u64, v: u32, n: usize, h: *mut c_void) -> CUresult {
-    run("cuMemsetD32Async", || memset(&stream_of(h)?, dst, v, 4, n, 4 * n, 1, false))
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn cuMemsetD2D8Async(dst: u64, pitch: usize, v: u8, width: usize, height: usize, h: *mut c_void) -> CUresult {
-    run("cuMemsetD2D8Async", || {
-        if pitch < width {
-            return fail(CUresult::CUDA_ERROR_INVALID_VALUE, "cuMemsetD2D8: pitch below width");
-        }
-        memset(&stream_of(h)?, dst, v as u32, 1, width, pitch, height, false)
+    run("cuMemsetD8", || {
+        memset(
+            &sync_stream("cuMemsetD8")?,
+            dst,
+            v as u32,
+            1,
+            n,
+            n,
+            1,
+            false,
+        )
     })
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn cuMemsetD2D32Async(dst: u64, pitch: usize, v: u32, width: usize, height: usize, h: *mut c_void) -> CUresult {
+pub extern "C" fn cuMemsetD8Async(dst: u64, v: u8, n: usize, h: *mut c_void) -> CUresult {
+    run("cuMemsetD8Async", || {
+        memset(&stream_of(h)?, dst, v as u32, 1, n, n, 1, false)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD16_v2(dst: u64, v: u16, n: usize) -> CUresult {
+    run("cuMemsetD16", || {
+        memset(
+            &sync_stream("cuMemsetD16")?,
+            dst,
+            v as u32,
+            2,
+            n,
+            2 * n,
+            1,
+            false,
+        )
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD16Async(dst: u64, v: u16, n: usize, h: *mut c_void) -> CUresult {
+    run("cuMemsetD16Async", || {
+        memset(&stream_of(h)?, dst, v as u32, 2, n, 2 * n, 1, false)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD32_v2(dst: u64, v: u32, n: usize) -> CUresult {
+    run("cuMemsetD32", || {
+        memset(&sync_stream("cuMemsetD32")?, dst, v, 4, n, 4 * n, 1, false)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD32Async(dst: u64, v: u32, n: usize, h: *mut c_void) -> CUresult {
+    run("cuMemsetD32Async", || {
+        memset(&stream_of(h)?, dst, v, 4, n, 4 * n, 1, false)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD2D8Async(
+    dst: u64,
+    pitch: usize,
+    v: u8,
+    width: usize,
+    height: usize,
+    h: *mut c_void,
+) -> CUresult {
+    run("cuMemsetD2D8Async", || {
+        if pitch < width {
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_VALUE,
+                "cuMemsetD2D8: pitch below width",
+            );
+        }
+        memset(
+            &stream_of(h)?,
+            dst,
+            v as u32,
+            1,
+            width,
+            pitch,
+            height,
+            false,
+        )
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD2D32Async(
+    dst: u64,
+    pitch: usize,
+    v: u32,
+    width: usize,
+    height: usize,
+    h: *mut c_void,
+) -> CUresult {
     run("cuMemsetD2D32Async", || {
         if pitch < 4 * width {
-            return fail(CUresult::CUDA_ERROR_INVALID_VALUE, "cuMemsetD2D32: pitch below width");
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_VALUE,
+                "cuMemsetD2D32: pitch below width",
+            );
         }
         memset(&stream_of(h)?, dst, v, 4, width, pitch, height, false)
     })
@@ -1011,7 +1257,9 @@ pub extern "C" fn cuMemsetD2D32Async(dst: u64, pitch: usize, v: u32, width: usiz
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuGetErrorName(code: c_uint, s: *mut *const c_char) -> CUresult {
     match super::errors::describe(code) {
-        Some((n, _)) => run("cuGetErrorName", || unsafe { out(s, n.as_ptr(), "cuGetErrorName") }),
+        Some((n, _)) => run("cuGetErrorName", || unsafe {
+            out(s, n.as_ptr(), "cuGetErrorName")
+        }),
         None => {
             if !s.is_null() {
                 unsafe { s.write(std::ptr::null()) };
@@ -1026,7 +1274,9 @@ pub unsafe extern "C" fn cuGetErrorName(code: c_uint, s: *mut *const c_char) -> 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuGetErrorString(code: c_uint, s: *mut *const c_char) -> CUresult {
     match super::errors::describe(code) {
-        Some((_, d)) => run("cuGetErrorString", || unsafe { out(s, d.as_ptr(), "cuGetErrorString") }),
+        Some((_, d)) => run("cuGetErrorString", || unsafe {
+            out(s, d.as_ptr(), "cuGetErrorString")
+        }),
         None => {
             if !s.is_null() {
                 unsafe { s.write(std::ptr::null()) };

@@ -22,7 +22,10 @@ pub unsafe extern "C" fn cuStreamCreate(ps: *mut *mut c_void, flags: c_uint) -> 
         let c = current()?;
         c.check()?;
         if flags & !1 != 0 {
-            return fail(CUresult::CUDA_ERROR_INVALID_VALUE, format!("cuStreamCreate flags {flags:#x}"));
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_VALUE,
+                format!("cuStreamCreate flags {flags:#x}"),
+            );
         }
         let s = Stream::new(c, flags & 1 == 0, false);
         let h = streams().add(s);
@@ -33,7 +36,11 @@ pub unsafe extern "C" fn cuStreamCreate(ps: *mut *mut c_void, flags: c_uint) -> 
 /// # Safety
 /// C caller: valid out-pointer.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuStreamCreateWithPriority(ps: *mut *mut c_void, flags: c_uint, _priority: c_int) -> CUresult {
+pub unsafe extern "C" fn cuStreamCreateWithPriority(
+    ps: *mut *mut c_void,
+    flags: c_uint,
+    _priority: c_int,
+) -> CUresult {
     // Priorities order work between streams competing for SMs; the emulator's streams
     // each have their own thread.
     unsafe { cuStreamCreate(ps, flags) }
@@ -43,7 +50,10 @@ pub unsafe extern "C" fn cuStreamCreateWithPriority(ps: *mut *mut c_void, flags:
 pub extern "C" fn cuStreamDestroy_v2(h: *mut c_void) -> CUresult {
     run("cuStreamDestroy", || {
         let Some(s) = streams().remove(h as usize) else {
-            return fail(CUresult::CUDA_ERROR_INVALID_HANDLE, format!("stream handle {h:p}"));
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_HANDLE,
+                format!("stream handle {h:p}"),
+            );
         };
         // Queued work still runs; the worker exits once it is done.
         s.shutdown();
@@ -86,25 +96,40 @@ pub extern "C" fn cuStreamWaitEvent(h: *mut c_void, e: *mut c_void, flags: c_uin
     run("cuStreamWaitEvent", || {
         let s = stream_of(h)?;
         let Some(ev) = events().get(e as usize) else {
-            return fail(CUresult::CUDA_ERROR_INVALID_HANDLE, format!("event handle {e:p}"));
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_HANDLE,
+                format!("event handle {e:p}"),
+            );
         };
         s.wait_event(&ev, flags)
     })
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn cuLaunchHostFunc(h: *mut c_void, f: Option<unsafe extern "C" fn(*mut c_void)>, data: *mut c_void) -> CUresult {
+pub extern "C" fn cuLaunchHostFunc(
+    h: *mut c_void,
+    f: Option<unsafe extern "C" fn(*mut c_void)>,
+    data: *mut c_void,
+) -> CUresult {
     run("cuLaunchHostFunc", || {
         let Some(f) = f else {
-            return fail(CUresult::CUDA_ERROR_INVALID_VALUE, "cuLaunchHostFunc: null function");
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_VALUE,
+                "cuLaunchHostFunc: null function",
+            );
         };
-        stream_of(h)?.submit(Node::Host { f, data: data as usize })
+        stream_of(h)?.submit(Node::Host {
+            f,
+            data: data as usize,
+        })
     })
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuStreamBeginCapture_v2(h: *mut c_void, mode: c_uint) -> CUresult {
-    run("cuStreamBeginCapture", || graph::begin(&stream_of(h)?, mode))
+    run("cuStreamBeginCapture", || {
+        graph::begin(&stream_of(h)?, mode)
+    })
 }
 
 /// # Safety
@@ -114,7 +139,10 @@ pub unsafe extern "C" fn cuStreamEndCapture(h: *mut c_void, pg: *mut *mut c_void
     run("cuStreamEndCapture", || {
         let s = stream_of(h)?;
         if pg.is_null() {
-            return fail(CUresult::CUDA_ERROR_INVALID_VALUE, "cuStreamEndCapture: null output");
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_VALUE,
+                "cuStreamEndCapture: null output",
+            );
         }
         match graph::end(&s) {
             Ok(g) => {
@@ -192,20 +220,33 @@ pub unsafe extern "C" fn cuThreadExchangeStreamCaptureMode(mode: *mut c_uint) ->
 /// # Safety
 /// C caller: valid out-pointer.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuGraphInstantiateWithFlags(pe: *mut *mut c_void, g: *mut c_void, flags: u64) -> CUresult {
+pub unsafe extern "C" fn cuGraphInstantiateWithFlags(
+    pe: *mut *mut c_void,
+    g: *mut c_void,
+    flags: u64,
+) -> CUresult {
     run("cuGraphInstantiate", || {
         let c = current()?;
         let Some(gr) = graphs().get(g as usize) else {
-            return fail(CUresult::CUDA_ERROR_INVALID_VALUE, format!("graph handle {g:p}"));
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_VALUE,
+                format!("graph handle {g:p}"),
+            );
         };
         // AUTO_FREE_ON_LAUNCH (1) and USE_NODE_PRIORITY (8) change nothing for graphs without
         // memory nodes; UPLOAD (2) needs cuGraphInstantiateWithParams; DEVICE_LAUNCH (4)
         // is not emulated.
         if flags & !(1 | 2 | 4 | 8) != 0 || flags & 2 != 0 || (flags & 4 != 0 && flags & 1 != 0) {
-            return fail(CUresult::CUDA_ERROR_INVALID_VALUE, format!("cuGraphInstantiate flags {flags:#x}"));
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_VALUE,
+                format!("cuGraphInstantiate flags {flags:#x}"),
+            );
         }
         if flags & 4 != 0 {
-            return fail(CUresult::CUDA_ERROR_NOT_SUPPORTED, "device-launchable graphs are not emulated");
+            return fail(
+                CUresult::CUDA_ERROR_NOT_SUPPORTED,
+                "device-launchable graphs are not emulated",
+            );
         }
         let e = Arc::new(GraphExec::new(c, &gr));
         let h = execs().add(e);
@@ -218,7 +259,10 @@ pub extern "C" fn cuGraphLaunch(e: *mut c_void, h: *mut c_void) -> CUresult {
     run("cuGraphLaunch", || {
         let s = stream_of(h)?;
         let Some(ex) = execs().get(e as usize) else {
-            return fail(CUresult::CUDA_ERROR_INVALID_VALUE, format!("graph exec handle {e:p}"));
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_VALUE,
+                format!("graph exec handle {e:p}"),
+            );
         };
         if !Arc::ptr_eq(&ex.ctx, &s.ctx) {
             return fail(
@@ -244,7 +288,10 @@ pub extern "C" fn cuGraphUpload(e: *mut c_void, h: *mut c_void) -> CUresult {
         stream_of(h)?;
         match execs().get(e as usize) {
             Some(_) => Ok(()),
-            None => fail(CUresult::CUDA_ERROR_INVALID_VALUE, format!("graph exec handle {e:p}")),
+            None => fail(
+                CUresult::CUDA_ERROR_INVALID_VALUE,
+                format!("graph exec handle {e:p}"),
+            ),
         }
     })
 }
@@ -254,7 +301,10 @@ pub extern "C" fn cuGraphExecDestroy(e: *mut c_void) -> CUresult {
     // A launch in flight holds its own reference and finishes.
     run("cuGraphExecDestroy", || match execs().remove(e as usize) {
         Some(_) => Ok(()),
-        None => fail(CUresult::CUDA_ERROR_INVALID_VALUE, format!("graph exec handle {e:p}")),
+        None => fail(
+            CUresult::CUDA_ERROR_INVALID_VALUE,
+            format!("graph exec handle {e:p}"),
+        ),
     })
 }
 
@@ -262,7 +312,10 @@ pub extern "C" fn cuGraphExecDestroy(e: *mut c_void) -> CUresult {
 pub extern "C" fn cuGraphDestroy(g: *mut c_void) -> CUresult {
     run("cuGraphDestroy", || match graphs().remove(g as usize) {
         Some(_) => Ok(()),
-        None => fail(CUresult::CUDA_ERROR_INVALID_VALUE, format!("graph handle {g:p}")),
+        None => fail(
+            CUresult::CUDA_ERROR_INVALID_VALUE,
+            format!("graph handle {g:p}"),
+        ),
     })
 }
 
@@ -275,7 +328,10 @@ pub unsafe extern "C" fn cuEventCreate(pe: *mut *mut c_void, flags: c_uint) -> C
     run("cuEventCreate", || {
         let c = current()?;
         if flags & !7 != 0 || (flags & 4 != 0 && flags & 2 == 0) {
-            return fail(CUresult::CUDA_ERROR_INVALID_VALUE, format!("cuEventCreate flags {flags:#x}"));
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_VALUE,
+                format!("cuEventCreate flags {flags:#x}"),
+            );
         }
         let h = events().add(Event::new(c, flags));
         unsafe { out(pe, h as *mut c_void, "cuEventCreate") }
@@ -286,7 +342,10 @@ pub unsafe extern "C" fn cuEventCreate(pe: *mut *mut c_void, flags: c_uint) -> C
 pub extern "C" fn cuEventDestroy_v2(e: *mut c_void) -> CUresult {
     run("cuEventDestroy", || match events().remove(e as usize) {
         Some(_) => Ok(()),
-        None => fail(CUresult::CUDA_ERROR_INVALID_HANDLE, format!("event handle {e:p}")),
+        None => fail(
+            CUresult::CUDA_ERROR_INVALID_HANDLE,
+            format!("event handle {e:p}"),
+        ),
     })
 }
 
@@ -294,7 +353,10 @@ fn event(e: *mut c_void) -> CuResult<Arc<Event>> {
     crate::device::driver()?;
     match events().get(e as usize) {
         Some(ev) => Ok(ev),
-        None => fail(CUresult::CUDA_ERROR_INVALID_HANDLE, format!("event handle {e:p}")),
+        None => fail(
+            CUresult::CUDA_ERROR_INVALID_HANDLE,
+            format!("event handle {e:p}"),
+        ),
     }
 }
 
@@ -304,7 +366,11 @@ pub extern "C" fn cuEventRecord(e: *mut c_void, h: *mut c_void) -> CUresult {
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn cuEventRecordWithFlags(e: *mut c_void, h: *mut c_void, flags: c_uint) -> CUresult {
+pub extern "C" fn cuEventRecordWithFlags(
+    e: *mut c_void,
+    h: *mut c_void,
+    flags: c_uint,
+) -> CUresult {
     run("cuEventRecordWithFlags", || {
         if flags != 0 {
             return fail(
@@ -329,7 +395,11 @@ pub extern "C" fn cuEventSynchronize(e: *mut c_void) -> CUresult {
 /// # Safety
 /// C caller: valid out-pointer.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuEventElapsedTime(ms: *mut f32, start: *mut c_void, end: *mut c_void) -> CUresult {
+pub unsafe extern "C" fn cuEventElapsedTime(
+    ms: *mut f32,
+    start: *mut c_void,
+    end: *mut c_void,
+) -> CUresult {
     run("cuEventElapsedTime", || {
         let (a, b) = (event(start)?, event(end)?);
         let t = a.elapsed_ms(&b)?;
@@ -340,7 +410,11 @@ pub unsafe extern "C" fn cuEventElapsedTime(ms: *mut f32, start: *mut c_void, en
 /// # Safety
 /// C caller: valid out-pointer.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuEventElapsedTime_v2(ms: *mut f32, start: *mut c_void, end: *mut c_void) -> CUresult {
+pub unsafe extern "C" fn cuEventElapsedTime_v2(
+    ms: *mut f32,
+    start: *mut c_void,
+    end: *mut c_void,
+) -> CUresult {
     unsafe { cuEventElapsedTime(ms, start, end) }
 }
 
@@ -378,12 +452,22 @@ pub unsafe extern "C" fn cuModuleLoadDataEx(
 pub unsafe extern "C" fn cuModuleLoad(pm: *mut *mut c_void, path: *const c_char) -> CUresult {
     run("cuModuleLoad", || {
         if path.is_null() {
-            return fail(CUresult::CUDA_ERROR_INVALID_VALUE, "cuModuleLoad: null path");
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_VALUE,
+                "cuModuleLoad: null path",
+            );
         }
-        let p = unsafe { std::ffi::CStr::from_ptr(path) }.to_string_lossy().into_owned();
+        let p = unsafe { std::ffi::CStr::from_ptr(path) }
+            .to_string_lossy()
+            .into_owned();
         let mut bytes = match std::fs::read(&p) {
             Ok(b) => b,
-            Err(e) => return fail(CUresult::CUDA_ERROR_FILE_NOT_FOUND, format!("cuModuleLoad({p}): {e}")),
+            Err(e) => {
+                return fail(
+                    CUresult::CUDA_ERROR_FILE_NOT_FOUND,
+                    format!("cuModuleLoad({p}): {e}"),
+                );
+            }
         };
         bytes.push(0);
         let c = current()?;
@@ -401,7 +485,10 @@ pub extern "C" fn cuModuleUnload(m: *mut c_void) -> CUresult {
             md.unload();
             Ok(())
         }
-        None => fail(CUresult::CUDA_ERROR_INVALID_HANDLE, format!("module handle {m:p}")),
+        None => fail(
+            CUresult::CUDA_ERROR_INVALID_HANDLE,
+            format!("module handle {m:p}"),
+        ),
     })
 }
 
@@ -409,7 +496,10 @@ fn module(m: *mut c_void) -> CuResult<Arc<Module>> {
     crate::device::driver()?;
     match modules().get(m as usize) {
         Some(x) => Ok(x),
-        None => fail(CUresult::CUDA_ERROR_INVALID_HANDLE, format!("module handle {m:p}")),
+        None => fail(
+            CUresult::CUDA_ERROR_INVALID_HANDLE,
+            format!("module handle {m:p}"),
+        ),
     }
 }
 
@@ -418,13 +508,19 @@ fn cstr(p: *const c_char) -> CuResult<String> {
         return fail(CUresult::CUDA_ERROR_INVALID_VALUE, "null name");
     }
     // SAFETY: the caller's NUL-terminated name.
-    Ok(unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    Ok(unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .into_owned())
 }
 
 /// # Safety
 /// C caller: valid out-pointer, NUL-terminated name.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuModuleGetFunction(pf: *mut *mut c_void, m: *mut c_void, name: *const c_char) -> CUresult {
+pub unsafe extern "C" fn cuModuleGetFunction(
+    pf: *mut *mut c_void,
+    m: *mut c_void,
+    name: *const c_char,
+) -> CUresult {
     run("cuModuleGetFunction", || {
         let f = module(m)?.function(&cstr(name)?)?;
         let h = functions().add(f);
@@ -435,12 +531,20 @@ pub unsafe extern "C" fn cuModuleGetFunction(pf: *mut *mut c_void, m: *mut c_voi
 /// # Safety
 /// C caller: null or valid out-pointers, NUL-terminated name.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuModuleGetGlobal_v2(dptr: *mut u64, bytes: *mut usize, m: *mut c_void, name: *const c_char) -> CUresult {
+pub unsafe extern "C" fn cuModuleGetGlobal_v2(
+    dptr: *mut u64,
+    bytes: *mut usize,
+    m: *mut c_void,
+    name: *const c_char,
+) -> CUresult {
     run("cuModuleGetGlobal", || {
         let md = module(m)?;
         let n = cstr(name)?;
         let Some(&(a, size)) = md.globals.get(&n) else {
-            return fail(CUresult::CUDA_ERROR_NOT_FOUND, format!("cuModuleGetGlobal: no variable {n}"));
+            return fail(
+                CUresult::CUDA_ERROR_NOT_FOUND,
+                format!("cuModuleGetGlobal: no variable {n}"),
+            );
         };
         unsafe {
             if !dptr.is_null() {
@@ -458,14 +562,21 @@ fn function(f: *mut c_void) -> CuResult<Arc<Function>> {
     crate::device::driver()?;
     match functions().get(f as usize) {
         Some(x) => Ok(x),
-        None => fail(CUresult::CUDA_ERROR_INVALID_HANDLE, format!("function handle {f:p}")),
+        None => fail(
+            CUresult::CUDA_ERROR_INVALID_HANDLE,
+            format!("function handle {f:p}"),
+        ),
     }
 }
 
 /// # Safety
 /// C caller: valid out-pointer.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuFuncGetAttribute(v: *mut c_int, attr: c_int, f: *mut c_void) -> CUresult {
+pub unsafe extern "C" fn cuFuncGetAttribute(
+    v: *mut c_int,
+    attr: c_int,
+    f: *mut c_void,
+) -> CUresult {
     run("cuFuncGetAttribute", || {
         let func = function(f)?;
         let k = &func.kernel;
@@ -530,11 +641,18 @@ pub extern "C" fn cuFuncSetCacheConfig(f: *mut c_void, _config: c_int) -> CUresu
 ///
 /// # Safety
 /// As cuLaunchKernel's.
-unsafe fn params(func: &Function, kp: *mut *mut c_void, extra: *mut *mut c_void) -> CuResult<Vec<u8>> {
+unsafe fn params(
+    func: &Function,
+    kp: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> CuResult<Vec<u8>> {
     let k = &func.kernel;
     let mut buf = vec![0u8; k.param_bytes];
     match (kp.is_null(), extra.is_null()) {
-        (false, false) => fail(CUresult::CUDA_ERROR_INVALID_VALUE, "cuLaunchKernel: both kernelParams and extra"),
+        (false, false) => fail(
+            CUresult::CUDA_ERROR_INVALID_VALUE,
+            "cuLaunchKernel: both kernelParams and extra",
+        ),
         (false, true) => {
             for (i, p) in k.params.iter().enumerate() {
                 // SAFETY: one pointer per parameter, each to a value of its size.
@@ -576,14 +694,21 @@ unsafe fn params(func: &Function, kp: *mut *mut c_void, extra: *mut *mut c_void)
                 _ if k.param_bytes == 0 => Ok(buf),
                 _ => fail(
                     CUresult::CUDA_ERROR_INVALID_VALUE,
-                    format!("cuLaunchKernel {}: extra gives no buffer of {} bytes", k.name, k.param_bytes),
+                    format!(
+                        "cuLaunchKernel {}: extra gives no buffer of {} bytes",
+                        k.name, k.param_bytes
+                    ),
                 ),
             }
         }
         (true, true) if k.params.is_empty() => Ok(buf),
         (true, true) => fail(
             CUresult::CUDA_ERROR_INVALID_VALUE,
-            format!("cuLaunchKernel {}: {} parameters expected, none given", k.name, k.params.len()),
+            format!(
+                "cuLaunchKernel {}: {} parameters expected, none given",
+                k.name,
+                k.params.len()
+            ),
         ),
     }
 }
@@ -612,29 +737,46 @@ pub unsafe extern "C" fn cuLaunchKernel(
         if !Arc::ptr_eq(&func.ctx, &s.ctx) {
             return fail(
                 CUresult::CUDA_ERROR_INVALID_HANDLE,
-                format!("cuLaunchKernel {}: the kernel and the stream belong to different contexts", k.name),
+                format!(
+                    "cuLaunchKernel {}: the kernel and the stream belong to different contexts",
+                    k.name
+                ),
             );
         }
         let threads = bx as u64 * by as u64 * bz as u64;
-        let bad = |msg: String| fail::<()>(CUresult::CUDA_ERROR_INVALID_VALUE, format!("cuLaunchKernel {}: {msg}", k.name));
+        let bad = |msg: String| {
+            fail::<()>(
+                CUresult::CUDA_ERROR_INVALID_VALUE,
+                format!("cuLaunchKernel {}: {msg}", k.name),
+            )
+        };
         if gx == 0 || gy == 0 || gz == 0 || gx > i32::MAX as u32 || gy > 65535 || gz > 65535 {
-            bad(format!("grid ({gx}, {gy}, {gz}) is out of the device's limits"))?;
+            bad(format!(
+                "grid ({gx}, {gy}, {gz}) is out of the device's limits"
+            ))?;
         }
         if bx == 0 || by == 0 || bz == 0 || bx > 1024 || by > 1024 || bz > 64 || threads > 1024 {
-            bad(format!("block ({bx}, {by}, {bz}) is out of the device's limits"))?;
+            bad(format!(
+                "block ({bx}, {by}, {bz}) is out of the device's limits"
+            ))?;
         }
         if let Some(m) = k.max_threads
             && threads > m as u64
         {
             return fail(
                 CUresult::CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES,
-                format!("cuLaunchKernel {}: {threads} threads per block, the kernel's .maxntid allows {m}", k.name),
+                format!(
+                    "cuLaunchKernel {}: {threads} threads per block, the kernel's .maxntid allows {m}",
+                    k.name
+                ),
             );
         }
         if let Some(r) = k.req_threads
             && r != [bx, by, bz]
         {
-            bad(format!("block ({bx}, {by}, {bz}) differs from the kernel's .reqntid {r:?}"))?;
+            bad(format!(
+                "block ({bx}, {by}, {bz}) differs from the kernel's .reqntid {r:?}"
+            ))?;
         }
         let max_dyn = func.max_dyn_shared.load(Ordering::Relaxed);
         if shared as usize > max_dyn {

@@ -18,7 +18,9 @@ pub(crate) fn run(name: &str, f: impl FnOnce() -> CuResult<()>) -> CUresult {
         Ok(Ok(())) => CUresult::CUDA_SUCCESS,
         Ok(Err(e)) => e,
         Err(_) => {
-            log(format_args!("{name}: internal error (a panic in the emulator)"));
+            log(format_args!(
+                "{name}: internal error (a panic in the emulator)"
+            ));
             CUresult::CUDA_ERROR_UNKNOWN
         }
     }

@@ -49,7 +49,9 @@ fn run(name: &str, f: impl FnOnce() -> Res<()>) -> NcclResult {
         Ok(Ok(())) => ncclSuccess,
         Ok(Err(r)) => r,
         Err(_) => {
-            log(format_args!("{name}: internal error (a panic in the emulator)"));
+            log(format_args!(
+                "{name}: internal error (a panic in the emulator)"
+            ));
             ncclInternalError
         }
     }
@@ -94,9 +96,10 @@ fn timeout() -> Duration {
 }
 
 fn comm(h: *mut c_void) -> Res<Arc<Comm>> {
-    comms()
-        .get(h as usize)
-        .map_or_else(|| bad(ncclInvalidArgument, format!("communicator handle {h:p}")), Ok)
+    comms().get(h as usize).map_or_else(
+        || bad(ncclInvalidArgument, format!("communicator handle {h:p}")),
+        Ok,
+    )
 }
 
 impl Comm {
@@ -144,10 +147,17 @@ impl Comm {
                     n - s.arrived
                 ));
             }
-            slots = c.cv.wait_timeout(slots, deadline - now).map_err(|_| "rendezvous poisoned")?.0;
+            slots =
+                c.cv.wait_timeout(slots, deadline - now)
+                    .map_err(|_| "rendezvous poisoned")?
+                    .0;
         }
         let s = slots.get_mut(&seq).ok_or("rendezvous lost")?;
-        let all: Vec<Arc<Vec<u8>>> = s.inputs.iter().map(|x| x.clone().unwrap_or_default()).collect();
+        let all: Vec<Arc<Vec<u8>>> = s
+            .inputs
+            .iter()
+            .map(|x| x.clone().unwrap_or_default())
+            .collect();
         s.left += 1;
         if s.left == n {
             slots.remove(&seq);
@@ -163,7 +173,10 @@ fn size_of(dt: c_int) -> Res<usize> {
         2 | 3 | 7 => Ok(4),
         4 | 5 | 8 => Ok(8),
         6 | 9 => Ok(2),
-        _ => bad(ncclInvalidArgument, format!("data type {dt} is not emulated")),
+        _ => bad(
+            ncclInvalidArgument,
+            format!("data type {dt} is not emulated"),
+        ),
     }
 }
 
@@ -277,13 +290,19 @@ fn collective(
     if let Kind::AllReduce { op } | Kind::Reduce { op, .. } | Kind::ReduceScatter { op } = kind
         && !(0..=4).contains(&op)
     {
-        return bad(ncclInvalidArgument, format!("{name}: reduction op {op} is not emulated"));
+        return bad(
+            ncclInvalidArgument,
+            format!("{name}: reduction op {op} is not emulated"),
+        );
     }
     let n = cm.clique.devs.len();
     if let Kind::Broadcast { root } | Kind::Reduce { root, .. } = kind
         && root >= n
     {
-        return bad(ncclInvalidArgument, format!("{name}: root {root} of {n} ranks"));
+        return bad(
+            ncclInvalidArgument,
+            format!("{name}: root {root} of {n} ranks"),
+        );
     }
     let s = match stream_of(stream) {
         Ok(s) => s,
@@ -293,7 +312,10 @@ fn collective(
     if s.ctx.device.ordinal as i32 != dev {
         return bad(
             ncclInvalidUsage,
-            format!("{name}: rank {} is on device {dev}, its stream on device {}", cm.rank, s.ctx.device.ordinal),
+            format!(
+                "{name}: rank {} is on device {dev}, its stream on device {}",
+                cm.rank, s.ctx.device.ordinal
+            ),
         );
     }
     let bytes = count * e;
@@ -331,7 +353,10 @@ fn collective(
             };
             if let Some(out) = out.filter(|o| !o.is_empty()) {
                 if out.len() != recv_len {
-                    return Err(err(format!("a rank contributed a buffer of another size ({} bytes)", out.len())));
+                    return Err(err(format!(
+                        "a rank contributed a buffer of another size ({} bytes)",
+                        out.len()
+                    )));
                 }
                 let p = x.mem(recv, recv_len, "receive buffer").map_err(err)?;
                 // SAFETY: checked range; every rank's input was copied out before this write.
@@ -347,36 +372,127 @@ fn collective(
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn ncclAllReduce(send: *const c_void, recv: *mut c_void, count: usize, dt: c_int, op: c_int, h: *mut c_void, s: *mut c_void) -> NcclResult {
-    run("ncclAllReduce", || collective("ncclAllReduce", Kind::AllReduce { op }, send, recv, count, dt, h, s))
+pub extern "C" fn ncclAllReduce(
+    send: *const c_void,
+    recv: *mut c_void,
+    count: usize,
+    dt: c_int,
+    op: c_int,
+    h: *mut c_void,
+    s: *mut c_void,
+) -> NcclResult {
+    run("ncclAllReduce", || {
+        collective(
+            "ncclAllReduce",
+            Kind::AllReduce { op },
+            send,
+            recv,
+            count,
+            dt,
+            h,
+            s,
+        )
+    })
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn ncclAllGather(send: *const c_void, recv: *mut c_void, count: usize, dt: c_int, h: *mut c_void, s: *mut c_void) -> NcclResult {
-    run("ncclAllGather", || collective("ncclAllGather", Kind::AllGather, send, recv, count, dt, h, s))
+pub extern "C" fn ncclAllGather(
+    send: *const c_void,
+    recv: *mut c_void,
+    count: usize,
+    dt: c_int,
+    h: *mut c_void,
+    s: *mut c_void,
+) -> NcclResult {
+    run("ncclAllGather", || {
+        collective(
+            "ncclAllGather",
+            Kind::AllGather,
+            send,
+            recv,
+            count,
+            dt,
+            h,
+            s,
+        )
+    })
 }
 
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
-pub extern "C" fn ncclBroadcast(send: *const c_void, recv: *mut c_void, count: usize, dt: c_int, root: c_int, h: *mut c_void, s: *mut c_void) -> NcclResult {
+pub extern "C" fn ncclBroadcast(
+    send: *const c_void,
+    recv: *mut c_void,
+    count: usize,
+    dt: c_int,
+    root: c_int,
+    h: *mut c_void,
+    s: *mut c_void,
+) -> NcclResult {
     run("ncclBroadcast", || {
         let root = usize::try_from(root).map_err(|_| ncclInvalidArgument)?;
-        collective("ncclBroadcast", Kind::Broadcast { root }, send, recv, count, dt, h, s)
+        collective(
+            "ncclBroadcast",
+            Kind::Broadcast { root },
+            send,
+            recv,
+            count,
+            dt,
+            h,
+            s,
+        )
     })
 }
 
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
-pub extern "C" fn ncclReduce(send: *const c_void, recv: *mut c_void, count: usize, dt: c_int, op: c_int, root: c_int, h: *mut c_void, s: *mut c_void) -> NcclResult {
+pub extern "C" fn ncclReduce(
+    send: *const c_void,
+    recv: *mut c_void,
+    count: usize,
+    dt: c_int,
+    op: c_int,
+    root: c_int,
+    h: *mut c_void,
+    s: *mut c_void,
+) -> NcclResult {
     run("ncclReduce", || {
         let root = usize::try_from(root).map_err(|_| ncclInvalidArgument)?;
-        collective("ncclReduce", Kind::Reduce { op, root }, send, recv, count, dt, h, s)
+        collective(
+            "ncclReduce",
+            Kind::Reduce { op, root },
+            send,
+            recv,
+            count,
+            dt,
+            h,
+            s,
+        )
     })
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn ncclReduceScatter(send: *const c_void, recv: *mut c_void, count: usize, dt: c_int, op: c_int, h: *mut c_void, s: *mut c_void) -> NcclResult {
-    run("ncclReduceScatter", || collective("ncclReduceScatter", Kind::ReduceScatter { op }, send, recv, count, dt, h, s))
+pub extern "C" fn ncclReduceScatter(
+    send: *const c_void,
+    recv: *mut c_void,
+    count: usize,
+    dt: c_int,
+    op: c_int,
+    h: *mut c_void,
+    s: *mut c_void,
+) -> NcclResult {
+    run("ncclReduceScatter", || {
+        collective(
+            "ncclReduceScatter",
+            Kind::ReduceScatter { op },
+            send,
+            recv,
+            count,
+            dt,
+            h,
+            s,
+        )
+    })
 }
 
 fn new_clique(devs: Vec<i32>) -> Arc<Clique> {
@@ -390,13 +506,23 @@ fn new_clique(devs: Vec<i32>) -> Arc<Clique> {
 /// # Safety
 /// C caller: `comms` holds `ndev` entries; `devlist` null or `ndev` entries.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ncclCommInitAll(comms_out: *mut *mut c_void, ndev: c_int, devlist: *const c_int) -> NcclResult {
+pub unsafe extern "C" fn ncclCommInitAll(
+    comms_out: *mut *mut c_void,
+    ndev: c_int,
+    devlist: *const c_int,
+) -> NcclResult {
     run("ncclCommInitAll", || {
         if comms_out.is_null() || ndev < 1 {
-            return bad(ncclInvalidArgument, format!("ncclCommInitAll of {ndev} devices"));
+            return bad(
+                ncclInvalidArgument,
+                format!("ncclCommInitAll of {ndev} devices"),
+            );
         }
         if device::init().is_err() {
-            return bad(ncclUnhandledCudaError, "ncclCommInitAll: the CUDA driver failed to initialize");
+            return bad(
+                ncclUnhandledCudaError,
+                "ncclCommInitAll: the CUDA driver failed to initialize",
+            );
         }
         let devs: Vec<i32> = if devlist.is_null() {
             (0..ndev).collect()
@@ -406,10 +532,16 @@ pub unsafe extern "C" fn ncclCommInitAll(comms_out: *mut *mut c_void, ndev: c_in
         };
         for (i, d) in devs.iter().enumerate() {
             if device::device(*d).is_err() {
-                return bad(ncclInvalidArgument, format!("ncclCommInitAll: device {d} does not exist"));
+                return bad(
+                    ncclInvalidArgument,
+                    format!("ncclCommInitAll: device {d} does not exist"),
+                );
             }
             if devs[..i].contains(d) {
-                return bad(ncclInvalidUsage, format!("ncclCommInitAll: device {d} appears twice"));
+                return bad(
+                    ncclInvalidUsage,
+                    format!("ncclCommInitAll: device {d} appears twice"),
+                );
             }
         }
         let clique = new_clique(devs.clone());
@@ -433,10 +565,15 @@ pub struct UniqueId {
     pub internal: [c_char; 128],
 }
 
+/// A clique being formed: its size, each rank's device once joined, and the clique once all
+/// have.
+type Forming = (usize, Vec<Option<i32>>, Option<Arc<Clique>>);
+
 /// Cliques being formed by ncclCommInitRank, by unique id.
-fn pending() -> &'static (Mutex<HashMap<[u8; 16], (usize, Vec<Option<i32>>, Option<Arc<Clique>>)>>, Condvar) {
-    static P: OnceLock<(Mutex<HashMap<[u8; 16], (usize, Vec<Option<i32>>, Option<Arc<Clique>>)>>, Condvar)> =
-        OnceLock::new();
+type Pending = (Mutex<HashMap<[u8; 16], Forming>>, Condvar);
+
+fn pending() -> &'static Pending {
+    static P: OnceLock<Pending> = OnceLock::new();
     P.get_or_init(|| (Mutex::new(HashMap::new()), Condvar::new()))
 }
 
@@ -450,7 +587,10 @@ pub unsafe extern "C" fn ncclGetUniqueId(id: *mut UniqueId) -> NcclResult {
         }
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let mut u = UniqueId { internal: [0; 128] };
-        let tag = format!("tandem-emu-nccl-{:016x}", NEXT.fetch_add(1, Ordering::Relaxed) ^ std::process::id() as u64);
+        let tag = format!(
+            "tandem-emu-nccl-{:016x}",
+            NEXT.fetch_add(1, Ordering::Relaxed) ^ std::process::id() as u64
+        );
         for (d, s) in u.internal.iter_mut().zip(tag.bytes()) {
             *d = s as c_char;
         }
@@ -462,21 +602,39 @@ pub unsafe extern "C" fn ncclGetUniqueId(id: *mut UniqueId) -> NcclResult {
 /// # Safety
 /// C caller: valid out-pointer.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ncclCommInitRank(out: *mut *mut c_void, nranks: c_int, id: UniqueId, rank: c_int) -> NcclResult {
+pub unsafe extern "C" fn ncclCommInitRank(
+    out: *mut *mut c_void,
+    nranks: c_int,
+    id: UniqueId,
+    rank: c_int,
+) -> NcclResult {
     run("ncclCommInitRank", || {
         if out.is_null() || nranks < 1 || rank < 0 || rank >= nranks {
-            return bad(ncclInvalidArgument, format!("ncclCommInitRank rank {rank} of {nranks}"));
+            return bad(
+                ncclInvalidArgument,
+                format!("ncclCommInitRank rank {rank} of {nranks}"),
+            );
         }
         let dev = match device::context::current() {
             Ok(c) => c.device.ordinal as i32,
-            Err(_) => return bad(ncclUnhandledCudaError, "ncclCommInitRank: no current CUDA device"),
+            Err(_) => {
+                return bad(
+                    ncclUnhandledCudaError,
+                    "ncclCommInitRank: no current CUDA device",
+                );
+            }
         };
         let key: [u8; 16] = std::array::from_fn(|i| id.internal[i + 16] as u8);
         let (lock, cv) = pending();
         let mut p = lock.lock().map_err(|_| ncclInternalError)?;
-        let e = p.entry(key).or_insert_with(|| (nranks as usize, vec![None; nranks as usize], None));
+        let e = p
+            .entry(key)
+            .or_insert_with(|| (nranks as usize, vec![None; nranks as usize], None));
         if e.0 != nranks as usize || e.1[rank as usize].is_some() {
-            return bad(ncclInvalidUsage, "ncclCommInitRank: ranks disagree on the communicator's size, or a rank joins twice");
+            return bad(
+                ncclInvalidUsage,
+                "ncclCommInitRank: ranks disagree on the communicator's size, or a rank joins twice",
+            );
         }
         e.1[rank as usize] = Some(dev);
         if e.1.iter().all(Option::is_some) {
@@ -491,9 +649,15 @@ pub unsafe extern "C" fn ncclCommInitRank(out: *mut *mut c_void, nranks: c_int, 
             let now = Instant::now();
             if now >= deadline {
                 p.remove(&key);
-                return bad(ncclSystemError, "ncclCommInitRank: the other ranks never joined (ranks in other processes are not emulated)");
+                return bad(
+                    ncclSystemError,
+                    "ncclCommInitRank: the other ranks never joined (ranks in other processes are not emulated)",
+                );
             }
-            p = cv.wait_timeout(p, deadline - now).map_err(|_| ncclInternalError)?.0;
+            p = cv
+                .wait_timeout(p, deadline - now)
+                .map_err(|_| ncclInternalError)?
+                .0;
         };
         let h = comms().add(Arc::new(Comm {
             clique,
@@ -509,7 +673,10 @@ pub unsafe extern "C" fn ncclCommInitRank(out: *mut *mut c_void, nranks: c_int, 
 pub extern "C" fn ncclCommDestroy(h: *mut c_void) -> NcclResult {
     run("ncclCommDestroy", || match comms().remove(h as usize) {
         Some(_) => Ok(()),
-        None => bad(ncclInvalidArgument, format!("ncclCommDestroy: communicator {h:p}")),
+        None => bad(
+            ncclInvalidArgument,
+            format!("ncclCommDestroy: communicator {h:p}"),
+        ),
     })
 }
 

@@ -83,7 +83,11 @@ impl Context {
         if self.destroyed.load(Ordering::Acquire) {
             return Err(CUresult::CUDA_ERROR_CONTEXT_IS_DESTROYED);
         }
-        match *self.sticky.lock().map_err(|_| CUresult::CUDA_ERROR_UNKNOWN)? {
+        match *self
+            .sticky
+            .lock()
+            .map_err(|_| CUresult::CUDA_ERROR_UNKNOWN)?
+        {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -92,7 +96,9 @@ impl Context {
     /// Records a fault of work running in this context: from now on every call fails with
     /// `code` (as a GPU context does after an illegal address), and the message is logged.
     pub fn set_sticky(&self, code: CUresult, msg: &str) {
-        super::log(format_args!("{msg} ({code:?}); the context is now unusable"));
+        super::log(format_args!(
+            "{msg} ({code:?}); the context is now unusable"
+        ));
         if let Ok(mut s) = self.sticky.lock()
             && s.is_none()
         {

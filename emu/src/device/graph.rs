@@ -58,7 +58,10 @@ fn lock(c: &CaptureRef) -> CuResult<std::sync::MutexGuard<'_, Capture>> {
 /// cuStreamBeginCapture.
 pub fn begin(s: &Arc<Stream>, mode: u32) -> CuResult<()> {
     if mode > MODE_RELAXED {
-        return fail(CUresult::CUDA_ERROR_INVALID_VALUE, format!("capture mode {mode}"));
+        return fail(
+            CUresult::CUDA_ERROR_INVALID_VALUE,
+            format!("capture mode {mode}"),
+        );
     }
     if s.legacy {
         return fail(
@@ -123,7 +126,12 @@ pub fn invalidate(c: &CaptureRef) {
 
 /// `s` (in capture `mine`, if any) waits on an event recorded by stream `from` in capture
 /// `cap`: a stream outside any capture joins it; the origin rejoins a forked stream.
-pub fn join(s: &Arc<Stream>, mine: Option<CaptureRef>, cap: &CaptureRef, from: u64) -> CuResult<()> {
+pub fn join(
+    s: &Arc<Stream>,
+    mine: Option<CaptureRef>,
+    cap: &CaptureRef,
+    from: u64,
+) -> CuResult<()> {
     match mine {
         Some(m) if Arc::ptr_eq(&m, cap) => {
             let mut g = lock(cap)?;
@@ -260,7 +268,10 @@ pub fn unsafe_call(what: &str) -> CuResult<()> {
 /// cuThreadExchangeStreamCaptureMode.
 pub fn exchange_mode(mode: u32) -> CuResult<u32> {
     if mode > MODE_RELAXED {
-        return fail(CUresult::CUDA_ERROR_INVALID_VALUE, format!("capture mode {mode}"));
+        return fail(
+            CUresult::CUDA_ERROR_INVALID_VALUE,
+            format!("capture mode {mode}"),
+        );
     }
     Ok(THREAD_MODE.with(|m| m.replace(mode)))
 }

@@ -134,7 +134,11 @@ impl DevAlloc {
         if last > first {
             // SAFETY: whole pages inside this allocation.
             let ok = unsafe {
-                libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_DONTNEED)
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    last - first,
+                    libc::MADV_DONTNEED,
+                )
             } == 0;
             if ok {
                 // SAFETY: the partial pages at both ends lie inside the allocation.

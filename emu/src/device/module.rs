@@ -85,12 +85,22 @@ impl Module {
         // SAFETY: the caller's contract.
         let text = match unsafe { ptx::fatbin::ptx_of_image(image, ARCH) } {
             Ok(t) => t,
-            Err(e) => return fail(CUresult::CUDA_ERROR_NO_BINARY_FOR_GPU, format!("cuModuleLoadData: {e}")),
+            Err(e) => {
+                return fail(
+                    CUresult::CUDA_ERROR_NO_BINARY_FOR_GPU,
+                    format!("cuModuleLoadData: {e}"),
+                );
+            }
         };
         check_target(&text)?;
         let parsed = match ptx::Parsed::new(&text) {
             Ok(p) => p,
-            Err(e) => return fail(CUresult::CUDA_ERROR_INVALID_PTX, format!("cuModuleLoadData: {e}")),
+            Err(e) => {
+                return fail(
+                    CUresult::CUDA_ERROR_INVALID_PTX,
+                    format!("cuModuleLoadData: {e}"),
+                );
+            }
         };
         let mut globals = HashMap::new();
         let mut addrs = HashMap::new();
@@ -109,7 +119,11 @@ impl Module {
             };
             // SAFETY: a fresh allocation of at least init.len() bytes.
             unsafe {
-                std::ptr::copy_nonoverlapping(g.init.as_ptr(), a as *mut u8, g.init.len().min(g.size))
+                std::ptr::copy_nonoverlapping(
+                    g.init.as_ptr(),
+                    a as *mut u8,
+                    g.init.len().min(g.size),
+                )
             };
             addrs.insert(g.name.clone(), a);
             globals.insert(g.name, (a, g.size));
@@ -153,7 +167,10 @@ impl Module {
                 format!("cuModuleGetFunction: no kernel named {name}"),
             );
         };
-        let mut f = self.funcs.lock().map_err(|_| CUresult::CUDA_ERROR_UNKNOWN)?;
+        let mut f = self
+            .funcs
+            .lock()
+            .map_err(|_| CUresult::CUDA_ERROR_UNKNOWN)?;
         let func = f
             .entry(name.to_string())
             .or_insert_with(|| {

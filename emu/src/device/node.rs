@@ -160,10 +160,27 @@ impl Node {
             Node::Copy { dst, src, bytes } => {
                 format!("memcpy {bytes} bytes {} -> {}", loc(src), loc(dst))
             }
-            Node::Copy2D { dst, src, width, height, .. } => {
-                format!("2D memcpy {height} x {width} bytes {} -> {}", loc(src), loc(dst))
+            Node::Copy2D {
+                dst,
+                src,
+                width,
+                height,
+                ..
+            } => {
+                format!(
+                    "2D memcpy {height} x {width} bytes {} -> {}",
+                    loc(src),
+                    loc(dst)
+                )
             }
-            Node::Set { dst, value, elem, count, height, .. } => {
+            Node::Set {
+                dst,
+                value,
+                elem,
+                count,
+                height,
+                ..
+            } => {
                 format!("memset {height} x {count} x {elem} bytes at {dst:#x} to {value:#x}")
             }
             Node::Host { .. } => "host function".into(),
@@ -174,7 +191,11 @@ impl Node {
     /// Runs the node in `ctx`.
     pub fn run(&self, ctx: &Arc<Context>) -> Result<(), (CUresult, String)> {
         if trace() {
-            super::log(format_args!("device {}: {}", ctx.device.ordinal, self.describe()));
+            super::log(format_args!(
+                "device {}: {}",
+                ctx.device.ordinal,
+                self.describe()
+            ));
         }
         match self {
             Node::Kernel(k) => {
@@ -247,16 +268,19 @@ impl Node {
                 for r in 0..*height {
                     // SAFETY: inside the checked span.
                     let p = unsafe { d.add(r * pitch) };
-                    if *value == 0 && *height == 1 {
-                        if let Some(a) = ctx.find(*dst, row as u64) {
-                            a.zero((*dst - a.base) as usize, row);
-                            continue;
-                        }
+                    if *value == 0
+                        && *height == 1
+                        && let Some(a) = ctx.find(*dst, row as u64)
+                    {
+                        a.zero((*dst - a.base) as usize, row);
+                        continue;
                     }
                     for i in 0..*count {
                         let b = value.to_le_bytes();
                         // SAFETY: inside the checked span.
-                        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), p.add(i * elem), *elem) };
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(b.as_ptr(), p.add(i * elem), *elem)
+                        };
                     }
                 }
                 Ok(())
@@ -293,10 +317,18 @@ impl Node {
         }
     }
 
-    fn src_ptr(&self, ctx: &Context, loc: &Loc, len: usize) -> Result<*const u8, (CUresult, String)> {
+    fn src_ptr(
+        &self,
+        ctx: &Context,
+        loc: &Loc,
+        len: usize,
+    ) -> Result<*const u8, (CUresult, String)> {
         match loc {
             Loc::Staged(b) if b.len() >= len => Ok(b.as_ptr()),
-            Loc::Staged(_) => Err((CUresult::CUDA_ERROR_INVALID_VALUE, "short staged copy".into())),
+            Loc::Staged(_) => Err((
+                CUresult::CUDA_ERROR_INVALID_VALUE,
+                "short staged copy".into(),
+            )),
             _ => self.ptr(ctx, loc, len).map(|p| p as *const u8),
         }
     }

@@ -150,7 +150,10 @@ impl Stream {
         }
         let mut st = self.state()?;
         if st.stop {
-            return fail(CUresult::CUDA_ERROR_INVALID_HANDLE, "the stream was destroyed");
+            return fail(
+                CUresult::CUDA_ERROR_INVALID_HANDLE,
+                "the stream was destroyed",
+            );
         }
         for j in before {
             st.queue.push_back(j);
@@ -169,7 +172,10 @@ impl Stream {
                 .is_err()
             {
                 st.worker = false;
-                return fail(CUresult::CUDA_ERROR_OUT_OF_MEMORY, "cannot start a stream thread");
+                return fail(
+                    CUresult::CUDA_ERROR_OUT_OF_MEMORY,
+                    "cannot start a stream thread",
+                );
             }
         }
         drop(st);

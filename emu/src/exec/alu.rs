@@ -221,7 +221,9 @@ pub fn prmt(mode: PrmtMode, a: u64, b: u64, c: u64) -> u64 {
             let k = c & 3;
             match mode {
                 PrmtMode::F4e => [k, k + 1, k + 2, k + 3],
-                PrmtMode::B4e => [(8 - k) & 7, (7 - k) & 7, (6 - k) & 7, (5 - k) & 7],
+                // Backward 4 extract (PTX ISA, prmt): d.b0..d.b3 are bytes k, k-1, k-2, k-3
+                // of {b, a}, wrapping around 8 (c = 1 gives bytes 1 0 7 6).
+                PrmtMode::B4e => [k, (k + 7) & 7, (k + 6) & 7, (k + 5) & 7],
                 PrmtMode::Rc8 => [k; 4],
                 PrmtMode::Ecl => [k, k.max(1), k.max(2), 3],
                 PrmtMode::Ecr => [0, k.min(1), k.min(2), k],
@@ -412,7 +414,11 @@ fn f64_to_half(x: f64, rnd: Rnd, fmt: Half) -> u16 {
         float::half_value(hi, fmt) as f64,
     );
     let (dl, dh) = (x - vl, vh - x);
-    if dl < dh || (dl == dh && lo & 1 == 0) { lo } else { hi }
+    if dl < dh || (dl == dh && lo & 1 == 0) {
+        lo
+    } else {
+        hi
+    }
 }
 
 /// `cvt` between scalar types.
@@ -502,10 +508,22 @@ mod tests {
     #[test]
     fn integer_forms() {
         // Wrapping, widening and high halves, signed and unsigned.
-        assert_eq!(int_op(IntOp::Add, Ty::S32, 0x7fff_ffff, 1) as i64, i32::MIN as i64);
-        assert_eq!(int_op(IntOp::AddSat, Ty::S32, 0x7fff_ffff, 1), i32::MAX as u64);
-        assert_eq!(int_op(IntOp::MulWide, Ty::S32, (-3i64) as u64, 5) as i64, -15);
-        assert_eq!(int_op(IntOp::MulWide, Ty::U32, 0xffff_ffff, 2), 0x1_ffff_fffe);
+        assert_eq!(
+            int_op(IntOp::Add, Ty::S32, 0x7fff_ffff, 1) as i64,
+            i32::MIN as i64
+        );
+        assert_eq!(
+            int_op(IntOp::AddSat, Ty::S32, 0x7fff_ffff, 1),
+            i32::MAX as u64
+        );
+        assert_eq!(
+            int_op(IntOp::MulWide, Ty::S32, (-3i64) as u64, 5) as i64,
+            -15
+        );
+        assert_eq!(
+            int_op(IntOp::MulWide, Ty::U32, 0xffff_ffff, 2),
+            0x1_ffff_fffe
+        );
         assert_eq!(int_op(IntOp::MulHi, Ty::U32, 0x8000_0000, 4), 2);
         assert_eq!(int_op(IntOp::MulHi, Ty::S64, (-1i64) as u64, 2) as i64, -1);
         assert_eq!(int_op(IntOp::Div, Ty::S32, (-7i64) as u64, 2) as i64, -3);
@@ -515,7 +533,10 @@ mod tests {
         assert_eq!(int_op(IntOp::Shl, Ty::B32, 1, 32), 0);
         assert_eq!(int_op(IntOp::Min, Ty::U32, (-1i64) as u64, 3), 3);
         assert_eq!(int_op(IntOp::Min, Ty::S32, (-1i64) as u64, 3) as i64, -1);
-        assert_eq!(mad(MadOp::Wide, Ty::U32, 0xffff_ffff, 0xffff_ffff, 1), 0xffff_fffe_0000_0002);
+        assert_eq!(
+            mad(MadOp::Wide, Ty::U32, 0xffff_ffff, 0xffff_ffff, 1),
+            0xffff_fffe_0000_0002
+        );
         assert_eq!(mad(MadOp::Lo, Ty::S32, 3, 4, (-20i64) as u64) as i64, -8);
         assert_eq!(int_un(IntUn::Clz, Ty::B32, 1), 31);
         assert_eq!(int_un(IntUn::Popc, Ty::B64, u64::MAX), 64);
@@ -523,8 +544,14 @@ mod tests {
         assert_eq!(bfe(Ty::S32, 0xf0, 4, 4) as i64, -1);
         assert_eq!(bfe(Ty::U32, 0xf0, 4, 4), 0xf);
         assert_eq!(bfi(Ty::B32, 0xff, 0, 8, 4), 0xf00);
-        assert_eq!(prmt(PrmtMode::Generic, 0x4433_2211, 0x8877_6655, 0x3210), 0x4433_2211);
-        assert_eq!(prmt(PrmtMode::Generic, 0x4433_2211, 0x8877_6655, 0x7654), 0x8877_6655);
+        assert_eq!(
+            prmt(PrmtMode::Generic, 0x4433_2211, 0x8877_6655, 0x3210),
+            0x4433_2211
+        );
+        assert_eq!(
+            prmt(PrmtMode::Generic, 0x4433_2211, 0x8877_6655, 0x7654),
+            0x8877_6655
+        );
         assert_eq!(prmt(PrmtMode::Generic, 0x0000_0080, 0, 0x4448), 0xff);
     }
 
@@ -542,19 +569,86 @@ mod tests {
     #[test]
     fn conversions() {
         let f = |x: f32| x.to_bits() as u64;
-        assert_eq!(cvt(Ty::S32, Ty::F32, CvtRnd::Int(Rnd::Rn), false, false, f(2.5)), 2);
-        assert_eq!(cvt(Ty::U8, Ty::F32, CvtRnd::Int(Rnd::Rz), false, false, f(300.0)), 255);
-        assert_eq!(cvt(Ty::F32, Ty::S32, CvtRnd::Float(Rnd::Rn), false, false, (-3i64) as u64), f(-3.0));
-        assert_eq!(cvt(Ty::S64, Ty::S32, CvtRnd::None, false, false, 0xffff_ffff) as i64, -1);
-        assert_eq!(cvt(Ty::U64, Ty::U32, CvtRnd::None, false, false, 0xffff_ffff), 0xffff_ffff);
-        assert_eq!(cvt(Ty::S8, Ty::S32, CvtRnd::None, true, true, 1000) as i64, 127);
-        assert_eq!(cvt(Ty::U16, Ty::S32, CvtRnd::None, false, true, (-5i64) as u64), 0);
-        assert_eq!(cvt(Ty::F32, Ty::BF16, CvtRnd::None, false, false, 0x3f80), f(1.0));
-        assert_eq!(cvt(Ty::BF16, Ty::F32, CvtRnd::Float(Rnd::Rn), false, false, f(1.0)), 0x3f80);
-        assert_eq!(cvt(Ty::F32, Ty::F32, CvtRnd::Int(Rnd::Rm), false, false, f(-1.5)), f(-2.0));
-        assert_eq!(cvt(Ty::F32, Ty::F32, CvtRnd::None, false, true, f(7.0)), f(1.0));
+        assert_eq!(
+            cvt(Ty::S32, Ty::F32, CvtRnd::Int(Rnd::Rn), false, false, f(2.5)),
+            2
+        );
+        assert_eq!(
+            cvt(
+                Ty::U8,
+                Ty::F32,
+                CvtRnd::Int(Rnd::Rz),
+                false,
+                false,
+                f(300.0)
+            ),
+            255
+        );
+        assert_eq!(
+            cvt(
+                Ty::F32,
+                Ty::S32,
+                CvtRnd::Float(Rnd::Rn),
+                false,
+                false,
+                (-3i64) as u64
+            ),
+            f(-3.0)
+        );
+        assert_eq!(
+            cvt(Ty::S64, Ty::S32, CvtRnd::None, false, false, 0xffff_ffff) as i64,
+            -1
+        );
+        assert_eq!(
+            cvt(Ty::U64, Ty::U32, CvtRnd::None, false, false, 0xffff_ffff),
+            0xffff_ffff
+        );
+        assert_eq!(
+            cvt(Ty::S8, Ty::S32, CvtRnd::None, true, true, 1000) as i64,
+            127
+        );
+        assert_eq!(
+            cvt(Ty::U16, Ty::S32, CvtRnd::None, false, true, (-5i64) as u64),
+            0
+        );
+        assert_eq!(
+            cvt(Ty::F32, Ty::BF16, CvtRnd::None, false, false, 0x3f80),
+            f(1.0)
+        );
+        assert_eq!(
+            cvt(
+                Ty::BF16,
+                Ty::F32,
+                CvtRnd::Float(Rnd::Rn),
+                false,
+                false,
+                f(1.0)
+            ),
+            0x3f80
+        );
+        assert_eq!(
+            cvt(
+                Ty::F32,
+                Ty::F32,
+                CvtRnd::Int(Rnd::Rm),
+                false,
+                false,
+                f(-1.5)
+            ),
+            f(-2.0)
+        );
+        assert_eq!(
+            cvt(Ty::F32, Ty::F32, CvtRnd::None, false, true, f(7.0)),
+            f(1.0)
+        );
         // a to the upper half, b to the lower.
-        assert_eq!(cvt_pack(Ty::BF16x2, Rnd::Rn, false, false, f(1.0), f(2.0)), 0x3f80_4000);
-        assert_eq!(cvt_pack(Ty::F16x2, Rnd::Rn, true, false, f(-1.0), f(1.0)), 0x0000_3c00);
+        assert_eq!(
+            cvt_pack(Ty::BF16x2, Rnd::Rn, false, false, f(1.0), f(2.0)),
+            0x3f80_4000
+        );
+        assert_eq!(
+            cvt_pack(Ty::F16x2, Rnd::Rn, true, false, f(-1.0), f(1.0)),
+            0x0000_3c00
+        );
     }
 }

@@ -41,6 +41,7 @@ pub fn run_block(
                 warp.lanes = lanes;
                 warp.exited = 0;
                 warp.clock = 0;
+                warp.lane_instructions = 0;
                 warp.groups.clear();
                 warp.groups.push(super::warp::Group {
                     pc: 0,
@@ -68,6 +69,10 @@ pub fn run_block(
             }
         }
         if warps.iter().all(Warp::done) {
+            let (w, l) = warps
+                .iter()
+                .fold((0, 0), |(w, l), x| (w + x.clock, l + x.lane_instructions));
+            super::count(w, l);
             return Ok(());
         }
         release_barriers(warps, &b)?;

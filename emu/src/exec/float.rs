@@ -13,7 +13,11 @@ use crate::ptx::ir::Rnd;
 /// Flushes an f32 subnormal to a zero of its sign.
 #[inline]
 pub fn ftz(x: f32) -> f32 {
-    if x.is_subnormal() { 0.0f32.copysign(x) } else { x }
+    if x.is_subnormal() {
+        0.0f32.copysign(x)
+    } else {
+        x
+    }
 }
 
 /// `.sat`: clamps to [0, 1], NaN to +0.
@@ -59,6 +63,18 @@ fn direct64(r: f64, ord: std::cmp::Ordering, rnd: Rnd) -> f64 {
     }
 }
 
+/// The directed rounding of a finite f64 result x that overflowed to `r` = ±inf under
+/// round-to-nearest: toward zero (and away from the infinity's direction) it is the largest
+/// finite value of that sign (IEEE 754 §7.4).
+fn overflow64(r: f64, rnd: Rnd) -> f64 {
+    let ord = if r > 0.0 {
+        std::cmp::Ordering::Greater
+    } else {
+        std::cmp::Ordering::Less
+    };
+    direct64(r, ord, rnd)
+}
+
 /// sign(r − x) for an f32 `r` nearest to x = s + e (s, e f64 with e exact error of s).
 fn ord_dd(r: f32, s: f64, e: f64) -> std::cmp::Ordering {
     if r.is_infinite() && s.is_finite() {
@@ -91,8 +107,9 @@ pub fn add32(a: f32, b: f32, rnd: Rnd) -> f32 {
     // it exact in any case.
     let (s, e) = two_sum(a as f64, b as f64);
     let mut out = direct32(r, ord_dd(r, s, e), rnd);
-    // An exact zero sum of opposite signs is -0 only when rounding down (IEEE 754 §6.3).
-    if out == 0.0 && s == 0.0 && e == 0.0 && a != 0.0 {
+    // An exact zero sum of opposite signs (x + -x, and also +0 + -0) is -0 only when
+    // rounding down, +0 otherwise (IEEE 754 §6.3; PTX add.rnd is IEEE 754 compliant).
+    if out == 0.0 && s == 0.0 && e == 0.0 && a.is_sign_negative() != b.is_sign_negative() {
         out = if rnd == Rnd::Rm { -0.0 } else { 0.0 };
     }
     out
@@ -112,12 +129,15 @@ pub fn mul32(a: f32, b: f32, rnd: Rnd) -> f32 {
 /// fma(a, b, c) in f32 with rounding `rnd`.
 pub fn fma32(a: f32, b: f32, c: f32, rnd: Rnd) -> f32 {
     let r = a.mul_add(b, c);
-    if rnd == Rnd::Rn || !r.is_finite() && (a.is_infinite() || b.is_infinite() || c.is_infinite())
-    {
+    if rnd == Rnd::Rn || !r.is_finite() && (a.is_infinite() || b.is_infinite() || c.is_infinite()) {
         return r;
     }
     let p = a as f64 * b as f64;
     let (s, e) = two_sum(p, c as f64);
+    // An exact zero a*b + c of opposite signs is -0 only when rounding down (IEEE 754 §6.3).
+    if s == 0.0 && e == 0.0 && p.is_sign_negative() != c.is_sign_negative() {
+        return if rnd == Rnd::Rm { -0.0 } else { 0.0 };
+    }
     direct32(r, ord_dd(r, s, e), rnd)
 }
 
@@ -151,14 +171,25 @@ pub fn sqrt32(x: f32, rnd: Rnd) -> f32 {
         return r;
     }
     let res = r as f64 * r as f64 - x as f64;
-    direct32(r, res.partial_cmp(&0.0).unwrap_or(std::cmp::Ordering::Equal), rnd)
+    direct32(
+        r,
+        res.partial_cmp(&0.0).unwrap_or(std::cmp::Ordering::Equal),
+        rnd,
+    )
 }
 
 /// a + b in f64 with rounding `rnd`.
 pub fn add64(a: f64, b: f64, rnd: Rnd) -> f64 {
     let (s, e) = two_sum(a, b);
     if rnd == Rnd::Rn || !s.is_finite() {
+        if s.is_infinite() && a.is_finite() && b.is_finite() {
+            return overflow64(s, rnd);
+        }
         return s;
+    }
+    // An exact zero sum of opposite signs is -0 only when rounding down (IEEE 754 §6.3).
+    if s == 0.0 && a.is_sign_negative() != b.is_sign_negative() {
+        return if rnd == Rnd::Rm { -0.0 } else { 0.0 };
     }
     // s is the nearest; x = s + e exactly, so sign(s − x) = −sign(e).
     let ord = 0.0f64.partial_cmp(&e).unwrap_or(std::cmp::Ordering::Equal);
@@ -169,9 +200,25 @@ pub fn add64(a: f64, b: f64, rnd: Rnd) -> f64 {
 pub fn mul64(a: f64, b: f64, rnd: Rnd) -> f64 {
     let p = a * b;
     if rnd == Rnd::Rn || !p.is_finite() {
+        if p.is_infinite() && a.is_finite() && b.is_finite() {
+            return overflow64(p, rnd);
+        }
         return p;
     }
-    let e = a.mul_add(b, -p);
+    // The exact error a*b - p, rounded once by the fma: its sign is kept unless it lies below
+    // the smallest subnormal, as it can when p is subnormal. There compute it 2^200 times
+    // larger: scaling the smaller operand (|.| < 2^-511 as |a*b| < 2^-1022) and p is exact.
+    let e = if p.abs() < f64::MIN_POSITIVE {
+        let k = 2f64.powi(200);
+        let (x, y) = if a.abs() < b.abs() {
+            (a * k, b)
+        } else {
+            (a, b * k)
+        };
+        x.mul_add(y, -(p * k))
+    } else {
+        a.mul_add(b, -p)
+    };
     let ord = 0.0f64.partial_cmp(&e).unwrap_or(std::cmp::Ordering::Equal);
     direct64(p, ord, rnd)
 }
@@ -180,10 +227,20 @@ pub fn mul64(a: f64, b: f64, rnd: Rnd) -> f64 {
 pub fn div64(a: f64, b: f64, rnd: Rnd) -> f64 {
     let r = a / b;
     if rnd == Rnd::Rn || !r.is_finite() || b == 0.0 {
+        if r.is_infinite() && a.is_finite() && b.is_finite() && b != 0.0 {
+            return overflow64(r, rnd);
+        }
         return r;
     }
-    // The residual a − r·b of a quotient is exact in f64 (fma computes it exactly).
-    let res = (-r).mul_add(b, a);
+    // The residual a − r·b of a quotient is exact in f64 (fma computes it exactly), except
+    // for a subnormal r, where it can lie below the smallest subnormal: there compute it 2^200
+    // times larger (a is then below 4 and r subnormal, so both scale exactly).
+    let res = if r.abs() < f64::MIN_POSITIVE {
+        let k = 2f64.powi(200);
+        (-(r * k)).mul_add(b, a * k)
+    } else {
+        (-r).mul_add(b, a)
+    };
     let ord = (-res * b.signum())
         .partial_cmp(&0.0)
         .unwrap_or(std::cmp::Ordering::Equal);
@@ -197,7 +254,9 @@ pub fn sqrt64(x: f64, rnd: Rnd) -> f64 {
         return r;
     }
     let res = (-r).mul_add(r, x);
-    let ord = 0.0f64.partial_cmp(&res).unwrap_or(std::cmp::Ordering::Equal);
+    let ord = 0.0f64
+        .partial_cmp(&res)
+        .unwrap_or(std::cmp::Ordering::Equal);
     direct64(r, ord, rnd)
 }
 
@@ -208,10 +267,18 @@ pub fn min32(a: f32, b: f32) -> f32 {
         (true, false) => b,
         (false, true) => a,
         _ if a == b => {
-            if a.is_sign_negative() { a } else { b }
+            if a.is_sign_negative() {
+                a
+            } else {
+                b
+            }
         }
         _ => {
-            if a < b { a } else { b }
+            if a < b {
+                a
+            } else {
+                b
+            }
         }
     }
 }
@@ -223,10 +290,18 @@ pub fn max32(a: f32, b: f32) -> f32 {
         (true, false) => b,
         (false, true) => a,
         _ if a == b => {
-            if a.is_sign_positive() { a } else { b }
+            if a.is_sign_positive() {
+                a
+            } else {
+                b
+            }
         }
         _ => {
-            if a > b { a } else { b }
+            if a > b {
+                a
+            } else {
+                b
+            }
         }
     }
 }
@@ -238,7 +313,11 @@ pub fn min64(a: f64, b: f64) -> f64 {
         (true, false) => b,
         (false, true) => a,
         _ if a == b => {
-            if a.is_sign_negative() { a } else { b }
+            if a.is_sign_negative() {
+                a
+            } else {
+                b
+            }
         }
         _ => a.min(b),
     }
@@ -251,7 +330,11 @@ pub fn max64(a: f64, b: f64) -> f64 {
         (true, false) => b,
         (false, true) => a,
         _ if a == b => {
-            if a.is_sign_positive() { a } else { b }
+            if a.is_sign_positive() {
+                a
+            } else {
+                b
+            }
         }
         _ => a.max(b),
     }
@@ -375,7 +458,11 @@ pub fn round_int64(x: f64, rnd: Rnd) -> f64 {
 /// destination is 64 bits wide (PTX ISA, cvt).
 pub fn float_to_int(x: f64, rnd: Rnd, bits: u32, signed: bool, src_f64: bool) -> u64 {
     if x.is_nan() {
-        return if src_f64 || bits == 64 { 1u64 << (bits - 1) } else { 0 };
+        return if src_f64 || bits == 64 {
+            1u64 << (bits - 1)
+        } else {
+            0
+        };
     }
     let r = round_int64(x, rnd);
     if signed {
@@ -390,7 +477,11 @@ pub fn float_to_int(x: f64, rnd: Rnd, bits: u32, signed: bool, src_f64: bool) ->
         };
         v as u64 & mask(bits)
     } else {
-        let hi = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+        let hi = if bits == 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
         if r <= 0.0 {
             0
         } else if r >= hi as f64 {
@@ -404,7 +495,11 @@ pub fn float_to_int(x: f64, rnd: Rnd, bits: u32, signed: bool, src_f64: bool) ->
 /// The low `bits` bits set.
 #[inline]
 pub fn mask(bits: u32) -> u64 {
-    if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 }
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
 }
 
 #[cfg(test)]
@@ -474,11 +569,20 @@ mod tests {
     #[test]
     fn float_to_int_clamps() {
         assert_eq!(float_to_int(2.5, Rnd::Rn, 32, true, false), 2);
-        assert_eq!(float_to_int(-2.5, Rnd::Rm, 32, true, false) as u32 as i32, -3);
-        assert_eq!(float_to_int(1e20, Rnd::Rz, 32, true, false), i32::MAX as u64);
+        assert_eq!(
+            float_to_int(-2.5, Rnd::Rm, 32, true, false) as u32 as i32,
+            -3
+        );
+        assert_eq!(
+            float_to_int(1e20, Rnd::Rz, 32, true, false),
+            i32::MAX as u64
+        );
         assert_eq!(float_to_int(-1.0, Rnd::Rz, 32, false, false), 0);
         assert_eq!(float_to_int(f64::NAN, Rnd::Rz, 32, true, false), 0);
-        assert_eq!(float_to_int(f64::NAN, Rnd::Rz, 32, false, true), 0x8000_0000);
+        assert_eq!(
+            float_to_int(f64::NAN, Rnd::Rz, 32, false, true),
+            0x8000_0000
+        );
         assert_eq!(float_to_int(f64::NAN, Rnd::Rz, 64, true, false), 1 << 63);
         assert_eq!(int_to_f32(16_777_217, Rnd::Rz), 16_777_216.0);
         assert_eq!(int_to_f32(16_777_217, Rnd::Rp), 16_777_218.0);

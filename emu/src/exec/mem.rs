@@ -117,7 +117,7 @@ pub fn resolve(
     size: u32,
     write: bool,
 ) -> Result<Ptr, FaultKind> {
-    if addr % size as u64 != 0 {
+    if !addr.is_multiple_of(size as u64) {
         return Err(FaultKind::Misaligned {
             space,
             addr,

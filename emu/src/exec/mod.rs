@@ -7,13 +7,13 @@ pub mod alu;
 mod cta;
 pub mod float;
 pub mod mem;
-mod warp;
 #[cfg(test)]
 pub mod testing;
 #[cfg(test)]
 mod tests;
+mod warp;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use crate::ptx::ir::{Kernel, Space};
@@ -120,6 +120,24 @@ impl Fault {
     }
 }
 
+static WARP_INSTRUCTIONS: AtomicU64 = AtomicU64::new(0);
+static THREAD_INSTRUCTIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Adds a finished block's instructions to the process's counts.
+fn count(warp: u64, thread: u64) {
+    WARP_INSTRUCTIONS.fetch_add(warp, Ordering::Relaxed);
+    THREAD_INSTRUCTIONS.fetch_add(thread, Ordering::Relaxed);
+}
+
+/// Instructions executed by every block that finished so far in this process: (issued per
+/// warp, executed per thread).
+pub fn instructions() -> (u64, u64) {
+    (
+        WARP_INSTRUCTIONS.load(Ordering::Relaxed),
+        THREAD_INSTRUCTIONS.load(Ordering::Relaxed),
+    )
+}
+
 /// The host threads blocks run on: `TANDEM_EMU_THREADS`, else every core.
 fn pool() -> &'static rayon::ThreadPool {
     static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
@@ -147,31 +165,46 @@ pub fn threads() -> usize {
     pool().current_num_threads()
 }
 
+thread_local! {
+    /// A host thread's block buffers (registers, shared and local memory), reused from block
+    /// to block and launch to launch.
+    static SCRATCH: std::cell::RefCell<cta::Scratch> = std::cell::RefCell::new(cta::Scratch::default());
+}
+
 /// Runs every block of `launch` against memory `map`. On a fault, blocks not yet started are
 /// skipped and the fault of the lowest-numbered failing block is returned.
 pub fn run_grid(launch: &Launch, map: &MemMap) -> Result<(), Fault> {
+    run_grid_on(pool(), launch, map)
+}
+
+/// [`run_grid`] on the threads of `pool`.
+pub fn run_grid_on(pool: &rayon::ThreadPool, launch: &Launch, map: &MemMap) -> Result<(), Fault> {
     let [gx, gy, gz] = launch.grid.map(u64::from);
     let n = gx * gy * gz;
     if launch.block.contains(&0) || n == 0 {
         return Ok(());
     }
-    let block_of = |i: u64| [(i % gx) as u32, ((i / gx) % gy) as u32, (i / (gx * gy)) as u32];
-    if n == 1 || threads() == 1 {
-        let mut s = cta::Scratch::default();
-        for i in 0..n {
-            cta::run_block(launch, map, block_of(i), i, &mut s)?;
-        }
-        return Ok(());
+    let block_of = |i: u64| {
+        [
+            (i % gx) as u32,
+            ((i / gx) % gy) as u32,
+            (i / (gx * gy)) as u32,
+        ]
+    };
+    let block =
+        |i: u64| SCRATCH.with_borrow_mut(|s| cta::run_block(launch, map, block_of(i), i, s));
+    if n == 1 || pool.current_num_threads() == 1 {
+        return (0..n).try_for_each(block);
     }
     let stop = AtomicBool::new(false);
     let first: Mutex<Option<(u64, Fault)>> = Mutex::new(None);
-    pool().install(|| {
+    pool.install(|| {
         use rayon::prelude::*;
-        (0..n).into_par_iter().for_each_init(cta::Scratch::default, |s, i| {
+        (0..n).into_par_iter().for_each(|i| {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            if let Err(f) = cta::run_block(launch, map, block_of(i), i, s) {
+            if let Err(f) = block(i) {
                 stop.store(true, Ordering::Relaxed);
                 if let Ok(mut g) = first.lock()
                     && g.as_ref().is_none_or(|(j, _)| i < *j)

@@ -24,7 +24,13 @@ struct Bufs(Vec<Box<[u128]>>);
 
 /// Runs `kernel` of `ptx` on `grid` x `block` threads; the buffers' contents afterwards, in
 /// argument order, or the load or launch error as text.
-pub fn launch(ptx: &str, kernel: &str, grid: [u32; 3], block: [u32; 3], args: &[Arg]) -> Result<Vec<Vec<u8>>, String> {
+pub fn launch(
+    ptx: &str,
+    kernel: &str,
+    grid: [u32; 3],
+    block: [u32; 3],
+    args: &[Arg],
+) -> Result<Vec<Vec<u8>>, String> {
     launch_shared(ptx, kernel, grid, block, 0, args)
 }
 

@@ -51,6 +51,8 @@ pub struct Warp {
     pub preds: Vec<u32>,
     /// Instructions this warp has issued (its `%clock`).
     pub clock: u64,
+    /// Lanes that executed them, summed (thread-instructions).
+    pub lane_instructions: u64,
 }
 
 /// What the block gives a running warp.
@@ -105,6 +107,7 @@ impl Warp {
             regs: vec![0; kernel.regs * 32],
             preds: vec![0; kernel.preds],
             clock: 0,
+            lane_instructions: 0,
         }
     }
 
@@ -192,9 +195,9 @@ impl Warp {
     fn move_group(&mut self, i: usize, pc: u32, wait: Wait) {
         self.groups[i].pc = pc;
         self.groups[i].wait = wait;
-        if let Some(j) = (0..self.groups.len())
-            .find(|&j| j != i && self.groups[j].pc == pc && self.groups[j].wait == Wait::No && wait == Wait::No)
-        {
+        if let Some(j) = (0..self.groups.len()).find(|&j| {
+            j != i && self.groups[j].pc == pc && self.groups[j].wait == Wait::No && wait == Wait::No
+        }) {
             self.groups[j].mask |= self.groups[i].mask;
             self.groups.remove(i);
         } else if wait == Wait::No {
@@ -213,9 +216,9 @@ impl Warp {
         let mut i = 0;
         while i < self.groups.len() {
             let g = self.groups[i];
-            if let Some(j) = (i + 1..self.groups.len())
-                .find(|&j| self.groups[j].pc == g.pc && self.groups[j].wait == g.wait && g.wait == Wait::No)
-            {
+            if let Some(j) = (i + 1..self.groups.len()).find(|&j| {
+                self.groups[j].pc == g.pc && self.groups[j].wait == g.wait && g.wait == Wait::No
+            }) {
                 self.groups[i].mask |= self.groups[j].mask;
                 self.groups.remove(j);
             } else {
@@ -241,6 +244,7 @@ impl Warp {
                     g.mask & if neg { !v } else { v }
                 }
             };
+            self.lane_instructions += active.count_ones() as u64;
             let flow = self
                 .exec(&inst.op, active, g.mask, b)
                 .map_err(|what| Fault::at(b, self, g.pc, active, what))?;
@@ -410,15 +414,34 @@ impl Warp {
                     self.set_pred(d, l, v);
                 }
             }
-            Op::Int { op, ty, d, a: x, b: y } => {
+            Op::Int {
+                op,
+                ty,
+                d,
+                a: x,
+                b: y,
+            } => {
                 for l in lanes(a) {
                     let v = alu::int_op(op, ty, self.val(x, l, b), self.val(y, l, b));
                     self.set(d, l, v);
                 }
             }
-            Op::Mad { op, ty, d, a: x, b: y, c: z } => {
+            Op::Mad {
+                op,
+                ty,
+                d,
+                a: x,
+                b: y,
+                c: z,
+            } => {
                 for l in lanes(a) {
-                    let v = alu::mad(op, ty, self.val(x, l, b), self.val(y, l, b), self.val(z, l, b));
+                    let v = alu::mad(
+                        op,
+                        ty,
+                        self.val(x, l, b),
+                        self.val(y, l, b),
+                        self.val(z, l, b),
+                    );
                     self.set(d, l, v);
                 }
             }
@@ -428,13 +451,26 @@ impl Warp {
                     self.set(d, l, v);
                 }
             }
-            Op::Bfe { ty, d, a: x, b: y, c: z } => {
+            Op::Bfe {
+                ty,
+                d,
+                a: x,
+                b: y,
+                c: z,
+            } => {
                 for l in lanes(a) {
                     let v = alu::bfe(ty, self.val(x, l, b), self.val(y, l, b), self.val(z, l, b));
                     self.set(d, l, v);
                 }
             }
-            Op::Bfi { ty, d, a: x, b: y, c: z, e } => {
+            Op::Bfi {
+                ty,
+                d,
+                a: x,
+                b: y,
+                c: z,
+                e,
+            } => {
                 for l in lanes(a) {
                     let v = alu::bfi(
                         ty,
@@ -446,19 +482,48 @@ impl Warp {
                     self.set(d, l, v);
                 }
             }
-            Op::Prmt { mode, d, a: x, b: y, c: z } => {
+            Op::Prmt {
+                mode,
+                d,
+                a: x,
+                b: y,
+                c: z,
+            } => {
                 for l in lanes(a) {
-                    let v = alu::prmt(mode, self.val(x, l, b), self.val(y, l, b), self.val(z, l, b));
+                    let v = alu::prmt(
+                        mode,
+                        self.val(x, l, b),
+                        self.val(y, l, b),
+                        self.val(z, l, b),
+                    );
                     self.set(d, l, v);
                 }
             }
-            Op::F2 { op, ty, rnd, ftz, sat, d, a: x, b: y } => {
+            Op::F2 {
+                op,
+                ty,
+                rnd,
+                ftz,
+                sat,
+                d,
+                a: x,
+                b: y,
+            } => {
                 for l in lanes(a) {
                     let v = alu::f_op2(op, ty, rnd, ftz, sat, self.val(x, l, b), self.val(y, l, b));
                     self.set(d, l, v);
                 }
             }
-            Op::Fma { ty, rnd, ftz, sat, d, a: x, b: y, c: z } => {
+            Op::Fma {
+                ty,
+                rnd,
+                ftz,
+                sat,
+                d,
+                a: x,
+                b: y,
+                c: z,
+            } => {
                 for l in lanes(a) {
                     let v = alu::fma(
                         ty,
@@ -472,13 +537,29 @@ impl Warp {
                     self.set(d, l, v);
                 }
             }
-            Op::F1 { op, ty, rnd, ftz, d, a: x } => {
+            Op::F1 {
+                op,
+                ty,
+                rnd,
+                ftz,
+                d,
+                a: x,
+            } => {
                 for l in lanes(a) {
                     let v = alu::f_op1(op, ty, rnd, ftz, self.val(x, l, b));
                     self.set(d, l, v);
                 }
             }
-            Op::Setp { cmp, ty, ftz, p, q, a: x, b: y, comb } => {
+            Op::Setp {
+                cmp,
+                ty,
+                ftz,
+                p,
+                q,
+                a: x,
+                b: y,
+                comb,
+            } => {
                 for l in lanes(a) {
                     let t = alu::compare(cmp, ty, ftz, self.val(x, l, b), self.val(y, l, b));
                     let (pv, qv) = match comb {
@@ -496,9 +577,19 @@ impl Warp {
                     }
                 }
             }
-            Op::Selp { bits, d, a: x, b: y, c } => {
+            Op::Selp {
+                bits,
+                d,
+                a: x,
+                b: y,
+                c,
+            } => {
                 for l in lanes(a) {
-                    let v = if self.pval(c, l) { self.val(x, l, b) } else { self.val(y, l, b) };
+                    let v = if self.pval(c, l) {
+                        self.val(x, l, b)
+                    } else {
+                        self.val(y, l, b)
+                    };
                     self.set(d, l, v & float_mask(bits));
                 }
             }
@@ -514,15 +605,38 @@ impl Warp {
                     self.set_pred(d, l, v);
                 }
             }
-            Op::Cvt { dty, sty, rnd, ftz, sat, d, a: x } => {
+            Op::Cvt {
+                dty,
+                sty,
+                rnd,
+                ftz,
+                sat,
+                d,
+                a: x,
+            } => {
                 for l in lanes(a) {
                     let v = alu::cvt(dty, sty, rnd, ftz, sat, self.val(x, l, b));
                     self.set(d, l, v);
                 }
             }
-            Op::CvtPack { dty, rnd, relu, satfinite, d, a: x, b: y } => {
+            Op::CvtPack {
+                dty,
+                rnd,
+                relu,
+                satfinite,
+                d,
+                a: x,
+                b: y,
+            } => {
                 for l in lanes(a) {
-                    let v = alu::cvt_pack(dty, rnd, relu, satfinite, self.val(x, l, b), self.val(y, l, b));
+                    let v = alu::cvt_pack(
+                        dty,
+                        rnd,
+                        relu,
+                        satfinite,
+                        self.val(x, l, b),
+                        self.val(y, l, b),
+                    );
                     self.set(d, l, v);
                 }
             }
@@ -534,7 +648,11 @@ impl Warp {
                 };
                 for l in lanes(a) {
                     let v = self.val(x, l, b);
-                    let r = if to { v.wrapping_sub(window) } else { v.wrapping_add(window) };
+                    let r = if to {
+                        v.wrapping_sub(window)
+                    } else {
+                        v.wrapping_add(window)
+                    };
                     self.set(d, l, r);
                 }
             }
@@ -552,11 +670,29 @@ impl Warp {
                     self.set_pred(d, l, r);
                 }
             }
-            Op::Ld { space, ty, n, d, addr } => self.load(space, ty, n, &d, addr, a, b)?,
-            Op::St { space, ty, n, a: s, addr } => self.store(space, ty, n, &s, addr, a, b)?,
-            Op::Atom { space, op, ty, d, addr, b: x, c: y } => {
-                self.atom(space, op, ty, d, addr, x, y, a, b)?
-            }
+            Op::Ld {
+                space,
+                ty,
+                n,
+                d,
+                addr,
+            } => self.load(space, ty, n, &d, addr, a, b)?,
+            Op::St {
+                space,
+                ty,
+                n,
+                a: s,
+                addr,
+            } => self.store(space, ty, n, &s, addr, a, b)?,
+            Op::Atom {
+                space,
+                op,
+                ty,
+                d,
+                addr,
+                b: x,
+                c: y,
+            } => self.atom(space, op, ty, d, addr, x, y, a, b)?,
             Op::Bra { target, .. } => return Ok(Flow::Branch { target, taken: a }),
             Op::Exit => return Ok(Flow::Exit(a)),
             Op::Bar { id, count, aligned } => {
@@ -567,7 +703,9 @@ impl Warp {
                 let bid = self.val(id, first, b) as u32;
                 let cnt = count.map(|c| self.val(c, first, b) as u32);
                 if bid >= 16 {
-                    return Err(FaultWhat::Barrier(format!("barrier id {bid} is not in 0..15")));
+                    return Err(FaultWhat::Barrier(format!(
+                        "barrier id {bid} is not in 0..15"
+                    )));
                 }
                 if let Some(c) = cnt
                     && (c == 0 || c % 32 != 0)
@@ -582,7 +720,10 @@ impl Warp {
                         group & !a
                     )));
                 }
-                return Ok(Flow::Wait(Wait::Bar { id: bid, count: cnt }));
+                return Ok(Flow::Wait(Wait::Bar {
+                    id: bid,
+                    count: cnt,
+                }));
             }
             Op::BarWarp { mask } => {
                 let m = self.member_mask(mask, a, b)?;
@@ -590,7 +731,15 @@ impl Warp {
                     return Ok(Flow::Wait(Wait::Warp));
                 }
             }
-            Op::Shfl { mode, d, p, a: x, b: y, c, mask } => {
+            Op::Shfl {
+                mode,
+                d,
+                p,
+                a: x,
+                b: y,
+                c,
+                mask,
+            } => {
                 let m = self.member_mask(mask, a, b)?;
                 if !self.converged(m, a, group)? {
                     return Ok(Flow::Wait(Wait::Warp));
@@ -634,7 +783,13 @@ impl Warp {
                     }
                 }
             }
-            Op::Vote { mode, d, dp, a: x, mask } => {
+            Op::Vote {
+                mode,
+                d,
+                dp,
+                a: x,
+                mask,
+            } => {
                 let m = self.member_mask(mask, a, b)?;
                 if !self.converged(m, a, group)? {
                     return Ok(Flow::Wait(Wait::Warp));
@@ -666,7 +821,15 @@ impl Warp {
                     self.set(d, l, group as u64);
                 }
             }
-            Op::Mma { ab, d_f32, c_f32, d, a: x, b: y, c } => {
+            Op::Mma {
+                ab,
+                d_f32,
+                c_f32,
+                d,
+                a: x,
+                b: y,
+                c,
+            } => {
                 if a == 0 {
                     return Ok(Flow::Next);
                 }
@@ -741,7 +904,8 @@ impl Warp {
             } else {
                 for (r, src) in c.iter().take(2).enumerate() {
                     let v = self.val(*src, l, bc);
-                    let f = |bits: u64| super::float::half_value(bits as u16, super::float::Half::F16);
+                    let f =
+                        |bits: u64| super::float::half_value(bits as u16, super::float::Half::F16);
                     cm[g + 8 * r][2 * t] = f(v & 0xffff);
                     cm[g + 8 * r][2 * t + 1] = f((v >> 16) & 0xffff);
                 }
@@ -913,9 +1077,11 @@ impl Warp {
                     AtomOp::Add => match ty {
                         Ty::F32 if ftz => {
                             use super::float::ftz as z;
-                            z(z(f32::from_bits(old as u32)) + z(f32::from_bits(bv as u32))).to_bits() as u64
+                            z(z(f32::from_bits(old as u32)) + z(f32::from_bits(bv as u32)))
+                                .to_bits() as u64
                         }
-                        Ty::F32 => (f32::from_bits(old as u32) + f32::from_bits(bv as u32)).to_bits() as u64,
+                        Ty::F32 => (f32::from_bits(old as u32) + f32::from_bits(bv as u32))
+                            .to_bits() as u64,
                         Ty::F64 => (f64::from_bits(old) + f64::from_bits(bv)).to_bits(),
                         _ => old.wrapping_add(bv),
                     },

@@ -123,7 +123,13 @@ pub fn ptx_of(b: &[u8], arch: u32) -> Result<String, String> {
     let Some(e) = best else {
         let have: Vec<String> = all
             .iter()
-            .map(|e| format!("{} {}", if e.kind == KIND_PTX { "PTX" } else { "SASS" }, e.arch))
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    if e.kind == KIND_PTX { "PTX" } else { "SASS" },
+                    e.arch
+                )
+            })
             .collect();
         return Err(format!(
             "the fatbin has no PTX for sm_{arch} or older (it holds {}); the emulated device \

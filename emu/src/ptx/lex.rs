@@ -191,13 +191,18 @@ mod tests {
 
     #[test]
     fn statements_comments_and_lines() {
-        let t = lex("// c\n@%p1 bra $L__BB0_2; /* x\n y */ ld.global.nc.v2.u16 {%rs1, %rs2}, [%rd1+-4];").unwrap();
+        let t = lex(
+            "// c\n@%p1 bra $L__BB0_2; /* x\n y */ ld.global.nc.v2.u16 {%rs1, %rs2}, [%rd1+-4];",
+        )
+        .unwrap();
         assert_eq!(t[0].tok, Tok::Punct('@'));
         assert_eq!(t[0].line, 2);
         assert_eq!(t[1].tok, Tok::Ident("%p1".into()));
         assert_eq!(t[2].tok, Tok::Ident("bra".into()));
         assert_eq!(t[3].tok, Tok::Ident("$L__BB0_2".into()));
-        let ld = t.iter().position(|x| x.tok == Tok::Ident("ld.global.nc.v2.u16".into()));
+        let ld = t
+            .iter()
+            .position(|x| x.tok == Tok::Ident("ld.global.nc.v2.u16".into()));
         assert_eq!(t[ld.unwrap()].line, 3);
         assert!(t.iter().any(|x| x.tok == Tok::Punct('-')));
     }

@@ -269,7 +269,9 @@ impl Layout {
                 self.local = at + size;
                 Ok((Space::Local, at))
             }
-            s => Err(format!("variables of {s} inside a function are not supported")),
+            s => Err(format!(
+                "variables of {s} inside a function are not supported"
+            )),
         }
     }
 }
@@ -420,7 +422,10 @@ pub fn lower(
             }
         }
     }
-    if !matches!(code.last().map(|i| &i.op), Some(Op::Exit) | Some(Op::Bra { .. })) {
+    if !matches!(
+        code.last().map(|i| &i.op),
+        Some(Op::Exit) | Some(Op::Bra { .. })
+    ) {
         // Falling off the end of a kernel is an implicit return.
         texts.push(InstText {
             opcode: "ret (implicit)".into(),

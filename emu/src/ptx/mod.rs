@@ -82,7 +82,11 @@ impl Parsed {
                         ir::Space::Global
                     },
                     size: elem as usize * n,
-                    align: if v.align > 0 { v.align as usize } else { elem as usize },
+                    align: if v.align > 0 {
+                        v.align as usize
+                    } else {
+                        elem as usize
+                    },
                     init,
                 }
             })
@@ -90,7 +94,10 @@ impl Parsed {
     }
 
     /// Every kernel, lowered, given the device addresses of the global variables.
-    pub fn lower(&self, addresses: &HashMap<String, u64>) -> Result<Vec<Arc<ir::Kernel>>, LoadError> {
+    pub fn lower(
+        &self,
+        addresses: &HashMap<String, u64>,
+    ) -> Result<Vec<Arc<ir::Kernel>>, LoadError> {
         let globals: lower::Globals = self
             .globals()
             .into_iter()

@@ -50,7 +50,15 @@ impl<'a> Mods<'a> {
     }
 
     fn space(&mut self) -> Space {
-        match self.take_one(&["global", "shared", "shared::cta", "local", "param", "param::entry", "const"]) {
+        match self.take_one(&[
+            "global",
+            "shared",
+            "shared::cta",
+            "local",
+            "param",
+            "param::entry",
+            "const",
+        ]) {
             Some("global") => Space::Global,
             Some("shared" | "shared::cta") => Space::Shared,
             Some("local") => Space::Local,
@@ -148,7 +156,9 @@ fn lower_base(
             let space = m.space();
             Ok(Op::IsSpace {
                 space,
-                d: cx.pdst(&ops[0])?.map_or_else(|| cx.err("isspacep needs a predicate"), Ok)?,
+                d: cx
+                    .pdst(&ops[0])?
+                    .map_or_else(|| cx.err("isspacep needs a predicate"), Ok)?,
                 a: cx.src(&ops[1], Ty::U64)?,
             })
         }
@@ -178,7 +188,9 @@ fn lower_base(
                 });
             }
             let aligned = base == "bar" || m.take("aligned");
-            if !m.take("sync") && !(base == "bar" && m.parts.is_empty()) {
+            // `bar.sync`, `barrier.sync`, or plain `bar` (an old spelling of bar.sync).
+            let sync = m.take("sync") || (base == "bar" && m.parts.is_empty());
+            if !sync {
                 return cx.err(format!(
                     "unsupported instruction `{opcode}` (only the .sync barrier is emulated)"
                 ));
@@ -260,7 +272,9 @@ fn lower_base(
         "activemask" => {
             one_type(cx, m, opcode)?;
             want(cx, ops, 1, opcode)?;
-            Ok(Op::Activemask { d: cx.reg(&ops[0])? })
+            Ok(Op::Activemask {
+                d: cx.reg(&ops[0])?,
+            })
         }
         "atom" | "red" => atom(cx, base == "atom", m, ops, opcode),
         "mma" => mma(cx, m, ops, opcode),
@@ -286,7 +300,9 @@ fn mov(cx: &Ctx, m: &mut Mods, ops: &[Operand], opcode: &str) -> Result<Op, Lowe
     let ty = one_type(cx, m, opcode)?;
     if ty == Ty::Pred {
         return Ok(Op::MovPred {
-            d: cx.pdst(&ops[0])?.map_or_else(|| cx.err("mov.pred to `_`"), Ok)?,
+            d: cx
+                .pdst(&ops[0])?
+                .map_or_else(|| cx.err("mov.pred to `_`"), Ok)?,
             a: cx.psrc(&ops[1])?,
         });
     }
@@ -309,7 +325,10 @@ fn mov(cx: &Ctx, m: &mut Mods, ops: &[Operand], opcode: &str) -> Result<Op, Lowe
             };
             Ok(Op::Pack {
                 d: cx.reg(d)?,
-                parts: parts.iter().map(|p| cx.src(p, part_ty)).collect::<Result<_, _>>()?,
+                parts: parts
+                    .iter()
+                    .map(|p| cx.src(p, part_ty))
+                    .collect::<Result<_, _>>()?,
                 part_bits,
             })
         }
@@ -328,8 +347,21 @@ fn mem_hints(m: &mut Mods) {
         let hint = m.parts.iter().position(|p| {
             matches!(
                 *p,
-                "nc" | "ca" | "cg" | "cs" | "lu" | "cv" | "wb" | "wt" | "weak" | "volatile"
-                    | "relaxed" | "acquire" | "release" | "cta" | "gpu" | "sys"
+                "nc" | "ca"
+                    | "cg"
+                    | "cs"
+                    | "lu"
+                    | "cv"
+                    | "wb"
+                    | "wt"
+                    | "weak"
+                    | "volatile"
+                    | "relaxed"
+                    | "acquire"
+                    | "release"
+                    | "cta"
+                    | "gpu"
+                    | "sys"
             ) || p.starts_with("L1::")
                 || p.starts_with("L2::")
         });
@@ -390,7 +422,10 @@ fn st(cx: &Ctx, m: &mut Mods, ops: &[Operand], opcode: &str) -> Result<Op, Lower
         return cx.err(format!("`{opcode}`: bad type for a store"));
     }
     if space == Space::Param || space == Space::Const {
-        return cx.err(format!("`{opcode}`: the {} space is read-only", space.name()));
+        return cx.err(format!(
+            "`{opcode}`: the {} space is read-only",
+            space.name()
+        ));
     }
     let mut a = [Src::Imm(0); 4];
     match &ops[1] {
@@ -436,7 +471,9 @@ fn binary(
         };
         return Ok(Op::PredLogic {
             op,
-            d: cx.pdst(&ops[0])?.map_or_else(|| cx.err("predicate logic into `_`"), Ok)?,
+            d: cx
+                .pdst(&ops[0])?
+                .map_or_else(|| cx.err("predicate logic into `_`"), Ok)?,
             a: cx.psrc(&ops[1])?,
             b: cx.psrc(&ops[2])?,
         });
@@ -488,9 +525,7 @@ fn binary(
         ("sub", false, false, false, true) if ty == Ty::S32 => IntOp::SubSat,
         ("mul", true, false, false, false) => IntOp::MulLo,
         ("mul", false, true, false, false) => IntOp::MulHi,
-        ("mul", false, false, true, false) if ty.bits() <= 32 && ty.bits() >= 16 => {
-            IntOp::MulWide
-        }
+        ("mul", false, false, true, false) if ty.bits() <= 32 && ty.bits() >= 16 => IntOp::MulWide,
         ("div", false, false, false, false) => IntOp::Div,
         ("rem", false, false, false, false) => IntOp::Rem,
         ("min", false, false, false, false) => IntOp::Min,
@@ -538,8 +573,7 @@ fn ternary(
         };
         // A directed rounding of an f64 fma needs the exact error of the fused result, which
         // is not implemented: refused rather than approximated.
-        if (ftz || sat) && ty != Ty::F32 || lo || hi || wide || (ty == Ty::F64 && rnd != Rnd::Rn)
-        {
+        if (ftz || sat) && ty != Ty::F32 || lo || hi || wide || (ty == Ty::F64 && rnd != Rnd::Rn) {
             return cx.err(format!("unsupported instruction `{opcode}`"));
         }
         return Ok(Op::Fma {
@@ -592,7 +626,9 @@ fn unary(
     let ty = one_type(cx, m, opcode)?;
     if ty == Ty::Pred && base == "not" {
         return Ok(Op::PredNot {
-            d: cx.pdst(&ops[0])?.map_or_else(|| cx.err("not.pred into `_`"), Ok)?,
+            d: cx
+                .pdst(&ops[0])?
+                .map_or_else(|| cx.err("not.pred into `_`"), Ok)?,
             a: cx.psrc(&ops[1])?,
         });
     }
@@ -818,12 +854,18 @@ fn cvt(cx: &Ctx, m: &mut Mods, ops: &[Operand], opcode: &str) -> Result<Op, Lowe
     // narrower float formats need .rn/.rz/.rm/.rp; integer results of float sources, and
     // float-to-same-float, need .rni/.rzi/.rmi/.rpi; others take none.
     // Lossy float-to-float: to a narrower format, or between the two 16-bit formats.
-    let narrowing = df && sf && (dty.bits() < sty.bits() || (dty.bits() == sty.bits() && dty != sty));
+    let narrowing =
+        df && sf && (dty.bits() < sty.bits() || (dty.bits() == sty.bits() && dty != sty));
     let rnd = match (frnd, irnd) {
         (Some(r), None) if df && (!sf || narrowing) => CvtRnd::Float(r),
-        (None, Some(r)) if (!df && sf) || (df && sf && dty == sty) => CvtRnd::Int(r),
-        (None, None) if !(df && !sf) && !(!df && sf) && !narrowing => CvtRnd::None,
-        _ => return cx.err(format!("`{opcode}`: rounding modifier missing or not allowed")),
+        (None, Some(r)) if sf && (!df || dty == sty) => CvtRnd::Int(r),
+        // Neither int<->float (which round) nor a lossy float narrowing.
+        (None, None) if df == sf && !narrowing => CvtRnd::None,
+        _ => {
+            return cx.err(format!(
+                "`{opcode}`: rounding modifier missing or not allowed"
+            ));
+        }
     };
     if ftz && dty != Ty::F32 && sty != Ty::F32 {
         return cx.err(format!("`{opcode}`: .ftz needs an f32 operand"));
@@ -869,10 +911,14 @@ fn atom(
     // PTX ISA 9.4: .add.noftz.f32 keeps subnormals on global memory, where plain .add.f32
     // flushes them; the IR has no flag for it, so refuse it rather than flush silently.
     if noftz && ty == Ty::F32 {
-        return cx.err(format!("unsupported instruction `{opcode}` (.noftz.f32 is not emulated)"));
+        return cx.err(format!(
+            "unsupported instruction `{opcode}` (.noftz.f32 is not emulated)"
+        ));
     }
     if !matches!(space, Space::Global | Space::Shared | Space::Generic) {
-        return cx.err(format!("`{opcode}`: atomics act on global or shared memory"));
+        return cx.err(format!(
+            "`{opcode}`: atomics act on global or shared memory"
+        ));
     }
     // The type/operation pairs of the ISA's atom table.
     let ok = match op {
@@ -906,7 +952,11 @@ fn atom(
 }
 
 fn mma(cx: &Ctx, m: &mut Mods, ops: &[Operand], opcode: &str) -> Result<Op, LowerError> {
-    if !(m.take("sync") && m.take("aligned") && m.take("m16n8k16") && m.take("row") && m.take("col"))
+    if !(m.take("sync")
+        && m.take("aligned")
+        && m.take("m16n8k16")
+        && m.take("row")
+        && m.take("col"))
     {
         return cx.err(format!(
             "unsupported instruction `{opcode}` (only mma.sync.aligned.m16n8k16.row.col is emulated)"

@@ -409,7 +409,8 @@ impl Parser {
                         ".loc" => {
                             self.pos += 1;
                             let rest = self.rest_of_line(line);
-                            if let (Some(Tok::Int(f)), Some(Tok::Int(l))) = (rest.first(), rest.get(1))
+                            if let (Some(Tok::Int(f)), Some(Tok::Int(l))) =
+                                (rest.first(), rest.get(1))
                             {
                                 out.push(Stmt::Loc {
                                     file: *f as u32,
@@ -635,7 +636,10 @@ $L__info_string0:
             insts[3].operands[1],
             Operand::Vec(vec![Operand::Int(0), Operand::Name("%rs9".into())])
         );
-        assert_eq!(insts[4].operands[0], Operand::Pair("%r3".into(), "%p2".into()));
+        assert_eq!(
+            insts[4].operands[0],
+            Operand::Pair("%r3".into(), "%p2".into())
+        );
         assert_eq!(insts[4].operands[4], Operand::Int(u64::MAX));
         assert_eq!(
             insts[5].operands[1],
@@ -644,13 +648,20 @@ $L__info_string0:
                 offset: -4
             }
         );
-        assert!(body.iter().any(|s| matches!(s, Stmt::Label(l) if l == "$L__BB0_2")));
-        assert!(body.iter().any(|s| matches!(s, Stmt::Loc { file: 1, line: 6 })));
+        assert!(
+            body.iter()
+                .any(|s| matches!(s, Stmt::Label(l) if l == "$L__BB0_2"))
+        );
+        assert!(
+            body.iter()
+                .any(|s| matches!(s, Stmt::Loc { file: 1, line: 6 }))
+        );
     }
 
     #[test]
     fn errors_name_the_line() {
-        let e = parse(".version 9.0\n.target sm_80\n.entry k() {\n mov.u32 %r1, #;\n}").unwrap_err();
+        let e =
+            parse(".version 9.0\n.target sm_80\n.entry k() {\n mov.u32 %r1, #;\n}").unwrap_err();
         assert_eq!(e.line, 4);
     }
 }

@@ -111,7 +111,10 @@ pub fn launch(f: H, grid: [u32; 3], block: [u32; 3], shared: u32, s: H, args: &[
             b
         })
         .collect();
-    let mut ptrs: Vec<*mut c_void> = vals.iter_mut().map(|v| v.as_mut_ptr() as *mut c_void).collect();
+    let mut ptrs: Vec<*mut c_void> = vals
+        .iter_mut()
+        .map(|v| v.as_mut_ptr() as *mut c_void)
+        .collect();
     unsafe {
         cuLaunchKernel(
             f,

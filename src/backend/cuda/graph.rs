@@ -66,7 +66,9 @@ pub(crate) enum Mode {
     /// Copy to a fresh arena buffer.
     Eager,
     /// A dry run before a capture: record every upload (its data and role).
-    Plan { uploads: Vec<(Vec<u32>, &'static str)> },
+    Plan {
+        uploads: Vec<(Vec<u32>, &'static str)>,
+    },
     /// Capture: upload call k goes to the static buffer `call_map[k]`, allocated before the
     /// capture began (see [`CudaBackend::capture`]).
     Capture {
@@ -227,7 +229,9 @@ impl CudaBackend {
                 *cursor += 1;
                 let j = call_map.get(k).copied();
                 match j.and_then(|j| statics.get(j)) {
-                    Some((buf, planned)) if planned.as_slice() == data => Ok(Buf::Static(buf.ptr())),
+                    Some((buf, planned)) if planned.as_slice() == data => {
+                        Ok(Buf::Static(buf.ptr()))
+                    }
                     _ => Err(Error::Backend(format!(
                         "graph capture: upload {k} ({role}) differs from the planning pass"
                     ))),

@@ -104,6 +104,32 @@ pub fn device_count() -> Result<usize> {
     Ok(n.max(0) as usize)
 }
 
+/// Name prefix of the emulated device (emu/, scripts/cuda-emu.sh).
+const EMULATED_NAME: &str = "tandem-emu";
+
+/// Whether GPU `ordinal` is the emulated device: it runs kernels in a CPU interpreter, so it
+/// proves function, and its timings say nothing about a GPU.
+pub fn is_emulated(ordinal: usize) -> Result<bool> {
+    let ctx = cudarc::driver::CudaContext::new(ordinal)
+        .map_err(|e| Error::Backend(format!("cuda: opening device {ordinal}: {e:?}")))?;
+    let name = ctx
+        .name()
+        .map_err(|e| Error::Backend(format!("cuda: device name: {e:?}")))?;
+    Ok(name.starts_with(EMULATED_NAME))
+}
+
+/// Refuses to time anything on the emulated device.
+pub fn require_real_gpu(ordinal: usize, what: &str) -> Result<()> {
+    if is_emulated(ordinal)? {
+        return Err(Error::Backend(format!(
+            "{what}: device {ordinal} is the emulated device ({EMULATED_NAME}), which runs \
+             kernels in a CPU interpreter: its times would be emulated and meaningless. Run \
+             {what} on a GPU."
+        )));
+    }
+    Ok(())
+}
+
 fn require_libs(nccl: bool) -> Result<()> {
     // SAFETY: only probe whether the libraries can be opened; cudarc would panic later.
     let (lt, nc) = unsafe {

@@ -69,8 +69,15 @@ JOIN:
     shl.b32 %r5, %r4, 16;
     or.b32 %r30, %r5, %r3;"#,
     );
-    let out = launch(&ptx, "ifelse", [1, 1, 1], [64, 1, 1], &[Arg::Buf(vec![0; 256])]).unwrap();
-    let f = |i: u32| if i % 2 == 0 { i + 1000 } else { i * 3 };
+    let out = launch(
+        &ptx,
+        "ifelse",
+        [1, 1, 1],
+        [64, 1, 1],
+        &[Arg::Buf(vec![0; 256])],
+    )
+    .unwrap();
+    let f = |i: u32| if i.is_multiple_of(2) { i + 1000 } else { i * 3 };
     let want: Vec<u32> = (0..64).map(|i| (f(i ^ 1) << 16) | f(i)).collect();
     assert_eq!(as_u32(&out[0]), want);
 }
@@ -107,10 +114,19 @@ END:
     shl.b32 %r7, %r5, 16;
     or.b32 %r30, %r7, %r4;"#,
     );
-    let out = launch(&ptx, "tripcount", [1, 1, 1], [64, 1, 1], &[Arg::Buf(vec![0; 256])]).unwrap();
+    let out = launch(
+        &ptx,
+        "tripcount",
+        [1, 1, 1],
+        [64, 1, 1],
+        &[Arg::Buf(vec![0; 256])],
+    )
+    .unwrap();
     let acc = |l: u32| l * l.saturating_sub(1) / 2;
     let total: u32 = (0..32).map(acc).sum();
-    let want: Vec<u32> = (0..64).map(|i| (total << 16) | acc((i % 32) ^ 16)).collect();
+    let want: Vec<u32> = (0..64)
+        .map(|i| (total << 16) | acc((i % 32) ^ 16))
+        .collect();
     assert_eq!(as_u32(&out[0]), want);
 }
 
@@ -149,7 +165,14 @@ J0:
     shl.b32 %r8, %r7, 8;
     or.b32 %r30, %r8, %r4;"#,
     );
-    let out = launch(&ptx, "nested", [1, 1, 1], [32, 1, 1], &[Arg::Buf(vec![0; 128])]).unwrap();
+    let out = launch(
+        &ptx,
+        "nested",
+        [1, 1, 1],
+        [32, 1, 1],
+        &[Arg::Buf(vec![0; 128])],
+    )
+    .unwrap();
     let f = |l: u32| match (l & 1 != 0, l & 2 != 0) {
         (false, false) => 11,
         (false, true) => 12,
@@ -175,7 +198,14 @@ LOOP:
     @%p1 bra.uni LOOP;
     mov.u32 %r30, %r2;"#,
     );
-    let out = launch(&ptx, "brauni", [1, 1, 1], [40, 1, 1], &[Arg::Buf(vec![0; 160])]).unwrap();
+    let out = launch(
+        &ptx,
+        "brauni",
+        [1, 1, 1],
+        [40, 1, 1],
+        &[Arg::Buf(vec![0; 160])],
+    )
+    .unwrap();
     let want: Vec<u32> = (0..40).map(|i| i * 5).collect();
     assert_eq!(as_u32(&out[0]), want);
 }
@@ -217,12 +247,27 @@ LOOP:
     st.global.u32 [%rd3], %r9;
     ret;"#,
     );
-    let out = launch(&ptx, "earlyret", [1, 1, 1], [32, 1, 1], &[Arg::Buf(vec![0; 128])]).unwrap();
+    let out = launch(
+        &ptx,
+        "earlyret",
+        [1, 1, 1],
+        [32, 1, 1],
+        &[Arg::Buf(vec![0; 128])],
+    )
+    .unwrap();
     // Remaining lanes: not multiples of 3 -> mask 0xb6db6db6; all have %r4 = 4*lane != 0.
-    let mask = (0..32u32).filter(|l| l % 3 != 0).fold(0u32, |m, l| m | (1 << l));
+    let mask = (0..32u32)
+        .filter(|l| l % 3 != 0)
+        .fold(0u32, |m, l| m | (1 << l));
     assert_eq!(mask, 0xb6db_6db6);
     let want: Vec<u32> = (0..32)
-        .map(|l| if l % 3 == 0 { 1 } else { mask.wrapping_add(4 * l) })
+        .map(|l| {
+            if l % 3 == 0 {
+                1
+            } else {
+                mask.wrapping_add(4 * l)
+            }
+        })
         .collect();
     assert_eq!(as_u32(&out[0]), want);
 }
@@ -311,7 +356,11 @@ fn special_registers() {
                             !lt,
                             lin,
                         ];
-                        assert_eq!(&o[idx * 20..idx * 20 + 20], &want, "block ({bx},{by}) thread ({x},{y},{z})");
+                        assert_eq!(
+                            &o[idx * 20..idx * 20 + 20],
+                            &want,
+                            "block ({bx},{by}) thread ({x},{y},{z})"
+                        );
                     }
                 }
             }
@@ -378,8 +427,18 @@ DONE:
             x >> 12
         })
         .collect();
-    let out = launch(&ptx, "reduce", [4, 1, 1], [256, 1, 1], &[Arg::Buf(u32s(&inp)), Arg::Buf(vec![0; 16])]).unwrap();
-    let want: Vec<u32> = inp.chunks(256).map(|c| c.iter().fold(0u32, |a, &v| a.wrapping_add(v))).collect();
+    let out = launch(
+        &ptx,
+        "reduce",
+        [4, 1, 1],
+        [256, 1, 1],
+        &[Arg::Buf(u32s(&inp)), Arg::Buf(vec![0; 16])],
+    )
+    .unwrap();
+    let want: Vec<u32> = inp
+        .chunks(256)
+        .map(|c| c.iter().fold(0u32, |a, &v| a.wrapping_add(v)))
+        .collect();
     assert_eq!(as_u32(&out[1]), want);
 }
 
@@ -418,7 +477,15 @@ READ:
     st.global.u32 [%rd3], %r9;
     ret;"#,
     );
-    let out = launch_within(30, &ptx, "barcount", [2, 1, 1], [128, 1, 1], &[Arg::Buf(vec![0; 512])]).unwrap();
+    let out = launch_within(
+        30,
+        &ptx,
+        "barcount",
+        [2, 1, 1],
+        [128, 1, 1],
+        &[Arg::Buf(vec![0; 512])],
+    )
+    .unwrap();
     let want: Vec<u32> = (0..128).map(|i| (i ^ 32) * 7).collect();
     assert_eq!(as_u32(&out[0]), want);
 }
@@ -457,8 +524,18 @@ WORK:
     st.global.u32 [%rd3], %r9;
     ret;"#,
     );
-    let out = launch_within(30, &ptx, "barcount2", [1, 1, 1], [128, 1, 1], &[Arg::Buf(vec![0; 512])]).unwrap();
-    let want: Vec<u32> = (0..128).map(|i| if i < 64 { (i ^ 32) + 500 } else { 1 }).collect();
+    let out = launch_within(
+        30,
+        &ptx,
+        "barcount2",
+        [1, 1, 1],
+        [128, 1, 1],
+        &[Arg::Buf(vec![0; 512])],
+    )
+    .unwrap();
+    let want: Vec<u32> = (0..128)
+        .map(|i| if i < 64 { (i ^ 32) + 500 } else { 1 })
+        .collect();
     assert_eq!(as_u32(&out[0]), want);
 }
 
@@ -504,7 +581,9 @@ DONE:
         &[Arg::Buf(vec![0; 512]), Arg::U32(first)],
     )
     .unwrap();
-    let want: Vec<u32> = (0..128).map(|i| if i < first { (i + 1) % first + 9 } else { 0 }).collect();
+    let want: Vec<u32> = (0..128)
+        .map(|i| if i < first { (i + 1) % first + 9 } else { 0 })
+        .collect();
     assert_eq!(as_u32(&out[0]), want, "{first} threads stay");
 }
 
@@ -538,7 +617,15 @@ W0:
 DONE:
     ret;"#,
     );
-    let e = launch_within(30, &ptx, "bardead", [1, 1, 1], [64, 1, 1], &[Arg::Buf(vec![0; 4])]).unwrap_err();
+    let e = launch_within(
+        30,
+        &ptx,
+        "bardead",
+        [1, 1, 1],
+        [64, 1, 1],
+        &[Arg::Buf(vec![0; 4])],
+    )
+    .unwrap_err();
     assert!(e.contains("barrier"), "{e}");
     assert!(e.contains("bardead"), "{e}");
 }
@@ -564,7 +651,15 @@ EVEN:
 DONE:
     ret;"#,
     );
-    let e = launch_within(30, &ptx, "bardiv", [1, 1, 1], [32, 1, 1], &[Arg::Buf(vec![0; 4])]).unwrap_err();
+    let e = launch_within(
+        30,
+        &ptx,
+        "bardiv",
+        [1, 1, 1],
+        [32, 1, 1],
+        &[Arg::Buf(vec![0; 4])],
+    )
+    .unwrap_err();
     assert!(e.contains("barrier"), "{e}");
 }
 
@@ -606,7 +701,15 @@ READ:
     st.global.u32 [%rd3], %r10;
     ret;"#,
     );
-    let out = launch_within(30, &ptx, "barna", [1, 1, 1], [64, 1, 1], &[Arg::Buf(vec![0; 256])]).unwrap();
+    let out = launch_within(
+        30,
+        &ptx,
+        "barna",
+        [1, 1, 1],
+        [64, 1, 1],
+        &[Arg::Buf(vec![0; 256])],
+    )
+    .unwrap();
     let want: Vec<u32> = (0..64u32)
         .map(|i| {
             let j = i ^ 1;
@@ -626,7 +729,15 @@ fn barrier_count_not_warp_multiple() {
     bar.sync 1, 48;
     ret;"#,
     );
-    let e = launch_within(30, &ptx, "barodd", [1, 1, 1], [64, 1, 1], &[Arg::Buf(vec![0; 4])]).unwrap_err();
+    let e = launch_within(
+        30,
+        &ptx,
+        "barodd",
+        [1, 1, 1],
+        [64, 1, 1],
+        &[Arg::Buf(vec![0; 4])],
+    )
+    .unwrap_err();
     assert!(e.contains("barrier"), "{e}");
 }
 
@@ -645,6 +756,14 @@ fn barrier_guard_divergent() {
     @%p1 bar.sync 0;
     ret;"#,
     );
-    let e = launch_within(30, &ptx, "barguard", [1, 1, 1], [32, 1, 1], &[Arg::Buf(vec![0; 4])]).unwrap_err();
+    let e = launch_within(
+        30,
+        &ptx,
+        "barguard",
+        [1, 1, 1],
+        [32, 1, 1],
+        &[Arg::Buf(vec![0; 4])],
+    )
+    .unwrap_err();
     assert!(e.contains("barrier"), "{e}");
 }

@@ -100,9 +100,17 @@ fn global_scalar_types() {
     assert_eq!(w[6], 0xdead_beef);
     assert_eq!(w[7] as i32, -10);
     assert_eq!(as_u64(&o[32..40])[0], 0x0123_4567_89ab_cdef);
-    assert_eq!(as_u64(&o[40..48])[0], 0xffff_ffff_ffff_8001, "ld.s16 into a .b64 register");
+    assert_eq!(
+        as_u64(&o[40..48])[0],
+        0xffff_ffff_ffff_8001,
+        "ld.s16 into a .b64 register"
+    );
     assert_eq!(as_f32(&o[48..52])[0], -0.5);
-    assert_eq!(&o[52..56], &[0x80, 0xff, 0x80, 0x00], "ld.s8/ld.u8 into .b16 registers");
+    assert_eq!(
+        &o[52..56],
+        &[0x80, 0xff, 0x80, 0x00],
+        "ld.s8/ld.u8 into .b16 registers"
+    );
     assert_eq!(f64::from_le_bytes(o[56..64].try_into().unwrap()), 6.5);
     assert_eq!(
         &o[64..72],
@@ -233,7 +241,14 @@ fn shared_static() {
     st.global.u32 [%rd6], %r10;
     ret;"#,
     );
-    let out = launch(&ptx, "sstatic", [2, 1, 1], [64, 1, 1], &[Arg::Buf(vec![0; 256])]).unwrap();
+    let out = launch(
+        &ptx,
+        "sstatic",
+        [2, 1, 1],
+        [64, 1, 1],
+        &[Arg::Buf(vec![0; 256])],
+    )
+    .unwrap();
     let want: Vec<u32> = (0..64).map(|i| (63 - i) * 3 + 6).collect();
     assert_eq!(as_u32(&out[0]), want);
 }
@@ -266,7 +281,15 @@ fn shared_dynamic() {
     st.global.u32 [%rd3], %r9;
     ret;"#,
     );
-    let out = launch_shared(&ptx, "sdyn", [1, 1, 1], [128, 1, 1], 512, &[Arg::Buf(vec![0; 512])]).unwrap();
+    let out = launch_shared(
+        &ptx,
+        "sdyn",
+        [1, 1, 1],
+        [128, 1, 1],
+        512,
+        &[Arg::Buf(vec![0; 512])],
+    )
+    .unwrap();
     let want: Vec<u32> = (0..128).map(|i| (i + 1) % 128 + 1000).collect();
     assert_eq!(as_u32(&out[0]), want);
 }
@@ -302,10 +325,21 @@ fn local_private() {
     ret;"#,
     );
     let n = 96usize;
-    let out = launch(&ptx, "lpriv", [2, 1, 1], [n as u32, 1, 1], &[Arg::Buf(vec![0; 16 * n])]).unwrap();
+    let out = launch(
+        &ptx,
+        "lpriv",
+        [2, 1, 1],
+        [n as u32, 1, 1],
+        &[Arg::Buf(vec![0; 16 * n])],
+    )
+    .unwrap();
     for i in 0..n {
         let rec = &out[0][16 * i..16 * i + 16];
-        assert_eq!(as_u32(&rec[..8]), vec![i as u32, i as u32 + 7], "thread {i}");
+        assert_eq!(
+            as_u32(&rec[..8]),
+            vec![i as u32, i as u32 + 7],
+            "thread {i}"
+        );
         assert_eq!(as_u64(&rec[8..])[0], i as u64 * 1000, "thread {i}");
     }
 }
@@ -428,7 +462,14 @@ fn generic_addressing() {
     st.u32 [%rd13+24], %r10;
     ret;"#,
     );
-    let out = launch(&ptx, "generic", [1, 1, 1], [32, 1, 1], &[Arg::Buf(vec![0; 32 * 32])]).unwrap();
+    let out = launch(
+        &ptx,
+        "generic",
+        [1, 1, 1],
+        [32, 1, 1],
+        &[Arg::Buf(vec![0; 32 * 32])],
+    )
+    .unwrap();
     let o = as_u32(&out[0]);
     for i in 0..32u32 {
         let r = &o[i as usize * 8..i as usize * 8 + 7];
@@ -463,7 +504,14 @@ fn generic_local() {
     st.global.u32 [%rd5], %r5;
     ret;"#,
     );
-    let out = launch(&ptx, "glocal", [1, 1, 1], [32, 1, 1], &[Arg::Buf(vec![0; 128])]).unwrap();
+    let out = launch(
+        &ptx,
+        "glocal",
+        [1, 1, 1],
+        [32, 1, 1],
+        &[Arg::Buf(vec![0; 128])],
+    )
+    .unwrap();
     let want: Vec<u32> = (0..32).map(|i| i + 51).collect();
     assert_eq!(as_u32(&out[0]), want);
 }
@@ -498,8 +546,23 @@ fn edge_kernel(name: &str, write: bool) -> String {
 #[test]
 fn oob_global_read() {
     let ptx = edge_kernel("oob_read", false);
-    assert!(launch(&ptx, "oob_read", [1, 1, 1], [16, 1, 1], &[Arg::Buf(vec![0; 64])]).is_ok());
-    let e = err_of(launch(&ptx, "oob_read", [1, 1, 1], [17, 1, 1], &[Arg::Buf(vec![0; 64])]));
+    assert!(
+        launch(
+            &ptx,
+            "oob_read",
+            [1, 1, 1],
+            [16, 1, 1],
+            &[Arg::Buf(vec![0; 64])]
+        )
+        .is_ok()
+    );
+    let e = err_of(launch(
+        &ptx,
+        "oob_read",
+        [1, 1, 1],
+        [17, 1, 1],
+        &[Arg::Buf(vec![0; 64])],
+    ));
     assert!(e.contains("out of bounds"), "{e}");
     assert!(e.contains("oob_read"), "{e}");
     assert!(e.contains("(16,0,0)"), "{e}");
@@ -508,7 +571,13 @@ fn oob_global_read() {
 #[test]
 fn oob_global_write() {
     let ptx = edge_kernel("oob_write", true);
-    let e = err_of(launch(&ptx, "oob_write", [1, 1, 1], [17, 1, 1], &[Arg::Buf(vec![0; 64])]));
+    let e = err_of(launch(
+        &ptx,
+        "oob_write",
+        [1, 1, 1],
+        [17, 1, 1],
+        &[Arg::Buf(vec![0; 64])],
+    ));
     assert!(e.contains("out of bounds"), "{e}");
     assert!(e.contains("oob_write"), "{e}");
     assert!(e.contains("write"), "{e}");
@@ -528,7 +597,13 @@ fn misaligned_scalar() {
     st.global.u32 [%rd1+8], %r1;
     ret;"#,
     );
-    let e = err_of(launch(&ptx, "mis32", [1, 1, 1], [1, 1, 1], &[Arg::Buf(vec![0; 64])]));
+    let e = err_of(launch(
+        &ptx,
+        "mis32",
+        [1, 1, 1],
+        [1, 1, 1],
+        &[Arg::Buf(vec![0; 64])],
+    ));
     assert!(e.contains("misaligned"), "{e}");
     assert!(e.contains("mis32"), "{e}");
 }
@@ -548,7 +623,13 @@ fn misaligned_vector() {
     st.global.u32 [%rd1], %r1;
     ret;"#,
     );
-    let e = err_of(launch(&ptx, "mis_v4", [1, 1, 1], [1, 1, 1], &[Arg::Buf(vec![0; 64])]));
+    let e = err_of(launch(
+        &ptx,
+        "mis_v4",
+        [1, 1, 1],
+        [1, 1, 1],
+        &[Arg::Buf(vec![0; 64])],
+    ));
     assert!(e.contains("misaligned"), "{e}");
 }
 
@@ -571,9 +652,22 @@ fn oob_shared() {
     st.global.u32 [%rd1], %r4;
     ret;"#,
     );
-    let ok = launch(&ptx, "oob_sh", [1, 1, 1], [1, 1, 1], &[Arg::Buf(vec![0; 4]), Arg::U32(60)]).unwrap();
+    let ok = launch(
+        &ptx,
+        "oob_sh",
+        [1, 1, 1],
+        [1, 1, 1],
+        &[Arg::Buf(vec![0; 4]), Arg::U32(60)],
+    )
+    .unwrap();
     assert_eq!(as_u32(&ok[0]), vec![60]);
-    let e = err_of(launch(&ptx, "oob_sh", [1, 1, 1], [1, 1, 1], &[Arg::Buf(vec![0; 4]), Arg::U32(64)]));
+    let e = err_of(launch(
+        &ptx,
+        "oob_sh",
+        [1, 1, 1],
+        [1, 1, 1],
+        &[Arg::Buf(vec![0; 4]), Arg::U32(64)],
+    ));
     assert!(e.contains("oob_sh"), "{e}");
     assert!(e.contains("shared"), "{e}");
 }
@@ -605,7 +699,13 @@ fn fault_names_thread_and_block() {
 DONE:
     ret;"#,
     );
-    let e = err_of(launch(&ptx, "who", [3, 2, 1], [4, 2, 2], &[Arg::Buf(vec![0; 64])]));
+    let e = err_of(launch(
+        &ptx,
+        "who",
+        [3, 2, 1],
+        [4, 2, 2],
+        &[Arg::Buf(vec![0; 64])],
+    ));
     assert!(e.contains("(1,1,1)"), "{e}");
     assert!(e.contains("(2,1,0)"), "{e}");
     assert!(e.contains("who"), "{e}");
@@ -624,7 +724,13 @@ fn st_param_refused() {
     st.param.u32 [pa], %r1;
     ret;"#,
     );
-    let e = err_of(launch(&ptx, "stparam", [1, 1, 1], [1, 1, 1], &[Arg::U32(1), Arg::Buf(vec![0; 4])]));
+    let e = err_of(launch(
+        &ptx,
+        "stparam",
+        [1, 1, 1],
+        [1, 1, 1],
+        &[Arg::U32(1), Arg::Buf(vec![0; 4])],
+    ));
     assert!(!e.is_empty());
 }
 
@@ -649,7 +755,14 @@ fn atom_add_contended_global() {
     atom.global.add.f32 %f1, [%rd1+24], 0f3F000000;
     ret;"#,
     );
-    let out = launch(&ptx, "atadd", [4, 1, 1], [128, 1, 1], &[Arg::Buf(vec![0; 32])]).unwrap();
+    let out = launch(
+        &ptx,
+        "atadd",
+        [4, 1, 1],
+        [128, 1, 1],
+        &[Arg::Buf(vec![0; 32])],
+    )
+    .unwrap();
     let o = &out[0];
     let w = as_u32(&o[..12]);
     assert_eq!(w[0], 512);
@@ -796,7 +909,14 @@ fn atom_inc_contended() {
     atom.global.dec.u32 %r3, [%rd1+8], 100000;
     ret;"#,
     );
-    let out = launch(&ptx, "atinc2", [2, 1, 1], [128, 1, 1], &[Arg::Buf(u32s(&[0, 0, 1000]))]).unwrap();
+    let out = launch(
+        &ptx,
+        "atinc2",
+        [2, 1, 1],
+        [128, 1, 1],
+        &[Arg::Buf(u32s(&[0, 0, 1000]))],
+    )
+    .unwrap();
     assert_eq!(as_u32(&out[0]), vec![256, 0, 744]);
 }
 
@@ -824,7 +944,10 @@ fn atom_bitwise() {
         "atbits",
         [1, 1, 1],
         [32, 1, 1],
-        &[Arg::Buf(u32s(&[0, 0xffff_ffff, 0x0f0f_0f0f])), Arg::Buf(vec![0; 4])],
+        &[
+            Arg::Buf(u32s(&[0, 0xffff_ffff, 0x0f0f_0f0f])),
+            Arg::Buf(vec![0; 4]),
+        ],
     )
     .unwrap();
     assert_eq!(as_u32(&out[0]), vec![0xffff_ffff, 0, 0xf0f0_f0f0]);
@@ -847,12 +970,25 @@ fn atom_bitwise() {
     );
     let mut init = u32s(&[0x1234_5678, 0xabcd_0000, 0x5555_aaaa, 0]);
     init.extend(0x1111_2222_3333_4444u64.to_le_bytes());
-    let out = launch(&ptx, "atbits1", [1, 1, 1], [1, 1, 1], &[Arg::Buf(init), Arg::Buf(vec![0; 24])]).unwrap();
+    let out = launch(
+        &ptx,
+        "atbits1",
+        [1, 1, 1],
+        [1, 1, 1],
+        &[Arg::Buf(init), Arg::Buf(vec![0; 24])],
+    )
+    .unwrap();
     let m = &out[0];
-    assert_eq!(as_u32(&m[..12]), vec![0x1200_5600, 0xabcd_ffff, 0xaaaa_5555]);
+    assert_eq!(
+        as_u32(&m[..12]),
+        vec![0x1200_5600, 0xabcd_ffff, 0xaaaa_5555]
+    );
     assert_eq!(as_u64(&m[16..24])[0], 0x1111_2222_0000_0000);
     let o = &out[1];
-    assert_eq!(as_u32(&o[..12]), vec![0x1234_5678, 0xabcd_0000, 0x5555_aaaa]);
+    assert_eq!(
+        as_u32(&o[..12]),
+        vec![0x1234_5678, 0xabcd_0000, 0x5555_aaaa]
+    );
     assert_eq!(as_u64(&o[16..24])[0], 0x1111_2222_3333_4444);
 }
 
@@ -881,14 +1017,24 @@ fn atom_exch_cas() {
     );
     let mut init = u32s(&[5, 9, 9, 0]);
     init.extend(u64s(&[7, 0x5_0000_0005, 0x5_0000_0004]));
-    let out = launch(&ptx, "atxc", [1, 1, 1], [1, 1, 1], &[Arg::Buf(init), Arg::Buf(vec![0; 40])]).unwrap();
+    let out = launch(
+        &ptx,
+        "atxc",
+        [1, 1, 1],
+        [1, 1, 1],
+        &[Arg::Buf(init), Arg::Buf(vec![0; 40])],
+    )
+    .unwrap();
     assert_eq!(as_u32(&out[0][..12]), vec![42, 77, 9]);
     assert_eq!(
         as_u64(&out[0][16..40]),
         vec![0x1_0000_0002, 0x6_0000_0006, 0x5_0000_0004]
     );
     assert_eq!(as_u32(&out[1][..12]), vec![5, 9, 9]);
-    assert_eq!(as_u64(&out[1][16..40]), vec![7, 0x5_0000_0005, 0x5_0000_0004]);
+    assert_eq!(
+        as_u64(&out[1][16..40]),
+        vec![7, 0x5_0000_0005, 0x5_0000_0004]
+    );
 }
 
 /// Contended exch: the old values and the final value are the initial value and every
@@ -978,7 +1124,14 @@ INIT_DONE:
 DONE:
     ret;"#,
     );
-    let out = launch(&ptx, "atsh", [1, 1, 1], [256, 1, 1], &[Arg::Buf(vec![0; 32])]).unwrap();
+    let out = launch(
+        &ptx,
+        "atsh",
+        [1, 1, 1],
+        [256, 1, 1],
+        &[Arg::Buf(vec![0; 32])],
+    )
+    .unwrap();
     let w = as_u32(&out[0]);
     assert_eq!(w[0], 255 * 256 / 2, "add.u32");
     assert_eq!(w[1] as i32, 100 - 255, "min.s32");
@@ -1057,11 +1210,22 @@ fn atom_add_f32_subnormals() {
     );
     let sub = f32::from_bits(0x0040_0000); // 2^-127
     let init = [sub, 1.5 * 2f32.powi(-126), sub, sub];
-    let out = launch(&ptx, "atftz", [1, 1, 1], [1, 1, 1], &[Arg::Buf(f32s(&init)), Arg::Buf(vec![0; 16])]).unwrap();
+    let out = launch(
+        &ptx,
+        "atftz",
+        [1, 1, 1],
+        [1, 1, 1],
+        &[Arg::Buf(f32s(&init)), Arg::Buf(vec![0; 16])],
+    )
+    .unwrap();
     let g = as_u32(&out[0]);
     assert_eq!(g, vec![0, 0, 0, 0], "global: flushed ({:#x?})", g);
     let s = as_f32(&out[1]);
-    assert_eq!(s, vec![2f32.powi(-126), sub, 2f32.powi(-126), sub], "shared: kept");
+    assert_eq!(
+        s,
+        vec![2f32.powi(-126), sub, 2f32.powi(-126), sub],
+        "shared: kept"
+    );
 }
 
 /// atom.cas.b16 (sm_70+): a 16-bit compare-and-swap leaves the neighbouring half alone.
@@ -1123,7 +1287,14 @@ fn atom_generic() {
 DONE:
     ret;"#,
     );
-    let out = launch(&ptx, "atgen", [1, 1, 1], [64, 1, 1], &[Arg::Buf(vec![0; 8])]).unwrap();
+    let out = launch(
+        &ptx,
+        "atgen",
+        [1, 1, 1],
+        [64, 1, 1],
+        &[Arg::Buf(vec![0; 8])],
+    )
+    .unwrap();
     assert_eq!(as_u32(&out[0]), vec![64, 128]);
 }
 
@@ -1143,7 +1314,13 @@ fn atom_local_refused() {
     atom.add.u32 %r1, [%rd2], 1;
     ret;"#,
     );
-    let e = err_of(launch(&ptx, "atloc", [1, 1, 1], [1, 1, 1], &[Arg::Buf(vec![0; 4])]));
+    let e = err_of(launch(
+        &ptx,
+        "atloc",
+        [1, 1, 1],
+        [1, 1, 1],
+        &[Arg::Buf(vec![0; 4])],
+    ));
     assert!(e.contains("atloc"), "{e}");
     let ptx = module(
         "atloc2",
@@ -1154,7 +1331,16 @@ fn atom_local_refused() {
     atom.local.add.u32 %r1, [depot], 1;
     ret;"#,
     );
-    assert!(launch(&ptx, "atloc2", [1, 1, 1], [1, 1, 1], &[Arg::Buf(vec![0; 4])]).is_err());
+    assert!(
+        launch(
+            &ptx,
+            "atloc2",
+            [1, 1, 1],
+            [1, 1, 1],
+            &[Arg::Buf(vec![0; 4])]
+        )
+        .is_err()
+    );
 }
 
 /// The checker covers atomics: misaligned and out-of-bounds atom are errors.
@@ -1173,7 +1359,15 @@ fn atom_checked() {
     atom.global.add.u32 %r2, [%rd3], 1;
     ret;"#,
     );
-    let run = |off: u32| launch(&ptx, "atbad", [1, 1, 1], [1, 1, 1], &[Arg::Buf(vec![0; 16]), Arg::U32(off)]);
+    let run = |off: u32| {
+        launch(
+            &ptx,
+            "atbad",
+            [1, 1, 1],
+            [1, 1, 1],
+            &[Arg::Buf(vec![0; 16]), Arg::U32(off)],
+        )
+    };
     assert_eq!(as_u32(&run(12).unwrap()[0]), vec![0, 0, 0, 1]);
     let e = err_of(run(2));
     assert!(e.contains("misaligned"), "{e}");
@@ -1217,7 +1411,15 @@ GEN_OOB:
     ld.u32 %r2, [%rd3+64];
     ret;"#,
     );
-    let run = |w: u32| launch(&ptx, "slbad", [1, 1, 1], [1, 1, 1], &[Arg::Buf(vec![0; 4]), Arg::U32(w)]);
+    let run = |w: u32| {
+        launch(
+            &ptx,
+            "slbad",
+            [1, 1, 1],
+            [1, 1, 1],
+            &[Arg::Buf(vec![0; 4]), Arg::U32(w)],
+        )
+    };
     assert!(run(0).is_ok());
     let e = err_of(run(1));
     assert!(e.contains("misaligned"), "{e}");
@@ -1243,7 +1445,157 @@ fn atom_add_noftz_f32_not_flushed() {
     ret;"#,
     );
     let sub = f32::from_bits(0x0040_0000);
-    if let Ok(out) = launch(&ptx, "atnoftz", [1, 1, 1], [1, 1, 1], &[Arg::Buf(f32s(&[sub]))]) {
+    if let Ok(out) = launch(
+        &ptx,
+        "atnoftz",
+        [1, 1, 1],
+        [1, 1, 1],
+        &[Arg::Buf(f32s(&[sub]))],
+    ) {
         assert_eq!(as_f32(&out[0]), vec![2f32.powi(-126)]);
     }
+}
+
+/// `[reg+-imm]` addresses: negative offsets, as nvcc writes them.
+#[test]
+fn negative_offsets() {
+    let ptx = module(
+        "negoff",
+        ".param .u64 pin, .param .u64 pout",
+        r#"
+    .reg .b32 %r<8>;
+    .reg .b64 %rd<8>;
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [pout];
+    add.s64 %rd3, %rd1, 12;
+    ld.global.u32 %r1, [%rd3+-4];
+    ld.global.u32 %r2, [%rd3+-12];
+    add.s64 %rd4, %rd2, 16;
+    st.global.v2.u32 [%rd4+-16], {%r1, %r2};
+    st.global.u32 [%rd4+-4], %r1;
+    ret;"#,
+    );
+    let out = launch(
+        &ptx,
+        "negoff",
+        [1, 1, 1],
+        [1, 1, 1],
+        &[Arg::Buf(u32s(&[11, 22, 33, 44])), Arg::Buf(vec![0; 16])],
+    )
+    .unwrap();
+    assert_eq!(as_u32(&out[1]), vec![33, 11, 0, 33]);
+}
+
+/// Static and dynamic shared memory side by side do not overlap; the dynamic part ends at
+/// the launch's size.
+#[test]
+fn shared_static_and_dynamic() {
+    let ptx = module_with(
+        ".extern .shared .align 16 .b8 dyn[];",
+        "sboth",
+        ".param .u64 pout, .param .u32 over",
+        r#"
+    .shared .align 4 .b8 st[256];
+    .reg .pred %p<2>;
+    .reg .b32 %r<16>;
+    .reg .b64 %rd<8>;
+    ld.param.u64 %rd1, [pout];
+    ld.param.u32 %r10, [over];
+    mov.u32 %r1, %tid.x;
+    shl.b32 %r2, %r1, 2;
+    mov.u32 %r3, st;
+    add.u32 %r4, %r3, %r2;
+    mov.u32 %r5, dyn;
+    add.u32 %r6, %r5, %r2;
+    st.shared.u32 [%r4], %r1;
+    add.u32 %r7, %r1, 1000;
+    st.shared.u32 [%r6], %r7;
+    bar.sync 0;
+    xor.b32 %r8, %r2, 4;
+    add.u32 %r9, %r3, %r8;
+    ld.shared.u32 %r11, [%r9];
+    add.u32 %r9, %r5, %r8;
+    ld.shared.u32 %r12, [%r9];
+    mul.wide.u32 %rd2, %r1, 8;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.v2.u32 [%rd3], {%r11, %r12};
+    setp.ne.u32 %p1, %r10, 0;
+    @!%p1 bra DONE;
+    add.u32 %r13, %r5, 256;
+    ld.shared.u32 %r14, [%r13];
+DONE:
+    ret;"#,
+    );
+    let run = |over: u32| {
+        launch_shared(
+            &ptx,
+            "sboth",
+            [2, 1, 1],
+            [64, 1, 1],
+            256,
+            &[Arg::Buf(vec![0; 512]), Arg::U32(over)],
+        )
+    };
+    let o = as_u32(&run(0).unwrap()[0]);
+    for i in 0..64u32 {
+        assert_eq!(
+            &o[2 * i as usize..2 * i as usize + 2],
+            &[i ^ 1, (i ^ 1) + 1000],
+            "thread {i}"
+        );
+    }
+    let e = err_of(run(1));
+    assert!(e.contains("shared"), "{e}");
+}
+
+/// 64-bit shared atomics and v2.f64 accesses.
+#[test]
+fn atom_shared_64_and_f64_vectors() {
+    let ptx = module(
+        "at64",
+        ".param .u64 pin, .param .u64 pout",
+        r#"
+    .shared .align 8 .b8 s[16];
+    .reg .pred %p<2>;
+    .reg .b32 %r<4>;
+    .reg .b64 %rd<8>;
+    .reg .f64 %fd<4>;
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [pout];
+    mov.u32 %r1, %tid.x;
+    setp.eq.u32 %p1, %r1, 0;
+    mov.u64 %rd3, 0;
+    @%p1 st.shared.v2.u64 [s], {%rd3, %rd3};
+    bar.sync 0;
+    atom.shared.add.u64 %rd4, [s], 4294967296;
+    cvt.u64.u32 %rd5, %r1;
+    atom.shared.max.u64 %rd4, [s+8], %rd5;
+    bar.sync 0;
+    @!%p1 bra DONE;
+    ld.shared.v2.u64 {%rd6, %rd7}, [s];
+    st.global.v2.u64 [%rd2], {%rd6, %rd7};
+    ld.global.v2.f64 {%fd1, %fd2}, [%rd1];
+    st.global.v2.f64 [%rd2+16], {%fd2, %fd1};
+    mov.u64 %rd5, 5;
+    atom.shared.cas.b64 %rd4, [s+8], 63, %rd5;
+    ld.shared.u64 %rd6, [s+8];
+    st.global.v2.u64 [%rd2+32], {%rd4, %rd6};
+DONE:
+    ret;"#,
+    );
+    let mut inp = 1.25f64.to_le_bytes().to_vec();
+    inp.extend((-7.5f64).to_le_bytes());
+    let out = launch(
+        &ptx,
+        "at64",
+        [1, 1, 1],
+        [64, 1, 1],
+        &[Arg::Buf(inp), Arg::Buf(vec![0; 48])],
+    )
+    .unwrap();
+    let o = &out[1];
+    assert_eq!(as_u64(&o[..16]), vec![64u64 << 32, 63]);
+    assert_eq!(f64::from_le_bytes(o[16..24].try_into().unwrap()), -7.5);
+    assert_eq!(f64::from_le_bytes(o[24..32].try_into().unwrap()), 1.25);
+    assert_eq!(as_u64(&o[32..48]), vec![63, 5]);
 }

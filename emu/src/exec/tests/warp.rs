@@ -184,7 +184,14 @@ fn shfl_even_lanes_mask() {
 DONE:
     ret;"#,
     );
-    let out = launch(&ptx, "shfl_even", [1, 1, 1], [32, 1, 1], &[Arg::Buf(vec![0; 256])]).unwrap();
+    let out = launch(
+        &ptx,
+        "shfl_even",
+        [1, 1, 1],
+        [32, 1, 1],
+        &[Arg::Buf(vec![0; 256])],
+    )
+    .unwrap();
     let o = as_u32(&out[0]);
     for l in 0..32u32 {
         let want = if l % 2 == 0 {
@@ -244,13 +251,24 @@ fn vote_modes() {
     st.global.v4.u32 [%rd3], {%r4, %r2, %r3, %r1};
     ret;"#,
     );
-    let out = launch(&ptx, "votes", [1, 1, 1], [64, 1, 1], &[Arg::Buf(vec![0; 64 * 16])]).unwrap();
+    let out = launch(
+        &ptx,
+        "votes",
+        [1, 1, 1],
+        [64, 1, 1],
+        &[Arg::Buf(vec![0; 64 * 16])],
+    )
+    .unwrap();
     let o = as_u32(&out[0]);
     // all(l<5)=0, any(l<5)=1, uni(l<5)=0, all(true)=1, uni(true)=1, any(false)=0,
     // all(l>=5)=0, uni(false)=1.
     let flags = 2 | 8 | 16 | 128;
     for t in 0..64usize {
-        assert_eq!(&o[4 * t..4 * t + 4], &[flags, 0x1f, !0x1f, (t % 32) as u32], "thread {t}");
+        assert_eq!(
+            &o[4 * t..4 * t + 4],
+            &[flags, 0x1f, !0x1f, (t % 32) as u32],
+            "thread {t}"
+        );
     }
 }
 
@@ -278,7 +296,14 @@ fn vote_partial_mask() {
 DONE:
     ret;"#,
     );
-    let out = launch(&ptx, "vote_even", [1, 1, 1], [32, 1, 1], &[Arg::Buf(vec![0; 128])]).unwrap();
+    let out = launch(
+        &ptx,
+        "vote_even",
+        [1, 1, 1],
+        [32, 1, 1],
+        &[Arg::Buf(vec![0; 128])],
+    )
+    .unwrap();
     let want: Vec<u32> = (0..32).map(|l| if l % 2 == 0 { 0x55 } else { 0 }).collect();
     assert_eq!(as_u32(&out[0]), want);
 }
@@ -309,7 +334,14 @@ OUT:
     st.global.u32 [%rd3], %r2;
     ret;"#,
     );
-    let out = launch(&ptx, "amask", [1, 1, 1], [32, 1, 1], &[Arg::Buf(vec![0; 128])]).unwrap();
+    let out = launch(
+        &ptx,
+        "amask",
+        [1, 1, 1],
+        [32, 1, 1],
+        &[Arg::Buf(vec![0; 128])],
+    )
+    .unwrap();
     let o = as_u32(&out[0]);
     for l in 0..32u32 {
         let path = if l < 10 { 0x3ffu32 } else { !0x3ffu32 };
@@ -359,7 +391,14 @@ OUT:
     st.global.v2.u32 [%rd3], {%r9, %r10};
     ret;"#,
     );
-    let out = launch(&ptx, "warpsync", [1, 1, 1], [32, 1, 1], &[Arg::Buf(vec![0; 256])]).unwrap();
+    let out = launch(
+        &ptx,
+        "warpsync",
+        [1, 1, 1],
+        [32, 1, 1],
+        &[Arg::Buf(vec![0; 256])],
+    )
+    .unwrap();
     let o = as_u32(&out[0]);
     for l in 0..32u32 {
         let a = (l ^ 1) + 40;
@@ -375,7 +414,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u32 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 33) as u32
     }
 }
@@ -404,10 +446,18 @@ fn rand_half(g: &mut Lcg, bf16: bool) -> (u16, f64) {
 fn check_mma(ab: &str, seed: u64) {
     let bf16 = ab == "bf16";
     let mut g = Lcg(seed);
-    let a: Vec<Vec<(u16, f64)>> = (0..16).map(|_| (0..16).map(|_| rand_half(&mut g, bf16)).collect()).collect();
-    let b: Vec<Vec<(u16, f64)>> = (0..16).map(|_| (0..8).map(|_| rand_half(&mut g, bf16)).collect()).collect();
+    let a: Vec<Vec<(u16, f64)>> = (0..16)
+        .map(|_| (0..16).map(|_| rand_half(&mut g, bf16)).collect())
+        .collect();
+    let b: Vec<Vec<(u16, f64)>> = (0..16)
+        .map(|_| (0..8).map(|_| rand_half(&mut g, bf16)).collect())
+        .collect();
     let c: Vec<Vec<f32>> = (0..16)
-        .map(|_| (0..8).map(|_| (g.next() % 2001) as f32 / 100.0 - 10.0).collect())
+        .map(|_| {
+            (0..8)
+                .map(|_| (g.next() % 2001) as f32 / 100.0 - 10.0)
+                .collect()
+        })
         .collect();
     let pack = |lo: u16, hi: u16| lo as u32 | ((hi as u32) << 16);
     // Per lane: A regs (4) at word 0, C (4 f32) at word 4, B regs (2) at word 8; 16 words.
@@ -461,7 +511,12 @@ fn check_mma(ab: &str, seed: u64) {
     let d = as_f32(&out[1]);
     for lane in 0..32usize {
         let (gid, t) = (lane >> 2, lane % 4);
-        let at = [(gid, 2 * t), (gid, 2 * t + 1), (gid + 8, 2 * t), (gid + 8, 2 * t + 1)];
+        let at = [
+            (gid, 2 * t),
+            (gid, 2 * t + 1),
+            (gid + 8, 2 * t),
+            (gid + 8, 2 * t + 1),
+        ];
         for (i, &(row, col)) in at.iter().enumerate() {
             let mut want = c[row][col] as f64;
             let mut mag = want.abs();
@@ -493,6 +548,102 @@ fn mma_m16n8k16_f16() {
     }
 }
 
+/// The value of f16 bits (normal, subnormal or zero).
+fn f16_value(bits: u16) -> f64 {
+    let sign = if bits >> 15 == 1 { -1.0 } else { 1.0 };
+    let e = ((bits >> 10) & 0x1f) as i32;
+    let m = (bits & 0x3ff) as f64;
+    sign * if e == 0 {
+        m * 2f64.powi(-24)
+    } else {
+        (1.0 + m / 1024.0) * 2f64.powi(e - 15)
+    }
+}
+
+/// m16n8k16 with f16 inputs and f16 accumulators (.f16.f16.f16.f16): C and D are two
+/// .f16x2 registers per lane, c0,c1 (row g, cols 2t, 2t+1) in the first, c2,c3 (row g+8)
+/// in the second, lower column in the low half.
+#[test]
+fn mma_m16n8k16_f16_accumulators() {
+    let mut g = Lcg(77);
+    let a: Vec<Vec<(u16, f64)>> = (0..16)
+        .map(|_| (0..16).map(|_| rand_half(&mut g, false)).collect())
+        .collect();
+    let b: Vec<Vec<(u16, f64)>> = (0..16)
+        .map(|_| (0..8).map(|_| rand_half(&mut g, false)).collect())
+        .collect();
+    let c: Vec<Vec<(u16, f64)>> = (0..16)
+        .map(|_| (0..8).map(|_| rand_half(&mut g, false)).collect())
+        .collect();
+    let pack = |lo: u16, hi: u16| lo as u32 | ((hi as u32) << 16);
+    let mut inp = vec![0u32; 32 * 8];
+    for lane in 0..32usize {
+        let (gid, t) = (lane >> 2, lane % 4);
+        let w = &mut inp[lane * 8..lane * 8 + 8];
+        w[0] = pack(a[gid][2 * t].0, a[gid][2 * t + 1].0);
+        w[1] = pack(a[gid + 8][2 * t].0, a[gid + 8][2 * t + 1].0);
+        w[2] = pack(a[gid][2 * t + 8].0, a[gid][2 * t + 9].0);
+        w[3] = pack(a[gid + 8][2 * t + 8].0, a[gid + 8][2 * t + 9].0);
+        w[4] = pack(b[2 * t][gid].0, b[2 * t + 1][gid].0);
+        w[5] = pack(b[2 * t + 8][gid].0, b[2 * t + 9][gid].0);
+        w[6] = pack(c[gid][2 * t].0, c[gid][2 * t + 1].0);
+        w[7] = pack(c[gid + 8][2 * t].0, c[gid + 8][2 * t + 1].0);
+    }
+    let ptx = module(
+        "mma_h",
+        ".param .u64 pin, .param .u64 pout",
+        r#"
+    .reg .b32 %r<16>;
+    .reg .b64 %rd<8>;
+    ld.param.u64 %rd1, [pin];
+    ld.param.u64 %rd2, [pout];
+    mov.u32 %r1, %laneid;
+    mul.wide.u32 %rd3, %r1, 32;
+    add.s64 %rd4, %rd1, %rd3;
+    ld.global.v4.b32 {%r2, %r3, %r4, %r5}, [%rd4];
+    ld.global.v4.b32 {%r6, %r7, %r8, %r9}, [%rd4+16];
+    mma.sync.aligned.m16n8k16.row.col.f16.f16.f16.f16 {%r10, %r11}, {%r2, %r3, %r4, %r5}, {%r6, %r7}, {%r8, %r9};
+    mul.wide.u32 %rd5, %r1, 8;
+    add.s64 %rd6, %rd2, %rd5;
+    st.global.v2.b32 [%rd6], {%r10, %r11};
+    ret;"#,
+    );
+    let out = launch(
+        &ptx,
+        "mma_h",
+        [1, 1, 1],
+        [32, 1, 1],
+        &[Arg::Buf(u32s(&inp)), Arg::Buf(vec![0; 256])],
+    )
+    .unwrap();
+    let d = as_u32(&out[1]);
+    for lane in 0..32usize {
+        let (gid, t) = (lane >> 2, lane % 4);
+        let at = [
+            (gid, 2 * t),
+            (gid, 2 * t + 1),
+            (gid + 8, 2 * t),
+            (gid + 8, 2 * t + 1),
+        ];
+        for (i, &(row, col)) in at.iter().enumerate() {
+            let mut want = c[row][col].1;
+            let mut mag = want.abs();
+            for k in 0..16 {
+                let p = a[row][k].1 * b[k][col].1;
+                want += p;
+                mag += p.abs();
+            }
+            let bits = (d[lane * 2 + i / 2] >> (16 * (i % 2))) as u16;
+            let got = f16_value(bits);
+            // f16 results: one rounding to 11 significant bits plus f16-or-better sums.
+            assert!(
+                (got - want).abs() <= 2f64.powi(-10) * mag,
+                "f16 D[{row}][{col}] (lane {lane} d{i}): got {got}, want {want}"
+            );
+        }
+    }
+}
+
 /// mma.sync.aligned needs all 32 lanes: with lanes 16..31 exited it is an error.
 #[test]
 fn mma_with_exited_lanes() {
@@ -517,7 +668,59 @@ fn mma_with_exited_lanes() {
 DONE:
     ret;"#,
     );
-    let r = launch(&ptx, "mma_exit", [1, 1, 1], [32, 1, 1], &[Arg::Buf(vec![0; 128])]);
+    let r = launch(
+        &ptx,
+        "mma_exit",
+        [1, 1, 1],
+        [32, 1, 1],
+        &[Arg::Buf(vec![0; 128])],
+    );
     let e = r.expect_err("mma with half the warp exited must fail");
     assert!(e.contains("mma_exit"), "{e}");
+}
+
+/// shfl.sync, vote.sync and bar.warp.sync wait only for the non-exited threads of their
+/// membermask: with lanes 16..31 exited a full mask still completes.
+#[test]
+fn warp_sync_after_exits() {
+    let ptx = module(
+        "wexit",
+        ".param .u64 pout",
+        r#"
+    .reg .pred %p<4>;
+    .reg .b32 %r<8>;
+    .reg .b64 %rd<8>;
+    ld.param.u64 %rd1, [pout];
+    mov.u32 %r1, %laneid;
+    setp.ge.u32 %p1, %r1, 16;
+    @%p1 bra DONE;
+    bar.warp.sync 0xffffffff;
+    add.u32 %r2, %r1, 100;
+    shfl.sync.bfly.b32 %r3, %r2, 1, 0x1f, 0xffffffff;
+    setp.lt.u32 %p2, %r1, 3;
+    vote.sync.ballot.b32 %r4, %p2, 0xffffffff;
+    vote.sync.all.pred %p3, %p2, 0xffffffff;
+    selp.u32 %r5, 1, 0, %p3;
+    mul.wide.u32 %rd2, %r1, 16;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.v4.u32 [%rd3], {%r3, %r4, %r5, %r1};
+DONE:
+    ret;"#,
+    );
+    let out = launch(
+        &ptx,
+        "wexit",
+        [1, 1, 1],
+        [32, 1, 1],
+        &[Arg::Buf(vec![0xff; 512])],
+    )
+    .unwrap();
+    let o = as_u32(&out[0]);
+    for l in 0..16u32 {
+        assert_eq!(
+            &o[4 * l as usize..4 * l as usize + 4],
+            &[(l ^ 1) + 100, 0b111, 0, l],
+            "lane {l}"
+        );
+    }
 }
