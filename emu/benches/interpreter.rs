@@ -246,6 +246,7 @@ fn bench(c: &mut Criterion) {
     ];
     let map = MemMap::new(bufs.spans.clone());
     let mut group = c.benchmark_group("interpreter");
+    let mut alu_instructions = 0;
     group.sample_size(10);
     for (name, body, grid, block, p) in &cases {
         let parsed = Parsed::new(&format!("{HEADER}{body}")).unwrap();
@@ -263,6 +264,9 @@ fn bench(c: &mut Criterion) {
         let before = instructions().1;
         run_grid_on(&pools[0].1, &launch, &map).unwrap();
         let per_launch = instructions().1 - before;
+        if *name == "alu" {
+            alu_instructions = per_launch;
+        }
         group.throughput(Throughput::Elements(per_launch));
         for (n, pool) in &pools {
             group.bench_function(format!("{name}/{n}-thread"), |b| {
@@ -270,6 +274,25 @@ fn bench(c: &mut Criterion) {
             });
         }
     }
+    // The ALU kernel's work in native Rust, for the cost of interpreting it.
+    let xs: Vec<f32> = (0..64 * 256).map(|i| (i % 7) as f32 * 0.01).collect();
+    let mut ys = vec![0f32; xs.len()];
+    group.throughput(Throughput::Elements(alu_instructions));
+    group.bench_function("alu/native", |b| {
+        b.iter(|| {
+            for (t, (x, y)) in xs.iter().zip(ys.iter_mut()).enumerate() {
+                let mut f2 = 1.0f32;
+                for r in 0..256u32 {
+                    f2 = f2.mul_add(*x, 0.1);
+                    let f3 = f2 * 0.5;
+                    if (r + t as u32) & 7 == 0 {
+                        f2 = f3;
+                    }
+                }
+                *y = std::hint::black_box(f2);
+            }
+        })
+    });
     group.finish();
     drop(bufs);
 }

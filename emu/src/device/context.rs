@@ -17,6 +17,8 @@ pub struct Context {
     pub device: Arc<Device>,
     pub primary: bool,
     allocs: Mutex<BTreeMap<u64, Arc<DevAlloc>>>,
+    /// The last ranges freed (start, end), oldest first: fault messages name them.
+    freed: Mutex<std::collections::VecDeque<(u64, u64)>>,
     /// The memory map and the allocation generation it was built at.
     map: Mutex<(u64, Arc<MemMap>)>,
     /// Streams created in this context (the legacy stream orders against blocking ones).
@@ -48,6 +50,9 @@ fn pinned() -> &'static Mutex<BTreeMap<u64, Arc<PinnedAlloc>>> {
     P.get_or_init(|| Mutex::new(BTreeMap::new()))
 }
 
+/// Freed ranges a context remembers for its fault messages.
+const FREED_KEPT: usize = 256;
+
 /// Bumped on every allocation and free: memory maps older than this are rebuilt.
 static MEM_GEN: AtomicU64 = AtomicU64::new(1);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -64,6 +69,7 @@ impl Context {
             device,
             primary,
             allocs: Mutex::new(BTreeMap::new()),
+            freed: Mutex::new(std::collections::VecDeque::new()),
             map: Mutex::new((0, Arc::new(MemMap::default()))),
             streams: Mutex::new(Vec::new()),
             legacy: OnceLock::new(),
@@ -163,6 +169,12 @@ impl Context {
         match a {
             Some(a) => {
                 self.device.budget.give(charged(a.size));
+                if let Ok(mut f) = self.freed.lock() {
+                    if f.len() == FREED_KEPT {
+                        f.pop_front();
+                    }
+                    f.push_back((a.base, a.base + a.size as u64));
+                }
                 MEM_GEN.fetch_add(1, Ordering::AcqRel);
                 Ok(())
             }
@@ -212,7 +224,12 @@ impl Context {
                     });
                 }
             }
-            *m = (generation, Arc::new(MemMap::new(spans)));
+            let freed = self
+                .freed
+                .lock()
+                .map(|f| f.iter().copied().collect())
+                .unwrap_or_default();
+            *m = (generation, Arc::new(MemMap::new(spans).with_freed(freed)));
         }
         m.1.clone()
     }

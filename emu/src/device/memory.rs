@@ -18,8 +18,10 @@ const RESERVE: usize = 1 << 40;
 pub struct VaSpace {
     base: usize,
     len: usize,
-    /// Free ranges (offset, len), sorted and coalesced.
-    free: Mutex<Vec<(usize, usize)>>,
+    /// Free ranges (offset, len), sorted and coalesced, and where the last allocation ended:
+    /// allocation is next-fit, so a freed range is reused only after the rest of the space
+    /// (a use after free then faults instead of reading a newer allocation).
+    free: Mutex<(Vec<(usize, usize)>, usize)>,
 }
 
 // SAFETY: the reservation is plain address space, owned for the life of the process.
@@ -49,7 +51,7 @@ impl VaSpace {
         Ok(VaSpace {
             base: p as usize,
             len: RESERVE,
-            free: Mutex::new(vec![(0, RESERVE)]),
+            free: Mutex::new((vec![(0, RESERVE)], 0)),
         })
     }
 
@@ -59,21 +61,27 @@ impl VaSpace {
     }
 
     fn take(&self, len: usize) -> Option<usize> {
-        let mut free = self.free.lock().ok()?;
-        let i = free.iter().position(|&(_, l)| l >= len)?;
+        let mut g = self.free.lock().ok()?;
+        let (free, cursor) = &mut *g;
+        let start = free.partition_point(|&(o, _)| o < *cursor);
+        let i = (start..free.len())
+            .chain(0..start)
+            .find(|&i| free[i].1 >= len)?;
         let (off, l) = free[i];
         if l == len {
             free.remove(i);
         } else {
             free[i] = (off + len, l - len);
         }
+        *cursor = off + len;
         Some(self.base + off)
     }
 
     fn give_back(&self, addr: usize, len: usize) {
-        let Ok(mut free) = self.free.lock() else {
+        let Ok(mut g) = self.free.lock() else {
             return;
         };
+        let free = &mut g.0;
         let off = addr - self.base;
         let i = free.partition_point(|&(o, _)| o < off);
         free.insert(i, (off, len));
@@ -268,9 +276,9 @@ mod tests {
         assert!(bytes[1..].iter().all(|&x| x == 0));
         let at = b.base;
         drop(b);
-        // The range is reused.
+        // A freed range is not handed out again while unused space remains.
         let c = DevAlloc::new(&s, 3 * PAGE).unwrap();
-        assert_eq!(c.base, at);
+        assert_ne!(c.base, at);
     }
 
     #[test]

@@ -28,13 +28,24 @@ pub struct Span {
 #[derive(Clone, Default)]
 pub struct MemMap {
     spans: Vec<Span>,
+    /// Recently freed ranges (start, end), for telling a use after free from a stray access.
+    freed: Vec<(u64, u64)>,
 }
 
 impl MemMap {
     /// From spans in any order (they must not overlap).
     pub fn new(mut spans: Vec<Span>) -> Self {
         spans.sort_by_key(|s| s.start);
-        MemMap { spans }
+        MemMap {
+            spans,
+            freed: Vec::new(),
+        }
+    }
+
+    /// With the ranges freed recently (named in fault messages).
+    pub fn with_freed(mut self, freed: Vec<(u64, u64)>) -> Self {
+        self.freed = freed;
+        self
     }
 
     /// The span holding [addr, addr + len), if one does.
@@ -46,6 +57,17 @@ impl MemMap {
 
     /// A description of where `addr` falls relative to the allocations, for fault messages.
     pub fn nearest(&self, addr: u64) -> String {
+        if let Some((s, e)) = self
+            .freed
+            .iter()
+            .rev()
+            .find(|(s, e)| (*s..*e).contains(&addr))
+        {
+            return format!(
+                "use after free: inside the {}-byte allocation at {s:#x}, freed by cuMemFree",
+                e - s
+            );
+        }
         let i = self.spans.partition_point(|s| s.start <= addr);
         let before = i.checked_sub(1).and_then(|j| self.spans.get(j));
         match before {

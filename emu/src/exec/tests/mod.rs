@@ -2,7 +2,20 @@
 //! the instruction (not from how tandem's kernels use it), by running small hand-written
 //! kernels (see ../testing.rs).
 
-mod arith;
+mod atomics;
+mod atomics_contended;
+mod checker;
 mod control;
+mod cvt;
+mod cvt_float;
+mod exact;
+mod float;
+mod float_approx;
+mod generic;
+mod int;
+mod int_bits;
 mod memory;
+mod mov;
+mod predicate;
+mod support;
 mod warp;
