@@ -1,7 +1,10 @@
 //! cuGetErrorName / cuGetErrorString: static strings for each CUresult, as NVIDIA's
 //! headers describe them.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, c_char, c_uint};
+
+use super::{out, run};
+use crate::device::CUresult;
 
 /// (name, description) of a CUresult value.
 pub fn describe(code: u32) -> Option<(&'static CStr, &'static CStr)> {
@@ -97,4 +100,38 @@ pub fn describe(code: u32) -> Option<(&'static CStr, &'static CStr)> {
         999 => (c"CUDA_ERROR_UNKNOWN", c"unknown error"),
         _ => return None,
     })
+}
+
+/// # Safety
+/// C caller: valid out-pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuGetErrorName(code: c_uint, s: *mut *const c_char) -> CUresult {
+    match super::errors::describe(code) {
+        Some((n, _)) => run("cuGetErrorName", || unsafe {
+            out(s, n.as_ptr(), "cuGetErrorName")
+        }),
+        None => {
+            if !s.is_null() {
+                unsafe { s.write(std::ptr::null()) };
+            }
+            CUresult::CUDA_ERROR_INVALID_VALUE
+        }
+    }
+}
+
+/// # Safety
+/// C caller: valid out-pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuGetErrorString(code: c_uint, s: *mut *const c_char) -> CUresult {
+    match super::errors::describe(code) {
+        Some((_, d)) => run("cuGetErrorString", || unsafe {
+            out(s, d.as_ptr(), "cuGetErrorString")
+        }),
+        None => {
+            if !s.is_null() {
+                unsafe { s.write(std::ptr::null()) };
+            }
+            CUresult::CUDA_ERROR_INVALID_VALUE
+        }
+    }
 }

@@ -1,12 +1,20 @@
-//! The C entry points: the CUDA driver API (driver.rs, launch.rs), cuBLASLt (cublaslt.rs)
-//! and NCCL (nccl.rs). Each validates its handles and pointers, calls into device/, and
+//! The C entry points: the CUDA driver API (driver, context, memory, copy, stream, graph,
+//! launch), cuBLASLt (cublaslt) and NCCL (nccl). Each validates its handles and pointers, calls into device/, and
 //! turns the outcome into the library's status code; a panic never crosses into C.
 
+pub mod context;
+pub mod copy;
 pub mod cublaslt;
 pub mod driver;
-mod errors;
+pub mod errors;
+pub mod graph;
+mod handles;
 pub mod launch;
+pub mod memory;
 pub mod nccl;
+pub mod stream;
+
+pub(crate) use handles::{context_of, stream_of};
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 

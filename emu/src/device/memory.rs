@@ -63,18 +63,27 @@ impl VaSpace {
     fn take(&self, len: usize) -> Option<usize> {
         let mut g = self.free.lock().ok()?;
         let (free, cursor) = &mut *g;
-        let start = free.partition_point(|&(o, _)| o < *cursor);
-        let i = (start..free.len())
-            .chain(0..start)
-            .find(|&i| free[i].1 >= len)?;
+        // Next fit: the first range with room at or after the cursor, else from the start.
+        let fits = |&(o, l): &(usize, usize), from: usize| o.max(from) + len <= o + l;
+        let (i, at) = match free.iter().position(|r| fits(r, *cursor)) {
+            Some(i) => (i, free[i].0.max(*cursor)),
+            None => {
+                let i = free.iter().position(|r| fits(r, 0))?;
+                (i, free[i].0)
+            }
+        };
         let (off, l) = free[i];
-        if l == len {
-            free.remove(i);
-        } else {
-            free[i] = (off + len, l - len);
+        // Up to two ranges stay free: before `at` and after `at + len`.
+        let mut rest = Vec::with_capacity(2);
+        if at > off {
+            rest.push((off, at - off));
         }
-        *cursor = off + len;
-        Some(self.base + off)
+        if at + len < off + l {
+            rest.push((at + len, off + l - at - len));
+        }
+        free.splice(i..=i, rest);
+        *cursor = at + len;
+        Some(self.base + at)
     }
 
     fn give_back(&self, addr: usize, len: usize) {

@@ -3,10 +3,13 @@
 //! and names the kernel, instruction, block, thread and address, as compute-sanitizer's
 //! memcheck reports it.
 
+mod access;
 pub mod alu;
+mod collective;
 mod cta;
 pub mod float;
 pub mod mem;
+mod step;
 #[cfg(test)]
 pub mod testing;
 #[cfg(test)]

@@ -6,8 +6,11 @@
 use std::ffi::c_void;
 use std::sync::Once;
 
-pub use cuda::api::driver::*;
-pub use cuda::api::launch::*;
+// Each test binary uses some of these (the driver API a C program sees).
+#[allow(unused_imports)]
+pub use cuda::api::{
+    context::*, copy::*, driver::*, errors::*, graph::*, launch::*, memory::*, stream::*,
+};
 pub use cuda::device::CUresult;
 pub use cuda::device::CUresult::*;
 
