@@ -1,6 +1,6 @@
 //! From a parsed function to an executable [`Kernel`]: registers get slots, labels become
 //! instruction indices, variables get offsets in their state space, parameters get offsets
-//! in the parameter buffer. The meaning of each opcode is in opcodes.rs.
+//! in the parameter buffer. The meaning of each opcode is in opcodes/
 
 use std::collections::HashMap;
 
