@@ -16,7 +16,7 @@ if [[ "${1:-}" == "--debug" ]]; then
 fi
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build "${flags[@]}" -p tandem-emu --lib >&2
-lib="$target/$profile/libcuda.so"
+lib="$target/$profile/libtandem_emu.so"
 if [[ ! -f "$lib" ]]; then
     echo "cuda-emu: $lib was not built" >&2
     exit 1

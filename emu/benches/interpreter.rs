@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use cuda::exec::{Launch, MemMap, Span, instructions, run_grid_on};
-use cuda::ptx::Parsed;
+use tandem_emu::exec::{Launch, MemMap, Span, instructions, run_grid_on};
+use tandem_emu::ptx::Parsed;
 
 const HEADER: &str = ".version 9.0\n.target sm_80\n.address_size 64\n";
 

@@ -29,9 +29,9 @@ fn built_library() -> PathBuf {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lib = stdout
         .split('"')
-        .find(|s| s.ends_with("/libcuda.so"))
+        .find(|s| s.ends_with("/libtandem_emu.so"))
         .map(PathBuf::from)
-        .expect("cargo reports the libcuda.so artifact");
+        .expect("cargo reports the libtandem_emu.so artifact");
     assert!(lib.is_file(), "{} is missing", lib.display());
     lib
 }

@@ -7,7 +7,7 @@ mod common;
 use std::ffi::c_void;
 
 use common::*;
-use cuda::api::cublaslt::*;
+use tandem_emu::api::cublaslt::*;
 
 const R_32F: u32 = 0;
 const R_16BF: u32 = 14;

@@ -9,7 +9,7 @@ mod common;
 use std::ffi::c_void;
 
 use common::*;
-use cuda::api::nccl::*;
+use tandem_emu::api::nccl::*;
 
 const FLOAT: i32 = 7;
 const BF16: i32 = 9;

@@ -8,11 +8,11 @@ use std::sync::Once;
 
 // Each test binary uses some of these (the driver API a C program sees).
 #[allow(unused_imports)]
-pub use cuda::api::{
+pub use tandem_emu::api::{
     context::*, copy::*, driver::*, errors::*, graph::*, launch::*, memory::*, stream::*,
 };
-pub use cuda::device::CUresult;
-pub use cuda::device::CUresult::*;
+pub use tandem_emu::device::CUresult;
+pub use tandem_emu::device::CUresult::*;
 
 pub type H = *mut c_void;
 
