@@ -22,14 +22,25 @@ use crate::device::{CUresult, CuResult, log};
 
 /// Runs a driver entry point's body, turning its result (or a panic) into a CUresult.
 pub(crate) fn run(name: &str, f: impl FnOnce() -> CuResult<()>) -> CUresult {
+    guarded(
+        name,
+        CUresult::CUDA_SUCCESS,
+        CUresult::CUDA_ERROR_UNKNOWN,
+        f,
+    )
+}
+
+/// Runs an entry point's body (of any of the three libraries) to its status code: `ok`, the
+/// body's error, or `internal` for a panic, which must not unwind into C.
+pub(crate) fn guarded<S>(name: &str, ok: S, internal: S, f: impl FnOnce() -> Result<(), S>) -> S {
     match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(())) => CUresult::CUDA_SUCCESS,
+        Ok(Ok(())) => ok,
         Ok(Err(e)) => e,
         Err(_) => {
             log(format_args!(
                 "{name}: internal error (a panic in the emulator)"
             ));
-            CUresult::CUDA_ERROR_UNKNOWN
+            internal
         }
     }
 }

@@ -34,16 +34,7 @@ fn bad<T>(s: Status, msg: impl std::fmt::Display) -> Res<T> {
 }
 
 fn run(name: &str, f: impl FnOnce() -> Res<()>) -> Status {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(Ok(())) => Status::SUCCESS,
-        Ok(Err(s)) => s,
-        Err(_) => {
-            log(format_args!(
-                "{name}: internal error (a panic in the emulator)"
-            ));
-            Status::INTERNAL_ERROR
-        }
-    }
+    super::guarded(name, Status::SUCCESS, Status::INTERNAL_ERROR, f)
 }
 
 // cudaDataType_t values.

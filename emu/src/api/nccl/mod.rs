@@ -44,16 +44,7 @@ fn bad<T>(r: NcclResult, msg: impl std::fmt::Display) -> Res<T> {
 }
 
 fn run(name: &str, f: impl FnOnce() -> Res<()>) -> NcclResult {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(Ok(())) => ncclSuccess,
-        Ok(Err(r)) => r,
-        Err(_) => {
-            log(format_args!(
-                "{name}: internal error (a panic in the emulator)"
-            ));
-            ncclInternalError
-        }
-    }
+    super::guarded(name, ncclSuccess, ncclInternalError, f)
 }
 
 /// What a rank contributes at one rendezvous, and what it got there.
