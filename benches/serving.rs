@@ -9,8 +9,8 @@ use tandem::kv::KvEvent;
 use tandem::kv::hash::extend_sequence_hashes;
 use tandem::router::index::KvIndex;
 use tandem::router::{Policy, Router, WorkerPool};
-use tandem::server::proto::worker_client::WorkerClient;
-use tandem::server::proto::{GenerateRequest, ModelInfoResponse, SamplingParams};
+use tandem::wire::proto::worker_client::WorkerClient;
+use tandem::wire::proto::{GenerateRequest, ModelInfoResponse, SamplingParams};
 
 const BS: usize = 64;
 const WORKERS: usize = 16;
@@ -241,7 +241,7 @@ fn nixl_libs() -> Option<String> {
 /// itself (`kv_pull_seconds`: reservation to data in place), beside a memcpy of the same
 /// bytes in this process.
 fn kv_transports(rt: &tokio::runtime::Runtime) {
-    use tandem::server::proto::{DecodeRequest, KvLayoutRequest, LoadRequest};
+    use tandem::wire::proto::{DecodeRequest, KvLayoutRequest, LoadRequest};
     let dir = qwen_kv_model();
     let d = dir.to_str().unwrap().to_string();
     let libs = nixl_libs();

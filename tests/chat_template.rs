@@ -7,7 +7,7 @@ mod common;
 
 use common::python::run_script_with_input;
 use serde_json::{Value, json};
-use tandem::server::chat::{ChatInput, ChatTemplate};
+use tandem::frontend::chat::{ChatInput, ChatTemplate};
 
 fn cases() -> Vec<Value> {
     let tools = json!([{"type": "function", "function": {"name": "get_weather",

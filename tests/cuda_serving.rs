@@ -18,8 +18,8 @@ use common::procs::{Proc, run, spawn_with_env};
 use common::{expected, fixture};
 use cuda_common::gpu;
 use serde_json::json;
-use tandem::server::proto::worker_client::WorkerClient;
-use tandem::server::proto::*;
+use tandem::wire::proto::worker_client::WorkerClient;
+use tandem::wire::proto::*;
 use tonic::transport::Channel;
 
 /// Each worker's device: 1 GiB (the emulator's; a GPU ignores it).

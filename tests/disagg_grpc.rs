@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::grpc::{client, greedy, request, used_when_idle};
 use common::procs::demo_worker;
-use tandem::server::proto::worker_client::WorkerClient;
-use tandem::server::proto::*;
+use tandem::wire::proto::worker_client::WorkerClient;
+use tandem::wire::proto::*;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -127,8 +127,7 @@ async fn disaggregated_output_equals_aggregated_and_the_source_is_freed() {
     let err = dc.decode(late).await.err().unwrap();
     assert_eq!(err.code(), Code::DataLoss, "{err:?}");
     assert!(
-        err.message()
-            .starts_with(tandem::server::transfer::KV_SOURCE_LOST)
+        err.message().starts_with(tandem::wire::KV_SOURCE_LOST)
             && err.message().contains("no KV is held"),
         "{err:?}"
     );

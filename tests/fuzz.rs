@@ -11,8 +11,8 @@ use std::sync::{Arc, OnceLock};
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use tandem::server::chat::{ChatInput, ChatTemplate};
-use tandem::server::openai::{Defaults, parse_chat, parse_completion};
+use tandem::frontend::chat::{ChatInput, ChatTemplate};
+use tandem::frontend::openai::{Defaults, parse_chat, parse_completion};
 
 /// Any JSON value, nested a few levels.
 fn json_value() -> impl Strategy<Value = Value> {
@@ -237,7 +237,7 @@ proptest! {
     /// clears keeps the index's counts equal to what it holds.
     #[test]
     fn kv_events_keep_the_index_consistent(events in prop::collection::vec((0usize..3, 0u8..4, any::<bool>(), prop::collection::vec(0u64..40, 0..6)), 0..60)) {
-        use tandem::server::proto::{self, kv_event::Event};
+        use tandem::wire::proto::{self, kv_event::Event};
         let mut ix = tandem::router::index::KvIndex::new(3);
         let mut model: Vec<std::collections::BTreeSet<(u64, tandem::kv::Medium)>> = vec![Default::default(); 3];
         for (w, kind, host, hashes) in events {
@@ -268,8 +268,8 @@ proptest! {
             tandem::kv::KvEvent::BlockRemoved { block_hashes: hashes.clone(), medium: tandem::kv::Medium::Gpu },
             tandem::kv::KvEvent::AllBlocksCleared,
         ];
-        let b = tandem::server::kv_hub::EventBatch { sequence: seq, timestamp: 1.5, events, snapshot: false };
-        let bytes = tandem::server::zmq_events::encode_batch(&b);
+        let b = tandem::worker::kv_hub::EventBatch { sequence: seq, timestamp: 1.5, events, snapshot: false };
+        let bytes = tandem::worker::zmq_events::encode_batch(&b);
         let v = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
         let arr = v.as_array().unwrap();
         prop_assert_eq!(arr.len(), 3);
@@ -286,17 +286,17 @@ proptest! {
 mod worker_messages {
     use super::*;
     use prost::Message;
-    use tandem::server::proto::worker_server::Worker;
-    use tandem::server::proto::*;
+    use tandem::wire::proto::worker_server::Worker;
+    use tandem::wire::proto::*;
     use tonic::Request;
 
     fn service() -> &'static (
         tokio::runtime::Runtime,
-        tandem::server::worker::WorkerService,
+        tandem::worker::service::WorkerService,
     ) {
         static S: OnceLock<(
             tokio::runtime::Runtime,
-            tandem::server::worker::WorkerService,
+            tandem::worker::service::WorkerService,
         )> = OnceLock::new();
         S.get_or_init(|| {
             let spec = tandem::loader::ModelSpec {
@@ -308,9 +308,9 @@ mod worker_messages {
             let loaded = tandem::loader::load_cpu(&spec).unwrap();
             let engine = Arc::new(tandem::engine::EngineHandle::spawn(loaded.engine).unwrap());
             let rt = tokio::runtime::Runtime::new().unwrap();
-            let svc = tandem::server::worker::WorkerService::new(
+            let svc = tandem::worker::service::WorkerService::new(
                 engine,
-                Arc::new(tandem::server::kv_hub::KvEventHub::new()),
+                Arc::new(tandem::worker::kv_hub::KvEventHub::new()),
                 ModelInfoResponse::default(),
                 KvLayout::default(),
                 "127.0.0.1:1".into(),

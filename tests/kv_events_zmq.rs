@@ -14,8 +14,8 @@ use common::grpc::{client, greedy, request};
 use common::procs::{Proc, free_port, spawn};
 use common::python::python;
 use serde_json::Value;
-use tandem::server::proto::worker_client::WorkerClient;
-use tandem::server::proto::*;
+use tandem::wire::proto::worker_client::WorkerClient;
+use tandem::wire::proto::*;
 use tonic::transport::Channel;
 
 /// A demo worker publishing on `port`, with a cache of `gib`.

@@ -23,7 +23,7 @@ mod with_nixl {
     use super::common::procs::{DEMO, Proc, disagg_frontend, serve, spawn_with_env};
     use super::common::python::nixl_libs;
     use serde_json::{Value, json};
-    use tandem::server::proto::LoadResponse;
+    use tandem::wire::proto::LoadResponse;
 
     fn lib_path() -> String {
         nixl_libs().display().to_string()
@@ -196,7 +196,7 @@ mod with_nixl {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stalled_transfer_times_out_and_both_sides_free_their_blocks() {
         use super::common::grpc::{greedy, request, used_when_idle};
-        use tandem::server::proto::DecodeRequest;
+        use tandem::wire::proto::DecodeRequest;
         // UCX over TCP needs the source's progress: a stopped source stalls the read (shared
         // memory and cma would read it regardless).
         let env = [("UCX_TLS", "tcp,self")];
@@ -207,14 +207,14 @@ mod with_nixl {
         );
         let (mut pc, mut dc) = (client(&p.addr).await, client(&d.addr).await);
         let prompt: Vec<u32> = (0..70).map(|t| (t * 3 + 1) % 256).collect();
-        let decode_of = |pre: tandem::server::proto::PrefillResponse, id: &str| DecodeRequest {
+        let decode_of = |pre: tandem::wire::proto::PrefillResponse, id: &str| DecodeRequest {
             request: Some(request(id, prompt.clone(), greedy(3))),
             first_token: pre.first_token,
             source_addr: pre.transfer_addr,
             source_engine_id: pre.engine_id,
             source_block_ids: pre.block_ids,
         };
-        let run = |dc: &mut tandem::server::proto::worker_client::WorkerClient<_>, r| {
+        let run = |dc: &mut tandem::wire::proto::worker_client::WorkerClient<_>, r| {
             let mut dc = dc.clone();
             async move {
                 let mut s = dc.decode(r).await?.into_inner();
@@ -319,7 +319,7 @@ mod with_nixl {
     async fn agent_of(addr: &str) -> String {
         let layout = client(addr)
             .await
-            .get_kv_layout(tandem::server::proto::KvLayoutRequest {})
+            .get_kv_layout(tandem::wire::proto::KvLayoutRequest {})
             .await
             .unwrap()
             .into_inner();
@@ -329,10 +329,10 @@ mod with_nixl {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_source_killed_mid_read_fails_the_request_and_a_restarted_one_is_read_afresh() {
         use super::common::grpc::{greedy, request, used_when_idle};
-        use tandem::server::proto::DecodeRequest;
+        use tandem::wire::proto::DecodeRequest;
         let (mut p, d) = (qwen_kv_worker("prefill"), qwen_kv_worker("decode"));
         let prompt: Vec<u32> = (0..512).map(|t| (t * 7 + 1) % 256).collect();
-        let decode_of = |pre: tandem::server::proto::PrefillResponse, id: &str| DecodeRequest {
+        let decode_of = |pre: tandem::wire::proto::PrefillResponse, id: &str| DecodeRequest {
             request: Some(request(id, prompt.clone(), greedy(2))),
             first_token: pre.first_token,
             source_addr: pre.transfer_addr,
@@ -367,8 +367,7 @@ mod with_nixl {
         let err = pulling.await.unwrap().unwrap_err();
         assert_eq!(err.code(), tonic::Code::DataLoss, "{err:?}");
         assert!(
-            err.message()
-                .starts_with(tandem::server::transfer::KV_SOURCE_LOST),
+            err.message().starts_with(tandem::wire::KV_SOURCE_LOST),
             "{err:?}"
         );
         // The failed read fell back to TCP, which found no source either; the reservation

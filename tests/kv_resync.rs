@@ -13,10 +13,10 @@ use tandem::engine::EngineHandle;
 use tandem::kv::KvEvent;
 use tandem::loader::{ModelSpec, load_cpu};
 use tandem::router::WorkerPool;
-use tandem::server::kv_hub::KvEventHub;
-use tandem::server::proto::worker_server::WorkerServer;
-use tandem::server::proto::*;
-use tandem::server::worker::WorkerService;
+use tandem::wire::proto::worker_server::WorkerServer;
+use tandem::wire::proto::*;
+use tandem::worker::kv_hub::KvEventHub;
+use tandem::worker::service::WorkerService;
 use tonic::Code;
 
 /// One batch of 64 blocks, numbered from `first`: large enough that a reader who stops

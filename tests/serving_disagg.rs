@@ -9,7 +9,7 @@ use common::grpc::load;
 use common::http::{completion, metrics_text, wait_health, wait_indexed};
 use common::procs::{demo_worker, disagg_frontend, serve};
 use serde_json::{Value, json};
-use tandem::server::proto::LoadResponse;
+use tandem::wire::proto::LoadResponse;
 
 async fn complete(base: &str, prompt: &[u32]) -> Value {
     let body = json!({"model": "tandem-demo", "prompt": prompt, "max_tokens": 8, "temperature": 0,

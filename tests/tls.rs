@@ -126,8 +126,8 @@ async fn workers_serve_and_pull_over_mutual_tls() {
                 .connect()
                 .await
                 .unwrap();
-            tandem::server::proto::worker_client::WorkerClient::new(ch)
-                .load(tandem::server::proto::LoadRequest {})
+            tandem::wire::proto::worker_client::WorkerClient::new(ch)
+                .load(tandem::wire::proto::LoadRequest {})
                 .await
                 .unwrap()
                 .into_inner()

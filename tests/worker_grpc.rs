@@ -4,7 +4,7 @@ mod common;
 
 use common::grpc::{client, greedy, request, used_when_idle};
 use common::procs::demo_worker;
-use tandem::server::proto::*;
+use tandem::wire::proto::*;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

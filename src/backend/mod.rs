@@ -123,6 +123,22 @@ pub struct AttentionMeta {
     pub seqs: Vec<AttnSeq>,
 }
 
+/// One step's inputs to the model, shared by every rank (what a backend's
+/// [`Backend::run_step`] replays: the tokens, their positions and cache slots, attention's view).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelInput {
+    /// Token ids of every new token, sequences concatenated.
+    pub tokens: Vec<u32>,
+    /// Position of each token in its sequence.
+    pub positions: Vec<u32>,
+    /// Cache slot (`block * block_size + offset`) each token's K/V goes to.
+    pub slots: Vec<u32>,
+    /// Per-sequence view for paged attention.
+    pub attn: AttentionMeta,
+    /// Rows whose logits are wanted (the last new token of sequences that sample).
+    pub logit_rows: Vec<usize>,
+}
+
 /// The operations of a Qwen3 forward pass on one device (one tensor-parallel rank).
 pub trait Backend: Send + Sized + 'static {
     /// A device buffer (weights and activations).
@@ -201,8 +217,8 @@ pub trait Backend: Send + Sized + 'static {
     /// it more than once; the default calls it once with `input`.
     fn run_step(
         &self,
-        input: &crate::model::ModelInput,
-        mut step: impl FnMut(&crate::model::ModelInput) -> Result<Self::Tensor>,
+        input: &ModelInput,
+        mut step: impl FnMut(&ModelInput) -> Result<Self::Tensor>,
     ) -> Result<Self::Tensor> {
         step(input)
     }

@@ -14,16 +14,16 @@ use super::ModelArgs;
 use super::worker::shutdown_signal;
 use crate::config::GenerationConfig;
 use crate::engine::SamplingParams;
+use crate::frontend::chat::ChatTemplate;
+use crate::frontend::dispatch::Frontend;
+use crate::frontend::http::app;
+use crate::frontend::openai::{ApiOptions, Defaults, QueueBounds};
+use crate::frontend::reasoning::ReasoningParserKind;
+use crate::frontend::tool_calls::ToolParserKind;
 use crate::router::pool::Liveness;
 use crate::router::{Policy, Router, WorkerPool};
-use crate::server::chat::ChatTemplate;
-use crate::server::dispatch::Frontend;
-use crate::server::http::app;
-use crate::server::openai::{ApiOptions, Defaults, QueueBounds};
-use crate::server::reasoning::ReasoningParserKind;
-use crate::server::tls::TlsFiles;
-use crate::server::tool_calls::ToolParserKind;
 use crate::tokenizer::Tokenizer;
+use crate::wire::tls::TlsFiles;
 use serde_json::Value;
 
 /// Routing policies on the command line.
@@ -214,7 +214,7 @@ pub struct ServeArgs {
     kv_events_endpoint: Option<String>,
     /// How decode workers pull KV from prefill workers: tcp or nixl (see `tandem worker`).
     #[arg(long, value_enum, default_value = "tcp")]
-    kv_transport: super::worker::KvTransportKind,
+    kv_transport: crate::worker::start::KvTransportKind,
 }
 
 /// `endpoint` (transport://host:port) with its port moved up by `offset`.
@@ -418,7 +418,7 @@ async fn start_workers(
             args.http.shutdown_timeout.to_string(),
         ]);
         argv.extend(extra.iter().map(|s| s.to_string()));
-        if args.kv_transport == super::worker::KvTransportKind::Nixl {
+        if args.kv_transport == crate::worker::start::KvTransportKind::Nixl {
             argv.extend(["--kv-transport", "nixl"].map(String::from));
         }
         if let Some(ep) = &args.kv_events_endpoint {

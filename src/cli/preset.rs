@@ -6,8 +6,8 @@ use clap::ValueEnum;
 
 use crate::config::EngineConfig;
 use crate::sim::Profile;
+use crate::sim::hardware::{GB200, Gpu, H200};
 use crate::sim::moe::{DEEPSEEK_V32_NVFP4, Dep, ModelCost};
-use crate::sim::profile::{GB200, Gpu, H200};
 
 /// A reference deployment.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

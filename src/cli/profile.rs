@@ -13,19 +13,21 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::ModelArgs;
-use super::worker::kv_layout;
 use crate::backend::Backend;
 use crate::engine::{EngineCore, EngineHandle, Executor, SamplingParams};
 use crate::kv::KvCopy;
 use crate::loader::{DeviceKind, LoadedModel, load_cpu, load_cuda};
-use crate::server::kv_hub::KvEventHub;
-use crate::server::kv_tcp::TcpKv;
-use crate::server::kv_transport::{KvSource, KvTransport, Reservation};
-use crate::server::proto::{self, worker_client::WorkerClient, worker_server::WorkerServer};
-use crate::server::worker::{WorkerService, sampling_to_proto};
 use crate::sim::grid::Measured;
+use crate::sim::hardware::{Gpu, ModelShape};
 use crate::sim::measure::{Sweep, Sweeper, fit_roofline, grid_points};
-use crate::sim::profile::{Gpu, ModelShape, Profile};
+use crate::sim::profile::Profile;
+use crate::transfer::socket::TcpKv;
+use crate::transfer::{KvSource, KvTransport, Reservation};
+use crate::wire::convert::sampling_to_proto;
+use crate::wire::proto::{self, worker_client::WorkerClient, worker_server::WorkerServer};
+use crate::worker::kv_hub::KvEventHub;
+use crate::worker::service::WorkerService;
+use crate::worker::start::kv_layout;
 
 /// Arguments of `tandem profile`.
 #[derive(Debug, Args)]
@@ -90,7 +92,7 @@ fn run<B: Backend>(args: ProfileArgs, mut loaded: LoadedModel<B>) -> anyhow::Res
     let shape = ModelShape::of(&loaded.config, dtype_bytes);
     let device = match args.model.device {
         super::DeviceArg::Cpu => Gpu::CPU_GUESS,
-        super::DeviceArg::Cuda => crate::sim::profile::H200,
+        super::DeviceArg::Cuda => crate::sim::hardware::H200,
     };
     let mut base = Profile::arithmetic(&shape, &device, args.model.tp);
     base.kv_capacity_tokens = cfg.num_blocks * cfg.block_size;
@@ -245,7 +247,7 @@ fn measure_transfers<B: Backend>(
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();
-        let timeout = crate::server::worker::DEFAULT_TRANSFER_TIMEOUT;
+        let timeout = crate::transfer::DEFAULT_TRANSFER_TIMEOUT;
         let svc = WorkerService::new(
             engine.clone(),
             Arc::new(KvEventHub::new()),
@@ -256,7 +258,7 @@ fn measure_transfers<B: Backend>(
         .with_kv_socket(
             std::net::TcpListener::bind("127.0.0.1:0")?,
             memory.clone(),
-            &crate::server::tls::TlsFiles::default(),
+            &crate::wire::tls::TlsFiles::default(),
             false,
             timeout,
         )?;

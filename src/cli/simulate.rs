@@ -277,8 +277,8 @@ fn load_profile(
                 bail!("--attention-dp needs --model-config (Qwen3-32B runs tensor-parallel)");
             }
             Profile::arithmetic(
-                &crate::sim::profile::QWEN3_32B,
-                &crate::sim::profile::H200,
+                &crate::sim::hardware::QWEN3_32B,
+                &crate::sim::hardware::H200,
                 tp,
             )
         }

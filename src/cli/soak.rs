@@ -19,7 +19,7 @@ use super::trace::TraceArgs;
 use crate::replay::client::{ReplayConfig, replay};
 use crate::replay::metrics::RequestRecord;
 use crate::replay::trace::TraceRequest;
-use crate::server::proto::{LoadRequest, worker_client::WorkerClient};
+use crate::wire::proto::{LoadRequest, worker_client::WorkerClient};
 
 /// Which deployments to soak.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -145,7 +145,7 @@ impl Member {
     }
 }
 
-async fn load(addr: &str) -> Option<crate::server::proto::LoadResponse> {
+async fn load(addr: &str) -> Option<crate::wire::proto::LoadResponse> {
     let mut c = WorkerClient::connect(format!("http://{addr}")).await.ok()?;
     Some(c.load(LoadRequest {}).await.ok()?.into_inner())
 }

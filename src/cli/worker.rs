@@ -1,23 +1,16 @@
 //! `tandem worker`: one engine behind the gRPC worker service.
 
-use std::io::Write;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use tonic::transport::server::TcpIncoming;
 
 use super::ModelArgs;
 use crate::backend::Backend;
-use crate::engine::hooks::{Hooked, Hooks};
-use crate::engine::{EngineHandle, Executor};
+use crate::engine::hooks::Hooks;
 use crate::loader::{DeviceKind, LoadedModel, load_cpu, load_cuda};
-use crate::server::kv_hub::KvEventHub;
-use crate::server::proto::{KvLayout, ModelInfoResponse, worker_server::WorkerServer};
-use crate::server::tls::TlsFiles;
-use crate::server::worker::WorkerService;
-use crate::server::zmq_events::ZmqPublisher;
+use crate::wire::tls::TlsFiles;
+use crate::worker::start::{KvTransportKind, Role, WorkerConfig};
 
 /// Arguments of `tandem worker`.
 #[derive(Debug, Args)]
@@ -97,26 +90,6 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Roles of a worker.
-#[derive(Debug, Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
-pub enum Role {
-    /// Prefill and decode in one worker.
-    Agg,
-    /// Computes prompts and holds their KV for decode workers.
-    Prefill,
-    /// Pulls prompt KV and decodes.
-    Decode,
-}
-
-/// The KV dtype name for `block_bytes` bytes per block of `elems` values (K and V).
-fn kv_dtype(block_bytes: usize, elems: usize) -> &'static str {
-    if block_bytes == 2 * elems {
-        "bf16"
-    } else {
-        "f32"
-    }
-}
-
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -173,214 +146,37 @@ fn hooks_of<B: Backend>(args: &ModelArgs, loaded: &LoadedModel<B>) -> anyhow::Re
     })
 }
 
-/// How KV moves between workers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum KvTransportKind {
-    /// The workers' own KV socket.
-    Tcp,
-    /// NVIDIA NIXL (cargo feature `nixl`, its runtime on LD_LIBRARY_PATH).
-    Nixl,
-}
-
-/// The KV layout of a loaded model: what transfer handshakes compare.
-pub(crate) fn kv_layout<B: Backend>(loaded: &LoadedModel<B>, tp: usize) -> KvLayout {
-    let cfg = loaded.engine.config();
-    let model_cfg = &loaded.config;
-    let kv_heads = model_cfg.num_key_value_heads / tp.max(1);
-    let block_bytes = loaded.engine.executor().kv_block_bytes();
-    KvLayout {
-        num_layers: model_cfg.num_hidden_layers as u32,
-        kv_heads_per_rank: kv_heads as u32,
-        head_dim: model_cfg.head_dim as u32,
-        block_size: cfg.block_size as u32,
-        // What the backend stores: f32 on the CPU, bf16 on the GPU.
-        dtype: kv_dtype(
-            block_bytes,
-            2 * cfg.block_size * kv_heads * model_cfg.head_dim,
-        )
-        .into(),
-        tp_size: tp as u32,
-        block_bytes: block_bytes as u64,
-        engine_id: format!("{:016x}", rand::random::<u64>()),
-        nixl: None,
-        kv_port: 0,
-    }
-}
-
-fn serve<B: Backend>(args: WorkerArgs, mut loaded: LoadedModel<B>) -> anyhow::Result<()> {
+fn serve<B: Backend>(args: WorkerArgs, loaded: LoadedModel<B>) -> anyhow::Result<()> {
     if !(args.shutdown_timeout.is_finite() && args.shutdown_timeout >= 0.0) {
         anyhow::bail!("--shutdown-timeout must be a number of seconds");
     }
     if !(args.kv_transfer_timeout.is_finite() && args.kv_transfer_timeout > 0.0) {
         anyhow::bail!("--kv-transfer-timeout must be a positive number of seconds");
     }
-    let transfer_timeout = std::time::Duration::from_secs_f64(args.kv_transfer_timeout);
-    let hub = Arc::new(KvEventHub::new());
-    let (tx, rx) = std::sync::mpsc::channel();
-    loaded.engine.set_event_sink(tx);
-    {
-        let hub = hub.clone();
-        std::thread::Builder::new()
-            .name("kv-events".into())
-            .spawn(move || {
-                // One batch per wake-up: everything the engine sent since the last one.
-                while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    batch.extend(rx.try_iter());
-                    hub.publish(batch);
-                }
-            })?;
-    }
-    let cfg = loaded.engine.config().clone();
-    let layout = kv_layout(&loaded, args.model.tp);
-    let info = ModelInfoResponse {
-        model: args.model.model_name(),
-        block_size: cfg.block_size as u32,
-        max_model_len: cfg.max_model_len as u32,
-        total_blocks: cfg.num_blocks as u64,
-        tp_size: args.model.tp as u32,
-        vocab_size: cfg.vocab_size as u32,
-        role: match args.role {
-            Role::Agg => "agg",
-            Role::Prefill => "prefill",
-            Role::Decode => "decode",
-        }
-        .into(),
+    let cfg = WorkerConfig {
+        model_name: args.model.model_name(),
+        tp: args.model.tp,
+        role: args.role,
+        host: args.host,
+        port: args.port,
+        kv_port: args.kv_port,
+        advertise_addr: args.advertise_addr,
+        kv_transport: args.kv_transport,
+        nixl_ucx_params: args.nixl_ucx_params,
+        kv_transfer_timeout: Duration::from_secs_f64(args.kv_transfer_timeout),
+        kv_verify: args.kv_verify,
+        kv_events_endpoint: args.kv_events_endpoint,
+        kv_events_topic: args.kv_events_topic,
+        tls: TlsFiles {
+            cert: args.tls_cert,
+            key: args.tls_key,
+            ca: args.tls_ca,
+            domain: args.tls_domain,
+        },
+        tls_require_client_cert: args.tls_require_client_cert,
+        metrics_port: args.metrics_port,
+        shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
+        hooks: hooks_of(&args.model, &loaded)?,
     };
-    let hooks = hooks_of(&args.model, &loaded)?;
-    let memory = loaded.engine.executor().kv_memory();
-    let core = loaded.engine.map_executor(|e| Hooked::new(e, hooks));
-    let engine = Arc::new(EngineHandle::spawn(core)?);
-    let nixl = match args.kv_transport {
-        KvTransportKind::Tcp => None,
-        KvTransportKind::Nixl => Some(Arc::new(crate::server::nixl::NixlKv::open(
-            &memory,
-            engine.clone(),
-            &layout.engine_id,
-            transfer_timeout,
-            &args.nixl_ucx_params,
-        )?)),
-    };
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async move {
-        if let Some(endpoint) = &args.kv_events_endpoint {
-            let publisher = ZmqPublisher::bind(endpoint).await?;
-            tokio::spawn(publisher.run(hub.clone(), args.kv_events_topic.clone()));
-        }
-        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
-            .await
-            .with_context(|| format!("binding {}:{}", args.host, args.port))?;
-        let addr: SocketAddr = listener.local_addr()?;
-        let mut out = std::io::stdout();
-        writeln!(out, "tandem worker listening on {addr}")?;
-        out.flush()?;
-        let (health, reporter) = crate::server::health::health_service(engine.clone());
-        let service = WorkerService::new(
-            engine.clone(),
-            hub.clone(),
-            info,
-            layout,
-            args.advertise_addr
-                .clone()
-                .unwrap_or_else(|| addr.to_string()),
-        );
-        let tls = TlsFiles {
-            cert: args.tls_cert.clone(),
-            key: args.tls_key.clone(),
-            ca: args.tls_ca.clone(),
-            domain: args.tls_domain.clone(),
-        };
-        let kv_listener = std::net::TcpListener::bind((args.host.as_str(), args.kv_port))
-            .with_context(|| format!("binding the KV port {}:{}", args.host, args.kv_port))?;
-        let service = service
-            .with_peer_tls(tls.client()?)
-            .with_kv_socket(
-                kv_listener,
-                memory,
-                &tls,
-                args.tls_require_client_cert,
-                transfer_timeout,
-            )?
-            .with_kv_verify(args.kv_verify);
-        let service = match nixl {
-            Some(n) => service.with_nixl(n),
-            None => service,
-        };
-        let draining = service.drain_flag();
-        if let Some(port) = args.metrics_port {
-            let view = service.metrics_view();
-            let listener = tokio::net::TcpListener::bind((args.host.as_str(), port))
-                .await
-                .with_context(|| format!("binding the metrics port {}:{port}", args.host))?;
-            writeln!(out, "tandem worker metrics on {}", listener.local_addr()?)?;
-            out.flush()?;
-            let app = axum::Router::new().route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let view = view.clone();
-                    async move { view.render() }
-                }),
-            );
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "the metrics server stopped");
-                }
-            });
-        }
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(cfg) = tls.server(args.tls_require_client_cert)? {
-            builder = builder.tls_config(cfg).context("TLS settings")?;
-        }
-        let server = builder
-            .add_service(health)
-            .add_service(WorkerServer::new(service))
-            // No Nagle: a token is a few bytes, and a delayed ACK would hold the next one.
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async {
-                    let _ = stopped.await;
-                },
-            );
-        tokio::pin!(server);
-        tokio::select! {
-            r = &mut server => return r.context("serving"),
-            _ = shutdown_signal() => {}
-        }
-        // Drain: refuse new work (the frontend routes around a worker whose Health says not
-        // ready), let running requests and pending KV pulls finish within the timeout, abort
-        // the rest, end the event streams, then stop serving.
-        tracing::info!(timeout_s = args.shutdown_timeout, "shutting down: draining");
-        draining.store(true, std::sync::atomic::Ordering::Release);
-        reporter
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        let deadline =
-            tokio::time::Instant::now() + std::time::Duration::from_secs_f64(args.shutdown_timeout);
-        let mut server_done = false;
-        while !engine.stats().is_ok_and(|s| s.is_idle()) && tokio::time::Instant::now() < deadline {
-            tokio::select! {
-                r = &mut server => { r.context("serving")?; server_done = true; break; }
-                _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
-            }
-        }
-        let aborted = engine.abort_all().unwrap_or(0);
-        if aborted > 0 {
-            tracing::warn!(
-                aborted,
-                "shutdown timeout: aborted the requests still running"
-            );
-        }
-        hub.close();
-        let _ = stop.send(());
-        if !server_done
-            && tokio::time::timeout(std::time::Duration::from_secs(2), &mut server)
-                .await
-                .is_err()
-        {
-            tracing::warn!("connections still open after the drain: closing them");
-        }
-        tracing::info!("worker stopped");
-        Ok(())
-    })
+    crate::worker::start::run(cfg, loaded, shutdown_signal())
 }

@@ -8,11 +8,11 @@ use super::hold::{Held, HoldView};
 use super::sampler::{SampleContext, Sampled};
 use super::scheduler::{Scheduler, SchedulerConfig, SchedulerOutput};
 use super::sequence::{FinishReason, Request, RequestId, Sequence};
+use crate::backend::ModelInput;
 use crate::backend::{AttentionMeta, AttnSeq};
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::kv::{BlockTable, KvCacheManager, KvCopy, KvEvent, PoolStats};
-use crate::model::ModelInput;
 
 /// What one step produced for one request.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,11 +9,12 @@ use std::thread::JoinHandle;
 use super::sampler::{SampleContext, Sampled, sample};
 use super::sequence::RequestId;
 use super::tier_copy::{CopyThread, HostArena, Pending};
+use crate::backend::ModelInput;
 use crate::backend::{Backend, HostTensor, KvMemory};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::kv::{BlockId, KvCopy};
-use crate::model::{ModelInput, Qwen3, TpRank, WeightSource};
+use crate::model::{Qwen3, TpRank, WeightSource};
 
 /// One sequence's share of a step, as a timing model sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

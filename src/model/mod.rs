@@ -6,7 +6,7 @@ pub mod weights;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::backend::{AttentionMeta, Backend, HeadDims, HostTensor, KvCacheSpec};
+use crate::backend::{Backend, HeadDims, HostTensor, KvCacheSpec, ModelInput};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 pub use weights::{Shard, WeightSource};
@@ -52,21 +52,6 @@ impl TpRank {
         let start = (self.rank * per).min(vocab);
         (start, per.min(vocab - start))
     }
-}
-
-/// One step's inputs to the model, shared by every rank.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ModelInput {
-    /// Token ids of every new token, sequences concatenated.
-    pub tokens: Vec<u32>,
-    /// Position of each token in its sequence.
-    pub positions: Vec<u32>,
-    /// Cache slot (`block * block_size + offset`) each token's K/V goes to.
-    pub slots: Vec<u32>,
-    /// Per-sequence view for paged attention.
-    pub attn: AttentionMeta,
-    /// Rows whose logits are wanted (the last new token of sequences that sample).
-    pub logit_rows: Vec<usize>,
 }
 
 struct Layer<T> {

@@ -273,7 +273,7 @@ pub fn decide(
 mod tests {
     use super::*;
     use crate::kv::KvEvent;
-    use crate::server::proto::ModelInfoResponse;
+    use crate::wire::proto::ModelInfoResponse;
 
     fn pool(n: usize) -> Arc<WorkerPool> {
         let addrs: Vec<String> = (0..n).map(|i| format!("127.0.0.1:{}", 9 + i)).collect();

@@ -11,7 +11,7 @@ use tonic::transport::{Channel, ClientTlsConfig};
 use super::discovery::{self, DnsSource, Resolver, WorkerEntry, system_resolver};
 use super::index::{KvIndex, MAX_WORKERS};
 use crate::kv::{KvEvent, Medium};
-use crate::server::proto::{self, kv_event::Event, worker_client::WorkerClient};
+use crate::wire::proto::{self, kv_event::Event, worker_client::WorkerClient};
 
 /// How often health and load are polled by default.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -65,7 +65,7 @@ pub struct WorkerHandle {
 impl WorkerHandle {
     /// A handle for the worker at `addr` (connected lazily: it may come up later).
     fn new(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Self, String> {
-        let ep = crate::server::tls::endpoint(addr, tls)?
+        let ep = crate::wire::tls::endpoint(addr, tls)?
             .connect_timeout(Duration::from_secs(2))
             // A pod that vanishes sends no RST: pings find the dead connection, so streams
             // to it (KV events, generations) end instead of hanging.

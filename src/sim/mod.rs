@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod executor;
 pub mod grid;
+pub mod hardware;
 pub mod measure;
 pub mod moe;
 pub mod plan;

@@ -7,65 +7,11 @@
 //! (combine) over NVLink. The ranks step in lockstep, since each layer's all-to-all waits for
 //! all of them: [`super::Profile::worker_step_time`].
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::profile::{Gpu, ModelShape, Profile};
+use super::hardware::{Gpu, ModelShape};
+use super::profile::{MoeCost, Profile};
 use crate::error::{Error, Result};
-
-/// The routed experts of a profile: what a step pays for them on each GPU of the worker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MoeCost {
-    /// Routed experts per MoE layer.
-    pub experts: f64,
-    /// Routed experts each token goes to.
-    pub active: f64,
-    /// GPUs the experts are spread over (the worker's expert-parallel size).
-    pub ep: f64,
-    /// Weight bytes of one routed expert over all MoE layers.
-    pub expert_bytes: f64,
-    /// FLOPs of one token through one routed expert over all MoE layers, counted at the
-    /// profile's matmul rate (an FP4 FLOP is a quarter of a bf16 one).
-    pub expert_flops: f64,
-    /// Bytes one token moves per routed expert over all MoE layers: dispatch and combine.
-    pub a2a_bytes_per_pick: f64,
-    /// All-to-all bandwidth of one GPU, bytes/s, at the efficiency it reaches.
-    pub a2a_bandwidth: f64,
-}
-
-impl MoeCost {
-    /// Seconds the routed experts add to a step of `tokens` tokens over the worker, whose
-    /// busiest rank sends `max_rank_tokens`: the local experts' weights the step touches (or
-    /// their FLOPs, whichever is slower) and that rank's all-to-all.
-    pub fn time(&self, p: &Profile, tokens: f64, max_rank_tokens: f64) -> f64 {
-        if tokens <= 0.0 {
-            return 0.0;
-        }
-        // Each expert escapes all T tokens' top-k with probability (1 − k/E)^T.
-        let touched = 1.0 - (1.0 - self.active / self.experts).powf(tokens);
-        let bytes = self.experts / self.ep * touched * self.expert_bytes;
-        let memory = bytes / (p.hbm_bandwidth * p.hbm_efficiency);
-        let compute = tokens * self.active / self.ep * self.expert_flops
-            / (p.matmul_flops * p.matmul_efficiency);
-        let remote = (self.ep - 1.0) / self.ep;
-        memory.max(compute)
-            + max_rank_tokens * self.active * self.a2a_bytes_per_pick * remote / self.a2a_bandwidth
-    }
-
-    /// The fields that must be positive.
-    pub fn fields(&self) -> [(&'static str, f64); 7] {
-        [
-            ("moe.experts", self.experts),
-            ("moe.active", self.active),
-            ("moe.ep", self.ep),
-            ("moe.expert_bytes", self.expert_bytes),
-            ("moe.expert_flops", self.expert_flops),
-            ("moe.a2a_bytes_per_pick", self.a2a_bytes_per_pick),
-            ("moe.a2a_bandwidth", self.a2a_bandwidth),
-        ]
-    }
-}
 
 /// A model the cost model knows, read from its config.json.
 #[derive(Debug, Clone, PartialEq)]
@@ -400,7 +346,7 @@ pub const DEEPSEEK_V32_NVFP4: &str =
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::profile::{GB200, H200};
+    use crate::sim::hardware::{GB200, H200};
 
     fn v32() -> MoeShape {
         match ModelCost::from_config(&serde_json::from_str(DEEPSEEK_V32_NVFP4).unwrap()).unwrap() {

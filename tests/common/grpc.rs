@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use tandem::server::proto::worker_client::WorkerClient;
-use tandem::server::proto::{GenerateRequest, LoadRequest, LoadResponse, SamplingParams};
+use tandem::wire::proto::worker_client::WorkerClient;
+use tandem::wire::proto::{GenerateRequest, LoadRequest, LoadResponse, SamplingParams};
 use tonic::transport::Channel;
 
 /// A client of the worker at `addr`.

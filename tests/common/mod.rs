@@ -306,7 +306,7 @@ pub fn step_logits<B: tandem::backend::Backend>(
             let mut t = prompt.to_vec();
             t.extend_from_slice(&tokens[..s]);
             let n = t.len();
-            let input = tandem::model::ModelInput {
+            let input = tandem::backend::ModelInput {
                 tokens: t,
                 positions: (0..n as u32).collect(),
                 slots: (0..n as u32).collect(),

@@ -23,8 +23,8 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::device::cuda_err;
 use super::{Buf, CudaBackend, CudaTensor};
 use crate::backend::AttnSeq;
+use crate::backend::ModelInput;
 use crate::error::{Error, Result};
-use crate::model::ModelInput;
 
 /// Which decode steps get graphs.
 #[derive(Debug, Clone, Copy)]

@@ -4,10 +4,10 @@
 use half::bf16;
 
 use super::{CudaBackend, CudaKvCache, CudaTensor, shape_err};
+use crate::backend::ModelInput;
 use crate::backend::{AttentionMeta, Backend, HeadDims, HostTensor, KvCacheSpec};
 use crate::error::Result;
 use crate::kv::BlockId;
-use crate::model::ModelInput;
 
 /// Row widths the 16-byte-vector kernels accept.
 fn check_vec8(op: &str, what: &str, n: usize) -> Result<()> {

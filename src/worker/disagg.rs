@@ -1,6 +1,6 @@
 //! Prefill/decode disaggregation on the worker: the Prefill and Decode RPCs and the transfer
 //! service's RPCs (layout handshake, release, digests). The decode side pulls the held blocks
-//! through a [`KvTransport`] (kv_transport.rs), then asks the source to release them: the
+//! through a [`KvTransport`] (transfer/), then asks the source to release them: the
 //! answer says whether they were still held throughout, and so whether the bytes are theirs.
 
 use std::sync::Arc;
@@ -10,43 +10,15 @@ use std::time::Instant;
 use tonic::Status;
 use tonic::transport::Channel;
 
-use super::kv_tcp::HeldKv;
-use super::kv_transport::{KvSource, KvTransport, PullError, Reservation};
-use super::proto;
-use super::proto::worker_client::WorkerClient;
-use super::worker::{RpcStream, WorkerService, response_of, sampling_from_proto, status_of};
+use super::service::{RpcStream, WorkerService, status_of};
 use crate::engine::{self, EngineHandle, FinishReason, RequestId, validate_request};
-
-/// Why two workers' KV caches cannot exchange blocks, if they cannot.
-pub fn layout_mismatch(ours: &proto::KvLayout, theirs: &proto::KvLayout) -> Option<String> {
-    let fields = [
-        ("layers", ours.num_layers, theirs.num_layers),
-        (
-            "KV heads per rank",
-            ours.kv_heads_per_rank,
-            theirs.kv_heads_per_rank,
-        ),
-        ("head dim", ours.head_dim, theirs.head_dim),
-        ("block size", ours.block_size, theirs.block_size),
-        ("TP size", ours.tp_size, theirs.tp_size),
-    ];
-    let mut diffs: Vec<String> = fields
-        .iter()
-        .filter(|f| f.1 != f.2)
-        .map(|(n, a, b)| format!("{n} {a} vs {b}"))
-        .collect();
-    if ours.dtype != theirs.dtype {
-        diffs.push(format!("dtype {} vs {}", ours.dtype, theirs.dtype));
-    }
-    (!diffs.is_empty()).then(|| {
-        format!(
-            "KV layout mismatch between source {} and puller {}: {}",
-            ours.engine_id,
-            theirs.engine_id,
-            diffs.join(", ")
-        )
-    })
-}
+use crate::transfer::{
+    HeldKv, KvSource, KvTransport, PullError, Reservation, TransferCounters, layout_mismatch,
+};
+use crate::wire::KV_SOURCE_LOST;
+use crate::wire::convert::{response_of, sampling_from_proto};
+use crate::wire::proto;
+use crate::wire::proto::worker_client::WorkerClient;
 
 async fn blocking<T: Send + 'static>(
     engine: &Arc<EngineHandle>,
@@ -288,7 +260,7 @@ impl WorkerService {
         if let Some(c) = peers.get(addr) {
             return Ok(WorkerClient::new(c.clone()));
         }
-        let channel = crate::server::tls::endpoint(addr, self.peer_tls.as_ref())
+        let channel = crate::wire::tls::endpoint(addr, self.peer_tls.as_ref())
             .map_err(|e| Status::invalid_argument(format!("bad source address {addr}: {e}")))?
             .connect_timeout(self.transfer_timeout)
             .timeout(self.transfer_timeout)
@@ -416,7 +388,7 @@ fn pull_through(
     transports: &[Arc<dyn KvTransport>],
     source: &KvSource<'_>,
     into: &Reservation<'_>,
-    counters: &super::worker::TransferCounters,
+    counters: &TransferCounters,
 ) -> Result<(&'static str, u64), PullError> {
     let offered: Vec<&Arc<dyn KvTransport>> = transports
         .iter()
@@ -468,11 +440,6 @@ impl Drop for Reserved {
         }
     }
 }
-
-/// How a decode worker says that the prompt's KV could not be had from its source (the
-/// prefill worker is gone, its hold expired, the stream broke): DATA_LOSS with this prefix.
-/// The decode worker itself is fine; the frontend computes the prompt again elsewhere.
-pub const KV_SOURCE_LOST: &str = "the KV source failed: ";
 
 /// A pull's failure as the Decode RPC reports it: source trouble is [`KV_SOURCE_LOST`];
 /// a puller that cannot pull at all (bad address, layout mismatch) stays as it is.

@@ -1,4 +1,5 @@
-//! The worker's gRPC service over an engine thread.
+//! The worker's gRPC service over an engine thread: generation, load and cache control,
+//! KV event streams, draining; the disaggregation RPCs are in disagg.rs.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -12,17 +13,15 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::kv_hub::{EventBatch, KvEventHub};
-use super::kv_tcp::{HeldMap, KvSocket, TcpKv};
-use super::kv_transport::KvTransport;
-use super::proto::{self, worker_server::Worker};
+use super::metrics::WorkerMetrics;
 use crate::backend::KvMemory;
-use crate::engine::{self, EngineHandle, RequestId, RequestOutput, SamplingParams};
+use crate::engine::{self, EngineHandle, RequestId};
 use crate::error::Error;
 use crate::kv::KvEvent;
-use crate::server::metrics::{TransferTotals, WorkerMetrics};
-
-/// How long a KV transfer, or a call to its source, may make no progress, unless configured.
-pub const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::transfer::socket::{KvSocket, TcpKv};
+use crate::transfer::{DEFAULT_TRANSFER_TIMEOUT, HeldMap, KvTransport, TransferCounters};
+use crate::wire::convert::{response_of, sampling_from_proto};
+use crate::wire::proto::{self, worker_server::Worker};
 
 /// A server-streaming RPC's response stream.
 pub type RpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -34,62 +33,6 @@ pub fn status_of(e: Error) -> Status {
             Status::invalid_argument(e.to_string())
         }
         other => Status::internal(other.to_string()),
-    }
-}
-
-/// Sampling parameters of a gRPC request (validated by the engine on submit).
-pub fn sampling_from_proto(p: proto::SamplingParams) -> SamplingParams {
-    SamplingParams {
-        temperature: p.temperature,
-        top_k: p.top_k as usize,
-        top_p: p.top_p,
-        min_p: p.min_p,
-        seed: p.seed,
-        repetition_penalty: p.repetition_penalty,
-        presence_penalty: p.presence_penalty,
-        frequency_penalty: p.frequency_penalty,
-        max_tokens: p.max_tokens as usize,
-        stop_token_ids: p.stop_token_ids,
-        stop: Vec::new(),
-        ignore_eos: p.ignore_eos,
-        logprobs: p.logprobs.map(|n| n as usize),
-    }
-}
-
-/// The gRPC form of engine sampling parameters (stop strings stay with the frontend).
-pub fn sampling_to_proto(p: &SamplingParams) -> proto::SamplingParams {
-    proto::SamplingParams {
-        temperature: p.temperature,
-        top_k: p.top_k as u32,
-        top_p: p.top_p,
-        min_p: p.min_p,
-        seed: p.seed,
-        repetition_penalty: p.repetition_penalty,
-        presence_penalty: p.presence_penalty,
-        frequency_penalty: p.frequency_penalty,
-        max_tokens: p.max_tokens.min(u32::MAX as usize) as u32,
-        stop_token_ids: p.stop_token_ids.clone(),
-        ignore_eos: p.ignore_eos,
-        logprobs: p.logprobs.map(|n| n as u32),
-    }
-}
-
-/// The gRPC form of one engine output.
-pub fn response_of(o: RequestOutput) -> proto::GenerateResponse {
-    let (token_id, logprob, top) = match o.token {
-        Some(t) => (Some(t.token), t.logprob, t.top_logprobs),
-        None => (None, None, Vec::new()),
-    };
-    proto::GenerateResponse {
-        token_id,
-        logprob,
-        top_logprobs: top
-            .into_iter()
-            .map(|(token_id, logprob)| proto::TokenLogprob { token_id, logprob })
-            .collect(),
-        finish_reason: o.finish.map(|f| f.as_str().to_string()).unwrap_or_default(),
-        prompt_tokens: o.prompt_tokens as u32,
-        cached_tokens: o.cached_tokens as u32,
     }
 }
 
@@ -143,31 +86,6 @@ impl Drop for LiveId {
     fn drop(&mut self) {
         if let Ok(mut ids) = self.ids.lock() {
             ids.remove(&self.key);
-        }
-    }
-}
-
-/// KV transfer counters of a worker, since it started.
-#[derive(Debug, Default)]
-pub(super) struct TransferCounters {
-    pub pulls: AtomicU64,
-    pub pulled_bytes: AtomicU64,
-    pub pull_micros: AtomicU64,
-    pub served_bytes: AtomicU64,
-    pub released: AtomicU64,
-    pub in_flight: AtomicU64,
-    pub nixl_pulls: AtomicU64,
-    pub nixl_fallbacks: AtomicU64,
-    pub verified: AtomicU64,
-}
-
-impl TransferCounters {
-    fn totals(&self) -> TransferTotals {
-        TransferTotals {
-            pulls: self.pulls.load(Ordering::Relaxed),
-            pulled_bytes: self.pulled_bytes.load(Ordering::Relaxed),
-            pull_seconds: self.pull_micros.load(Ordering::Relaxed) as f64 / 1e6,
-            served_bytes: self.served_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -258,7 +176,7 @@ impl WorkerService {
         mut self,
         listener: std::net::TcpListener,
         memory: Vec<Vec<KvMemory>>,
-        tls: &super::tls::TlsFiles,
+        tls: &crate::wire::tls::TlsFiles,
         require_client_cert: bool,
         timeout: Duration,
     ) -> crate::Result<Self> {
@@ -274,7 +192,7 @@ impl WorkerService {
             held: self.held.clone(),
             engine: self.engine.clone(),
             memory: memory.clone(),
-            tls: super::tls::kv::server(tls, require_client_cert)?,
+            tls: crate::wire::tls::kv::server(tls, require_client_cert)?,
             timeout,
             counters: self.transfers.clone(),
         };
@@ -282,7 +200,7 @@ impl WorkerService {
         let tcp = TcpKv::new(
             self.layout.clone(),
             memory,
-            super::tls::kv::client(tls)?,
+            crate::wire::tls::kv::client(tls)?,
             timeout,
         );
         self.transports.push(Arc::new(tcp));
@@ -291,7 +209,7 @@ impl WorkerService {
 
     /// Moves KV through `nixl` first: the layout handshake offers it, and pulls use it when
     /// the source offers it too (the KV socket otherwise, and when a NIXL read fails).
-    pub fn with_nixl(mut self, nixl: Arc<super::nixl::NixlKv>) -> Self {
+    pub fn with_nixl(mut self, nixl: Arc<crate::transfer::nixl::NixlKv>) -> Self {
         self.layout.nixl = Some(nixl.peer());
         self.transports.insert(0, nixl);
         self

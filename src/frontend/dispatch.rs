@@ -12,15 +12,15 @@ use tonic::Code;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
+use super::metrics::Metrics;
 use super::openai::ApiError;
-use super::proto;
-use super::proto::worker_client::WorkerClient;
-use super::worker::sampling_to_proto;
 use crate::engine::SamplingParams;
 use crate::engine::text::TextStream;
 use crate::router::{Router, WorkerHandle};
-use crate::server::metrics::Metrics;
 use crate::tokenizer::Tokenizer;
+use crate::wire::convert::sampling_to_proto;
+use crate::wire::proto;
+use crate::wire::proto::worker_client::WorkerClient;
 
 /// One generated token as the client sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -468,7 +468,7 @@ impl Frontend {
                     Ok(r) => Ok(Ok(r.into_inner())),
                     Err(s)
                         if s.code() == Code::DataLoss
-                            && s.message().starts_with(super::transfer::KV_SOURCE_LOST) =>
+                            && s.message().starts_with(crate::wire::KV_SOURCE_LOST) =>
                     {
                         Ok(Err(s))
                     }

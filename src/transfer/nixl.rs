@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use super::kv_transport::{KvSource, KvTransport, PullError, Reservation};
-use super::proto;
+use super::{KvSource, KvTransport, PullError, Reservation};
 use crate::backend::KvMemory;
+use crate::wire::proto;
 
 /// Why a NIXL read did not happen.
 #[derive(Debug, thiserror::Error)]

@@ -10,38 +10,26 @@
 //! no progress for the transfer timeout. TLS, when the workers use it, is rustls over the
 //! same socket.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message;
 
-use super::kv_transport::{KvSource, KvTransport, PullError, Reservation, pull_bytes};
-use super::proto::pull_kv_reply::Status;
-use super::proto::{KvLayout, PullKvReply, PullKvRequest};
-use super::tls::kv::KvClientTls;
-use super::transfer::layout_mismatch;
-use super::worker::TransferCounters;
+use super::{
+    HeldMap, KvSource, KvTransport, PullError, Reservation, TransferCounters, layout_mismatch,
+    pull_bytes,
+};
 use crate::backend::KvMemory;
 use crate::engine::{EngineHandle, RequestId};
+use crate::wire::proto::pull_kv_reply::Status;
+use crate::wire::proto::{KvLayout, PullKvReply, PullKvRequest};
+use crate::wire::tls::kv::KvClientTls;
 
 /// Largest frame either side accepts: block ids and a layout are far smaller.
 const MAX_FRAME: u32 = 4 << 20;
-
-/// A prefill request's held blocks, as its PrefillResponse gave them out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeldKv {
-    /// The engine's id of the request.
-    pub id: RequestId,
-    /// Its blocks, in prompt order.
-    pub blocks: Vec<u32>,
-}
-
-/// Held requests by client request id, shared by the gRPC service and the KV socket.
-pub type HeldMap = Arc<Mutex<HashMap<String, HeldKv>>>;
 
 fn write_frame(w: &mut impl Write, m: &impl Message) -> io::Result<()> {
     let body = m.encode_to_vec();
@@ -149,7 +137,8 @@ pub struct KvSocket {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// How long a connection may make no progress.
     pub timeout: Duration,
-    pub(super) counters: Arc<TransferCounters>,
+    /// The worker's transfer counters (bytes served).
+    pub counters: Arc<TransferCounters>,
 }
 
 impl KvSocket {

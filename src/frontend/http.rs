@@ -812,7 +812,7 @@ async fn reset_prefix_cache(State(fe): State<Arc<Frontend>>) -> Response {
     {
         let mut c = w.client.clone();
         let reset = c
-            .reset_prefix_cache(super::proto::ResetPrefixCacheRequest {})
+            .reset_prefix_cache(crate::wire::proto::ResetPrefixCacheRequest {})
             .await
             .map(|r| r.into_inner().reset);
         workers.push(match reset {

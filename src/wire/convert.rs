@@ -1,0 +1,61 @@
+//! Conversions between the gRPC types and the engine's: sampling parameters (the frontend
+//! sends them, the worker reads them) and one generated token.
+
+use super::proto;
+use crate::engine::{RequestOutput, SamplingParams};
+
+/// Sampling parameters of a gRPC request (validated by the engine on submit).
+pub fn sampling_from_proto(p: proto::SamplingParams) -> SamplingParams {
+    SamplingParams {
+        temperature: p.temperature,
+        top_k: p.top_k as usize,
+        top_p: p.top_p,
+        min_p: p.min_p,
+        seed: p.seed,
+        repetition_penalty: p.repetition_penalty,
+        presence_penalty: p.presence_penalty,
+        frequency_penalty: p.frequency_penalty,
+        max_tokens: p.max_tokens as usize,
+        stop_token_ids: p.stop_token_ids,
+        stop: Vec::new(),
+        ignore_eos: p.ignore_eos,
+        logprobs: p.logprobs.map(|n| n as usize),
+    }
+}
+
+/// The gRPC form of engine sampling parameters (stop strings stay with the frontend).
+pub fn sampling_to_proto(p: &SamplingParams) -> proto::SamplingParams {
+    proto::SamplingParams {
+        temperature: p.temperature,
+        top_k: p.top_k as u32,
+        top_p: p.top_p,
+        min_p: p.min_p,
+        seed: p.seed,
+        repetition_penalty: p.repetition_penalty,
+        presence_penalty: p.presence_penalty,
+        frequency_penalty: p.frequency_penalty,
+        max_tokens: p.max_tokens.min(u32::MAX as usize) as u32,
+        stop_token_ids: p.stop_token_ids.clone(),
+        ignore_eos: p.ignore_eos,
+        logprobs: p.logprobs.map(|n| n as u32),
+    }
+}
+
+/// The gRPC form of one engine output.
+pub fn response_of(o: RequestOutput) -> proto::GenerateResponse {
+    let (token_id, logprob, top) = match o.token {
+        Some(t) => (Some(t.token), t.logprob, t.top_logprobs),
+        None => (None, None, Vec::new()),
+    };
+    proto::GenerateResponse {
+        token_id,
+        logprob,
+        top_logprobs: top
+            .into_iter()
+            .map(|(token_id, logprob)| proto::TokenLogprob { token_id, logprob })
+            .collect(),
+        finish_reason: o.finish.map(|f| f.as_str().to_string()).unwrap_or_default(),
+        prompt_tokens: o.prompt_tokens as u32,
+        cached_tokens: o.cached_tokens as u32,
+    }
+}
