@@ -341,6 +341,7 @@ mod worker_messages {
             stop_token_ids: vec![],
             ignore_eos: true,
             logprobs,
+            min_tokens: max_tokens / 2,
         }
     }
 

@@ -58,6 +58,9 @@ pub struct GenerateArgs {
     /// Keep generating past EOS.
     #[arg(long)]
     ignore_eos: bool,
+    /// Fewest tokens before EOS or a stop token id may end the output.
+    #[arg(long, default_value_t = 0)]
+    min_tokens: usize,
     /// Report this many top logprobs per token (with --json).
     #[arg(long)]
     logprobs: Option<usize>,
@@ -109,6 +112,7 @@ fn run<B: Backend>(args: GenerateArgs, mut loaded: LoadedModel<B>) -> anyhow::Re
         frequency_penalty: args.frequency_penalty,
         max_tokens: args.max_tokens,
         stop_token_ids: args.stop_token_ids.clone(),
+        min_tokens: args.min_tokens,
         stop: args.stop.clone(),
         ignore_eos: args.ignore_eos,
         logprobs: args.logprobs,

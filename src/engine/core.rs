@@ -359,6 +359,7 @@ impl<E: Executor> EngineCore<E> {
                     params: &seq.params,
                     prompt: seq.prompt(),
                     output: seq.output(),
+                    eos: &self.eos,
                     seed: seq.seed,
                 });
                 sample_ids.push(seq.id);

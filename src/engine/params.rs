@@ -29,6 +29,9 @@ pub struct SamplingParams {
     pub max_tokens: usize,
     /// Token ids that end the request (besides EOS).
     pub stop_token_ids: Vec<u32>,
+    /// Fewest tokens to generate before EOS or a stop token id may be sampled (vLLM's
+    /// `min_tokens`; stop strings are not held back by it).
+    pub min_tokens: usize,
     /// Strings that end the request; the text stops before them.
     pub stop: Vec<String>,
     /// Keep generating past EOS (benchmarks with fixed output lengths).
@@ -50,6 +53,7 @@ impl Default for SamplingParams {
             frequency_penalty: 0.0,
             max_tokens: 16,
             stop_token_ids: Vec::new(),
+            min_tokens: 0,
             stop: Vec::new(),
             ignore_eos: false,
             logprobs: None,
@@ -116,6 +120,12 @@ impl SamplingParams {
         }
         if self.max_tokens < 1 {
             return bad("max_tokens must be at least 1".into());
+        }
+        if self.min_tokens > self.max_tokens {
+            return bad(format!(
+                "min_tokens must be at most max_tokens ({}), got {}",
+                self.max_tokens, self.min_tokens
+            ));
         }
         if let Some(n) = self.logprobs
             && n > MAX_LOGPROBS

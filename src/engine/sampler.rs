@@ -26,6 +26,8 @@ pub struct SampleContext<'a> {
     pub prompt: &'a [u32],
     /// What it has generated so far.
     pub output: &'a [u32],
+    /// The model's EOS ids (which `min_tokens` holds back unless `ignore_eos`).
+    pub eos: &'a [u32],
     /// The request's seed; the draw for each output position is seeded by (seed, position),
     /// so a request is reproducible however it is batched or preempted.
     pub seed: u64,
@@ -72,6 +74,7 @@ pub fn sample(logits: &mut [f32], ctx: &SampleContext<'_>) -> Sampled {
         }
     };
     apply_penalties(logits, ctx);
+    hold_back_stops(logits, ctx);
     let token = if p.is_greedy() {
         argmax(logits)
     } else {
@@ -81,6 +84,20 @@ pub fn sample(logits: &mut [f32], ctx: &SampleContext<'_>) -> Sampled {
         token: token as u32,
         logprob: logprob_row.map(|lp| lp[token]),
         top_logprobs,
+    }
+}
+
+/// Until `min_tokens` tokens are out, the tokens that would end the request cannot be drawn.
+fn hold_back_stops(logits: &mut [f32], ctx: &SampleContext<'_>) {
+    let p = ctx.params;
+    if ctx.output.len() >= p.min_tokens {
+        return;
+    }
+    let eos: &[u32] = if p.ignore_eos { &[] } else { ctx.eos };
+    for &t in p.stop_token_ids.iter().chain(eos) {
+        if let Some(l) = logits.get_mut(t as usize) {
+            *l = f32::NEG_INFINITY;
+        }
     }
 }
 
@@ -171,8 +188,53 @@ mod tests {
             params: p,
             prompt,
             output: out,
+            eos: &[],
             seed,
         }
+    }
+
+    /// vLLM's min_tokens: EOS and stop ids cannot be drawn until min_tokens are out, then can;
+    /// ignore_eos leaves EOS to the model, and logprobs still describe the raw distribution.
+    #[test]
+    fn min_tokens_holds_back_eos_and_stop_ids() {
+        let p = SamplingParams {
+            min_tokens: 2,
+            stop_token_ids: vec![1],
+            logprobs: Some(1),
+            ..SamplingParams::greedy(4)
+        };
+        let logits = [0.0, 5.0, 1.0, 9.0];
+        let eos = [3u32];
+        let with = |p: &SamplingParams, out: &[u32]| {
+            let c = SampleContext {
+                eos: &eos,
+                ..ctx(p, &[], out, 0)
+            };
+            sample(&mut logits.clone(), &c)
+        };
+        let early = with(&p, &[2]);
+        assert_eq!(early.token, 2, "EOS (3) and the stop id (1) are held back");
+        assert_eq!(
+            early.top_logprobs[0].0, 3,
+            "logprobs are the model's, unmasked"
+        );
+        assert_eq!(with(&p, &[2, 2]).token, 3, "after min_tokens EOS may come");
+        let ignore = SamplingParams {
+            ignore_eos: true,
+            ..p.clone()
+        };
+        assert_eq!(
+            with(&ignore, &[2]).token,
+            3,
+            "ignore_eos: EOS is an ordinary token"
+        );
+        let bad = SamplingParams { min_tokens: 5, ..p };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("min_tokens")
+        );
     }
 
     #[test]

@@ -93,6 +93,7 @@ const COMMON_FIELDS: &[&str] = &[
     "frequency_penalty",
     "repetition_penalty",
     "ignore_eos",
+    "min_tokens",
     "n",
     "best_of",
     "logprobs",
@@ -126,7 +127,6 @@ fn check_fields(body: &Map<String, Value>, own: &[&str]) -> Result<(), ApiError>
             "suffix" => "suffix (insertion) is not supported",
             "response_format" => "response_format is only supported on chat completions",
             "prompt_logprobs" => "prompt_logprobs is not supported",
-            "min_tokens" => "min_tokens is not supported",
             "guided_json" | "guided_regex" | "guided_choice" | "guided_grammar"
             | "structured_outputs" => "guided decoding is not supported",
             _ => {
@@ -256,6 +256,8 @@ pub struct CommonParams {
     /// Keep generating past EOS (extension, for benchmarks).
     #[serde(default)]
     pub ignore_eos: bool,
+    /// Fewest tokens before EOS or a stop token id may end the output (extension, as vLLM).
+    pub min_tokens: Option<u64>,
     /// Completions per prompt.
     pub n: Option<u32>,
     /// Completions generated per prompt, of which the `n` most likely are returned.
@@ -617,6 +619,7 @@ impl CommonParams {
             frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
             max_tokens,
             stop_token_ids: self.stop_token_ids.clone().unwrap_or_default(),
+            min_tokens: self.min_tokens.unwrap_or(0).min(usize::MAX as u64) as usize,
             stop: self
                 .stop
                 .clone()
@@ -628,6 +631,7 @@ impl CommonParams {
         p.validate().map_err(|e| {
             let msg = e.to_string();
             let param = [
+                "min_tokens",
                 "temperature",
                 "top_p",
                 "min_p",

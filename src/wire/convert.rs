@@ -17,6 +17,7 @@ pub fn sampling_from_proto(p: proto::SamplingParams) -> SamplingParams {
         frequency_penalty: p.frequency_penalty,
         max_tokens: p.max_tokens as usize,
         stop_token_ids: p.stop_token_ids,
+        min_tokens: p.min_tokens as usize,
         stop: Vec::new(),
         ignore_eos: p.ignore_eos,
         logprobs: p.logprobs.map(|n| n as usize),
@@ -36,6 +37,7 @@ pub fn sampling_to_proto(p: &SamplingParams) -> proto::SamplingParams {
         frequency_penalty: p.frequency_penalty,
         max_tokens: p.max_tokens.min(u32::MAX as usize) as u32,
         stop_token_ids: p.stop_token_ids.clone(),
+        min_tokens: p.min_tokens.min(u32::MAX as usize) as u32,
         ignore_eos: p.ignore_eos,
         logprobs: p.logprobs.map(|n| n as u32),
     }

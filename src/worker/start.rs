@@ -156,6 +156,8 @@ pub fn run<B: Backend>(
             Role::Decode => "decode",
         }
         .into(),
+        max_num_seqs: engine_cfg.max_num_seqs as u32,
+        max_num_batched_tokens: engine_cfg.max_num_batched_tokens as u32,
     };
     let hooks = cfg.hooks.clone();
     let memory = loaded.engine.executor().kv_memory();

@@ -125,3 +125,44 @@ pub fn nixl_libs() -> PathBuf {
     })
     .clone()
 }
+
+/// The test venv's python with NVIDIA Dynamo (its frontend and runtime) and what the bridge
+/// python/tandem_dynamo needs, installed as its README says: ai-dynamo without its declared
+/// dependencies (one of them, aisimulate, is served only by NVIDIA's index), then
+/// python/tandem_dynamo/requirements.txt.
+#[allow(dead_code)]
+pub fn dynamo_python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let py = python();
+        let reqs =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/tandem_dynamo/requirements.txt");
+        let want = format!(
+            "ai-dynamo==1.6.1\n{}",
+            std::fs::read_to_string(&reqs).unwrap()
+        );
+        let stamp = py.parent().unwrap().parent().unwrap().join(".dynamo-ready");
+        if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
+            return py;
+        }
+        let pip = |args: &[&str]| {
+            Command::new(&py)
+                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        assert!(
+            pip(&["--no-deps", "ai-dynamo==1.6.1"]),
+            "pip install ai-dynamo failed"
+        );
+        assert!(
+            pip(&["--no-warn-conflicts", "-r", reqs.to_str().unwrap()]),
+            "pip install -r {} failed",
+            reqs.display()
+        );
+        std::fs::write(&stamp, want).unwrap();
+        py
+    })
+    .clone()
+}

@@ -178,6 +178,20 @@ none = scripted.chat.completions.create(model=model, messages=ask, tools=TOOLS, 
 assert none.choices[0].message.tool_calls in (None, []) and "<tool_call>" in \
     none.choices[0].message.content
 
+# --- min_tokens (vLLM's extension): stop ids and EOS wait until that many tokens are out -----
+first = demo.completions.create(model=model, prompt="In the beginning", max_tokens=1,
+                                temperature=0).choices[0].text
+stop_ids = httpx.post(f"{demo_url}/tokenize", json={"prompt": first}).json()["tokens"]
+assert len(stop_ids) == 1, (first, stop_ids)
+stopped = demo.completions.create(model=model, prompt="In the beginning", max_tokens=6,
+                                  temperature=0, extra_body={"stop_token_ids": stop_ids})
+assert (stopped.choices[0].finish_reason, stopped.usage.completion_tokens) == ("stop", 1), stopped
+held = demo.completions.create(model=model, prompt="In the beginning", max_tokens=6,
+                               temperature=0, extra_body={"stop_token_ids": stop_ids,
+                                                          "min_tokens": 3})
+assert held.usage.completion_tokens >= 3, held
+summary["min_tokens"] = held.choices[0].text
+
 # --- every unsupported field is a 400 that names it ----------------------------------------
 named = {}
 for field, kw in [
@@ -189,6 +203,7 @@ for field, kw in [
     ("frobnicate", {"extra_body": {"frobnicate": True}}),
     ("top_k", {"extra_body": {"top_k": -5}}),
     ("max_tokens", {"max_tokens": 10 ** 6}),
+    ("min_tokens", {"extra_body": {"min_tokens": 9}}),
     ("messages", {"messages": [{"role": "wizard", "content": "x"}]}),
 ]:
     args = {"model": model, "messages": [{"role": "user", "content": "x"}], "max_tokens": 4, **kw}

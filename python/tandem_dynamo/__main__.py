@@ -1,0 +1,3 @@
+from tandem_dynamo.main import main
+
+main()
