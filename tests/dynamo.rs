@@ -417,3 +417,104 @@ fn a_bridge_refuses_a_block_size_or_model_path_it_cannot_serve() {
     assert!(!status.success());
     assert!(log.contains("no tokenizer.json"), "{log}");
 }
+
+/// A completion through Dynamo's frontend at `url`; its JSON answer.
+fn dynamo_completion(url: &str, max_tokens: u32) -> serde_json::Value {
+    let body = format!(
+        r#"{{"model":"{MODEL}","prompt":"And God said","max_tokens":{max_tokens},"temperature":0}}"#
+    );
+    let out = Command::new("curl")
+        .args(["-sf", &format!("{url}/v1/completions"), "-H"])
+        .arg("content-type: application/json")
+        .arg("-d")
+        .arg(body)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "completion failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bridges_reach_workers_that_require_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, [(wc, wk), (bc, bk)]) = common::pki::pki(dir.path());
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (ca, wc, wk, bc, bk) = (s(&ca), s(&wc), s(&wk), s(&bc), s(&bk));
+    let tls = [
+        "--tls-cert",
+        &wc,
+        "--tls-key",
+        &wk,
+        "--tls-ca",
+        &ca,
+        "--tls-domain",
+        "localhost",
+        "--tls-require-client-cert",
+    ];
+    let mut prefill_args = vec!["--role", "prefill"];
+    prefill_args.extend_from_slice(&tls);
+    let (p, ep) = worker_with_events(&prefill_args);
+    let mut decode_args = vec!["--port", "0", "--role", "decode"];
+    decode_args.extend_from_slice(&tls);
+    let d = demo_worker(&decode_args);
+    let dynamo = Dynamo::new();
+
+    // Without a client certificate the worker never answers: the bridge gives up, saying so.
+    let model = repo().join("models").join(MODEL);
+    let (mut c, log) = dynamo.command(
+        &[
+            "-m",
+            "tandem_dynamo",
+            "--worker",
+            &d.addr,
+            "--model-path",
+            model.to_str().unwrap(),
+            "--discovery-backend",
+            "file",
+            "--worker-tls-ca",
+            &ca,
+            "--worker-tls-domain",
+            "localhost",
+            "--wait-for-worker",
+            "3",
+        ],
+        "bridge-without-cert.log",
+    );
+    let status = c.status().unwrap();
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("was not ready within 3 s"), "{text}");
+
+    let client = [
+        "--worker-tls-ca",
+        ca.as_str(),
+        "--worker-tls-cert",
+        bc.as_str(),
+        "--worker-tls-key",
+        bk.as_str(),
+        "--worker-tls-domain",
+        "localhost",
+    ];
+    let mut with_events = vec!["--kv-events-endpoint", ep.as_str()];
+    with_events.extend_from_slice(&client);
+    let bp = dynamo.bridge(&p.addr, &with_events);
+    let bd = dynamo.bridge(&d.addr, &client);
+    let (_front, url) = dynamo.frontend("kv", 2, &[]);
+    // A request that ends at its first token: the decode bridge releases the prefill
+    // worker's hold itself, over TLS too.
+    for max_tokens in [1, 8] {
+        let a = dynamo_completion(&url, max_tokens);
+        assert_eq!(
+            a["usage"]["completion_tokens"],
+            max_tokens,
+            "{a}\n{}",
+            bd.log()
+        );
+    }
+    let logs = bp.log() + &bd.log();
+    assert!(!logs.contains("releasing"), "a release failed:\n{logs}");
+}

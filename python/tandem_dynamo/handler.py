@@ -160,7 +160,7 @@ class Handler:
 
     async def _release(self, handle: dict):
         """Frees the blocks the prefill worker holds for a request that needs no decode."""
-        async with grpc.aio.insecure_channel(handle["transfer_addr"]) as ch:
+        async with self.worker.channel_to(handle["transfer_addr"]) as ch:
 
             try:
                 await services.WorkerStub(ch).ReleaseKv(

@@ -44,6 +44,15 @@ def parse_args(argv=None):
                         "(without it Dynamo's KV router sees no events from this worker)")
     p.add_argument("--kv-cache-block-size", type=int,
                    help="the block size the deployment expects: refused unless the worker's")
+    p.add_argument("--worker-tls-ca",
+                   help="TLS to the worker (one started with --tls-*): the CA that signed its "
+                        "certificate (PEM)")
+    p.add_argument("--worker-tls-cert", help="the bridge's client certificate (PEM), for a "
+                                             "worker started with --tls-require-client-cert")
+    p.add_argument("--worker-tls-key", help="the client certificate's private key (PEM)")
+    p.add_argument("--worker-tls-domain",
+                   help="the name the worker's certificate carries, when it is not the "
+                        "address's host")
     p.add_argument("--load-interval", type=float, default=0.5,
                    help="seconds between load reports")
     p.add_argument("--wait-for-worker", type=float, default=600.0,
@@ -95,11 +104,17 @@ async def run(args):
 
     from .handler import Handler
     from .request import Defaults
-    from .worker import Worker
+    from .worker import Tls, Worker
 
     model_path = Path(args.model_path).resolve()
     generation = _check_model_path(model_path)
-    worker = Worker(args.worker)
+    tls = None
+    if args.worker_tls_ca:
+        tls = Tls(args.worker_tls_ca, args.worker_tls_cert, args.worker_tls_key,
+                  args.worker_tls_domain)
+    elif args.worker_tls_cert or args.worker_tls_key or args.worker_tls_domain:
+        raise SystemExit("tandem_dynamo: the --worker-tls-* flags need --worker-tls-ca")
+    worker = Worker(args.worker, tls)
     info = await worker.wait_ready(args.wait_for_worker)
     role = args.role or (info.role if info.role in ROLES else "agg")
     if args.kv_cache_block_size is not None and args.kv_cache_block_size != info.block_size:

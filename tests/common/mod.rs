@@ -5,6 +5,7 @@ pub mod bf16;
 pub mod cli_flags;
 pub mod grpc;
 pub mod http;
+pub mod pki;
 pub mod procs;
 pub mod python;
 
