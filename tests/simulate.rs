@@ -128,10 +128,13 @@ fn the_ab_prints_a_table_and_writes_json_and_plots() {
     std::fs::write(&profile, ab["profile"].to_string()).unwrap();
     for svg in ["ttft_cdf.svg", "itl_cdf.svg"] {
         let s = std::fs::read_to_string(dir.path().join(svg)).unwrap();
-        assert!(
-            s.starts_with("<svg") && s.matches("<polyline").count() == 2,
-            "{svg}"
-        );
+        // A curve and a legend entry per deployment.
+        assert!(s.starts_with("<svg"), "{svg}");
+        assert!(s.matches("<polyline").count() >= 2, "{svg}");
+        for d in deps {
+            let name = d["name"].as_str().unwrap();
+            assert!(s.contains(&format!("\n{name}\n</text>")), "{svg}: {name}");
+        }
     }
     let (ok, _, stderr) = simulate(&[
         "--max-requests",
@@ -323,6 +326,39 @@ fn the_deepseek_preset_runs_end_to_end() {
     // A flag the preset sets cannot be given beside it.
     let (ok, _, stderr) = simulate(&["--preset", "deepseek-v32-gb200", "--workers", "3"]);
     assert!(!ok && stderr.contains("--workers"), "{stderr}");
+    // A trace the recipe already derived is lengthened again, past the recipe's cap: the
+    // error says what the preset does with --trace.
+    let derived = dir.path().join("derived.jsonl");
+    let (ok, _, stderr) = run(&[
+        "trace",
+        "synthesize",
+        "--prefix-len-multiplier",
+        "16",
+        "--prompt-len-multiplier",
+        "10",
+        "--max-isl",
+        "110000",
+        "--num-requests",
+        "200",
+        "--out",
+        derived.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = simulate(&[
+        "--preset",
+        "deepseek-v32-gb200",
+        "--trace",
+        derived.to_str().unwrap(),
+        "--max-requests",
+        "50",
+    ]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("derives its trace from --trace")
+            && stderr.contains("not one already derived")
+            && stderr.contains("--max-isl"),
+        "{stderr}"
+    );
 }
 
 #[test]

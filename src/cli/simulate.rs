@@ -85,7 +85,9 @@ pub struct SimulateArgs {
     #[arg(long, conflicts_with = "model_config")]
     profile: Option<PathBuf>,
     /// A reference deployment: its model, GPUs, workers, engine settings, synthesized trace
-    /// and SLA, from its recipe (the flags it sets cannot be given with it).
+    /// and SLA, from its recipe (the flags it sets cannot be given with it). Its trace is
+    /// derived from --trace as the recipe's `datagen synthesize` does (prefixes and prompts
+    /// lengthened, capped in length), so --trace is the source trace, not a derived one.
     #[arg(long, value_enum, conflicts_with_all = [
         "workers", "prefill", "decode", "tp", "gpus", "profile", "model_config", "gpu",
         "attention_dp", "block_size", "max_model_len", "max_num_seqs",
@@ -297,7 +299,7 @@ fn load_trace(
         return args.trace.load();
     };
     let (prefix, prompt, max_isl, n) = r.synthesis;
-    SynthArgs {
+    let derived = SynthArgs {
         trace: TraceArgs {
             max_requests: None,
             ..args.trace.clone()
@@ -311,7 +313,14 @@ fn load_trace(
         seed: args.seed,
         out: None,
     }
-    .synthesize()
+    .synthesize();
+    derived.with_context(|| {
+        format!(
+            "the preset derives its trace from --trace as its recipe does (prefix lengths \
+             x{prefix}, prompt lengths x{prompt}, at most {max_isl} input tokens): give it \
+             the source trace, not one already derived"
+        )
+    })
 }
 
 /// The aggregated (and default) workers' engine, then the prefill and decode workers' where
@@ -485,7 +494,7 @@ fn sweep(args: &SimulateArgs, slo: &Slo, recipe: Option<&Recipe>) -> anyhow::Res
                 ("kv", line(kv, &goodput)),
                 ("round-robin", line(Policy::RoundRobin, &goodput)),
             ],
-        ),
+        )?,
     )?;
     std::fs::write(
         dir.join("plan_latency.svg"),
@@ -499,7 +508,7 @@ fn sweep(args: &SimulateArgs, slo: &Slo, recipe: Option<&Recipe>) -> anyhow::Res
                 ("ITL p90, kv", line(kv, &itl90)),
                 ("ITL p90, round-robin", line(Policy::RoundRobin, &itl90)),
             ],
-        ),
+        )?,
     )?;
     eprintln!(
         "wrote {}/plan.json, plan_goodput.svg, plan_latency.svg",
@@ -531,11 +540,11 @@ fn write_out(dir: &std::path::Path, arms: &[Arm], profile: &Profile) -> anyhow::
     };
     std::fs::write(
         dir.join("ttft_cdf.svg"),
-        plot::cdf_svg("Time to first token", "ms", &series(|r| r.ttft_ms)),
+        plot::cdf_svg("Time to first token", "ms", &series(|r| r.ttft_ms))?,
     )?;
     std::fs::write(
         dir.join("itl_cdf.svg"),
-        plot::cdf_svg("Inter-token latency", "ms", &series(RequestRecord::itl_ms)),
+        plot::cdf_svg("Inter-token latency", "ms", &series(RequestRecord::itl_ms))?,
     )?;
     Ok(())
 }

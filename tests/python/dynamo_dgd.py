@@ -1,5 +1,12 @@
-"""Checks a DynamoGraphDeployment against Dynamo 1.6's own definition of one, read from the
-installed ai-dynamo wheel (the version the tests pin), not from how deploy/ writes it:
+"""Checks a DynamoGraphDeployment against Dynamo's own definitions of one, not against how
+deploy/ writes it:
+
+- the CRD's schema above the pod templates (names, types, enums, patterns, bounds, unknown
+  fields refused), transcribed from Dynamo's repository with its source in its $comment:
+  tests/fixtures/dynamo/dynamographdeployment-v1beta1.schema.json, and the CRD's create-time
+  CEL rules on those fields;
+
+and Dynamo 1.6.1's, read from the installed ai-dynamo wheel (the version the tests pin):
 
 - the shape: `dynamo/profiler/utils/config.py` declares the v1beta1 resource Dynamo's
   profiler generates and reads (Config: apiVersion, kind, metadata, spec; Spec: components;
@@ -13,17 +20,22 @@ installed ai-dynamo wheel (the version the tests pin), not from how deploy/ writ
 The file is parsed (ast), not imported: importing Dynamo's profiler pulls in its planner's
 numeric stack, which the bridge does not need.
 
-The DynamoGraphDeployment CRD itself (deploy/operator/config/crd/bases in Dynamo's
-repository, 1.6-3 MB) is not in any package the tests can install, so it is not used here.
+The CRD file itself (deploy/operator/config/crd/bases in Dynamo's repository, 3 MB, most
+of it the embedded pod template schema) is in no package the tests can install.
 """
 
 import ast
 import glob
 import importlib.util
+import json
 import os
 
+import jsonschema
 import kubernetes_validate
 import yaml
+
+SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "dynamo",
+                      "dynamographdeployment-v1beta1.schema.json")
 
 
 def _dynamo_dir():
@@ -76,6 +88,19 @@ def check(obj, where, k8s_versions):
     def fail(msg):
         raise SystemExit(f"{where}: DynamoGraphDeployment {obj['metadata'].get('name')}: {msg}")
 
+    crd = json.load(open(SCHEMA))
+    err = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(crd).iter_errors(obj))
+    if err is not None:
+        path = "/".join(str(p) for p in err.absolute_path)
+        fail(f"fails the CRD's schema at {path}: {err.message}")
+    lowered = [c["name"].lower() for c in obj["spec"]["components"]]
+    if len(set(lowered)) != len(lowered):
+        fail("component names must be unique case-insensitively (the CRD's rule)")
+    for c in obj["spec"]["components"]:
+        for field in ("eppConfig", "lpx"):
+            if field in c and c.get("type") != field.removesuffix("Config"):
+                fail(f"component {c['name']}: {field} only with type "
+                     f"{field.removesuffix('Config')} (the CRD's rule)")
     if obj["apiVersion"] != config["apiVersion"] or obj["kind"] != config["kind"]:
         fail(f"{obj['apiVersion']} {obj['kind']}, but Dynamo's is "
              f"{config['apiVersion']} {config['kind']}")
