@@ -91,21 +91,9 @@ pub fn cdf_svg(title: &str, unit: &str, series: &[(&str, Vec<f64>)]) -> Result<S
                 .enumerate()
                 .filter(|(i, _)| i % stride == 0 || i + 1 == v.len())
                 .map(|(i, x)| (x.max(lo), (i + 1) as f64 / n));
-            let color = COLORS[k % COLORS.len()];
-            chart
-                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-                .label(*name)
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2))
-                });
+            line(&mut chart, k, name, points)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.3))
-            .draw()?;
-        Ok(())
+        legend(&mut chart)
     })
 }
 
@@ -146,33 +134,51 @@ pub fn lines_svg(
             })
             .draw()?;
         for (k, (name, values)) in series.iter().enumerate() {
-            let color = COLORS[k % COLORS.len()];
             let points: Vec<(SegmentValue<usize>, f64)> = values
                 .iter()
                 .enumerate()
                 .filter(|(_, v)| v.is_finite())
                 .map(|(i, v)| (SegmentValue::CenterOf(i), v.clamp(0.0, hi)))
                 .collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-                .label(*name)
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2))
-                });
+            line(&mut chart, k, name, points.clone())?;
+            let color = COLORS[k % COLORS.len()];
             chart.draw_series(
                 points
                     .into_iter()
                     .map(|p| Circle::new(p, 3, color.filled())),
             )?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.3))
-            .draw()?;
-        Ok(())
+        legend(&mut chart)
     })
+}
+
+/// The `k`th series' line through `points`, and its legend entry.
+fn line<CT>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, CT>,
+    k: usize,
+    name: &str,
+    points: impl IntoIterator<Item = CT::From>,
+) -> DrawResult
+where
+    CT: CoordTranslate,
+    CT::From: Clone + 'static,
+{
+    let color = COLORS[k % COLORS.len()];
+    chart
+        .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2)));
+    Ok(())
+}
+
+/// The legend, top left (the plots leave room there).
+fn legend<'a, CT: CoordTranslate>(chart: &mut ChartContext<'a, SVGBackend<'a>, CT>) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK.mix(0.3))
+        .draw()
 }
 
 #[cfg(test)]
