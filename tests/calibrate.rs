@@ -159,7 +159,7 @@ fn the_sweep_ranks_every_split_and_agrees_with_the_ab() {
         let row = ranked.iter().find(|r| r["deployment"] == label).unwrap();
         assert_eq!(arm["summary"], row["metrics"], "{label}");
     }
-    for svg in ["plan_goodput.svg", "plan_latency.svg"] {
+    for svg in ["plan_goodput.svg", "plan_ttft.svg", "plan_itl.svg"] {
         let s = std::fs::read_to_string(plan.join(svg)).unwrap();
         assert!(s.starts_with("<svg") && s.contains("6P:2D"), "{svg}");
     }

@@ -482,8 +482,9 @@ fn sweep(args: &SimulateArgs, slo: &Slo, recipe: Option<&Recipe>) -> anyhow::Res
                 .collect()
         };
     let goodput = |s: &crate::replay::metrics::Summary| s.goodput;
-    let ttft90 = |s: &crate::replay::metrics::Summary| s.ttft.as_ref().map(|d| d.p90);
-    let itl90 = |s: &crate::replay::metrics::Summary| s.itl.as_ref().map(|d| d.p90);
+    type Figure = fn(&crate::replay::metrics::Summary) -> Option<f64>;
+    let ttft90: Figure = |s| s.ttft.as_ref().map(|d| d.p90);
+    let itl90: Figure = |s| s.itl.as_ref().map(|d| d.p90);
     std::fs::write(
         dir.join("plan_goodput.svg"),
         plot::lines_svg(
@@ -496,22 +497,26 @@ fn sweep(args: &SimulateArgs, slo: &Slo, recipe: Option<&Recipe>) -> anyhow::Res
             ],
         )?,
     )?;
-    std::fs::write(
-        dir.join("plan_latency.svg"),
-        plot::lines_svg(
-            "p90 TTFT and ITL against the split",
-            "ms",
-            &labels,
-            &[
-                ("TTFT p90, kv", line(kv, &ttft90)),
-                ("TTFT p90, round-robin", line(Policy::RoundRobin, &ttft90)),
-                ("ITL p90, kv", line(kv, &itl90)),
-                ("ITL p90, round-robin", line(Policy::RoundRobin, &itl90)),
-            ],
-        )?,
-    )?;
+    // TTFT and ITL apart: seconds and milliseconds on one linear axis hide the ITL.
+    for (file, title, figure) in [
+        ("plan_ttft.svg", "p90 TTFT against the split", ttft90),
+        ("plan_itl.svg", "p90 ITL against the split", itl90),
+    ] {
+        std::fs::write(
+            dir.join(file),
+            plot::lines_svg(
+                title,
+                "ms",
+                &labels,
+                &[
+                    ("kv", line(kv, &figure)),
+                    ("round-robin", line(Policy::RoundRobin, &figure)),
+                ],
+            )?,
+        )?;
+    }
     eprintln!(
-        "wrote {}/plan.json, plan_goodput.svg, plan_latency.svg",
+        "wrote {}/plan.json, plan_goodput.svg, plan_ttft.svg, plan_itl.svg",
         dir.display()
     );
     Ok(())
