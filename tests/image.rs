@@ -43,6 +43,17 @@ fn logical_lines(file: &str) -> Vec<String> {
     lines
 }
 
+/// A .dockerignore's patterns (comments and blank lines dropped).
+fn ignore_patterns(file: &str) -> Vec<String> {
+    std::fs::read_to_string(root().join(file))
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
 /// ENTRYPOINT and CMD of the final stage, as exec-form arrays.
 fn dockerfile_entry() -> (Vec<String>, Vec<String>) {
     let exec_form = |prefix: &str| -> Vec<String> {
@@ -172,15 +183,10 @@ fn the_image_builds_tandem_with_cuda_and_runs_it() {
 
 #[test]
 fn the_build_context_holds_what_cargo_reads() {
-    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
-    let patterns: Vec<&str> = ignore
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
+    let patterns = ignore_patterns(".dockerignore");
     assert_eq!(
-        patterns.first(),
-        Some(&"*"),
+        patterns.first().map(String::as_str),
+        Some("*"),
         "an allowlist: everything is left out first"
     );
     let allowed: BTreeSet<&str> = patterns[1..]
@@ -260,14 +266,13 @@ fn the_dynamo_image_runs_the_bridge_on_the_tested_dynamo() {
         .expect("ARG DYNAMO_VERSION");
     assert_eq!(arg, pinned, "the image's Dynamo is the one the tests run");
     // Its own context: an allowlist that lets in what it copies.
-    let ignore =
-        std::fs::read_to_string(root().join("docker/Dockerfile.dynamo.dockerignore")).unwrap();
-    let allowed: BTreeSet<&str> = ignore
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix('!'))
+    let patterns = ignore_patterns("docker/Dockerfile.dynamo.dockerignore");
+    let allowed: BTreeSet<&str> = patterns
+        .iter()
+        .filter_map(|l| l.strip_prefix('!'))
         .map(|p| p.trim_end_matches('/'))
         .collect();
-    assert!(ignore.lines().any(|l| l.trim() == "*"), "an allowlist");
+    assert!(patterns.iter().any(|l| l == "*"), "an allowlist");
     let mut copied = 0;
     for l in lines.iter().filter(|l| l.starts_with("COPY ")) {
         let words: Vec<&str> = l.split_whitespace().collect();

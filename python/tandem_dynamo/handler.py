@@ -61,7 +61,12 @@ class Handler:
         return RuntimeError(what)
 
     def _request(self, req: dict, context):
-        return to_generate(req, pb, context.id(), self.info.max_model_len, self.defaults)
+        """The GenerateRequest and EOS ids of a Dynamo request; one tandem cannot honour is
+        refused with a 400 naming the field."""
+        try:
+            return to_generate(req, pb, context.id(), self.info.max_model_len, self.defaults)
+        except Unsupported as e:
+            raise _refuse(e) from None
 
     async def _stream(self, call, context, eos, want_lp, prompt_len, first=None):
         """Relays a Generate/Decode stream; `first` is a token already produced (decode)."""
@@ -106,10 +111,7 @@ class Handler:
 
     async def generate(self, request: dict, context):
         """Aggregated: one Generate stream."""
-        try:
-            gen, eos = self._request(request, context)
-        except Unsupported as e:
-            raise _refuse(e) from None
+        gen, eos = self._request(request, context)
         want_lp = gen.sampling.HasField("logprobs")
         call = self.worker.stub.Generate(gen)
         async for out in self._stream(call, context, eos, want_lp, len(gen.prompt_token_ids)):
@@ -117,10 +119,7 @@ class Handler:
 
     async def prefill(self, request: dict, context):
         """Prefill: compute the prompt, hold its blocks, hand back where they are."""
-        try:
-            gen, _ = self._request(request, context)
-        except Unsupported as e:
-            raise _refuse(e) from None
+        gen, _ = self._request(request, context)
         # Dynamo sends the prefill leg with max_tokens 1; tandem would then finish the request
         # at its first token and hold nothing. The decode leg carries the real limit (and
         # releases the hold itself when the first token is also the last).
@@ -161,7 +160,6 @@ class Handler:
     async def _release(self, handle: dict):
         """Frees the blocks the prefill worker holds for a request that needs no decode."""
         async with self.worker.channel_to(handle["transfer_addr"]) as ch:
-
             try:
                 await services.WorkerStub(ch).ReleaseKv(
                     pb.ReleaseKvRequest(request_id=handle["request_id"]), timeout=10)
@@ -171,10 +169,7 @@ class Handler:
 
     async def decode(self, request: dict, context):
         """Decode: pull the prompt's KV from the prefill worker, then stream every token."""
-        try:
-            gen, eos = self._request(request, context)
-        except Unsupported as e:
-            raise _refuse(e) from None
+        gen, eos = self._request(request, context)
         handle = ((request.get("prefill_result") or {}).get("disaggregated_params") or {}).get(HANDLE)
         if handle is None:
             # No prefill leg (no prefill worker up): decode the whole request here.

@@ -481,32 +481,26 @@ fn sweep(args: &SimulateArgs, slo: &Slo, recipe: Option<&Recipe>) -> anyhow::Res
                 .map(|c| find(c, p).and_then(f).unwrap_or(f64::NAN))
                 .collect()
         };
-    let goodput = |s: &crate::replay::metrics::Summary| s.goodput;
     type Figure = fn(&crate::replay::metrics::Summary) -> Option<f64>;
+    let goodput: Figure = |s| s.goodput;
     let ttft90: Figure = |s| s.ttft.as_ref().map(|d| d.p90);
     let itl90: Figure = |s| s.itl.as_ref().map(|d| d.p90);
-    std::fs::write(
-        dir.join("plan_goodput.svg"),
-        plot::lines_svg(
+    // TTFT and ITL apart: seconds and milliseconds on one linear axis hide the ITL.
+    for (file, title, unit, figure) in [
+        (
+            "plan_goodput.svg",
             "Goodput at the SLA against the split",
             "good requests/s",
-            &labels,
-            &[
-                ("kv", line(kv, &goodput)),
-                ("round-robin", line(Policy::RoundRobin, &goodput)),
-            ],
-        )?,
-    )?;
-    // TTFT and ITL apart: seconds and milliseconds on one linear axis hide the ITL.
-    for (file, title, figure) in [
-        ("plan_ttft.svg", "p90 TTFT against the split", ttft90),
-        ("plan_itl.svg", "p90 ITL against the split", itl90),
+            goodput,
+        ),
+        ("plan_ttft.svg", "p90 TTFT against the split", "ms", ttft90),
+        ("plan_itl.svg", "p90 ITL against the split", "ms", itl90),
     ] {
         std::fs::write(
             dir.join(file),
             plot::lines_svg(
                 title,
-                "ms",
+                unit,
                 &labels,
                 &[
                     ("kv", line(kv, &figure)),

@@ -25,6 +25,7 @@ of it the embedded pod template schema) is in no package the tests can install.
 """
 
 import ast
+import functools
 import glob
 import importlib.util
 import json
@@ -70,7 +71,9 @@ def _classes(path):
     return out
 
 
+@functools.cache
 def definition():
+    """Dynamo 1.6.1's classes and component types, read once per run."""
     d = _dynamo_dir()
     classes = _classes(os.path.join(d, "profiler", "utils", "config.py"))
     types = set()
@@ -81,6 +84,12 @@ def definition():
     return classes, types
 
 
+@functools.cache
+def _crd_validator():
+    with open(SCHEMA) as f:
+        return jsonschema.Draft7Validator(json.load(f))
+
+
 def check(obj, where, k8s_versions):
     classes, types = definition()
     config, spec, component = classes["Config"], classes["Spec"], classes["Component"]
@@ -88,8 +97,7 @@ def check(obj, where, k8s_versions):
     def fail(msg):
         raise SystemExit(f"{where}: DynamoGraphDeployment {obj['metadata'].get('name')}: {msg}")
 
-    crd = json.load(open(SCHEMA))
-    err = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(crd).iter_errors(obj))
+    err = jsonschema.exceptions.best_match(_crd_validator().iter_errors(obj))
     if err is not None:
         path = "/".join(str(p) for p in err.absolute_path)
         fail(f"fails the CRD's schema at {path}: {err.message}")
