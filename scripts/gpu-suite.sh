@@ -118,8 +118,11 @@ print(next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), len(want)))
         [ "$res" = pass ] || status=1
         echo "| tandem generate --device cuda ($fx, 3 prompts; tokens equal to transformers' before the first difference:$agree) | $res | generate-$fx-*.log |" >>"$report"
     done
-    # The simulator's profile of Qwen3-32B at TP1 (dummy weights of the real shapes), bounded
-    # so that it cannot take the session's device time; the A/B with it goes to BENCHMARKS.md.
+    # The simulator's profile of Qwen3-32B at TP1 (dummy weights of the real shapes): its step
+    # grids, the KV transfer, and the serving path's latencies under load (a `tandem serve`
+    # of one worker on this GPU, timed requests through its frontend; a GPU profile's
+    # CPU-sharing terms stay zero). Bounded so that it cannot take the session's device time;
+    # the A/B with it goes to BENCHMARKS.md.
     if timeout 420 "$suite/bin/tandem" profile --device cuda --load-format dummy \
         --model models/qwen3-32b --block-size 64 --max-model-len 32768 --points 4 --repeats 3 \
         --out "$out/profile-qwen3-32b-tp1-h200.json" >"$out/profile.log" 2>&1; then

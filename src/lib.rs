@@ -19,6 +19,7 @@ pub mod model;
 pub mod replay;
 pub mod router;
 pub mod sim;
+pub mod timeline;
 pub mod tokenizer;
 pub mod transfer;
 pub mod wire;

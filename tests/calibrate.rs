@@ -7,6 +7,8 @@ mod common;
 
 use common::procs::run;
 use serde_json::Value;
+use tandem::replay::metrics::RequestRecord;
+use tandem::timeline::TTFT_SEGMENTS;
 
 /// A small calibration: a small KV cache and context, one real run, a coarse profile.
 const SMALL: [&str; 15] = [
@@ -106,6 +108,73 @@ fn calibrate_measures_simulates_and_tabulates_both_deployments() {
     ]);
     assert!(ok, "{stdout}\n{stderr}");
     assert!(stderr.contains("measured by tandem profile"), "{stderr}");
+
+    // Where the time goes: every segment, real against simulated, both deployments.
+    for line in [
+        "where the time goes",
+        "engine queue",
+        "decode: KV pull",
+        "= TTFT",
+        "= latency",
+    ] {
+        assert!(stdout.contains(line), "{line} missing:\n{stdout}");
+    }
+    let segments = &report["segments_ms"];
+    for d in ["agg-rr", "disagg-kv"] {
+        for side in ["real", "simulated"] {
+            assert!(
+                segments[d][side]["timelines"].as_u64().unwrap() > 0,
+                "{segments}"
+            );
+        }
+    }
+    assert!(
+        segments["disagg-kv"]["real"]["decode: KV pull"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    // Each request's segments add up to the TTFT and latency its client measured, real and
+    // simulated.
+    for file in [
+        "agg-rr_real_1.jsonl",
+        "disagg-kv_real_1.jsonl",
+        "agg-rr_sim_1.jsonl",
+        "disagg-kv_sim_1.jsonl",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        let mut timed = 0;
+        for line in text.lines() {
+            let rec: RequestRecord = serde_json::from_str(line).unwrap();
+            let (Some(t), Some(ttft), Some(latency)) = (&rec.timeline, rec.ttft_ms, rec.latency_ms)
+            else {
+                continue;
+            };
+            let s = t.segments().unwrap_or_else(|| panic!("{file}: {line}"));
+            let sum: f64 = s[..TTFT_SEGMENTS].iter().sum();
+            assert!(
+                (sum - ttft).abs() < 1.0,
+                "{file}: TTFT {ttft} vs {sum}: {s:?}"
+            );
+            let sum: f64 = s.iter().sum();
+            assert!(
+                (sum - latency).abs() < 1.0,
+                "{file}: latency {latency} vs {sum}"
+            );
+            timed += 1;
+        }
+        assert!(timed > 0, "{file} has no timelines");
+    }
+    // The serving path was measured: its latencies and CPU terms.
+    let serving = &p["serving"];
+    for k in [
+        "to_worker_s",
+        "relay_s",
+        "worker_cpu_per_token_s",
+        "shared_cpu_per_token_s",
+    ] {
+        assert!(serving[k].as_f64().unwrap() > 0.0, "{k}: {serving}");
+    }
 }
 
 #[test]

@@ -411,7 +411,7 @@ mod worker_messages {
                 let _ = DecodeRequest::decode(&bytes[..]);
                 let _ = PullKvRequest::decode(&bytes[..]);
                 // Well-formed messages with any values.
-                let req = GenerateRequest { request_id: id.clone(), prompt_token_ids: prompt.clone(), sampling: sp };
+                let req = GenerateRequest { request_id: id.clone(), prompt_token_ids: prompt.clone(), sampling: sp, timeline: false };
                 if let Ok(r) = svc.generate(Request::new(req.clone())).await {
                     let mut s = r.into_inner();
                     while let Some(Ok(_)) = futures::StreamExt::next(&mut s).await {

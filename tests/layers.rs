@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&str] = &[
     "error",
     "config",
+    "timeline",
     "tokenizer",
     "kv",
     "backend",

@@ -195,6 +195,7 @@ async fn bad_requests_get_invalid_argument() {
             request_id: "nosampling".into(),
             prompt_token_ids: vec![1],
             sampling: None,
+            timeline: false,
         },
     ];
     for req in cases {

@@ -15,6 +15,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::ModelArgs;
+use super::calibrate_report::{Row, breakdown_json, breakdown_table, compare, table};
 use super::frontend::{spawn_tandem, stop_workers, wait_healthy};
 use super::trace::TraceArgs;
 use crate::config::EngineConfig;
@@ -23,6 +24,7 @@ use crate::replay::metrics::{RequestRecord, Slo, Summary, summarize};
 use crate::replay::trace::TraceRequest;
 use crate::router::Policy;
 use crate::sim::{ClusterConfig, Profile, Topology, simulate};
+use crate::timeline::{Timeline, mean_segments};
 
 /// Arguments of `tandem calibrate`.
 #[derive(Debug, Args)]
@@ -144,6 +146,7 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
     // both alike.
     let rt = tokio::runtime::Runtime::new()?;
     let mut real: Vec<Vec<Summary>> = vec![Vec::new(); 2];
+    let mut real_timelines: Vec<Vec<Timeline>> = vec![Vec::new(); 2];
     for run in 0..args.runs {
         for (k, (name, flags, _, _)) in deployments().iter().enumerate() {
             eprintln!("calibrate: real {name}, run {} of {}", run + 1, args.runs);
@@ -151,39 +154,68 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
                 .block_on(real_run(&args, flags, &cores, &trace, trace_block, &slo))
                 .with_context(|| format!("the real {name} deployment"))?;
             write_records(&dir.join(format!("{name}_real_{}.jsonl", run + 1)), &s.1)?;
+            real_timelines[k].extend(s.1.iter().filter_map(|r| r.timeline.as_deref().cloned()));
             real[k].push(s.0);
         }
     }
 
-    // 3. The same slice, simulated.
+    // 3. The same slice, simulated as many times as it ran for real, each with a seed of its
+    // own (the serving path's races are drawn: which of a burst's requests an engine starts
+    // without).
     let profile = Arc::new(profile);
     let mut simulated = Vec::new();
+    let mut sim_timelines = Vec::new();
     for (name, _, topology, policy) in deployments() {
-        let cfg = ClusterConfig {
-            name: name.to_string(),
-            topology,
-            policy,
-            engine: engine.clone(),
-            prefill_engine: None,
-            decode_engine: None,
-            speedup: 1.0,
-            vocab: engine.vocab_size as u32,
-            trace_block,
-            seed: 0,
-        };
-        let o = simulate(&cfg, profile.clone(), &trace)?;
-        write_records(&dir.join(format!("{name}_sim.jsonl")), &o.records)?;
-        simulated.push(summarize(&o.records, o.duration_s, Some(&slo)));
+        let mut runs = Vec::new();
+        let mut timelines = Vec::new();
+        for seed in 0..args.runs as u64 {
+            let cfg = ClusterConfig {
+                name: name.to_string(),
+                topology,
+                policy,
+                engine: engine.clone(),
+                prefill_engine: None,
+                decode_engine: None,
+                speedup: 1.0,
+                vocab: engine.vocab_size as u32,
+                trace_block,
+                seed,
+                timelines: true,
+            };
+            let o = simulate(&cfg, profile.clone(), &trace)?;
+            write_records(
+                &dir.join(format!("{name}_sim_{}.jsonl", seed + 1)),
+                &o.records,
+            )?;
+            runs.push(summarize(&o.records, o.duration_s, Some(&slo)));
+            timelines.extend(
+                o.records
+                    .iter()
+                    .filter_map(|r| r.timeline.as_deref().cloned()),
+            );
+        }
+        simulated.push(runs);
+        sim_timelines.push(timelines);
     }
 
     // 4. The table.
     let rows = compare(&real, &simulated)?;
     print!("{}", table(&rows, trace.len(), args.runs, &profile.name));
+    let breakdown: Vec<_> = (0..2)
+        .map(|k| {
+            (
+                mean_segments(&real_timelines[k]),
+                mean_segments(&sim_timelines[k]),
+            )
+        })
+        .collect();
+    print!("{}", breakdown_table(&breakdown));
     let report = json!({
         "requests": trace.len(),
         "runs": args.runs,
         "profile": profile.name,
         "rows": rows.iter().map(Row::json).collect::<Vec<Value>>(),
+        "segments_ms": breakdown_json(&breakdown),
     });
     std::fs::write(
         dir.join("calibrate.json"),
@@ -194,7 +226,7 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
 }
 
 /// The model flags a worker of this calibration gets (without the cores, given per process).
-fn model_flags(model: &ModelArgs) -> Vec<String> {
+pub(super) fn model_flags(model: &ModelArgs) -> Vec<String> {
     let all = model.to_cli_args();
     let mut out = Vec::with_capacity(all.len());
     let mut it = all.into_iter();
@@ -251,6 +283,7 @@ async fn real_run(
         request_timeout: Duration::from_secs_f64(args.request_timeout),
         progress: true,
         api_key: None,
+        timeline: true,
     };
     let result = replay(trace, &cfg).await;
     stop_workers(vec![child], 5.0).await;
@@ -280,198 +313,4 @@ fn write_records(path: &std::path::Path, records: &[RequestRecord]) -> anyhow::R
     }
     f.flush()?;
     Ok(())
-}
-
-/// One metric of one deployment.
-#[derive(Debug, Clone)]
-struct Cell {
-    /// Mean of the real runs.
-    real: f64,
-    /// (max − min) / mean of the real runs, %.
-    spread: f64,
-    simulated: f64,
-}
-
-impl Cell {
-    fn error(&self) -> f64 {
-        if self.real == 0.0 {
-            if self.simulated == 0.0 {
-                0.0
-            } else {
-                f64::INFINITY
-            }
-        } else {
-            (self.simulated - self.real) / self.real * 100.0
-        }
-    }
-}
-
-/// One metric over both deployments.
-#[derive(Debug, Clone)]
-struct Row {
-    metric: &'static str,
-    agg: Cell,
-    disagg: Cell,
-}
-
-/// Whether the A/B moves a metric the same way, simulated as real: "yes", "no", or "noise"
-/// when the real difference is inside the real runs' spread.
-fn direction(r: &Row) -> &'static str {
-    let real = r.disagg.real - r.agg.real;
-    let sim = r.disagg.simulated - r.agg.simulated;
-    let noise =
-        (r.agg.spread * r.agg.real.abs()).max(r.disagg.spread * r.disagg.real.abs()) / 100.0;
-    if real.abs() <= noise {
-        "noise"
-    } else if real.signum() == sim.signum() {
-        "yes"
-    } else {
-        "no"
-    }
-}
-
-impl Row {
-    fn json(&self) -> Value {
-        let c = |c: &Cell| {
-            json!({"real": c.real, "real_spread_pct": c.spread, "simulated": c.simulated,
-                   "error_pct": c.error()})
-        };
-        json!({"metric": self.metric, "agg-rr": c(&self.agg), "disagg-kv": c(&self.disagg),
-               "ab_direction_agrees": direction(self)})
-    }
-}
-
-/// The metrics compared, read out of a summary.
-type Metric = (&'static str, fn(&Summary) -> Option<f64>);
-
-const METRICS: [Metric; 11] = [
-    ("TTFT mean (ms)", |s| s.ttft.as_ref().map(|d| d.avg)),
-    ("TTFT p50 (ms)", |s| s.ttft.as_ref().map(|d| d.p50)),
-    ("TTFT p90 (ms)", |s| s.ttft.as_ref().map(|d| d.p90)),
-    ("ITL mean (ms)", |s| s.itl.as_ref().map(|d| d.avg)),
-    ("ITL p50 (ms)", |s| s.itl.as_ref().map(|d| d.p50)),
-    ("ITL p90 (ms)", |s| s.itl.as_ref().map(|d| d.p90)),
-    ("latency mean (ms)", |s| s.latency.as_ref().map(|d| d.avg)),
-    ("latency p50 (ms)", |s| s.latency.as_ref().map(|d| d.p50)),
-    ("latency p90 (ms)", |s| s.latency.as_ref().map(|d| d.p90)),
-    ("goodput (req/s)", |s| s.goodput),
-    ("hit rate (%)", |s| Some(s.prefix_hit_rate * 100.0)),
-];
-
-/// The rows of the table; an error when a metric is missing from a run (nothing succeeded).
-fn compare(real: &[Vec<Summary>], simulated: &[Summary]) -> anyhow::Result<Vec<Row>> {
-    let cell = |k: usize, name: &str, f: fn(&Summary) -> Option<f64>| -> anyhow::Result<Cell> {
-        let vals: Vec<f64> = real[k]
-            .iter()
-            .map(|s| f(s).with_context(|| format!("no real {name}: no request succeeded")))
-            .collect::<anyhow::Result<_>>()?;
-        let mean = vals.iter().sum::<f64>() / vals.len() as f64;
-        let (lo, hi) = vals
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-                (a.min(v), b.max(v))
-            });
-        Ok(Cell {
-            real: mean,
-            spread: if mean != 0.0 {
-                (hi - lo) / mean.abs() * 100.0
-            } else {
-                0.0
-            },
-            simulated: f(&simulated[k])
-                .with_context(|| format!("no simulated {name}: no request finished"))?,
-        })
-    };
-    METRICS
-        .iter()
-        .map(|&(name, f)| {
-            Ok(Row {
-                metric: name,
-                agg: cell(0, name, f)?,
-                disagg: cell(1, name, f)?,
-            })
-        })
-        .collect()
-}
-
-fn table(rows: &[Row], requests: usize, runs: usize, profile: &str) -> String {
-    let mut s = format!(
-        "sim vs real: {requests} requests, {runs} real run(s) each; profile: {profile}\n\
-         {:<18} {:>10} {:>7} {:>10} {:>8} | {:>10} {:>7} {:>10} {:>8} | {:>6}\n",
-        "metric",
-        "agg real",
-        "spread",
-        "agg sim",
-        "error",
-        "dis real",
-        "spread",
-        "dis sim",
-        "error",
-        "A/B"
-    );
-    let pct = |v: f64| {
-        if v.is_finite() {
-            format!("{v:+.1}%")
-        } else {
-            "inf".into()
-        }
-    };
-    for r in rows {
-        s += &format!(
-            "{:<18} {:>10.2} {:>6.1}% {:>10.2} {:>8} | {:>10.2} {:>6.1}% {:>10.2} {:>8} | {:>6}\n",
-            r.metric,
-            r.agg.real,
-            r.agg.spread,
-            r.agg.simulated,
-            pct(r.agg.error()),
-            r.disagg.real,
-            r.disagg.spread,
-            r.disagg.simulated,
-            pct(r.disagg.error()),
-            direction(r),
-        );
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(agg: (f64, f64, f64), disagg: (f64, f64, f64)) -> Row {
-        let c = |(real, spread, simulated)| Cell {
-            real,
-            spread,
-            simulated,
-        };
-        Row {
-            metric: "m",
-            agg: c(agg),
-            disagg: c(disagg),
-        }
-    }
-
-    #[test]
-    fn directions_compare_the_two_ab_moves() {
-        assert_eq!(
-            direction(&row((100.0, 1.0, 90.0), (50.0, 1.0, 60.0))),
-            "yes"
-        );
-        assert_eq!(direction(&row((100.0, 1.0, 90.0), (50.0, 1.0, 95.0))), "no");
-        // A real move of 1% under a 5% spread cannot be read.
-        assert_eq!(
-            direction(&row((100.0, 5.0, 90.0), (101.0, 5.0, 80.0))),
-            "noise"
-        );
-    }
-
-    #[test]
-    fn errors_are_relative_to_the_real_figure() {
-        let c = Cell {
-            real: 200.0,
-            spread: 0.0,
-            simulated: 210.0,
-        };
-        assert!((c.error() - 5.0).abs() < 1e-12);
-    }
 }

@@ -2,10 +2,13 @@
 
 pub mod bench_kernels;
 pub mod calibrate;
+mod calibrate_report;
 pub mod frontend;
 pub mod generate;
 pub mod preset;
 pub mod profile;
+mod profile_serving;
+mod profile_transfer;
 pub mod replay;
 pub mod simulate;
 pub mod soak;
@@ -150,6 +153,13 @@ pub struct ModelArgs {
     /// Test hook (workers): the first N batches of host-tier copies with an onboard fail.
     #[arg(long, hide = true, default_value_t = 0)]
     pub debug_fail_onboards: u32,
+    /// Test hook (workers): every engine step costs this many microseconds of CPU more.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub debug_step_cpu_us: u64,
+    /// Test hook (workers): every token sent costs the worker's gRPC thread this many
+    /// microseconds of CPU.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub debug_token_cpu_us: u64,
 }
 
 impl ModelArgs {
@@ -228,6 +238,12 @@ impl ModelArgs {
                 "--debug-step-delay-ms",
                 self.debug_step_delay_ms.to_string(),
             );
+        }
+        if self.debug_step_cpu_us > 0 {
+            flag("--debug-step-cpu-us", self.debug_step_cpu_us.to_string());
+        }
+        if self.debug_token_cpu_us > 0 {
+            flag("--debug-token-cpu-us", self.debug_token_cpu_us.to_string());
         }
         if self.debug_fail_onboards > 0 {
             flag(

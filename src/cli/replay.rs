@@ -38,6 +38,10 @@ pub struct ReplayArgs {
     /// Seconds before a request that has not finished counts as failed.
     #[arg(long, default_value_t = 600.0)]
     request_timeout: f64,
+    /// Ask for each request's clock points (tandem's frontend gives them) and keep them in
+    /// profile_export.jsonl (`timeline`).
+    #[arg(long)]
+    timeline: bool,
 }
 
 /// Runs `tandem replay`.
@@ -56,6 +60,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         request_timeout: Duration::from_secs_f64(args.request_timeout),
         progress: true,
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+        timeline: args.timeline,
     };
     let rt = tokio::runtime::Runtime::new()?;
     let (records, duration) = rt.block_on(run_replay(&reqs, &cfg))?;

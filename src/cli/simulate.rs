@@ -347,6 +347,7 @@ fn cluster_config(
         trace_block,
         vocab: args.vocab,
         seed: args.seed,
+        timelines: false,
     }
 }
 

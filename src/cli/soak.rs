@@ -292,6 +292,7 @@ fn replay_cfg(args: &SoakArgs, base: &str, block: usize) -> ReplayConfig {
         request_timeout: Duration::from_secs_f64(args.request_timeout),
         progress: false,
         api_key: None,
+        timeline: false,
     }
 }
 

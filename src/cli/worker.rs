@@ -120,7 +120,10 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
 }
 
 /// The test hooks the hidden `--debug-*` flags ask for.
-fn hooks_of<B: Backend>(args: &ModelArgs, loaded: &LoadedModel<B>) -> anyhow::Result<Hooks> {
+pub(super) fn hooks_of<B: Backend>(
+    args: &ModelArgs,
+    loaded: &LoadedModel<B>,
+) -> anyhow::Result<Hooks> {
     let script = match &args.debug_output_text {
         None => None,
         Some(text) => {
@@ -142,7 +145,9 @@ fn hooks_of<B: Backend>(args: &ModelArgs, loaded: &LoadedModel<B>) -> anyhow::Re
     Ok(Hooks {
         script,
         step_delay: std::time::Duration::from_millis(args.debug_step_delay_ms),
+        step_cpu: std::time::Duration::from_micros(args.debug_step_cpu_us),
         failed_onboards: args.debug_fail_onboards,
+        token_cpu: std::time::Duration::from_micros(args.debug_token_cpu_us),
     })
 }
 

@@ -31,6 +31,8 @@ pub struct RequestOutput {
     pub held_blocks: Option<Vec<crate::kv::BlockId>>,
     /// For a request that finished: where its time went.
     pub timing: Option<super::sequence::RequestTiming>,
+    /// For a request that finished on an engine that runs the model: the steps it ran in.
+    pub steps: Vec<crate::timeline::StepTimes>,
 }
 
 /// Checks a request against the engine's limits: sampling parameters, an empty prompt, a
@@ -305,6 +307,7 @@ impl<E: Executor> EngineCore<E> {
     /// and reported in the [`StepFailure`]; the engine stays usable. A failed copy between the
     /// tiers ends none: the step's sequences start over and compute what they no longer find.
     pub fn step(&mut self) -> std::result::Result<Vec<RequestOutput>, StepFailure> {
+        let began = std::time::Instant::now();
         let plan = self.scheduler.schedule(&mut self.kv);
         self.num_preemptions += plan.preempted.len() as u64;
         if plan.scheduled.is_empty() {
@@ -325,6 +328,7 @@ impl<E: Executor> EngineCore<E> {
         let (mut samples, mut sample_ids) = (Vec::new(), Vec::new());
         let mut sampling = Vec::with_capacity(plan.scheduled.len());
         let mut work = Vec::with_capacity(plan.scheduled.len());
+        let mut ids = Vec::with_capacity(plan.scheduled.len());
         let mut rows = 0;
         for s in &plan.scheduled {
             let seq = &self.scheduler.running[s.index];
@@ -334,6 +338,7 @@ impl<E: Executor> EngineCore<E> {
                 new_tokens: s.num_new,
                 context_len: end,
             });
+            ids.push(seq.id);
             if runs_model {
                 input.attn.seqs.push(AttnSeq {
                     query_start: rows,
@@ -368,6 +373,7 @@ impl<E: Executor> EngineCore<E> {
         }
         let batch = StepBatch {
             work,
+            ids,
             input,
             samples,
             sample_ids,
@@ -402,6 +408,8 @@ impl<E: Executor> EngineCore<E> {
             }
         };
         let mut sampled = sampled.into_iter();
+        // A simulator's steps take no real time: it keeps its own clock.
+        let ended = runs_model.then(std::time::Instant::now);
         let mut outputs = Vec::with_capacity(plan.scheduled.len());
         let mut finished = Vec::new();
         for (s, samples_now) in plan.scheduled.iter().zip(sampling) {
@@ -415,7 +423,15 @@ impl<E: Executor> EngineCore<E> {
                 cached_tokens: seq.num_cached_prompt.unwrap_or(0),
                 held_blocks: None,
                 timing: None,
+                steps: Vec::new(),
             };
+            if let Some(ended) = ended {
+                seq.times.steps.push(crate::timeline::StepTimes {
+                    start: crate::timeline::instant_ns(began),
+                    end: crate::timeline::instant_ns(ended),
+                    sampled: samples_now,
+                });
+            }
             if samples_now {
                 let tok = sampled
                     .next()
@@ -434,6 +450,7 @@ impl<E: Executor> EngineCore<E> {
                     out.held_blocks = Some(seq.table.blocks.clone());
                 }
                 out.timing = Some(seq.times.timing(std::time::Instant::now()));
+                out.steps = std::mem::take(&mut self.scheduler.running[s.index].times.steps);
                 finished.push(out.id);
             }
             // Only requests with news report: a mid-prompt chunk says nothing.

@@ -29,6 +29,8 @@ pub struct SeqWork {
 pub struct StepBatch<'a> {
     /// Every scheduled sequence's share, in row order.
     pub work: Vec<SeqWork>,
+    /// The request of each scheduled sequence, in row order.
+    pub ids: Vec<RequestId>,
     /// Tokens, positions, slots and attention metadata; empty when the executor runs no
     /// model ([`Executor::runs_model`]).
     pub input: ModelInput,

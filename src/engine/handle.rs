@@ -378,5 +378,6 @@ fn aborted(id: RequestId) -> RequestOutput {
         cached_tokens: 0,
         held_blocks: None,
         timing: None,
+        steps: Vec::new(),
     }
 }

@@ -1,7 +1,8 @@
 //! Test hooks around an executor, behind the workers' hidden `--debug-*` flags: a fixed output
 //! (so that a client test knows what the model says, tool calls included) and a slow step (so
 //! that a test can hold requests in flight, or stall the engine), and failed onboards from the
-//! host KV tier (so that a test sees the prefix computed again). The model still runs, so
+//! host KV tier (so that a test sees the prefix computed again), and known CPU costs per
+//! step and per token sent (the latter applied by the worker's service). The model still runs, so
 //! every other path (KV, events, transfers) is the real one.
 
 use std::time::Duration;
@@ -16,10 +17,37 @@ use crate::kv::{BlockId, KvCopy};
 pub struct Hooks {
     /// Every request's output, token by token (then it repeats the last).
     pub script: Option<Vec<u32>>,
-    /// Added to every step.
+    /// Added to every step (asleep).
     pub step_delay: Duration,
+    /// CPU added to every step (a busy loop on the engine thread: a host cost per step of
+    /// known size, for the profile to measure).
+    pub step_cpu: Duration,
     /// Batches of tier copies with an onboard among them that fail, before copies work.
     pub failed_onboards: u32,
+    /// CPU every token a worker sends costs its serving thread (a busy loop beside the
+    /// engine: a serving path of known cost, for the profile to measure).
+    pub token_cpu: Duration,
+}
+
+/// Runs this thread on a CPU until it has used `d` of CPU time (not of wall time: sharing
+/// its core with other threads makes it take longer, as real work does).
+pub fn spin(d: Duration) {
+    if d.is_zero() {
+        return;
+    }
+    let cpu = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec into `ts`.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    };
+    let until = cpu() + d;
+    while cpu() < until {
+        std::hint::spin_loop();
+    }
 }
 
 /// An executor with [`Hooks`].
@@ -32,6 +60,11 @@ impl<E> Hooked<E> {
     /// `inner` with `hooks`.
     pub fn new(inner: E, hooks: Hooks) -> Self {
         Hooked { inner, hooks }
+    }
+
+    /// The executor inside, without the hooks.
+    pub fn into_inner(self) -> E {
+        self.inner
     }
 
     /// The executor inside.
@@ -59,6 +92,7 @@ impl<E: Executor> Executor for Hooked<E> {
         if !self.hooks.step_delay.is_zero() {
             std::thread::sleep(self.hooks.step_delay);
         }
+        spin(self.hooks.step_cpu);
         self.fail_onboards(&batch.copies)?;
         let mut out = self.inner.execute(batch)?;
         if let Some(script) = self.hooks.script.as_ref().filter(|s| !s.is_empty()) {

@@ -67,7 +67,7 @@ pub struct Sequence {
 }
 
 /// When a request reached each stage (the simulator's clock is not these: it ignores them).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Times {
     /// Added to the engine.
     pub arrived: std::time::Instant,
@@ -75,6 +75,8 @@ pub struct Times {
     pub scheduled: Option<std::time::Instant>,
     /// Its first token sampled.
     pub first_token: Option<std::time::Instant>,
+    /// The steps it ran in (on an engine that runs the model).
+    pub steps: Vec<crate::timeline::StepTimes>,
 }
 
 impl Times {
@@ -119,6 +121,7 @@ impl Sequence {
                 arrived: std::time::Instant::now(),
                 scheduled: None,
                 first_token: None,
+                steps: Vec::new(),
             },
         }
     }

@@ -17,8 +17,9 @@ use super::openai::ApiError;
 use crate::engine::SamplingParams;
 use crate::engine::text::TextStream;
 use crate::router::{Router, WorkerHandle};
+use crate::timeline::Timeline;
 use crate::tokenizer::Tokenizer;
-use crate::wire::convert::sampling_to_proto;
+use crate::wire::convert::{sampling_to_proto, worker_times_of};
 use crate::wire::proto;
 use crate::wire::proto::worker_client::WorkerClient;
 
@@ -48,6 +49,9 @@ pub enum Event {
         cached_tokens: usize,
         completion_tokens: usize,
         tail: String,
+        /// The request's clock points so far, when it asked for them (and did not move
+        /// between workers mid-generation).
+        timeline: Option<Box<Timeline>>,
     },
     /// The worker failed mid-stream.
     Failed(ApiError),
@@ -85,11 +89,16 @@ struct Progress {
     n: usize,
     last: Instant,
     started: Instant,
+    /// The request's clock points, when asked for; `sent` are the current worker's.
+    timeline: Option<Box<Timeline>>,
+    sent: Vec<u64>,
 }
 
 impl Progress {
-    fn new(params: &SamplingParams, started: Instant) -> Self {
+    fn new(params: &SamplingParams, started: Instant, timeline: Option<Box<Timeline>>) -> Self {
         Progress {
+            timeline,
+            sent: Vec::new(),
             text: TextStream::new(params.stop.clone()),
             prompt_tokens: 0,
             cached_tokens: 0,
@@ -125,6 +134,8 @@ enum Relayed {
 struct InFlight {
     worker: Arc<WorkerHandle>,
     blocks: usize,
+    /// When the worker was picked (ns since the Unix epoch).
+    routed: u64,
 }
 
 impl Drop for InFlight {
@@ -196,12 +207,15 @@ impl Frontend {
 
     /// Sends the request to a worker (another one if the first is down) and streams its events.
     /// With a decode pool, the prompt goes to a prefill worker first and the rest to a decode
-    /// worker; when no prefill worker is up, decode workers serve whole requests.
+    /// worker; when no prefill worker is up, decode workers serve whole requests. With
+    /// `timeline` (its frontend points so far), the workers time the request and the last
+    /// event carries its clock points.
     pub async fn generate(
         self: &Arc<Self>,
         id: String,
         prompt: Vec<u32>,
         params: SamplingParams,
+        mut timeline: Option<Box<Timeline>>,
     ) -> Result<mpsc::Receiver<Event>, ApiError> {
         let started = Instant::now();
         let (tx, rx) = mpsc::channel(64);
@@ -209,6 +223,7 @@ impl Frontend {
             request_id: id,
             prompt_token_ids: prompt,
             sampling: Some(sampling_to_proto(&params)),
+            timeline: timeline.is_some(),
         };
         let whole = match &self.decode {
             Some(decode) if !self.router.pool().workers().iter().any(|w| w.is_healthy()) => {
@@ -227,9 +242,17 @@ impl Frontend {
                         c.prefill(r).await.map(|r| r.into_inner())
                     })
                     .await?;
+                if let Some(t) = &mut timeline {
+                    t.routed = prefilling.routed;
+                    t.prefill = pre
+                        .timeline
+                        .as_ref()
+                        .map(|w| worker_times_of(w, vec![pre.sent_ns]));
+                }
                 let this = self.clone();
                 drop(prefilling);
-                tokio::spawn(async move { this.decode_after(pre, req, params, tx, started).await });
+                let st = Progress::new(&params, started, timeline);
+                tokio::spawn(async move { this.decode_after(pre, req, st, tx).await });
                 return Ok(rx);
             }
             None => &self.router,
@@ -240,9 +263,12 @@ impl Frontend {
                 c.generate(r).await.map(|r| r.into_inner())
             })
             .await?;
+        if let Some(t) = &mut timeline {
+            t.routed = guard.routed;
+        }
         let this = self.clone();
         tokio::spawn(async move {
-            let mut st = Progress::new(&params, started);
+            let mut st = Progress::new(&params, started, timeline);
             let outcome = this
                 .relay(&mut st, None, async { Ok((stream, guard)) }, &tx, true)
                 .await;
@@ -266,6 +292,8 @@ impl Frontend {
         tx: &mpsc::Sender<Event>,
     ) {
         let tries = whole.pool().workers().len() + 1;
+        // The moved request's points would mix two workers' tokens: it has none.
+        st.timeline = None;
         for _ in 0..MIGRATIONS {
             self.metrics.failovers.with_label_values(&["retry"]).inc();
             let mut moved = req.clone();
@@ -334,6 +362,7 @@ impl Frontend {
             let guard = InFlight {
                 worker: worker.clone(),
                 blocks,
+                routed: crate::timeline::now_ns(),
             };
             match rpc(worker.client.clone(), req.clone()).await {
                 Ok(v) => return Ok((v, guard)),
@@ -375,10 +404,10 @@ impl Frontend {
         self: Arc<Self>,
         pre: proto::PrefillResponse,
         req: proto::GenerateRequest,
-        params: SamplingParams,
+        mut st: Progress,
         tx: mpsc::Sender<Event>,
-        started: Instant,
     ) {
+        // Its time left the worker is in the timeline's prefill part already.
         let first = proto::GenerateResponse {
             token_id: Some(pre.first_token),
             logprob: pre.logprob,
@@ -386,6 +415,8 @@ impl Frontend {
             finish_reason: pre.finish_reason.clone(),
             prompt_tokens: pre.prompt_tokens,
             cached_tokens: pre.cached_tokens,
+            sent_ns: 0,
+            timeline: None,
         };
         let decode = self
             .decode
@@ -429,7 +460,6 @@ impl Frontend {
                 format!("worker error: {lost}"),
             ))
         };
-        let mut st = Progress::new(&params, started);
         if self.relay(&mut st, Some(first), rest, &tx, true).await == Relayed::Failed {
             // The decode worker died: a decode worker serves the rest whole.
             self.migrate(decode, &req, &mut st, &tx).await;
@@ -568,6 +598,14 @@ impl Frontend {
             st.prompt_tokens = st.prompt_tokens.max(r.prompt_tokens as usize);
             st.cached_tokens = st.cached_tokens.max(r.cached_tokens as usize);
         }
+        if let Some(t) = &mut st.timeline {
+            if r.sent_ns > 0 {
+                st.sent.push(r.sent_ns);
+            }
+            if let Some(w) = &r.timeline {
+                t.worker = Some(worker_times_of(w, std::mem::take(&mut st.sent)));
+            }
+        }
         let mut finish = r.finish_reason;
         if let Some(token) = r.token_id {
             let now = Instant::now();
@@ -615,6 +653,9 @@ impl Frontend {
                 self.count("abort");
                 return Flow::Done;
             }
+            if let Some(t) = &mut st.timeline {
+                t.relayed.push(crate::timeline::now_ns());
+            }
             if st.text.stopped() {
                 // Returning drops the worker stream, which cancels the rest of the generation.
                 finish = "stop".into();
@@ -648,6 +689,7 @@ impl Frontend {
                 cached_tokens: st.cached_tokens,
                 completion_tokens: st.n,
                 tail,
+                timeline: st.timeline.take(),
             })
             .await;
         Flow::Done

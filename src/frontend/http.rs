@@ -35,9 +35,18 @@ use super::response::{
     ChatParsing, ChatStream, Kind, chat_message, finish_reason, logprobs_json, usage,
 };
 use crate::engine::SamplingParams;
+use crate::timeline::Timeline;
 
 /// Completions' `max_tokens` when the request gives none (OpenAI's and vLLM's default).
 const COMPLETION_DEFAULT_MAX_TOKENS: usize = 16;
+
+/// A request with this header (any value) is timed: a streamed completion of one generation
+/// ends, before `[DONE]`, with a chunk whose [`TIMELINE_FIELD`] holds its clock points
+/// ([`Timeline`]; the client's own are zero).
+pub const TIMELINE_HEADER: &str = "x-tandem-timeline";
+
+/// The field of the last chunk that holds a timed request's clock points.
+pub const TIMELINE_FIELD: &str = "tandem_timeline";
 
 /// The HTTP application. With an API key, every route but /health, /ping (liveness: the
 /// process answers, whatever its workers do) and /metrics (probes and scrapers) wants
@@ -159,6 +168,9 @@ struct Plan {
     chat: ChatParsing,
     stream: bool,
     include_usage: bool,
+    /// The request's clock points so far, when it asked for them (a streamed request of one
+    /// generation with the [`TIMELINE_HEADER`]).
+    timeline: Option<Box<Timeline>>,
 }
 
 /// One generation's whole result.
@@ -206,6 +218,7 @@ async fn start(
     fe: &Arc<Frontend>,
     id: &str,
     jobs: &[Job],
+    mut timeline: Option<Box<Timeline>>,
 ) -> Result<Vec<mpsc::Receiver<Event>>, ApiError> {
     let mut rxs = Vec::with_capacity(jobs.len());
     for (i, j) in jobs.iter().enumerate() {
@@ -214,7 +227,11 @@ async fn start(
         } else {
             format!("{id}-{i}")
         };
-        rxs.push(fe.generate(sub, j.prompt.clone(), j.params.clone()).await?);
+        let t = timeline.take().filter(|_| jobs.len() == 1);
+        rxs.push(
+            fe.generate(sub, j.prompt.clone(), j.params.clone(), t)
+                .await?,
+        );
     }
     Ok(rxs)
 }
@@ -308,6 +325,7 @@ async fn collect(g: Started) -> Result<Outcome, ApiError> {
                 cached_tokens,
                 completion_tokens,
                 tail,
+                ..
             } => {
                 text.push_str(&tail);
                 return Ok(Outcome {
@@ -330,13 +348,14 @@ async fn collect(g: Started) -> Result<Outcome, ApiError> {
 
 /// Runs a plan and answers it, whole or streamed. The request waits in the workers' queues
 /// (counted against `--max-queued-requests`) until every generation has its first event.
-async fn run(fe: &Arc<Frontend>, plan: Plan) -> Result<Response, ApiError> {
+async fn run(fe: &Arc<Frontend>, mut plan: Plan) -> Result<Response, ApiError> {
     let id = fe.request_id(match plan.kind {
         Kind::Completion => "cmpl",
         Kind::Chat => "chatcmpl",
     });
     let queued = admit(fe)?;
-    let rxs = start(fe, &id, &plan.jobs).await?;
+    let timeline = plan.timeline.take().filter(|_| plan.stream);
+    let rxs = start(fe, &id, &plan.jobs, timeline).await?;
     let started = first_events(fe, rxs).await?;
     drop(queued);
     // A generation that failed before its first token fails the request with its status.
@@ -406,6 +425,7 @@ fn stream(fe: Arc<Frontend>, plan: Plan, head: Value, started: Vec<Started>) -> 
             .enumerate()
             .map(|(i, g)| Box::pin(g.into_stream().map(move |e| (i, e)))),
     );
+    let timeline_head = head.clone();
     let chunk = move |choice: Value, usage: Option<Value>| {
         let mut c = head.clone();
         c["choices"] = match choice {
@@ -422,6 +442,7 @@ fn stream(fe: Arc<Frontend>, plan: Plan, head: Value, started: Vec<Started>) -> 
         let mut chats: Vec<ChatStream> = (0..n).map(|_| ChatStream::new(plan.chat)).collect();
         let mut echoed = vec![false; n];
         let (mut prompt, mut cached, mut completion, mut done) = (0, 0, 0, 0);
+        let mut first_chunk = None;
         if plan.kind == Kind::Chat {
             for i in 0..n {
                 let role = json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null});
@@ -457,9 +478,11 @@ fn stream(fe: Arc<Frontend>, plan: Plan, head: Value, started: Vec<Started>) -> 
                             json!({"index": i, "delta": delta.unwrap_or_else(|| json!({})), "logprobs": logprobs, "finish_reason": null})
                         }
                     };
+                    first_chunk.get_or_insert_with(crate::timeline::now_ns);
                     yield Ok(chunk(choice, None));
                 }
-                Event::Done { finish, prompt_tokens, cached_tokens, completion_tokens, tail } => {
+                Event::Done { finish, prompt_tokens, cached_tokens, completion_tokens, tail, timeline } => {
+                    let mut timeline = timeline;
                     if i % plan.best_of.max(1) == 0 {
                         prompt += prompt_tokens;
                         cached += cached_tokens;
@@ -489,11 +512,19 @@ fn stream(fe: Arc<Frontend>, plan: Plan, head: Value, started: Vec<Started>) -> 
                             json!({"index": i, "delta": delta, "logprobs": null, "finish_reason": finish})
                         }
                     };
+                    first_chunk.get_or_insert_with(crate::timeline::now_ns);
                     yield Ok(chunk(choice, None));
                     done += 1;
                     if done == n {
                         if plan.include_usage {
                             yield Ok(chunk(Value::Null, Some(usage(prompt, cached, completion))));
+                        }
+                        if let Some(mut t) = timeline.take() {
+                            t.first_chunk = first_chunk.unwrap_or_default();
+                            let mut c = timeline_head.clone();
+                            c["choices"] = json!([]);
+                            c[TIMELINE_FIELD] = serde_json::to_value(&t).unwrap_or_default();
+                            yield Ok(SseEvent::default().data(c.to_string()));
                         }
                         break;
                     }
@@ -511,8 +542,10 @@ fn stream(fe: Arc<Frontend>, plan: Plan, head: Value, started: Vec<Started>) -> 
 
 async fn completions(
     State(fe): State<Arc<Frontend>>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let arrived = crate::timeline::now_ns();
     let run_it = async {
         let req = parse_completion(&body_of(body)?)?;
         fe.check_model(&req.common.model)?;
@@ -570,6 +603,13 @@ async fn completions(
             chat: ChatParsing::default(),
             stream: c.stream,
             include_usage: c.stream_options.is_some_and(|o| o.include_usage),
+            timeline: headers.contains_key(TIMELINE_HEADER).then(|| {
+                Box::new(Timeline {
+                    arrived,
+                    tokenized: crate::timeline::now_ns(),
+                    ..Default::default()
+                })
+            }),
         };
         run(&fe, plan).await
     };
@@ -692,6 +732,7 @@ async fn chat(State(fe): State<Arc<Frontend>>, body: Result<Bytes, BytesRejectio
             chat: parsing,
             stream: c.stream,
             include_usage: c.stream_options.is_some_and(|o| o.include_usage),
+            timeline: None,
         };
         run(&fe, plan).await
     };

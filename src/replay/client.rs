@@ -32,6 +32,9 @@ pub struct ReplayConfig {
     pub progress: bool,
     /// Sent as `Authorization: Bearer KEY` (a server started with --api-key).
     pub api_key: Option<String>,
+    /// Ask the server for each request's clock points (tandem's frontend gives them; other
+    /// servers ignore the header).
+    pub timeline: bool,
 }
 
 /// Synthesized prompts' vocabulary when the server does not say (Qwen's ordinary tokens).
@@ -152,12 +155,13 @@ async fn one(
         latency_ms: None,
         output_tokens: 0,
         error: None,
+        timeline: None,
     };
     let body = json!({"model": model, "prompt": prompt, "max_tokens": output_length, "ignore_eos": true,
         "stream": true, "stream_options": {"include_usage": true}});
     let result = tokio::time::timeout(
         cfg.request_timeout,
-        stream(client, &cfg.url, &body, sent, &mut rec),
+        stream(client, &cfg.url, &body, sent, &mut rec, cfg.timeline),
     )
     .await;
     rec.error = match result {
@@ -177,10 +181,13 @@ async fn stream(
     body: &Value,
     sent: Instant,
     rec: &mut RequestRecord,
+    want_timeline: bool,
 ) -> std::result::Result<(), String> {
-    let resp = client
-        .post(format!("{url}/v1/completions"))
-        .json(body)
+    let mut post = client.post(format!("{url}/v1/completions")).json(body);
+    if want_timeline {
+        post = post.header(crate::frontend::http::TIMELINE_HEADER, "1");
+    }
+    let resp = post
         .send()
         .await
         .map_err(|e| format!("request failed: {e}"))?;
@@ -195,6 +202,7 @@ async fn stream(
     }
     let mut bytes = resp.bytes_stream();
     let mut buf = String::new();
+    let mut first_received = 0;
     let mut done = false;
     while let Some(chunk) = bytes.next().await {
         let chunk = chunk.map_err(|e| format!("stream broken: {e}"))?;
@@ -217,7 +225,14 @@ async fn stream(
             }
             // TTFT: the first chunk that carries a choice (tandem sends one per token).
             if rec.ttft_ms.is_none() && v["choices"].as_array().is_some_and(|c| !c.is_empty()) {
-                rec.ttft_ms = Some(sent.elapsed().as_secs_f64() * 1e3);
+                let now = Instant::now();
+                rec.ttft_ms = Some((now - sent).as_secs_f64() * 1e3);
+                first_received = crate::timeline::instant_ns(now);
+            }
+            if let Some(t) = v.get(crate::frontend::http::TIMELINE_FIELD) {
+                let t: crate::timeline::Timeline =
+                    serde_json::from_value(t.clone()).map_err(|e| format!("bad timeline: {e}"))?;
+                rec.timeline = Some(Box::new(t));
             }
             if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
                 rec.output_tokens = u["completion_tokens"].as_u64().unwrap_or(0) as usize;
@@ -227,7 +242,12 @@ async fn stream(
             }
         }
     }
-    rec.latency_ms = Some(sent.elapsed().as_secs_f64() * 1e3);
+    let end = Instant::now();
+    rec.latency_ms = Some((end - sent).as_secs_f64() * 1e3);
+    if let Some(t) = &mut rec.timeline {
+        (t.sent, t.first_received) = (crate::timeline::instant_ns(sent), first_received);
+        t.end = crate::timeline::instant_ns(end);
+    }
     if !done {
         return Err("the server closed the stream before [DONE]".into());
     }

@@ -26,6 +26,10 @@ pub struct RequestRecord {
     pub output_tokens: usize,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// Its clock points, when the server gave them (tandem's frontend, asked with
+    /// [`crate::frontend::http::TIMELINE_HEADER`]) or the simulator wrote them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Box<crate::timeline::Timeline>>,
 }
 
 impl RequestRecord {
@@ -287,6 +291,7 @@ mod tests {
             latency_ms: Some(latency),
             output_tokens: n,
             error: None,
+            timeline: None,
         }
     }
 

@@ -12,6 +12,7 @@ pub const SIM_TOKEN: u32 = 0;
 #[derive(Default)]
 pub struct SimExecutor {
     last: Option<Vec<SeqWork>>,
+    last_ids: Vec<crate::engine::RequestId>,
     copied_blocks: usize,
 }
 
@@ -20,6 +21,11 @@ impl SimExecutor {
     /// scheduled nothing never reaches the executor).
     pub fn take_step_work(&mut self) -> Option<Vec<SeqWork>> {
         self.last.take()
+    }
+
+    /// The requests of the step executed last (each once: a second call gives none).
+    pub fn take_step_ids(&mut self) -> Vec<crate::engine::RequestId> {
+        std::mem::take(&mut self.last_ids)
     }
 
     /// Blocks copied between the tiers since the last call (either way: each crosses the
@@ -32,6 +38,7 @@ impl SimExecutor {
 impl Executor for SimExecutor {
     fn execute(&mut self, batch: &StepBatch<'_>) -> Result<Vec<Sampled>> {
         self.last = Some(batch.work.clone());
+        self.last_ids.clone_from(&batch.ids);
         self.copied_blocks += batch.copies.len();
         Ok(batch
             .samples

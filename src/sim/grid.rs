@@ -243,10 +243,6 @@ pub struct Measured {
     pub transfer_latency_s: f64,
     /// ... and its throughput, bytes/s.
     pub transfer_bytes_per_s: f64,
-    /// Seconds the serving path adds to a request once (HTTP, tokenization, gRPC), measured
-    /// against a real server; 0 when not measured.
-    #[serde(default)]
-    pub request_overhead_s: f64,
 }
 
 impl Measured {
@@ -259,7 +255,6 @@ impl Measured {
         for (name, v) in [
             ("mixed_context", self.mixed_context),
             ("transfer_latency_s", self.transfer_latency_s),
-            ("request_overhead_s", self.request_overhead_s),
         ] {
             if !ok(v) {
                 return Err(Error::InvalidRequest(format!(

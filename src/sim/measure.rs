@@ -484,7 +484,6 @@ mod tests {
             mixed_context: sweep.mixed_context as f64,
             transfer_latency_s: truth.transfer_latency_s,
             transfer_bytes_per_s: truth.link_bandwidth * truth.link_efficiency,
-            request_overhead_s: 0.0,
         });
         got.validate().unwrap();
         let check = |work: &[SeqWork], what: &str| {

@@ -9,6 +9,9 @@ pub mod measure;
 pub mod moe;
 pub mod plan;
 pub mod profile;
+mod pulls;
+pub mod serving;
+mod track;
 
 pub use cluster::{ClusterConfig, SimOutcome, Topology, simulate};
 pub use executor::SimExecutor;

@@ -319,6 +319,7 @@ impl Profile {
             transfer_latency_s: 2e-3,
             kv_capacity_tokens: (usable / (latent + index)) as usize,
             measured: None,
+            serving: Default::default(),
             attention_dp: dep.gpus,
             attention_top_k: top_k,
             index_flops_per_pair: index_flops,

@@ -62,6 +62,10 @@ pub struct Profile {
     /// profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured: Option<Measured>,
+    /// The serving path around the engine (client, frontend, gRPC), measured by `tandem
+    /// profile` under load; zero unless measured.
+    #[serde(default)]
+    pub serving: super::serving::ServingCosts,
     /// Attention data-parallel ranks of one worker, each with its own batch and KV cache
     /// (1: none). Per-rank fields above (weights, KV, capacity) are then one rank's.
     #[serde(default = "one_rank", skip_serializing_if = "is_one_rank")]
@@ -232,6 +236,7 @@ impl Profile {
             transfer_latency_s: 2e-3,
             kv_capacity_tokens: (usable.max(0.0) / kv_per_rank) as usize,
             measured: None,
+            serving: Default::default(),
             attention_dp: 1,
             attention_top_k: None,
             index_flops_per_pair: 0.0,
@@ -258,6 +263,7 @@ impl Profile {
 
     /// Checks that every rate is positive and every efficiency in (0, 1].
     pub fn validate(&self) -> Result<()> {
+        self.serving.validate()?;
         let positive = [
             ("weight_bytes", self.weight_bytes),
             ("linear_flops_per_token", self.linear_flops_per_token),
@@ -432,11 +438,6 @@ impl Profile {
         memory.max(compute)
             + tokens * self.allreduce_bytes_per_token / self.allreduce_bandwidth
             + self.step_overhead_s
-    }
-
-    /// Seconds the serving path adds to each request once (0 unless measured).
-    pub fn request_overhead_s(&self) -> f64 {
-        self.measured.as_ref().map_or(0.0, |m| m.request_overhead_s)
     }
 
     /// Seconds to move the KV of `tokens` prompt tokens from a prefill to a decode worker.

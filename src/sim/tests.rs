@@ -38,6 +38,7 @@ fn config(topology: Topology, policy: Policy, num_blocks: usize) -> ClusterConfi
         vocab: 1000,
         trace_block: 512,
         seed: 7,
+        timelines: false,
     }
 }
 
@@ -290,4 +291,82 @@ fn an_unbounded_host_tier_serves_every_cacheable_token_of_the_trace() {
     assert!((with - cacheable).abs() < 0.005, "{with} vs {cacheable}");
     let without = hit_rate(0);
     assert!(without < 0.8 * with, "{without} vs {with}");
+}
+
+/// A profile whose serving path costs something in every term.
+fn with_serving() -> Profile {
+    let mut p = Profile::default_qwen3_32b_tp2_h200();
+    p.serving = super::serving::ServingCosts {
+        to_frontend_s: 1e-3,
+        tokenize_s: 2e-4,
+        route_s: 1e-4,
+        to_worker_s: 5e-4,
+        to_engine_s: 2e-4,
+        token_out_s: 1e-3,
+        token_gap_s: 3e-4,
+        relay_s: 4e-4,
+        chunk_s: 5e-5,
+        to_client_s: 2e-4,
+        close_s: 3e-4,
+        ..Default::default()
+    };
+    p
+}
+
+#[test]
+fn simulated_timelines_add_up_and_carry_the_serving_path() {
+    let trace = conversations(6, 4, 300);
+    let profile = Arc::new(with_serving());
+    for topology in [
+        Topology::Aggregated { workers: 2 },
+        Topology::Disaggregated {
+            prefill: 1,
+            decode: 1,
+        },
+    ] {
+        let mut cfg = config(topology, Policy::kv(0.0), 4096);
+        cfg.timelines = true;
+        let o = simulate(&cfg, profile.clone(), &trace).unwrap();
+        assert_complete(&o, &trace);
+        for r in &o.records {
+            let t = r.timeline.as_ref().expect("asked for");
+            let s = t.segments().unwrap_or_else(|| panic!("{t:?}"));
+            let ttft: f64 = s[..crate::timeline::TTFT_SEGMENTS].iter().sum();
+            assert!((ttft - r.ttft_ms.unwrap()).abs() < 1e-3, "{s:?} {r:?}");
+            assert!((s.iter().sum::<f64>() - r.latency_ms.unwrap()).abs() < 1e-3);
+            // The fixed latencies land in their own segments.
+            for (i, ms) in [(0, 1.0), (1, 0.2), (2, 0.1), (3, 0.5), (4, 0.2), (9, 0.4)] {
+                assert!((s[i] - ms).abs() < 1e-6, "segment {i}: {s:?}");
+            }
+            // A step's first token leaves after token_out, later ones a gap apart each.
+            assert!(
+                s[8] >= 1.0 - 1e-6 && ((s[8] - 1.0) / 0.3).fract().abs() < 1e-6,
+                "{s:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn serving_cpu_on_the_workers_cores_slows_their_steps() {
+    let trace = conversations(6, 4, 300);
+    let cfg = config(
+        Topology::Aggregated { workers: 2 },
+        Policy::RoundRobin,
+        4096,
+    );
+    let itl = |p: Profile| {
+        let o = simulate(&cfg, Arc::new(p), &trace).unwrap();
+        let itls: Vec<f64> = o.records.iter().filter_map(|r| r.itl_ms()).collect();
+        itls.iter().sum::<f64>() / itls.len() as f64
+    };
+    let base = itl(Profile::default_qwen3_32b_tp2_h200());
+    let mut p = Profile::default_qwen3_32b_tp2_h200();
+    // 5 ms of the worker's own CPU per token sent, 2 ms more of the frontend's spread over
+    // two shared cores: a step after one that made b tokens waits about 5b + b ms more.
+    p.serving.worker_cpu_per_token_s = 5e-3;
+    p.serving.shared_cpu_per_token_s = 2e-3;
+    p.serving.shared_cores = 2.0;
+    let slowed = itl(p);
+    assert!(slowed > base + 3.0, "{base} -> {slowed}");
 }

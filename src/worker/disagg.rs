@@ -16,7 +16,7 @@ use crate::transfer::{
     HeldKv, KvSource, KvTransport, PullError, Reservation, TransferCounters, layout_mismatch,
 };
 use crate::wire::KV_SOURCE_LOST;
-use crate::wire::convert::{response_of, sampling_from_proto};
+use crate::wire::convert::{WorkerClock, response_of, sampling_from_proto};
 use crate::wire::proto;
 use crate::wire::proto::worker_client::WorkerClient;
 
@@ -37,6 +37,7 @@ impl WorkerService {
         &self,
         r: proto::GenerateRequest,
     ) -> Result<proto::PrefillResponse, Status> {
+        let received = crate::timeline::now_ns();
         let sampling = r
             .sampling
             .ok_or_else(|| Status::invalid_argument("sampling parameters are required"))?;
@@ -44,6 +45,7 @@ impl WorkerService {
         let wanted = params.max_tokens;
         params.max_tokens = 1;
         let (id, _live) = self.register(&r.request_id)?;
+        let queued = crate::timeline::now_ns();
         let mut out = self
             .engine
             .submit_prefill(engine::Request {
@@ -98,7 +100,16 @@ impl WorkerService {
             blocking(&self.engine, move |e| e.release_held(id)).await?;
             Vec::new()
         };
+        let timeline = r.timeline.then(|| {
+            WorkerClock {
+                received,
+                queued,
+                kv_pull: None,
+            }
+            .to_proto(&last.steps)
+        });
         let resp = response_of(last);
+        crate::engine::hooks::spin(self.token_cpu);
         Ok(proto::PrefillResponse {
             first_token: token.token,
             logprob: resp.logprob,
@@ -109,6 +120,12 @@ impl WorkerService {
             engine_id: self.layout.engine_id.clone(),
             transfer_addr: self.transfer_addr.clone(),
             block_ids,
+            sent_ns: if r.timeline {
+                crate::timeline::now_ns()
+            } else {
+                0
+            },
+            timeline,
         })
     }
 
@@ -117,6 +134,7 @@ impl WorkerService {
         &self,
         d: proto::DecodeRequest,
     ) -> Result<RpcStream<proto::GenerateResponse>, Status> {
+        let received = crate::timeline::now_ns();
         let r = d
             .request
             .ok_or_else(|| Status::invalid_argument("the request is required"))?;
@@ -150,7 +168,9 @@ impl WorkerService {
             )));
         }
         let (addr, rid) = (d.source_addr.clone(), r.request_id.clone());
+        let timed = r.timeline;
         let peer = self.peer(&addr)?;
+        let pull_start = crate::timeline::now_ns();
         let pulled = async {
             let layout = self
                 .source_layout(&addr, &d.source_engine_id, peer.clone())
@@ -243,11 +263,17 @@ impl WorkerService {
             }
         }
         reserved.commit();
+        let pull_end = crate::timeline::now_ns();
         let outputs = self
             .engine
             .commit_prefilled(request, d.first_token)
             .map_err(status_of)?;
-        Ok(self.responses(outputs, live))
+        let clock = timed.then_some(WorkerClock {
+            received,
+            queued: pull_end,
+            kv_pull: Some((pull_start, pull_end)),
+        });
+        Ok(self.responses(outputs, live, clock))
     }
 
     /// A client of the worker at `addr` (connecting on first use, and again after a failure),

@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::kv::KvEvent;
 use crate::transfer::socket::{KvSocket, TcpKv};
 use crate::transfer::{DEFAULT_TRANSFER_TIMEOUT, HeldMap, KvTransport, TransferCounters};
-use crate::wire::convert::{response_of, sampling_from_proto};
+use crate::wire::convert::{WorkerClock, response_of, sampling_from_proto};
 use crate::wire::proto::{self, worker_server::Worker};
 
 /// A server-streaming RPC's response stream.
@@ -134,6 +134,8 @@ pub struct WorkerService {
     pub(super) transfer_timeout: Duration,
     /// Check every pull against the source's digests (--kv-verify).
     pub(super) verify: bool,
+    /// Test hook: CPU every token sent costs (--debug-token-cpu-us).
+    pub(super) token_cpu: Duration,
     next_id: AtomicU64,
 }
 
@@ -164,6 +166,7 @@ impl WorkerService {
             layouts: Mutex::default(),
             transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
             verify: false,
+            token_cpu: Duration::ZERO,
             next_id: AtomicU64::new(1),
         }
     }
@@ -222,6 +225,12 @@ impl WorkerService {
         self
     }
 
+    /// Test hook: every token sent costs this much CPU on the sending thread.
+    pub fn with_token_cpu(mut self, cpu: Duration) -> Self {
+        self.token_cpu = cpu;
+        self
+    }
+
     /// Pulls KV from peers over TLS with `tls`.
     pub fn with_peer_tls(mut self, tls: Option<tonic::transport::ClientTlsConfig>) -> Self {
         self.peer_tls = tls;
@@ -238,20 +247,34 @@ impl WorkerService {
     }
 
     /// The gRPC responses of an engine output stream, each finished request's timing recorded.
+    /// With `clock` (the request asked for its timeline), each response says when it left,
+    /// and the last one what the worker saw of the request.
     pub(super) fn responses(
         &self,
         outputs: crate::engine::OutputStream,
         live: LiveId,
+        clock: Option<WorkerClock>,
     ) -> RpcStream<proto::GenerateResponse> {
         let metrics = self.metrics.clone();
+        let token_cpu = self.token_cpu;
         let stream = UnboundedReceiverStream::new(outputs).map(move |item| {
             let _ = &live;
+            crate::engine::hooks::spin(token_cpu);
             if let Ok(o) = &item
                 && let Some(t) = &o.timing
             {
                 metrics.observe(t);
             }
-            item.map(response_of).map_err(status_of)
+            let o = item.map_err(status_of)?;
+            let timeline = clock
+                .filter(|_| o.finish.is_some())
+                .map(|c| c.to_proto(&o.steps));
+            let mut r = response_of(o);
+            if clock.is_some() {
+                r.sent_ns = crate::timeline::now_ns();
+                r.timeline = timeline;
+            }
+            Ok(r)
         });
         Box::pin(stream)
     }
@@ -303,6 +326,7 @@ impl Worker for WorkerService {
         req: Request<proto::GenerateRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
         self.check_serving()?;
+        let received = crate::timeline::now_ns();
         let r = req.into_inner();
         let sampling = r
             .sampling
@@ -313,8 +337,15 @@ impl Worker for WorkerService {
             prompt: r.prompt_token_ids,
             params: sampling_from_proto(sampling),
         };
+        // Queued as it is handed to the engine thread, which may start its step at once.
+        let queued = crate::timeline::now_ns();
         let outputs = self.engine.submit(request).map_err(status_of)?;
-        Ok(Response::new(self.responses(outputs, live)))
+        let clock = r.timeline.then_some(WorkerClock {
+            received,
+            queued,
+            kv_pull: None,
+        });
+        Ok(Response::new(self.responses(outputs, live, clock)))
     }
 
     async fn abort(

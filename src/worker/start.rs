@@ -208,7 +208,8 @@ pub fn run<B: Backend>(
                 cfg.tls_require_client_cert,
                 transfer_timeout,
             )?
-            .with_kv_verify(cfg.kv_verify);
+            .with_kv_verify(cfg.kv_verify)
+            .with_token_cpu(cfg.hooks.token_cpu);
         let service = match nixl {
             Some(n) => service.with_nixl(n),
             None => service,

@@ -42,6 +42,7 @@ pub fn request(id: &str, prompt: Vec<u32>, sampling: SamplingParams) -> Generate
         request_id: id.into(),
         prompt_token_ids: prompt,
         sampling: Some(sampling),
+        timeline: false,
     }
 }
 

@@ -12,22 +12,28 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
+use rand::RngExt;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+
+mod build;
+mod handoff;
+
+use build::{Pool, SimPool};
 
 use super::executor::SimExecutor;
 use super::profile::Profile;
+use super::pulls::PullService;
+use super::track::{Path, Track};
 use crate::config::EngineConfig;
 use crate::engine::{EngineCore, Request, RequestOutput, SamplingParams, SeqWork};
 use crate::error::Result;
 use crate::kv::KvEvent;
 use crate::replay::metrics::RequestRecord;
 use crate::replay::trace::{TraceRequest, synthesize};
-use crate::router::index::KvIndex;
-use crate::router::{Choice, Policy, PoolView, pick};
+use crate::router::{Choice, Policy, pick};
 
 /// How the workers are arranged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +76,8 @@ pub struct ClusterConfig {
     pub trace_block: usize,
     /// Seed of the router's draws at a positive temperature.
     pub seed: u64,
+    /// Write each request's clock points into its record (as a timed real request's).
+    pub timelines: bool,
 }
 
 /// What a simulated run produced.
@@ -87,50 +95,6 @@ pub struct SimOutcome {
     pub transfers: u64,
     /// Wall-clock time the simulation took, s.
     pub wall_s: f64,
-}
-
-/// A group of workers behind one router.
-struct Pool {
-    /// The engines of its targets: worker w's rank r at `w × ranks + r`.
-    members: Vec<usize>,
-    ranks: usize,
-    policy: Policy,
-    /// The router's view of the members' caches, fed by their events (KV routing only).
-    index: Option<KvIndex>,
-    next: usize,
-}
-
-/// A simulated pool as the router sees it.
-struct SimPool<'a> {
-    pool: &'a Pool,
-    workers: &'a [Worker],
-    block_size: usize,
-}
-
-impl PoolView for SimPool<'_> {
-    fn slots(&self) -> usize {
-        self.pool.members.len() / self.pool.ranks
-    }
-
-    fn ranks(&self) -> usize {
-        self.pool.ranks
-    }
-
-    fn eligible(&self, _: usize) -> bool {
-        true
-    }
-
-    fn active_blocks(&self, t: usize) -> usize {
-        self.workers[self.pool.members[t]].active_blocks
-    }
-
-    fn overlaps(&self, hashes: &[u64]) -> Option<Vec<crate::router::Overlap>> {
-        self.pool.index.as_ref().map(|ix| ix.overlaps(hashes))
-    }
-
-    fn block_size(&self) -> Option<usize> {
-        Some(self.block_size)
-    }
 }
 
 /// One engine: a worker, or one data-parallel rank of one.
@@ -155,27 +119,34 @@ struct Worker {
 struct Gang {
     members: Vec<usize>,
     busy: bool,
+    /// CPU time the serving path took from its cores since its step began, s: its next
+    /// step takes that much longer.
+    debt: f64,
+    /// When its step in flight ends.
+    step_end: u64,
+    /// Decode calls waiting for the step in flight to end: the engine thread reserves
+    /// their blocks between steps, and only then do their pulls start.
+    reserves: Vec<usize>,
+    /// The pulls it serves as a prefill worker.
+    pulls: PullService,
+    /// Its engine thread was woken and starts a step at `wake_at` (not put off by later
+    /// arrivals when it is `early`).
+    waking: bool,
+    wake_at: u64,
+    early: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     StepDone(usize),
-    TransferDone(usize),
-}
-
-/// A request's timeline.
-#[derive(Default)]
-struct Track {
-    send: u64,
-    first: Option<u64>,
-    last: u64,
-    /// (worker, blocks) the router counts against a worker while the request is there.
-    charge: Option<(usize, usize)>,
-    /// The prompt and its block hashes, kept for the decode worker (disaggregated only).
-    prompt: Vec<u32>,
-    hashes: Vec<u64>,
-    first_token: u32,
-    transfer: Option<(usize, usize)>,
+    /// Pulls served by a gang may have ended (gang, version of its pull service).
+    PullsDone(usize, u64),
+    /// A routed request reaches its engine.
+    Enqueue(usize),
+    /// A decode worker gets the Decode call of a request.
+    PullStart(usize),
+    /// An idle gang's engine thread, woken by a request, starts its step.
+    Wake(usize),
 }
 
 const NS: f64 = 1e9;
@@ -193,6 +164,9 @@ struct Cluster<'a> {
     rng: StdRng,
     steps: u64,
     transfers: u64,
+    path: Path,
+    /// When the frontend takes its next request (a burst's come one after another).
+    frontend_next: u64,
 }
 
 /// Runs `trace` through the deployment `cfg` with workers timed by `profile`.
@@ -227,96 +201,23 @@ pub fn simulate(
     c.finish(wall)
 }
 
-impl<'a> Cluster<'a> {
-    fn new(cfg: &'a ClusterConfig, profile: Arc<Profile>, trace: &'a [TraceRequest]) -> Self {
-        let track_kv = matches!(cfg.policy, Policy::Kv { .. });
-        let ranks = profile.attention_dp.max(1);
-        let decode_engine = cfg.decode_engine.clone().unwrap_or_else(|| EngineConfig {
-            enable_prefix_caching: false,
-            host_kv_blocks: 0,
-            ..cfg.engine.clone()
-        });
-        let (sizes, policies) = match cfg.topology {
-            Topology::Aggregated { workers } => {
-                (vec![(workers, false, cfg.engine.clone())], vec![cfg.policy])
-            }
-            Topology::Disaggregated { prefill, decode } => (
-                vec![
-                    (
-                        prefill,
-                        true,
-                        cfg.prefill_engine.clone().unwrap_or(cfg.engine.clone()),
-                    ),
-                    (decode, false, decode_engine),
-                ],
-                vec![cfg.policy, Policy::kv(0.0)],
-            ),
-        };
-        let (mut workers, mut gangs, mut pools) = (Vec::new(), Vec::new(), Vec::new());
-        for (p, ((n, prefill_role, engine), policy)) in sizes.into_iter().zip(policies).enumerate()
-        {
-            let track_kv = track_kv && engine.enable_prefix_caching;
-            let first = workers.len();
-            for slot in 0..n {
-                let mut members = Vec::with_capacity(ranks);
-                for rank in 0..ranks {
-                    let (tx, rx) = channel();
-                    let mut core = EngineCore::new(engine.clone(), SimExecutor::default(), vec![])
-                        .expect("the engine config was validated");
-                    if track_kv {
-                        core.set_event_sink(tx);
-                    }
-                    members.push(workers.len());
-                    workers.push(Worker {
-                        core,
-                        events: rx,
-                        pool: p,
-                        slot,
-                        rank,
-                        gang: gangs.len(),
-                        prefill_role,
-                        outputs: Vec::new(),
-                        step_events: Vec::new(),
-                        active_blocks: 0,
-                    });
-                }
-                gangs.push(Gang {
-                    members,
-                    busy: false,
-                });
-            }
-            pools.push(Pool {
-                // Engines were made worker by worker, rank by rank: target order already.
-                members: (first..workers.len()).collect(),
-                ranks,
-                policy,
-                index: track_kv.then(|| KvIndex::with_ranks(n, ranks)),
-                next: 0,
-            });
-        }
-        Cluster {
-            cfg,
-            profile,
-            trace,
-            workers,
-            gangs,
-            pools,
-            heap: BinaryHeap::new(),
-            records: Vec::with_capacity(trace.len()),
-            tracks: Vec::with_capacity(trace.len()),
-            rng: StdRng::seed_from_u64(cfg.seed),
-            steps: 0,
-            transfers: 0,
-        }
-    }
-
+impl Cluster<'_> {
     fn pop_event(&mut self) {
         let Some(Reverse((t, ev))) = self.heap.pop() else {
             return;
         };
         match ev {
             Event::StepDone(w) => self.step_done(w, t),
-            Event::TransferDone(id) => self.transfer_done(id, t),
+            Event::PullsDone(g, v) => self.pulls_done(g, v, t),
+            Event::Enqueue(id) => self.enqueue(id, t),
+            Event::PullStart(id) => self.pull_start(id, t),
+            // A later arrival has put the wake off: its own event comes.
+            Event::Wake(g) if self.gangs[g].waking && t >= self.gangs[g].wake_at => {
+                self.gangs[g].waking = false;
+                let first = self.gangs[g].members[0];
+                self.kick(first, t);
+            }
+            Event::Wake(_) => {}
         }
     }
 
@@ -378,10 +279,7 @@ impl<'a> Cluster<'a> {
             latency_ms: None,
             output_tokens: 0,
             error: None,
-        });
-        self.tracks.push(Track {
-            send: t,
-            ..Default::default()
+            timeline: None,
         });
         let prompt = synthesize(r, 0, self.cfg.vocab, self.cfg.trace_block);
         let blocks = prompt.len().div_ceil(self.cfg.engine.block_size);
@@ -390,8 +288,19 @@ impl<'a> Cluster<'a> {
             .route(0, &prompt, &mut hashes)
             .expect("every pool has a worker");
         let w = self.member(0, choice);
-        self.charge(id, w, choice.load_blocks(blocks));
         let prefill_role = self.workers[w].prefill_role;
+        // The frontend takes a burst's requests one after another.
+        let taken = t.max(self.frontend_next);
+        self.frontend_next = taken + self.path.arrival_gap;
+        let stagger = taken - t;
+        self.tracks.push(Track::new(
+            (t, stagger),
+            &self.path,
+            self.cfg.timelines,
+            prefill_role,
+        ));
+        self.charge(id, w, choice.load_blocks(blocks));
+        self.share_cpu(self.path.shared_cpu_per_request);
         let mut params = self.params(id);
         if prefill_role {
             // The prefill call asks for one token; the decode worker makes the rest.
@@ -404,6 +313,29 @@ impl<'a> Cluster<'a> {
             prompt,
             params,
         };
+        if self.path.entry + stagger == 0 {
+            self.add(id, w, req, t);
+        } else {
+            // The router counts it against the worker from its pick on, as the frontend's.
+            self.tracks[id].pending = Some((w, req));
+            let at = t + stagger + self.path.entry;
+            self.heap.push(Reverse((at, Event::Enqueue(id))));
+        }
+    }
+
+    fn enqueue(&mut self, id: usize, t: u64) {
+        if let Some((w, req)) = self.tracks[id].pending.take() {
+            self.add(id, w, req, t);
+        }
+    }
+
+    /// Request `id` reaches engine `w` at `t`.
+    fn add(&mut self, id: usize, w: usize, req: Request, t: u64) {
+        let g = self.workers[w].gang;
+        if self.gangs[g].busy {
+            self.gangs[g].debt += self.path.worker_cpu_per_request;
+        }
+        let prefill_role = self.workers[w].prefill_role;
         let core = &mut self.workers[w].core;
         let added = if prefill_role {
             core.add_prefill_request(req)
@@ -411,8 +343,47 @@ impl<'a> Cluster<'a> {
             core.add_request(req)
         };
         match added {
-            Ok(()) => self.kick(w, t),
+            Ok(()) => self.wake(w, t),
             Err(e) => self.fail(id, e.to_string()),
+        }
+    }
+
+    /// A request reached engine `w` at `t`. An idle engine thread starts its step once the
+    /// worker's serving thread, which shares its core, has gone quiet for `engine_wake`:
+    /// each arrival meanwhile puts the step off, and joins it (a burst's requests that
+    /// reach the worker close together make one step, as they do for real).
+    pub(super) fn wake(&mut self, w: usize, t: u64) {
+        let g = self.workers[w].gang;
+        if self.gangs[g].busy {
+            return;
+        }
+        if self.path.engine_wake == 0 {
+            self.kick(w, t);
+            return;
+        }
+        if self.gangs[g].waking && self.gangs[g].early {
+            return;
+        }
+        if !self.gangs[g].waking {
+            // A race for the core: the engine thread may start before the burst's others.
+            self.gangs[g].early = self.rng.random::<f64>() < self.path.engine_early_share;
+        }
+        let at = t + self.path.engine_wake;
+        self.gangs[g].waking = true;
+        self.gangs[g].wake_at = at;
+        self.heap.push(Reverse((at, Event::Wake(g))));
+    }
+
+    /// CPU time `s` that the frontend and the client take from the shared cores, spread
+    /// evenly over them: a busy worker's core gives its share from its next step, an idle
+    /// core absorbs its share unnoticed.
+    fn share_cpu(&mut self, s: f64) {
+        if s <= 0.0 || self.path.shared_cores <= 0.0 {
+            return;
+        }
+        let each = s / self.path.shared_cores;
+        for g in self.gangs.iter_mut().filter(|g| g.busy) {
+            g.debt += each;
         }
     }
 
@@ -465,16 +436,38 @@ impl<'a> Cluster<'a> {
             return;
         }
         let ranks: Vec<&[SeqWork]> = works.iter().map(Vec::as_slice).collect();
-        let d = self.profile.worker_step_time(&ranks).max(copy_s);
+        let d = self.profile.worker_step_time(&ranks).max(copy_s)
+            + std::mem::take(&mut self.gangs[g].debt);
         self.steps += 1;
         let end = t + ((d * NS) as u64).max(1);
         self.gangs[g].busy = true;
+        self.gangs[g].step_end = end;
         self.heap.push(Reverse((end, Event::StepDone(g))));
+        if self.cfg.timelines {
+            for i in 0..self.gangs[g].members.len() {
+                let m = self.gangs[g].members[i];
+                let worker = &mut self.workers[m];
+                let sampled: Vec<u64> = worker
+                    .outputs
+                    .iter()
+                    .filter(|o| o.token.is_some())
+                    .map(|o| o.id)
+                    .collect();
+                let role = worker.prefill_role;
+                for id in worker.core.executor_mut().take_step_ids() {
+                    self.tracks[id as usize].step(role, t, end, sampled.contains(&id));
+                }
+            }
+        }
     }
 
     fn step_done(&mut self, g: usize, t: u64) {
         self.gangs[g].busy = false;
+        for id in std::mem::take(&mut self.gangs[g].reserves) {
+            self.begin_pull(id, t);
+        }
         let mut handed_off = Vec::new();
+        let mut tokens = 0;
         for i in 0..self.gangs[g].members.len() {
             let w = self.gangs[g].members[i];
             let worker = &mut self.workers[w];
@@ -491,11 +484,11 @@ impl<'a> Cluster<'a> {
                 let Some(tok) = out.token else { continue };
                 let (rec, track) = (&mut self.records[id], &mut self.tracks[id]);
                 if track.first.is_none() {
-                    track.first = Some(t);
                     rec.cached_tokens = out.cached_tokens;
                 }
-                track.last = t;
+                track.token(prefill_role, t, tokens, &self.path);
                 rec.output_tokens += 1;
+                tokens += 1;
                 if out.finish.is_none() {
                     continue;
                 }
@@ -515,67 +508,38 @@ impl<'a> Cluster<'a> {
         let Some(&first) = self.gangs[g].members.first() else {
             return;
         };
+        // What the serving path took from the cores during the step is paid by the next
+        // one; a worker that goes idle owes nothing (its core had time to spare).
         self.kick(first, t);
+        // The worker's own serving threads send its tokens on its cores; the frontend and
+        // the client relay them on the shared ones.
+        if self.gangs[g].busy {
+            self.gangs[g].debt += tokens as f64 * self.path.worker_cpu_per_token;
+        } else {
+            self.gangs[g].debt = 0.0;
+        }
+        self.share_cpu(tokens as f64 * self.path.shared_cpu_per_token);
         // The decode worker reads the held blocks in place (NIXL, or the KV socket over a
-        // cache in host memory), beside the prefill worker's next step: it starts now.
+        // cache in host memory), beside the prefill worker's next step: it starts once the
+        // first token's answer has reached the frontend and the frontend has called it.
         for (id, w) in handed_off {
-            self.start_transfer(id, w, t);
-        }
-    }
-
-    fn start_transfer(&mut self, id: usize, prefill: usize, read_at: u64) {
-        let prompt = std::mem::take(&mut self.tracks[id].prompt);
-        let mut hashes = std::mem::take(&mut self.tracks[id].hashes);
-        let choice = self
-            .route(1, &prompt, &mut hashes)
-            .expect("the decode pool has a worker");
-        let d = self.member(1, choice);
-        self.charge(id, d, prompt.len().div_ceil(self.cfg.engine.block_size));
-        if let Err(e) = self.workers[d].core.reserve_kv(id as u64, prompt.len()) {
-            self.workers[prefill].core.release_held(id as u64);
-            self.fail(id, e.to_string());
-            return;
-        }
-        let end = read_at + ((self.profile.transfer_time(prompt.len()) * NS) as u64).max(1);
-        self.tracks[id].prompt = prompt;
-        self.tracks[id].transfer = Some((prefill, d));
-        self.transfers += 1;
-        self.heap.push(Reverse((end, Event::TransferDone(id))));
-    }
-
-    fn transfer_done(&mut self, id: usize, t: u64) {
-        let Some((prefill, d)) = self.tracks[id].transfer.take() else {
-            return;
-        };
-        self.workers[prefill].core.release_held(id as u64);
-        self.kick(prefill, t);
-        let req = Request {
-            id: id as u64,
-            prompt: std::mem::take(&mut self.tracks[id].prompt),
-            params: self.params(id),
-        };
-        let first = self.tracks[id].first_token;
-        match self.workers[d].core.commit_prefilled(req, first) {
-            Ok(()) => self.kick(d, t),
-            Err(e) => self.fail(id, e.to_string()),
+            self.start_transfer(id, w, t + self.path.handoff);
         }
     }
 
     fn finish(mut self, wall: Instant) -> Result<SimOutcome> {
         let mut end = 0;
-        // What the serving path adds to each request (HTTP, gRPC, the first token's relay):
-        // the client sees its first and last tokens this much later.
-        let extra_ms = self.profile.request_overhead_s() * 1e3;
-        for (rec, tr) in self.records.iter_mut().zip(&self.tracks) {
-            let ms = |x: u64| (x - tr.send) as f64 / 1e6 + extra_ms;
+        for (rec, tr) in self.records.iter_mut().zip(&mut self.tracks) {
+            let ms = |x: u64| (x - tr.send) as f64 / 1e6;
             if rec.error.is_none() {
                 if tr.first.is_none() || rec.output_tokens < self.trace[rec.index].output_length {
                     rec.error = Some("the request did not finish".into());
                     continue;
                 }
                 rec.ttft_ms = tr.first.map(ms);
-                rec.latency_ms = Some(ms(tr.last));
-                end = end.max(tr.last);
+                rec.latency_ms = Some(ms(tr.end));
+                rec.timeline = tr.timeline.take();
+                end = end.max(tr.end);
             }
         }
         for w in &self.workers {

@@ -1,0 +1,273 @@
+//! What the serving path around the engines costs: the client, HTTP, the frontend's
+//! tokenization and routing, gRPC, and each token's relay back. `tandem profile` measures it
+//! from timed requests under load (cli/profile_serving.rs); the simulator charges each term
+//! where the real system pays it: latencies on the request's clock points, CPU on the steps
+//! it takes cores from.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::timeline::Timeline;
+
+/// The serving path's costs, s. The latencies are means of timeline segments
+/// ([`crate::timeline::SEGMENTS`]); zero in the arithmetic profile.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServingCosts {
+    /// The client sends -> the frontend reads the request.
+    pub to_frontend_s: f64,
+    /// The requests of a burst (sent at once) reach the engines this far apart: the
+    /// frontend takes them one after another.
+    pub arrival_gap_s: f64,
+    /// An idle engine thread starts its step this long after a request reaches it, or
+    /// after the last of those that keep reaching it closer together (they join the step)...
+    pub engine_wake_s: f64,
+    /// ... except in this share of the bursts, where it wins the race for the core against
+    /// the serving thread and starts with the first request alone.
+    pub engine_early_share: f64,
+    /// The frontend's tokenization (and the request's checks).
+    pub tokenize_s: f64,
+    /// The router's pick.
+    pub route_s: f64,
+    /// The gRPC call reaches the worker.
+    pub to_worker_s: f64,
+    /// The worker hands the request to its engine thread.
+    pub to_engine_s: f64,
+    /// A step's end -> the worker sends its first token (the engine thread's fan-out, the
+    /// gRPC stream's turn).
+    pub token_out_s: f64,
+    /// ... and each further token of the step, one after another.
+    pub token_gap_s: f64,
+    /// The worker sends a token -> the frontend has relayed it (gRPC, detokenization).
+    pub relay_s: f64,
+    /// The first token relayed -> its chunk leaves the frontend.
+    pub chunk_s: f64,
+    /// The first chunk leaves the frontend -> the client reads it.
+    pub to_client_s: f64,
+    /// The last token relayed -> the client reads the end of the stream.
+    pub close_s: f64,
+    /// CPU the worker's own serving threads (gRPC) spend per request and per token, on its
+    /// cores: its engine's steps wait for it (a CPU worker's; zero for a GPU worker, whose
+    /// host has cores to spare).
+    pub worker_cpu_per_request_s: f64,
+    pub worker_cpu_per_token_s: f64,
+    /// The CPU-sharing term: CPU the frontend and the client spend per token and per
+    /// request on the cores the workers run on. It exists only where they share cores (this
+    /// 2-core machine: workers, frontend and client on the same two); a GPU host gives the
+    /// serving processes cores of their own, and its profile leaves it at zero.
+    pub shared_cpu_per_token_s: f64,
+    pub shared_cpu_per_request_s: f64,
+    /// Cores the shared work spreads over (the machine's); 0 when nothing is shared.
+    pub shared_cores: f64,
+    /// A KV pull while the engine beside it steps (its threads wait for a core the engine
+    /// holds): fixed s and bytes/s; 0: as when idle (the measured or arithmetic transfer).
+    pub busy_transfer_latency_s: f64,
+    pub busy_transfer_bytes_per_s: f64,
+    /// CPU a pull takes on the source's and on the puller's cores, s per byte: their
+    /// engines' steps wait for it where they share those cores.
+    pub transfer_cpu_source_per_byte: f64,
+    pub transfer_cpu_dest_per_byte: f64,
+}
+
+impl ServingCosts {
+    /// The client sends -> the request is in the engine.
+    pub fn entry_s(&self) -> f64 {
+        self.to_frontend_s + self.tokenize_s + self.route_s + self.to_worker_s + self.to_engine_s
+    }
+
+    /// A disaggregated request's prefill step ends -> its decode worker has the Decode call
+    /// and starts the pull: the prefill answer's way back, the first token's relay (the
+    /// frontend relays it before it calls the decode worker), the call.
+    pub fn handoff_s(&self) -> f64 {
+        self.token_out_s + self.relay_s + self.to_worker_s
+    }
+
+    /// Checks that every figure is finite and non-negative.
+    pub fn validate(&self) -> Result<()> {
+        let v = serde_json::to_value(self).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        for (k, x) in v.as_object().into_iter().flatten() {
+            if !x.as_f64().is_some_and(|x| x.is_finite() && x >= 0.0) {
+                return Err(Error::InvalidRequest(format!(
+                    "profile: serving.{k} is not a finite, non-negative number"
+                )));
+            }
+        }
+        if self.engine_early_share > 1.0 {
+            return Err(Error::InvalidRequest(
+                "profile: serving.engine_early_share is a share, at most 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The latencies: the mean of each segment over `timelines` (negative means, which
+    /// only clock noise between processes gives, count as zero); a step's tokens from the
+    /// sends of the tokens of each step. None without a timeline.
+    pub fn latencies_of(timelines: &[Timeline]) -> Option<Self> {
+        let (n, m) = crate::timeline::mean_segments(timelines);
+        if n == 0 {
+            return None;
+        }
+        let (token_out_s, token_gap_s) = sends(timelines);
+        let (arrival_gap_s, engine_wake_s, engine_early_share) = bursts(timelines);
+        let s = |i: usize| (m[i] / 1e3).max(0.0);
+        Some(ServingCosts {
+            to_frontend_s: s(0),
+            tokenize_s: s(1),
+            route_s: s(2),
+            to_worker_s: s(3),
+            to_engine_s: s(4),
+            token_out_s,
+            token_gap_s,
+            arrival_gap_s,
+            engine_wake_s,
+            engine_early_share,
+            relay_s: s(9),
+            chunk_s: s(10),
+            to_client_s: s(11),
+            close_s: s(16),
+            ..Default::default()
+        })
+    }
+}
+
+/// Of every step that made tokens: the mean delay from its end to its first token's send,
+/// and the mean gap between its later tokens' sends, s.
+fn sends(timelines: &[Timeline]) -> (f64, f64) {
+    let mut steps: HashMap<(u64, u64), Vec<u64>> = HashMap::new();
+    for t in timelines {
+        for w in t.prefill.iter().chain(&t.worker) {
+            let made = w.steps.iter().filter(|s| s.sampled);
+            for (s, &sent) in made.zip(&w.sent) {
+                steps.entry((s.start, s.end)).or_default().push(sent);
+            }
+        }
+    }
+    let (mut first, mut gaps) = ((0.0, 0), (0.0, 0));
+    for ((_, end), mut sent) in steps {
+        sent.sort_unstable();
+        first.0 += sent[0].saturating_sub(end) as f64 / 1e9;
+        first.1 += 1;
+        for w in sent.windows(2) {
+            gaps.0 += (w[1] - w[0]) as f64 / 1e9;
+            gaps.1 += 1;
+        }
+    }
+    let mean = |(s, n): (f64, usize)| if n > 0 { s / n as f64 } else { 0.0 };
+    (mean(first), mean(gaps))
+}
+
+/// Requests sent within this of a burst's first belong to the burst.
+const BURST_NS: u64 = 2_000_000;
+
+/// Of the bursts (requests sent at once): the median gap between their requests' arrivals
+/// at the engine where the engine waited for them all (the frontend takes them one after
+/// another), the median time from the first one reaching the engine to the engine's step
+/// with it, s, and the share of the bursts whose first step left some of them out.
+fn bursts(timelines: &[Timeline]) -> (f64, f64, f64) {
+    let mut sorted: Vec<&Timeline> = timelines.iter().collect();
+    sorted.sort_by_key(|t| t.sent);
+    let (mut gaps, mut wakes, mut early, mut counted) = (Vec::new(), Vec::new(), 0, 0);
+    let mut rest = sorted.as_slice();
+    while let Some(first) = rest.first() {
+        let n = rest
+            .iter()
+            .take_while(|t| t.sent - first.sent < BURST_NS)
+            .count();
+        let (burst, next) = rest.split_at(n);
+        rest = next;
+        if n < 2 {
+            continue;
+        }
+        let engine = |t: &&Timeline| t.prefill.as_ref().or(t.worker.as_ref()).cloned();
+        let reached: Vec<_> = burst.iter().filter_map(engine).collect();
+        let Some(s) = reached
+            .iter()
+            .min_by_key(|w| w.queued)
+            .and_then(|w| Some((w.queued, *w.steps.first()?)))
+        else {
+            continue;
+        };
+        wakes.push(s.1.start.saturating_sub(s.0) as f64 / 1e9);
+        if reached.len() < 2 {
+            continue;
+        }
+        counted += 1;
+        let left_out = reached
+            .iter()
+            .any(|o| o.steps.first().is_some_and(|f| f.start > s.1.start));
+        if left_out {
+            // The engine took the core first: the others reached it late, behind its step.
+            early += 1;
+        } else {
+            let (lo, hi) = reached.iter().fold((u64::MAX, 0), |(a, b), w| {
+                (a.min(w.queued), b.max(w.queued))
+            });
+            gaps.push((hi - lo) as f64 / 1e9 / (reached.len() - 1) as f64);
+        }
+    }
+    // Medians: whether the engine thread starts before a burst's later requests reach it
+    // is a race on a shared core, and its rare losses (a millisecond behind a step) are not
+    // the typical gap.
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let share = if counted > 0 {
+        early as f64 / counted as f64
+    } else {
+        0.0
+    };
+    (median(gaps), median(wakes), share)
+}
+
+/// CPU seconds spent per request and per token, from two loads (requests, tokens, CPU
+/// seconds) whose tokens per request differ: the line through them, each term at least 0.
+pub fn cpu_split(a: (f64, f64, f64), b: (f64, f64, f64)) -> Result<(f64, f64)> {
+    let det = a.0 * b.1 - a.1 * b.0;
+    if det.abs() < 1e-9 * (a.0 * b.1).abs().max(1.0) {
+        return Err(Error::InvalidRequest(
+            "the two loads have the same tokens per request: cannot tell per-request from \
+             per-token CPU"
+                .into(),
+        ));
+    }
+    let per_request = (a.2 * b.1 - a.1 * b.2) / det;
+    let per_token = (a.0 * b.2 - a.2 * b.0) / det;
+    Ok(match (per_request >= 0.0, per_token >= 0.0) {
+        (true, true) => (per_request, per_token),
+        // Noise pushed one term below zero: all of it is the other's.
+        (false, _) => (0.0, (a.2 + b.2) / (a.1 + b.1)),
+        (_, false) => ((a.2 + b.2) / (a.0 + b.0), 0.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_splits_into_its_request_and_token_parts() {
+        // 2 ms a request, 0.3 ms a token.
+        let cpu = |r: f64, t: f64| (r, t, r * 2e-3 + t * 3e-4);
+        let (per_r, per_t) = cpu_split(cpu(50.0, 200.0), cpu(50.0, 1600.0)).unwrap();
+        assert!((per_r - 2e-3).abs() < 1e-12 && (per_t - 3e-4).abs() < 1e-12);
+        assert!(cpu_split(cpu(10.0, 40.0), cpu(20.0, 80.0)).is_err());
+    }
+
+    #[test]
+    fn a_bad_figure_is_named() {
+        let s = ServingCosts {
+            relay_s: -1.0,
+            ..Default::default()
+        };
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("serving.relay_s")
+        );
+    }
+}
