@@ -149,6 +149,7 @@ async fn direct(addr: &str, n: u32) -> Duration {
             request_id: format!("b{}", rand_id()),
             prompt_token_ids: vec![1, 2, 3],
             sampling: Some(sampling),
+            timeline: false,
         })
         .await
         .unwrap()
@@ -306,7 +307,7 @@ fn kv_transports(rt: &tokio::runtime::Runtime) {
             // steady state of a worker that has served a while.
             for i in 0..8 {
                 let sampling = SamplingParams { top_p: 1.0, repetition_penalty: 1.0, max_tokens: 2, ignore_eos: true, ..Default::default() };
-                let req = GenerateRequest { request_id: format!("b{i}"), prompt_token_ids: (0..tokens).map(|t| (t * 7 + i) % 256).collect(), sampling: Some(sampling) };
+                let req = GenerateRequest { request_id: format!("b{i}"), prompt_token_ids: (0..tokens).map(|t| (t * 7 + i) % 256).collect(), sampling: Some(sampling), timeline: false };
                 let pre = pc.prefill(req.clone()).await.unwrap().into_inner();
                 let before = dc.load(LoadRequest {}).await.unwrap().into_inner();
                 let mut out = dc

@@ -23,14 +23,16 @@ DEPLOYMENTS = {
     "baseline": {
         "tandem": ["--deployment", "baseline"],
         "dynamo": {"num_workers": 8, "router_mode": "round_robin",
-                   "extra_engine_args": {"block_size": 64}},
+                   "extra_engine_args": {"engine": {"block_size": 64}}},
     },
     "disagg": {
         "tandem": ["--deployment", "disagg"],
         "dynamo": {"num_prefill_workers": 6, "num_decode_workers": 2,
                    "router_mode": "kv_router",
-                   "prefill_engine_args": {"block_size": 64, "worker_type": "prefill"},
-                   "decode_engine_args": {"block_size": 64, "worker_type": "decode"}},
+                   "prefill_engine_args": {"engine": {"block_size": 64,
+                                                      "worker_type": "prefill"}},
+                   "decode_engine_args": {"engine": {"block_size": 64,
+                                                     "worker_type": "decode"}}},
     },
 }
 
@@ -39,7 +41,7 @@ import json, sys
 from dynamo.replay import run_trace_replay
 kwargs = json.loads(sys.argv[2])
 report = run_trace_replay(sys.argv[1], **kwargs)
-print(json.dumps({"completed": getattr(report, "completed_requests", None)}))
+print(json.dumps({"completed": report.summary.get("completed_requests")}))
 """
 
 
@@ -47,7 +49,10 @@ def timed(argv):
     """Runs argv; returns (CPU s, wall s). A failure stops the measurement."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.monotonic()
-    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Both at warnings only: per-request log lines would time the logger.
+    env = dict(os.environ, RUST_LOG="warn", DYN_LOG="warn")
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          env=env)
     wall = time.monotonic() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:

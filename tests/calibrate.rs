@@ -62,6 +62,16 @@ fn calibrate_measures_simulates_and_tabulates_both_deployments() {
     ] {
         assert!(stdout.contains(metric), "{metric} missing:\n{stdout}");
     }
+    // Where the time goes: every segment, real against simulated, both deployments.
+    for line in [
+        "where the time goes",
+        "engine queue",
+        "decode: KV pull",
+        "= TTFT",
+        "= latency",
+    ] {
+        assert!(stdout.contains(line), "{line} missing:\n{stdout}");
+    }
     let report = json(&dir.path().join("calibrate.json"));
     let rows = report["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 11, "{report}");
@@ -109,16 +119,6 @@ fn calibrate_measures_simulates_and_tabulates_both_deployments() {
     assert!(ok, "{stdout}\n{stderr}");
     assert!(stderr.contains("measured by tandem profile"), "{stderr}");
 
-    // Where the time goes: every segment, real against simulated, both deployments.
-    for line in [
-        "where the time goes",
-        "engine queue",
-        "decode: KV pull",
-        "= TTFT",
-        "= latency",
-    ] {
-        assert!(stdout.contains(line), "{line} missing:\n{stdout}");
-    }
     let segments = &report["segments_ms"];
     for d in ["agg-rr", "disagg-kv"] {
         for side in ["real", "simulated"] {

@@ -47,6 +47,15 @@ pub struct ProfileArgs {
 
 /// Runs `tandem profile`.
 pub fn profile(args: ProfileArgs) -> anyhow::Result<()> {
+    let mut spec = args.model.spec(false)?;
+    if spec.device == DeviceKind::Cuda {
+        // The profile is timings; the emulated device's mean nothing. Refused before the
+        // serving path's workers start.
+        #[cfg(feature = "cuda")]
+        crate::backend::cuda::require_real_gpu(0, "profile --device cuda")?;
+        #[cfg(not(feature = "cuda"))]
+        load_cuda(&spec).context("loading the model")?;
+    }
     // First, before this process pins itself: the frontend and the client it starts must
     // run where they would beside a worker. Their CPU shares a CPU worker's cores; a GPU
     // worker's host has cores to spare for them.
@@ -58,23 +67,17 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<()> {
         measure_serving(&args.model, cpu).context("measuring the serving path")?
     };
     args.model.pin_cpus()?;
-    let mut spec = args.model.spec(false)?;
     if spec.host_kv_cache_bytes == 0 {
         // Room to time the host tier's copies on (256 MiB over all ranks).
         spec.host_kv_cache_bytes = 256 << 20;
     }
     match spec.device {
         DeviceKind::Cpu => run(args, load_cpu(&spec).context("loading the model")?, serving),
-        DeviceKind::Cuda => {
-            // The profile is timings; the emulated device's mean nothing.
-            #[cfg(feature = "cuda")]
-            crate::backend::cuda::require_real_gpu(0, "profile --device cuda")?;
-            run(
-                args,
-                load_cuda(&spec).context("loading the model")?,
-                serving,
-            )
-        }
+        DeviceKind::Cuda => run(
+            args,
+            load_cuda(&spec).context("loading the model")?,
+            serving,
+        ),
     }
 }
 

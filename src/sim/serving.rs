@@ -36,8 +36,10 @@ pub struct ServingCosts {
     /// The worker hands the request to its engine thread.
     pub to_engine_s: f64,
     /// A step's end -> the worker sends its first token (the engine thread's fan-out, the
-    /// gRPC stream's turn).
+    /// gRPC stream's turn), when the engine then goes idle...
     pub token_out_s: f64,
+    /// ... and when it steps on at once (the sending thread then shares the core with it).
+    pub token_out_busy_s: f64,
     /// ... and each further token of the step, one after another.
     pub token_gap_s: f64,
     /// The worker sends a token -> the frontend has relayed it (gRPC, detokenization).
@@ -110,7 +112,7 @@ impl ServingCosts {
         if n == 0 {
             return None;
         }
-        let (token_out_s, token_gap_s) = sends(timelines);
+        let (token_out_s, token_out_busy_s, token_gap_s) = sends(timelines);
         let (arrival_gap_s, engine_wake_s, engine_early_share) = bursts(timelines);
         let s = |i: usize| (m[i] / 1e3).max(0.0);
         Some(ServingCosts {
@@ -120,6 +122,7 @@ impl ServingCosts {
             to_worker_s: s(3),
             to_engine_s: s(4),
             token_out_s,
+            token_out_busy_s,
             token_gap_s,
             arrival_gap_s,
             engine_wake_s,
@@ -133,21 +136,37 @@ impl ServingCosts {
     }
 }
 
+/// A step starting within this of another's end follows it at once (the engine stepped on).
+const BACK_TO_BACK_NS: u64 = 200_000;
+
 /// Of every step that made tokens: the mean delay from its end to its first token's send,
-/// and the mean gap between its later tokens' sends, s.
-fn sends(timelines: &[Timeline]) -> (f64, f64) {
+/// after which the engine went idle and after which it stepped on, and the mean gap between
+/// its later tokens' sends, s. (One side without samples takes the other's.)
+fn sends(timelines: &[Timeline]) -> (f64, f64, f64) {
     let mut steps: HashMap<(u64, u64), Vec<u64>> = HashMap::new();
+    let mut starts = Vec::new();
     for t in timelines {
         for w in t.prefill.iter().chain(&t.worker) {
+            starts.extend(w.steps.iter().map(|s| s.start));
             let made = w.steps.iter().filter(|s| s.sampled);
             for (s, &sent) in made.zip(&w.sent) {
                 steps.entry((s.start, s.end)).or_default().push(sent);
             }
         }
     }
-    let (mut first, mut gaps) = ((0.0, 0), (0.0, 0));
+    starts.sort_unstable();
+    let stepped_on = |end: u64| {
+        let i = starts.partition_point(|&s| s < end);
+        starts.get(i).is_some_and(|&s| s - end <= BACK_TO_BACK_NS)
+    };
+    let (mut idle, mut busy, mut gaps) = ((0.0, 0), (0.0, 0), (0.0, 0));
     for ((_, end), mut sent) in steps {
         sent.sort_unstable();
+        let first = if stepped_on(end) {
+            &mut busy
+        } else {
+            &mut idle
+        };
         first.0 += sent[0].saturating_sub(end) as f64 / 1e9;
         first.1 += 1;
         for w in sent.windows(2) {
@@ -155,8 +174,13 @@ fn sends(timelines: &[Timeline]) -> (f64, f64) {
             gaps.1 += 1;
         }
     }
-    let mean = |(s, n): (f64, usize)| if n > 0 { s / n as f64 } else { 0.0 };
-    (mean(first), mean(gaps))
+    let mean = |(s, n): (f64, usize)| (n > 0).then(|| s / n as f64);
+    let (i, b) = (mean(idle), mean(busy));
+    (
+        i.or(b).unwrap_or(0.0),
+        b.or(i).unwrap_or(0.0),
+        mean(gaps).unwrap_or(0.0),
+    )
 }
 
 /// Requests sent within this of a burst's first belong to the burst.

@@ -303,6 +303,7 @@ fn with_serving() -> Profile {
         to_worker_s: 5e-4,
         to_engine_s: 2e-4,
         token_out_s: 1e-3,
+        token_out_busy_s: 1e-3,
         token_gap_s: 3e-4,
         relay_s: 4e-4,
         chunk_s: 5e-5,

@@ -21,6 +21,7 @@ pub(super) struct Path {
     to_worker: u64,
     to_engine: u64,
     token_out: u64,
+    token_out_busy: u64,
     relay: u64,
     chunk: u64,
     to_client: u64,
@@ -55,6 +56,7 @@ impl Path {
             to_worker: ns(c.to_worker_s),
             to_engine: ns(c.to_engine_s),
             token_out: ns(c.token_out_s),
+            token_out_busy: ns(c.token_out_busy_s),
             relay: ns(c.relay_s),
             chunk: ns(c.chunk_s),
             to_client: ns(c.to_client_s),
@@ -154,9 +156,21 @@ impl Track {
     }
 
     /// A token of the step that ended at `step_end` goes out to the client, after `before`
-    /// others of the step: the worker's serving thread sends them one after another.
-    pub fn token(&mut self, prefill_role: bool, step_end: u64, before: usize, path: &Path) {
-        let sent = step_end + path.token_out + before as u64 * path.token_gap;
+    /// others of the step: the worker's serving thread sends them one after another, sooner
+    /// when its engine goes idle than when it steps on (`stepping_on`) beside it.
+    pub fn token(
+        &mut self,
+        prefill_role: bool,
+        (step_end, stepping_on): (u64, bool),
+        before: usize,
+        path: &Path,
+    ) {
+        let out = if stepping_on {
+            path.token_out_busy
+        } else {
+            path.token_out
+        };
+        let sent = step_end + out + before as u64 * path.token_gap;
         let relayed = sent + path.relay;
         if let Some(w) = self.part(prefill_role) {
             w.sent.push(sent);

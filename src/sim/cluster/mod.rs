@@ -468,6 +468,11 @@ impl Cluster<'_> {
         }
         let mut handed_off = Vec::new();
         let mut tokens = 0;
+        // Whether the engine steps on at once: its serving thread then sends beside it.
+        let stepping_on = self.gangs[g]
+            .members
+            .iter()
+            .any(|&m| self.workers[m].core.has_work());
         for i in 0..self.gangs[g].members.len() {
             let w = self.gangs[g].members[i];
             let worker = &mut self.workers[w];
@@ -486,7 +491,7 @@ impl Cluster<'_> {
                 if track.first.is_none() {
                     rec.cached_tokens = out.cached_tokens;
                 }
-                track.token(prefill_role, t, tokens, &self.path);
+                track.token(prefill_role, (t, stepping_on), tokens, &self.path);
                 rec.output_tokens += 1;
                 tokens += 1;
                 if out.finish.is_none() {
