@@ -146,17 +146,7 @@ async fn one(
     start: Instant,
 ) -> RequestRecord {
     let sent = Instant::now();
-    let mut rec = RequestRecord {
-        index,
-        send_ms: (sent - start).as_secs_f64() * 1e3,
-        input_tokens: prompt.len(),
-        cached_tokens: 0,
-        ttft_ms: None,
-        latency_ms: None,
-        output_tokens: 0,
-        error: None,
-        timeline: None,
-    };
+    let mut rec = RequestRecord::sent(index, (sent - start).as_secs_f64() * 1e3, prompt.len());
     let body = json!({"model": model, "prompt": prompt, "max_tokens": output_length, "ignore_eos": true,
         "stream": true, "stream_options": {"include_usage": true}});
     let result = tokio::time::timeout(

@@ -33,6 +33,21 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
+    /// A request sent `send_ms` after the start, with nothing measured yet.
+    pub fn sent(index: usize, send_ms: f64, input_tokens: usize) -> Self {
+        RequestRecord {
+            index,
+            send_ms,
+            input_tokens,
+            cached_tokens: 0,
+            ttft_ms: None,
+            latency_ms: None,
+            output_tokens: 0,
+            error: None,
+            timeline: None,
+        }
+    }
+
     /// Inter-token latency: (latency − TTFT) / (output tokens − 1); None with fewer than 2 tokens.
     pub fn itl_ms(&self) -> Option<f64> {
         match (self.ttft_ms, self.latency_ms) {

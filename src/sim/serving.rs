@@ -79,13 +79,6 @@ impl ServingCosts {
         self.to_frontend_s + self.tokenize_s + self.route_s + self.to_worker_s + self.to_engine_s
     }
 
-    /// A disaggregated request's prefill step ends -> its decode worker has the Decode call
-    /// and starts the pull: the prefill answer's way back, the first token's relay (the
-    /// frontend relays it before it calls the decode worker), the call.
-    pub fn handoff_s(&self) -> f64 {
-        self.token_out_s + self.relay_s + self.to_worker_s
-    }
-
     /// Checks that every figure is finite and non-negative.
     pub fn validate(&self) -> Result<()> {
         let v = serde_json::to_value(self).map_err(|e| Error::InvalidRequest(e.to_string()))?;

@@ -28,7 +28,9 @@ pub(super) struct Path {
     close: u64,
     /// Client sent -> request in the engine.
     pub entry: u64,
-    /// A prefill step's end -> the decode worker starts its pull.
+    /// A prefill step's end -> the decode worker has the Decode call and starts its pull: the
+    /// prefill answer's way back, the first token's relay (the frontend relays it before it
+    /// calls the decode worker), the call.
     pub handoff: u64,
     /// The frontend takes a burst's requests this far apart.
     pub arrival_gap: u64,

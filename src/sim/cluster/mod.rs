@@ -270,17 +270,8 @@ impl Cluster<'_> {
 
     fn arrive(&mut self, id: usize, t: u64) {
         let r = &self.trace[id];
-        self.records.push(RequestRecord {
-            index: id,
-            send_ms: t as f64 / 1e6,
-            input_tokens: r.input_length,
-            cached_tokens: 0,
-            ttft_ms: None,
-            latency_ms: None,
-            output_tokens: 0,
-            error: None,
-            timeline: None,
-        });
+        self.records
+            .push(RequestRecord::sent(id, t as f64 / 1e6, r.input_length));
         let prompt = synthesize(r, 0, self.cfg.vocab, self.cfg.trace_block);
         let blocks = prompt.len().div_ceil(self.cfg.engine.block_size);
         let mut hashes = Vec::new();
