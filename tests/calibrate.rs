@@ -29,6 +29,18 @@ const SMALL: [&str; 15] = [
     "2",
 ];
 
+/// Its trace slice: 30 requests, scaled down.
+const SLICE: [&str; 8] = [
+    "--max-requests",
+    "30",
+    "--length-scale",
+    "0.03125",
+    "--max-input-tokens",
+    "600",
+    "--max-output-tokens",
+    "12",
+];
+
 fn json(path: &std::path::Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -36,22 +48,8 @@ fn json(path: &std::path::Path) -> Value {
 #[test]
 fn calibrate_measures_simulates_and_tabulates_both_deployments() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, stdout, stderr) = run(&[
-        &SMALL[..],
-        &[
-            "--max-requests",
-            "30",
-            "--length-scale",
-            "0.03125",
-            "--max-input-tokens",
-            "600",
-            "--max-output-tokens",
-            "12",
-            "--out",
-            dir.path().to_str().unwrap(),
-        ],
-    ]
-    .concat());
+    let (ok, stdout, stderr) =
+        run(&[&SMALL[..], &SLICE, &["--out", dir.path().to_str().unwrap()]].concat());
     assert!(ok, "{stdout}\n{stderr}");
     for metric in [
         "TTFT mean (ms)",
@@ -175,6 +173,48 @@ fn calibrate_measures_simulates_and_tabulates_both_deployments() {
     ] {
         assert!(serving[k].as_f64().unwrap() > 0.0, "{k}: {serving}");
     }
+    assert!(
+        serving["engine_gap_s"].as_f64().unwrap() >= 0.0,
+        "{serving}"
+    );
+
+    // The simulator alone reruns against the recorded real runs: the same table.
+    let again = tempfile::tempdir().unwrap();
+    let rerun = |slice: &[&str]| {
+        run(&[
+            &SMALL[..],
+            slice,
+            &[
+                "--profile",
+                profile.to_str().unwrap(),
+                "--real-from",
+                dir.path().to_str().unwrap(),
+                "--out",
+                again.path().to_str().unwrap(),
+            ],
+        ]
+        .concat())
+    };
+    let (ok, stdout, stderr) = rerun(&SLICE);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(!stderr.contains("calibrate: real"), "{stderr}");
+    let second = json(&again.path().join("calibrate.json"));
+    for (a, b) in rows.iter().zip(second["rows"].as_array().unwrap()) {
+        if a["metric"].as_str().unwrap().starts_with("goodput") {
+            continue;
+        }
+        for d in ["agg-rr", "disagg-kv"] {
+            for side in ["real", "simulated"] {
+                let (x, y) = (a[d][side].as_f64().unwrap(), b[d][side].as_f64().unwrap());
+                assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{a} vs {b}");
+            }
+        }
+    }
+    // Records of another slice are refused, by name.
+    let mut other = SLICE;
+    other[1] = "20";
+    let (ok, _, stderr) = rerun(&other);
+    assert!(!ok && stderr.contains("same slice"), "{stderr}");
 }
 
 #[test]

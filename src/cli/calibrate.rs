@@ -57,6 +57,11 @@ pub struct CalibrateArgs {
     /// Write profile.json and calibrate.json here (default: a temporary folder).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Compare with the real runs an earlier `calibrate --out` recorded in this folder (its
+    /// `*_real_N.jsonl`, of the same trace slice) instead of running them again: the
+    /// simulator alone reruns. Give that run's profile with --profile.
+    #[arg(long, requires = "profile")]
+    real_from: Option<PathBuf>,
 }
 
 /// The two reference deployments: name, `tandem serve` flags, simulated topology, policy.
@@ -105,7 +110,10 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         bail!("--request-timeout must be positive");
     }
     let slo = Slo::parse(&args.goodput)?;
-    let cores = cores(&args.model)?;
+    let cores = match &args.real_from {
+        Some(_) => Vec::new(),
+        None => cores(&args.model)?,
+    };
     let dir = match &args.out {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("tandem-calibrate-{}", std::process::id())),
@@ -149,11 +157,16 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
     let mut real_timelines: Vec<Vec<Timeline>> = vec![Vec::new(); 2];
     for run in 0..args.runs {
         for (k, (name, flags, _, _)) in deployments().iter().enumerate() {
-            eprintln!("calibrate: real {name}, run {} of {}", run + 1, args.runs);
-            let s = rt
-                .block_on(real_run(&args, flags, &cores, &trace, trace_block, &slo))
-                .with_context(|| format!("the real {name} deployment"))?;
-            write_records(&dir.join(format!("{name}_real_{}.jsonl", run + 1)), &s.1)?;
+            let file = format!("{name}_real_{}.jsonl", run + 1);
+            let s = match &args.real_from {
+                Some(from) => recorded_run(&from.join(&file), trace.len(), &slo)?,
+                None => {
+                    eprintln!("calibrate: real {name}, run {} of {}", run + 1, args.runs);
+                    rt.block_on(real_run(&args, flags, &cores, &trace, trace_block, &slo))
+                        .with_context(|| format!("the real {name} deployment"))?
+                }
+            };
+            write_records(&dir.join(file), &s.1)?;
             real_timelines[k].extend(s.1.iter().filter_map(|r| r.timeline.as_deref().cloned()));
             real[k].push(s.0);
         }
@@ -300,6 +313,35 @@ async fn real_run(
         );
     }
     Ok((s, records))
+}
+
+/// A real run recorded by an earlier calibration: its records, and its summary over the
+/// span from the first send to the last request's end (the replay's own clock, to within
+/// its start-up).
+fn recorded_run(
+    path: &std::path::Path,
+    requests: usize,
+    slo: &Slo,
+) -> anyhow::Result<(Summary, Vec<RequestRecord>)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let records = text
+        .lines()
+        .map(serde_json::from_str::<RequestRecord>)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing {}", path.display()))?;
+    if records.len() != requests {
+        bail!(
+            "{} holds {} requests, the trace slice {requests}: record it with the same slice",
+            path.display(),
+            records.len()
+        );
+    }
+    let end_ms = records
+        .iter()
+        .map(|r| r.send_ms + r.latency_ms.unwrap_or(0.0))
+        .fold(0.0, f64::max);
+    Ok((summarize(&records, end_ms / 1e3, Some(slo)), records))
 }
 
 /// Per-request records, one JSON object a line (as `tandem replay --out` writes them).

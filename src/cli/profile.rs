@@ -174,8 +174,8 @@ fn run<B: Backend>(
     println!(
         "{}: {} grid points in {:.0} s; decode batch 1 {:.2} ms, prefill {} tokens {:.1} ms; \
          transfer {:.2} ms + {:.2} GB/s; host tier copies {:.2} GB/s per rank; serving path \
-         {:.2} ms in, {:.2} ms a token out, CPU {:.0} us a token (worker) + {:.0} us (shared); \
-         roofline {:.1} GB/s, \
+         {:.2} ms in, {:.2} ms a token out, CPU {:.0} us a token (worker) + {:.0} us (shared), \
+         {:.0} us + {:.0} us a token between steps; roofline {:.1} GB/s, \
          {:.1} GFLOP/s (attention at {:.2} of it), {:.2} ms a step",
         args.out.display(),
         m.prefill.x.len() * m.prefill.y.len()
@@ -192,6 +192,8 @@ fn run<B: Backend>(
         (serving.token_out_s + serving.relay_s + serving.chunk_s + serving.to_client_s) * 1e3,
         serving.worker_cpu_per_token_s * 1e6,
         serving.shared_cpu_per_token_s * 1e6,
+        serving.engine_gap_s * 1e6,
+        serving.engine_gap_per_token_s * 1e6,
         fitted.hbm_bandwidth / 1e9,
         fitted.matmul_flops / 1e9,
         fitted.attention_efficiency,

@@ -14,7 +14,7 @@ use super::calibrate::model_flags;
 use super::frontend::{spawn_tandem, stop_workers, wait_healthy};
 use crate::replay::client::{ReplayConfig, replay};
 use crate::replay::trace::TraceRequest;
-use crate::sim::serving::{ServingCosts, cpu_split};
+use crate::sim::serving::{ServingCosts, cpu_split, step_gaps};
 use crate::timeline::Timeline;
 
 /// Requests of each load, their prompt tokens, and the two output lengths.
@@ -112,7 +112,7 @@ pub fn measure_serving(model: &ModelArgs, shared: bool) -> anyhow::Result<Servin
         let (child, addr) = spawn_tandem(&argv).await?;
         let result = drive(&child, &addr).await;
         stop_workers(vec![child], 5.0).await;
-        let (mut costs, cpu) = result?;
+        let (mut costs, cpu, timelines) = result?;
         if shared {
             let worker: Vec<_> = cpu.iter().map(|c| (c.0, c.1, c.2)).collect();
             let fe: Vec<_> = cpu.iter().map(|c| (c.0, c.1, c.3)).collect();
@@ -122,16 +122,18 @@ pub fn measure_serving(model: &ModelArgs, shared: bool) -> anyhow::Result<Servin
                 cpu_split(fe[0], fe[1])?;
             costs.shared_cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         }
+        (costs.engine_gap_s, costs.engine_gap_per_token_s) =
+            step_gaps(&timelines, costs.worker_cpu_per_token_s);
         Ok(costs)
     })
 }
 
-/// Runs the two loads against the server at `addr`: the latencies from every timeline, and
-/// per load (requests, tokens, worker serving CPU s, frontend + client CPU s).
+/// Runs the two loads against the server at `addr`: the latencies from every timeline, per
+/// load (requests, tokens, worker serving CPU s, frontend + client CPU s), and the timelines.
 async fn drive(
     child: &tokio::process::Child,
     addr: &str,
-) -> anyhow::Result<(ServingCosts, Vec<(f64, f64, f64, f64)>)> {
+) -> anyhow::Result<(ServingCosts, Vec<(f64, f64, f64, f64)>, Vec<Timeline>)> {
     let base = format!("http://{addr}");
     wait_healthy(&base, Duration::from_secs(120)).await?;
     let frontend = child.id().context("the server has exited")?;
@@ -176,5 +178,5 @@ async fn drive(
     }
     let costs = ServingCosts::latencies_of(&timelines)
         .context("the server gave no timelines (is it tandem's frontend?)")?;
-    Ok((costs, cpu))
+    Ok((costs, cpu, timelines))
 }

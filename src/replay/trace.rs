@@ -190,6 +190,18 @@ pub fn stats(reqs: &[TraceRequest], block: usize) -> TraceStats {
 /// (`first_id..first_id + vocab`, e.g. a tokenizer's ordinary tokens).
 pub fn synthesize(r: &TraceRequest, first_id: u32, vocab: u32, block: usize) -> Vec<u32> {
     let mut out = Vec::with_capacity(r.input_length);
+    synthesize_into(r, first_id, vocab, block, &mut out);
+    out
+}
+
+/// [`synthesize`], appending to `out` (whose capacity the caller chose).
+pub fn synthesize_into(
+    r: &TraceRequest,
+    first_id: u32,
+    vocab: u32,
+    block: usize,
+    out: &mut Vec<u32>,
+) {
     for (i, &h) in r.hash_ids.iter().enumerate() {
         let len = block.min(r.input_length - i * block);
         for j in 0..len as u64 {
@@ -200,7 +212,6 @@ pub fn synthesize(r: &TraceRequest, first_id: u32, vocab: u32, block: usize) -> 
             out.push(first_id + (((z ^ (z >> 29)) as u128 * vocab as u128) >> 64) as u32);
         }
     }
-    out
 }
 
 /// How to scale a trace down (or up) to the workers at hand.

@@ -164,25 +164,21 @@ impl<'a, E: Executor, T: FnMut(&mut EngineCore<E>) -> Result<f64>> Sweeper<'a, E
         v[v.len() / 2]
     }
 
-    /// One prefill of `n` new tokens after a cached prefix of `cached`.
-    fn prefill(&mut self, n: usize, cached: usize, repeats: usize) -> Result<f64> {
-        let prefix_salt = self.next_id;
-        let prefix = tokens(prefix_salt, cached, self.vocab);
-        let mut times = Vec::new();
-        for _ in 0..repeats {
-            if cached > 0 {
-                // Computes (and caches) the prefix.
-                self.add(prefix.clone(), 1)?;
-                self.drain()?;
-            }
-            let mut prompt = prefix.clone();
-            prompt.extend(tokens(self.next_id + 7, n, self.vocab));
-            self.add(prompt, 1)?;
-            times.push((self.time)(self.core)?);
-            (self.on_step)();
+    /// One prefill of `n` new tokens after a cached prefix of `cached`, timed.
+    fn prefill(&mut self, n: usize, cached: usize) -> Result<f64> {
+        let prefix = tokens(self.next_id, cached, self.vocab);
+        if cached > 0 {
+            // Computes (and caches) the prefix.
+            self.add(prefix.clone(), 1)?;
             self.drain()?;
         }
-        Ok(Self::median(times))
+        let mut prompt = prefix;
+        prompt.extend(tokens(self.next_id + 7, n, self.vocab));
+        self.add(prompt, 1)?;
+        let t = (self.time)(self.core)?;
+        (self.on_step)();
+        self.drain()?;
+        Ok(t)
     }
 
     /// Starts `batch` sequences that reach about `context` tokens together, and have `steps`
@@ -227,32 +223,48 @@ impl<'a, E: Executor, T: FnMut(&mut EngineCore<E>) -> Result<f64>> Sweeper<'a, E
         Ok(Self::median(times))
     }
 
-    /// A prefill chunk of `n` tokens beside `batch` decodes at `context`.
-    fn mixed(&mut self, n: usize, batch: usize, context: usize, repeats: usize) -> Result<f64> {
-        let mut times = Vec::new();
+    /// A prefill chunk of `n` tokens beside `batch` decodes at `context`, timed.
+    fn mixed(&mut self, n: usize, batch: usize, context: usize) -> Result<f64> {
+        let ids = self.running(batch, context, 2)?;
+        let p = tokens(self.next_id + 11, n, self.vocab);
+        self.add(p, 1)?;
+        let t = (self.time)(self.core)?;
+        (self.on_step)();
+        self.abort_all(&ids)?;
+        Ok(t)
+    }
+
+    /// The median of `repeats` passes over a grid, each timing every point once: a slow
+    /// spell of a shared machine then spreads over the grid's points instead of skewing all
+    /// of one point's (or one row's) samples.
+    fn passes(
+        &mut self,
+        rows: &[usize],
+        cols: &[usize],
+        repeats: usize,
+        mut time: impl FnMut(&mut Self, usize, usize) -> Result<f64>,
+    ) -> Result<Vec<Vec<f64>>> {
+        let mut samples = vec![vec![Vec::with_capacity(repeats); cols.len()]; rows.len()];
         for _ in 0..repeats {
-            let ids = self.running(batch, context, 2)?;
-            let p = tokens(self.next_id + 11, n, self.vocab);
-            self.add(p, 1)?;
-            times.push((self.time)(self.core)?);
-            (self.on_step)();
-            self.abort_all(&ids)?;
+            for (i, &a) in rows.iter().enumerate() {
+                for (j, &b) in cols.iter().enumerate() {
+                    samples[i][j].push(time(self, a, b)?);
+                }
+            }
         }
-        Ok(Self::median(times))
+        Ok(samples
+            .into_iter()
+            .map(|row| row.into_iter().map(Self::median).collect())
+            .collect())
     }
 
     /// Runs `sweep` and returns its three grids.
     pub fn run(&mut self, sweep: &Sweep) -> Result<(Grid2, Grid2, Grid2)> {
         let r = sweep.repeats.max(1);
         let f = |v: &[usize]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
-        let mut prefill = Vec::new();
-        for &n in &sweep.prefill_tokens {
-            let mut row = Vec::new();
-            for &c in &sweep.cached {
-                row.push(self.prefill(n, c, r)?);
-            }
-            prefill.push(row);
-        }
+        let prefill = self.passes(&sweep.prefill_tokens, &sweep.cached, r, |s, n, c| {
+            s.prefill(n, c)
+        })?;
         let mut decode = Vec::new();
         for &b in &sweep.batches {
             let mut row = Vec::new();
@@ -261,14 +273,12 @@ impl<'a, E: Executor, T: FnMut(&mut EngineCore<E>) -> Result<f64>> Sweeper<'a, E
             }
             decode.push(row);
         }
-        let mut mixed = Vec::new();
-        for &n in &sweep.mixed_tokens {
-            let mut row = Vec::new();
-            for &b in &sweep.mixed_batches {
-                row.push(self.mixed(n, b, sweep.mixed_context, r)?);
-            }
-            mixed.push(row);
-        }
+        // A decode point's steps follow one set-up (of its batch and context), so they stay
+        // together; prefills and mixed steps set each sample up anew, and take passes.
+        let context = sweep.mixed_context;
+        let mixed = self.passes(&sweep.mixed_tokens, &sweep.mixed_batches, r, |s, n, b| {
+            s.mixed(n, b, context)
+        })?;
         self.core
             .check_invariants()
             .map_err(|e| Error::Backend(format!("the sweep left the engine inconsistent: {e}")))?;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::timeline::Timeline;
+use crate::timeline::{Timeline, WorkerTimes};
 
 /// The serving path's costs, s. The latencies are means of timeline segments
 /// ([`crate::timeline::SEGMENTS`]); zero in the arithmetic profile.
@@ -42,6 +42,12 @@ pub struct ServingCosts {
     pub token_out_busy_s: f64,
     /// ... and each further token of the step, one after another.
     pub token_gap_s: f64,
+    /// Between two steps the engine thread hands the first's outputs to their streams and
+    /// takes its commands: the next step starts this long after a step's end, plus this
+    /// much for each token the step made. The per-token part is net of the serving
+    /// threads' CPU per token (`worker_cpu_per_token_s`), which the next step pays.
+    pub engine_gap_s: f64,
+    pub engine_gap_per_token_s: f64,
     /// The worker sends a token -> the frontend has relayed it (gRPC, detokenization).
     pub relay_s: f64,
     /// The first token relayed -> its chunk leaves the frontend.
@@ -107,6 +113,7 @@ impl ServingCosts {
         }
         let (token_out_s, token_out_busy_s, token_gap_s) = sends(timelines);
         let (arrival_gap_s, engine_wake_s, engine_early_share) = bursts(timelines);
+        let (engine_gap_s, engine_gap_per_token_s) = step_gaps(timelines, 0.0);
         let s = |i: usize| (m[i] / 1e3).max(0.0);
         Some(ServingCosts {
             to_frontend_s: s(0),
@@ -120,6 +127,8 @@ impl ServingCosts {
             arrival_gap_s,
             engine_wake_s,
             engine_early_share,
+            engine_gap_s,
+            engine_gap_per_token_s,
             relay_s: s(9),
             chunk_s: s(10),
             to_client_s: s(11),
@@ -176,6 +185,67 @@ fn sends(timelines: &[Timeline]) -> (f64, f64, f64) {
     )
 }
 
+/// A request's next step this long after its last has waited for something other than the
+/// engine thread's turn between steps (a wake, a command); it does not count as a gap.
+const STEP_GAP_MAX_NS: u64 = 2_000_000;
+
+/// The gap between two steps of the engine in a row (those a request ran in one after the
+/// other) as a line in the tokens the first one made: (s per gap, s per token), the least
+/// squares fit with both terms at least 0. The serving threads send the first step's tokens
+/// in the gap too, and the simulator charges their CPU (`cpu_per_token` s a token) to the
+/// next step: each gap counts net of it.
+pub fn step_gaps(timelines: &[Timeline], cpu_per_token: f64) -> (f64, f64) {
+    let mut tokens: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut next: HashMap<(u64, u64), u64> = HashMap::new();
+    for t in timelines {
+        for w in t.prefill.iter().chain(&t.worker) {
+            for (i, s) in w.steps.iter().enumerate() {
+                *tokens.entry((s.start, s.end)).or_default() += usize::from(s.sampled);
+                if let Some(n) = w.steps.get(i + 1) {
+                    next.insert((s.start, s.end), n.start.saturating_sub(s.end));
+                }
+            }
+        }
+    }
+    let points: Vec<(f64, f64)> = next
+        .iter()
+        .filter(|&(_, &gap)| gap < STEP_GAP_MAX_NS)
+        .map(|(k, &gap)| {
+            let n = tokens[k] as f64;
+            (n, gap as f64 / 1e9 - n * cpu_per_token)
+        })
+        .collect();
+    fit_line(&points)
+}
+
+/// The least-squares line y = a + b x through `points`, with a and b at least 0 (a term the
+/// fit puts below zero is dropped and the other fitted alone); (0, 0) without points.
+pub fn fit_line(points: &[(f64, f64)]) -> (f64, f64) {
+    if points.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = points.len() as f64;
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), &(x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (sxx, sxy) = points.iter().fold((0.0, 0.0), |(a, b), &(x, y)| {
+        (a + (x - mx) * (x - mx), b + (x - mx) * (y - my))
+    });
+    let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    let intercept = my - slope * mx;
+    if slope < 0.0 {
+        (my.max(0.0), 0.0)
+    } else if intercept < 0.0 {
+        let (xx, xy) = points
+            .iter()
+            .fold((0.0, 0.0), |(a, b), &(x, y)| (a + x * x, b + x * y));
+        (0.0, if xx > 0.0 { (xy / xx).max(0.0) } else { 0.0 })
+    } else {
+        (intercept, slope)
+    }
+}
+
 /// Requests sent within this of a burst's first belong to the burst.
 const BURST_NS: u64 = 2_000_000;
 
@@ -198,8 +268,10 @@ fn bursts(timelines: &[Timeline]) -> (f64, f64, f64) {
         if n < 2 {
             continue;
         }
-        let engine = |t: &&Timeline| t.prefill.as_ref().or(t.worker.as_ref()).cloned();
-        let reached: Vec<_> = burst.iter().filter_map(engine).collect();
+        let reached: Vec<&WorkerTimes> = burst
+            .iter()
+            .filter_map(|t| t.prefill.as_ref().or(t.worker.as_ref()))
+            .collect();
         let Some(s) = reached
             .iter()
             .min_by_key(|w| w.queued)
@@ -272,6 +344,23 @@ mod tests {
         let (per_r, per_t) = cpu_split(cpu(50.0, 200.0), cpu(50.0, 1600.0)).unwrap();
         assert!((per_r - 2e-3).abs() < 1e-12 && (per_t - 3e-4).abs() < 1e-12);
         assert!(cpu_split(cpu(10.0, 40.0), cpu(20.0, 80.0)).is_err());
+    }
+
+    #[test]
+    fn a_line_is_fitted_with_its_terms_at_least_zero() {
+        let line: Vec<(f64, f64)> = (1..6).map(|x| (x as f64, 0.1 + 0.03 * x as f64)).collect();
+        let (a, b) = fit_line(&line);
+        assert!(
+            (a - 0.1).abs() < 1e-12 && (b - 0.03).abs() < 1e-12,
+            "{a} {b}"
+        );
+        // Falling: the mean alone.
+        let (a, b) = fit_line(&[(1.0, 3.0), (2.0, 1.0)]);
+        assert!((a - 2.0).abs() < 1e-12 && b == 0.0);
+        // Through a negative intercept: the slope through the origin.
+        let (a, b) = fit_line(&[(1.0, 1.0), (2.0, 3.0)]);
+        assert!(a == 0.0 && (b - 7.0 / 5.0).abs() < 1e-12, "{a} {b}");
+        assert_eq!(fit_line(&[]), (0.0, 0.0));
     }
 
     #[test]

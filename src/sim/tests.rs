@@ -371,3 +371,37 @@ fn serving_cpu_on_the_workers_cores_slows_their_steps() {
     let slowed = itl(p);
     assert!(slowed > base + 3.0, "{base} -> {slowed}");
 }
+
+#[test]
+fn the_engine_turn_between_steps_puts_the_next_one_off() {
+    let trace = conversations(6, 4, 300);
+    let mut cfg = config(
+        Topology::Disaggregated {
+            prefill: 1,
+            decode: 1,
+        },
+        Policy::kv(0.0),
+        4096,
+    );
+    cfg.timelines = true;
+    let gaps = |p: Profile| {
+        let o = simulate(&cfg, Arc::new(p), &trace).unwrap();
+        assert_complete(&o, &trace);
+        let mut gaps = Vec::new();
+        for r in &o.records {
+            let t = r.timeline.as_ref().expect("asked for");
+            // The decode worker's steps, each of which made a token of every request in it.
+            let Some(w) = &t.worker else { continue };
+            gaps.extend(w.steps.windows(2).map(|s| s[1].start - s[0].end));
+        }
+        gaps
+    };
+    assert!(gaps(with_serving()).iter().all(|&g| g == 0));
+    // 2 ms a step and 0.5 ms a token of the step before: a request's next step, with the
+    // engine stepping on, starts at least 2.5 ms after its last.
+    let mut p = with_serving();
+    p.serving.engine_gap_s = 2e-3;
+    p.serving.engine_gap_per_token_s = 5e-4;
+    let g = gaps(p);
+    assert!(!g.is_empty() && g.iter().all(|&g| g >= 2_500_000), "{g:?}");
+}

@@ -38,6 +38,9 @@ pub(super) struct Path {
     /// or in this share of the cases right after the first.
     pub engine_wake: u64,
     pub engine_early_share: f64,
+    /// The engine thread's turn between two steps, ns: fixed, and per token of the first.
+    engine_gap: u64,
+    engine_gap_per_token: u64,
     /// Between a step's tokens, ns: they leave one after another.
     token_gap: u64,
     /// CPU per request and per token on the worker's own cores, s.
@@ -72,6 +75,8 @@ impl Path {
             arrival_gap: ns(c.arrival_gap_s),
             engine_wake: ns(c.engine_wake_s),
             engine_early_share: c.engine_early_share,
+            engine_gap: ns(c.engine_gap_s),
+            engine_gap_per_token: ns(c.engine_gap_per_token_s),
             token_gap: ns(c.token_gap_s),
             worker_cpu_per_request: c.worker_cpu_per_request_s,
             worker_cpu_per_token: c.worker_cpu_per_token_s,
@@ -79,6 +84,13 @@ impl Path {
             shared_cpu_per_request: c.shared_cpu_per_request_s,
             shared_cores: c.shared_cores,
         }
+    }
+}
+
+impl Path {
+    /// How long after a step that made `tokens` tokens the engine's next one starts, ns.
+    pub fn engine_gap(&self, tokens: usize) -> u64 {
+        self.engine_gap + tokens as u64 * self.engine_gap_per_token
     }
 }
 

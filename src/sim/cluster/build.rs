@@ -125,12 +125,10 @@ impl<'a> Cluster<'a> {
                     members,
                     busy: false,
                     debt: 0.0,
-                    step_end: 0,
                     reserves: Vec::new(),
                     pulls: PullService::default(),
                     waking: false,
                     wake_at: 0,
-                    early: false,
                 });
             }
             pools.push(Pool {

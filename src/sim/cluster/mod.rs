@@ -32,7 +32,7 @@ use crate::engine::{EngineCore, Request, RequestOutput, SamplingParams, SeqWork}
 use crate::error::Result;
 use crate::kv::KvEvent;
 use crate::replay::metrics::RequestRecord;
-use crate::replay::trace::{TraceRequest, synthesize};
+use crate::replay::trace::{TraceRequest, synthesize_into};
 use crate::router::{Choice, Policy, pick};
 
 /// How the workers are arranged.
@@ -122,18 +122,14 @@ struct Gang {
     /// CPU time the serving path took from its cores since its step began, s: its next
     /// step takes that much longer.
     debt: f64,
-    /// When its step in flight ends.
-    step_end: u64,
     /// Decode calls waiting for the step in flight to end: the engine thread reserves
     /// their blocks between steps, and only then do their pulls start.
     reserves: Vec<usize>,
     /// The pulls it serves as a prefill worker.
     pulls: PullService,
-    /// Its engine thread was woken and starts a step at `wake_at` (not put off by later
-    /// arrivals when it is `early`).
+    /// Its engine thread was woken and starts a step at `wake_at`.
     waking: bool,
     wake_at: u64,
-    early: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -147,6 +143,8 @@ enum Event {
     PullStart(usize),
     /// An idle gang's engine thread, woken by a request, starts its step.
     Wake(usize),
+    /// A gang's engine thread, done with its turn between two steps, starts the next.
+    Resume(usize),
 }
 
 const NS: f64 = 1e9;
@@ -218,6 +216,14 @@ impl Cluster<'_> {
                 self.kick(first, t);
             }
             Event::Wake(_) => {}
+            Event::Resume(g) => {
+                self.gangs[g].busy = false;
+                for id in std::mem::take(&mut self.gangs[g].reserves) {
+                    self.begin_pull(id, t);
+                }
+                let first = self.gangs[g].members[0];
+                self.kick(first, t);
+            }
         }
     }
 
@@ -272,7 +278,9 @@ impl Cluster<'_> {
         let r = &self.trace[id];
         self.records
             .push(RequestRecord::sent(id, t as f64 / 1e6, r.input_length));
-        let prompt = synthesize(r, 0, self.cfg.vocab, self.cfg.trace_block);
+        // Room for the output too: the engine appends it in place.
+        let mut prompt = Vec::with_capacity(r.input_length + r.output_length);
+        synthesize_into(r, 0, self.cfg.vocab, self.cfg.trace_block, &mut prompt);
         let blocks = prompt.len().div_ceil(self.cfg.engine.block_size);
         let mut hashes = Vec::new();
         let choice = self
@@ -296,7 +304,9 @@ impl Cluster<'_> {
         if prefill_role {
             // The prefill call asks for one token; the decode worker makes the rest.
             params.max_tokens = 1;
-            self.tracks[id].prompt = prompt.clone();
+            let mut kept = Vec::with_capacity(prompt.capacity());
+            kept.extend_from_slice(&prompt);
+            self.tracks[id].prompt = kept;
             self.tracks[id].hashes = hashes;
         }
         let req = Request {
@@ -342,7 +352,8 @@ impl Cluster<'_> {
     /// A request reached engine `w` at `t`. An idle engine thread starts its step once the
     /// worker's serving thread, which shares its core, has gone quiet for `engine_wake`:
     /// each arrival meanwhile puts the step off, and joins it (a burst's requests that
-    /// reach the worker close together make one step, as they do for real).
+    /// reach the worker close together make one step, as they do for real), except in the
+    /// measured share of the bursts where the engine thread takes the core first.
     pub(super) fn wake(&mut self, w: usize, t: u64) {
         let g = self.workers[w].gang;
         if self.gangs[g].busy {
@@ -352,12 +363,11 @@ impl Cluster<'_> {
             self.kick(w, t);
             return;
         }
-        if self.gangs[g].waking && self.gangs[g].early {
+        if !self.gangs[g].waking && self.rng.random::<f64>() < self.path.engine_early_share {
+            // The engine thread wins the race for the core: it starts with this request
+            // alone, and the burst's others reach it behind the step.
+            self.kick(w, t);
             return;
-        }
-        if !self.gangs[g].waking {
-            // A race for the core: the engine thread may start before the burst's others.
-            self.gangs[g].early = self.rng.random::<f64>() < self.path.engine_early_share;
         }
         let at = t + self.path.engine_wake;
         self.gangs[g].waking = true;
@@ -432,7 +442,6 @@ impl Cluster<'_> {
         self.steps += 1;
         let end = t + ((d * NS) as u64).max(1);
         self.gangs[g].busy = true;
-        self.gangs[g].step_end = end;
         self.heap.push(Reverse((end, Event::StepDone(g))));
         if self.cfg.timelines {
             for i in 0..self.gangs[g].members.len() {
@@ -504,9 +513,17 @@ impl Cluster<'_> {
         let Some(&first) = self.gangs[g].members.first() else {
             return;
         };
+        // The engine thread's turn between steps (it hands the outputs over, takes its
+        // commands) puts the next one off; the gang counts as busy meanwhile.
+        let gap = self.path.engine_gap(tokens);
+        if stepping_on && gap > 0 {
+            self.gangs[g].busy = true;
+            self.heap.push(Reverse((t + gap, Event::Resume(g))));
+        } else {
+            self.kick(first, t);
+        }
         // What the serving path took from the cores during the step is paid by the next
         // one; a worker that goes idle owes nothing (its core had time to spare).
-        self.kick(first, t);
         // The worker's own serving threads send its tokens on its cores; the frontend and
         // the client relay them on the shared ones.
         if self.gangs[g].busy {
