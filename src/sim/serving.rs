@@ -4,7 +4,7 @@
 //! where the real system pays it: latencies on the request's clock points, CPU on the steps
 //! it takes cores from.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -143,13 +143,19 @@ const BACK_TO_BACK_NS: u64 = 200_000;
 
 /// Of every step that made tokens: the mean delay from its end to its first token's send,
 /// after which the engine went idle and after which it stepped on, and the mean gap between
-/// its later tokens' sends, s. (One side without samples takes the other's.)
+/// its later tokens' sends, s. (One side without samples takes the other's.) The engine
+/// stepped on where a request of the step has a later one (its next step may start late:
+/// the sending thread can hold the core first), or where another step starts at once.
 fn sends(timelines: &[Timeline]) -> (f64, f64, f64) {
     let mut steps: HashMap<(u64, u64), Vec<u64>> = HashMap::new();
+    let mut continued: HashSet<(u64, u64)> = HashSet::new();
     let mut starts = Vec::new();
     for t in timelines {
         for w in t.prefill.iter().chain(&t.worker) {
             starts.extend(w.steps.iter().map(|s| s.start));
+            if let Some((_, earlier)) = w.steps.split_last() {
+                continued.extend(earlier.iter().map(|s| (s.start, s.end)));
+            }
             let made = w.steps.iter().filter(|s| s.sampled);
             for (s, &sent) in made.zip(&w.sent) {
                 steps.entry((s.start, s.end)).or_default().push(sent);
@@ -162,9 +168,9 @@ fn sends(timelines: &[Timeline]) -> (f64, f64, f64) {
         starts.get(i).is_some_and(|&s| s - end <= BACK_TO_BACK_NS)
     };
     let (mut idle, mut busy, mut gaps) = ((0.0, 0), (0.0, 0), (0.0, 0));
-    for ((_, end), mut sent) in steps {
+    for ((start, end), mut sent) in steps {
         sent.sort_unstable();
-        let first = if stepped_on(end) {
+        let first = if continued.contains(&(start, end)) || stepped_on(end) {
             &mut busy
         } else {
             &mut idle
