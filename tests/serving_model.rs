@@ -59,8 +59,10 @@ fn calibrate_the_toy() -> Result<(), String> {
         "0.05",
         "--max-model-len",
         "1024",
+        // Two runs of each side: a real prefill step varies by a few percent from run to
+        // run, which is most of the bound.
         "--runs",
-        "1",
+        "2",
         // A grid point near the prompts' length: the model's own prefill is priced at its
         // measured point, not by interpolation across a coarse grid.
         "--points",
