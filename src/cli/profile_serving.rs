@@ -121,9 +121,10 @@ pub fn measure_serving(model: &ModelArgs, shared: bool) -> anyhow::Result<Servin
             (costs.shared_cpu_per_request_s, costs.shared_cpu_per_token_s) =
                 cpu_split(fe[0], fe[1])?;
             costs.shared_cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            // The gaps again, net of the serving threads' CPU now that it is known.
+            (costs.engine_gap_s, costs.engine_gap_per_token_s) =
+                step_gaps(&timelines, costs.worker_cpu_per_token_s);
         }
-        (costs.engine_gap_s, costs.engine_gap_per_token_s) =
-            step_gaps(&timelines, costs.worker_cpu_per_token_s);
         Ok(costs)
     })
 }

@@ -85,9 +85,7 @@ impl Path {
             shared_cores: c.shared_cores,
         }
     }
-}
 
-impl Path {
     /// How long after a step that made `tokens` tokens the engine's next one starts, ns.
     pub fn engine_gap(&self, tokens: usize) -> u64 {
         self.engine_gap + tokens as u64 * self.engine_gap_per_token

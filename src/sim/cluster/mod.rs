@@ -217,10 +217,7 @@ impl Cluster<'_> {
             }
             Event::Wake(_) => {}
             Event::Resume(g) => {
-                self.gangs[g].busy = false;
-                for id in std::mem::take(&mut self.gangs[g].reserves) {
-                    self.begin_pull(id, t);
-                }
+                self.engine_free(g, t);
                 let first = self.gangs[g].members[0];
                 self.kick(first, t);
             }
@@ -461,11 +458,17 @@ impl Cluster<'_> {
         }
     }
 
-    fn step_done(&mut self, g: usize, t: u64) {
+    /// Gang `g`'s engine thread is between steps: the reservations waiting for it are made,
+    /// and their pulls start.
+    fn engine_free(&mut self, g: usize, t: u64) {
         self.gangs[g].busy = false;
         for id in std::mem::take(&mut self.gangs[g].reserves) {
             self.begin_pull(id, t);
         }
+    }
+
+    fn step_done(&mut self, g: usize, t: u64) {
+        self.engine_free(g, t);
         let mut handed_off = Vec::new();
         let mut tokens = 0;
         // Whether the engine steps on at once: its serving thread then sends beside it.
