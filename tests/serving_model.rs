@@ -11,6 +11,8 @@ use serde_json::Value;
 
 const STEP_CPU_MS: f64 = 40.0;
 const TOKEN_CPU_MS: f64 = 5.0;
+/// Every prompt's length: the first point of the profile's prefill grid.
+const PROMPT: u64 = 2;
 
 fn json(path: &std::path::Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -18,10 +20,8 @@ fn json(path: &std::path::Path) -> Value {
 
 #[test]
 fn a_known_serving_path_is_measured_and_reproduced() {
-    // The profile takes one sample a point (the median of three, taken in passes, priced
-    // the toy's prefill 5-8% off in three runs of three), so a slow spell of a shared
-    // machine under one of them can put a calibration off by itself: a second one is
-    // allowed, and must meet every bound.
+    // A slow spell of a shared machine under a profile sample can put a calibration off by
+    // itself: a second one is allowed, and must meet every bound.
     if let Err(first) = calibrate_the_toy() {
         eprintln!("the first calibration missed: {first}\nagain");
         if let Err(second) = calibrate_the_toy() {
@@ -33,19 +33,20 @@ fn a_known_serving_path_is_measured_and_reproduced() {
 /// One calibration of the toy; why it misses a bound, if it does.
 fn calibrate_the_toy() -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
-    // Requests 700 ms apart with short prompts, each its own: the known costs make up the
-    // latencies, not the order in which a burst's requests reach the workers, nor how the
-    // profile's coarse grid prices the model's own prefill work.
+    // Requests 500 ms apart, each its own prompt of 2 tokens: the known costs make up the
+    // latencies, not the order in which a burst's requests reach the workers, nor the demo
+    // model's own prefill. With prompts of 2 to 4 blocks that prefill was a third of the first
+    // step, and the profile priced it 5-8% off, either way, in a third of CI runs: the grid is
+    // coarse there and the model far from linear (16 tokens cost about what 40 do), and a
+    // prefill after the worker idled runs slower than the profile's back-to-back steps (40
+    // tokens: 4 ms slower after 2 s idle than after 0.7 s). 2 tokens is the grid's first
+    // point (asserted below), and the workers idle 100 ms between requests.
     let trace = dir.path().join("trace.jsonl");
     let lines: Vec<String> = (0..16u64)
         .map(|i| {
-            let blocks = 2 + i % 3;
-            let ids: Vec<u64> = (0..blocks).map(|b| i * 100 + b).collect();
             format!(
-                r#"{{"timestamp": {}, "input_length": {}, "output_length": 8, "hash_ids": {:?}}}"#,
-                i * 700,
-                blocks * 16,
-                ids
+                r#"{{"timestamp": {}, "input_length": {PROMPT}, "output_length": 8, "hash_ids": [{i}]}}"#,
+                i * 500,
             )
         })
         .collect();
@@ -63,12 +64,13 @@ fn calibrate_the_toy() -> Result<(), String> {
         // run, which is most of the bound.
         "--runs",
         "2",
-        // A grid point near the prompts' length: the model's own prefill is priced at its
-        // measured point, not by interpolation across a coarse grid.
+        // A coarse grid keeps the profile short; its first prefill point is the prompts'.
         "--points",
         "3",
+        // The median of three a point: one sample of a decode step of one came out at 67 ms
+        // instead of 41 once, a slow spell caught whole.
         "--profile-repeats",
-        "1",
+        "3",
         "--trace",
         trace.to_str().unwrap(),
         "--trace-block-size",
@@ -89,6 +91,13 @@ fn calibrate_the_toy() -> Result<(), String> {
     if (step_ms / STEP_CPU_MS - 1.0).abs() >= 0.05 {
         return Err(format!("a decode step of one: {step_ms} ms"));
     }
+    let prefill_points = p["measured"]["prefill"]["x"].as_array().unwrap();
+    assert!(
+        prefill_points
+            .iter()
+            .any(|x| x.as_f64() == Some(PROMPT as f64)),
+        "the profile's prefill grid {prefill_points:?} has no point at the prompts' length"
+    );
     let token_ms = p["serving"]["worker_cpu_per_token_s"].as_f64().unwrap() * 1e3;
     if (token_ms / TOKEN_CPU_MS - 1.0).abs() >= 0.05 {
         return Err(format!("the worker's CPU per token: {token_ms} ms"));
@@ -108,5 +117,6 @@ fn calibrate_the_toy() -> Result<(), String> {
             }
         }
     }
+    eprintln!("{stdout}");
     Ok(())
 }
