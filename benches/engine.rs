@@ -10,7 +10,7 @@ use tandem::backend::{Backend, CpuBackend, HostTensor};
 use tandem::config::EngineConfig;
 use tandem::engine::sampler::Sampled;
 use tandem::engine::{EngineCore, Executor, Request, SamplingParams, StepBatch};
-use tandem::kv::{BlockTable, KvCacheManager};
+use tandem::kv::{BlockTable, EventDetail, KvCacheManager};
 use tandem::loader::{ModelSpec, load_cpu};
 
 /// Returns a token at once: what is left of a step is the engine's own bookkeeping.
@@ -83,7 +83,7 @@ fn scheduler_step(c: &mut Criterion) {
 fn prefix_lookup(c: &mut Criterion) {
     let bs = 64;
     let blocks = 1024;
-    let mut kv = KvCacheManager::new(blocks + 1, bs, true, false);
+    let mut kv = KvCacheManager::new(blocks + 1, bs, true, EventDetail::Off);
     let (tokens, _) = forever(blocks * bs + 1, 3);
     let mut held = BlockTable::default();
     assert!(kv.allocate_slots(&mut held, &tokens, &[], 0, tokens.len()));

@@ -14,8 +14,8 @@ use tandem::engine::sampler::Sampled;
 use tandem::engine::{
     EngineCore, EngineHandle, Executor, FinishReason, Request, SamplingParams, StepBatch,
 };
-use tandem::kv::KvEvent;
 use tandem::kv::hash::extend_sequence_hashes;
+use tandem::kv::{EventDetail, KvEvent};
 use tandem::loader::{ModelSpec, load_cpu};
 use tandem::{Error, Result};
 
@@ -104,7 +104,7 @@ fn abort_at_any_point_frees_everything() {
 fn kv_events_describe_the_cache() {
     let mut e = demo(16, 40, 4096);
     let (tx, rx) = channel();
-    e.set_event_sink(tx);
+    e.set_event_sink(tx, EventDetail::Full);
     let p = prompt(40, 5);
     e.add_request(req(
         1,

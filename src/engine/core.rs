@@ -7,12 +7,12 @@ use super::executor::{Executor, SeqWork, StepBatch};
 use super::hold::{Held, HoldView};
 use super::sampler::{SampleContext, Sampled};
 use super::scheduler::{Scheduler, SchedulerConfig, SchedulerOutput};
-use super::sequence::{FinishReason, Request, RequestId, Sequence};
+use super::sequence::{FinishReason, Request, RequestId, Sequence, validate_request};
 use crate::backend::ModelInput;
 use crate::backend::{AttentionMeta, AttnSeq};
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
-use crate::kv::{BlockTable, KvCacheManager, KvCopy, KvEvent, PoolStats};
+use crate::kv::{BlockTable, EventDetail, KvCacheManager, KvCopy, KvEvent, PoolStats};
 
 /// What one step produced for one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,39 +33,6 @@ pub struct RequestOutput {
     pub timing: Option<super::sequence::RequestTiming>,
     /// For a request that finished on an engine that runs the model: the steps it ran in.
     pub steps: Vec<crate::timeline::StepTimes>,
-}
-
-/// Checks a request against the engine's limits: sampling parameters, an empty prompt, a
-/// prompt that leaves no room under max_model_len, token ids outside the vocabulary.
-pub fn validate_request(cfg: &EngineConfig, req: &Request) -> Result<()> {
-    req.params.validate()?;
-    if req.prompt.is_empty() {
-        return Err(Error::InvalidRequest("the prompt is empty".into()));
-    }
-    if req.prompt.len() >= cfg.max_model_len {
-        return Err(Error::InvalidRequest(format!(
-            "the prompt has {} tokens; max_model_len {} leaves no room for output",
-            req.prompt.len(),
-            cfg.max_model_len
-        )));
-    }
-    // Or-ing the comparisons of a chunk vectorizes on the baseline target (an unsigned max
-    // needs SSE4.1); the error path, rare, finds the id. A vocabulary past u32 holds them all.
-    let outside = |t: u32| u32::try_from(cfg.vocab_size).is_ok_and(|v| t >= v);
-    let any_outside = req
-        .prompt
-        .chunks(1024)
-        .any(|c| c.iter().fold(false, |o, &t| o | outside(t)));
-    if let Some(t) = any_outside
-        .then(|| req.prompt.iter().copied().find(|&t| outside(t)))
-        .flatten()
-    {
-        return Err(Error::InvalidRequest(format!(
-            "token id {t} is outside the vocabulary of {}",
-            cfg.vocab_size
-        )));
-    }
-    Ok(())
 }
 
 /// A step whose execution failed: the error, and the requests it ended (their blocks freed).
@@ -96,6 +63,18 @@ pub struct EngineCore<E: Executor> {
     pub(super) hold_view: HoldView,
     /// Blocks allocated for KV arriving from a prefill worker (see handoff.rs).
     pub(super) reserved: HashMap<RequestId, BlockTable>,
+    scratch: StepScratch,
+}
+
+/// A step's own lists, empty between steps, kept for the next one: a simulator runs
+/// hundreds of thousands of steps, and allocating them anew each time was a visible share of
+/// its time.
+#[derive(Default)]
+struct StepScratch {
+    work: Vec<SeqWork>,
+    ids: Vec<RequestId>,
+    sample_ids: Vec<RequestId>,
+    sampling: Vec<bool>,
 }
 
 impl<E: Executor> EngineCore<E> {
@@ -107,7 +86,7 @@ impl<E: Executor> EngineCore<E> {
             cfg.num_blocks,
             cfg.block_size,
             cfg.enable_prefix_caching,
-            true,
+            EventDetail::Off,
         )
         .with_host_tier(cfg.host_kv_blocks);
         let scheduler = Scheduler::new(SchedulerConfig {
@@ -130,6 +109,7 @@ impl<E: Executor> EngineCore<E> {
             held: HashMap::new(),
             hold_view: HoldView::default(),
             reserved: HashMap::new(),
+            scratch: StepScratch::default(),
         })
     }
 
@@ -150,12 +130,15 @@ impl<E: Executor> EngineCore<E> {
             held: self.held,
             hold_view: self.hold_view,
             reserved: self.reserved,
+            scratch: self.scratch,
         }
     }
 
-    /// Sends every KV event to `sink` from now on (events are dropped without a sink).
-    pub fn set_event_sink(&mut self, sink: Sender<KvEvent>) {
+    /// Sends every KV event, in `detail`, to `sink` from now on (none are recorded without
+    /// a sink).
+    pub fn set_event_sink(&mut self, sink: Sender<KvEvent>, detail: EventDetail) {
         self.events = Some(sink);
+        self.kv.set_event_detail(detail);
     }
 
     /// The engine's configuration.
@@ -328,10 +311,13 @@ impl<E: Executor> EngineCore<E> {
             ..Default::default()
         };
         let runs_model = self.executor.runs_model();
-        let (mut samples, mut sample_ids) = (Vec::new(), Vec::new());
-        let mut sampling = Vec::with_capacity(plan.scheduled.len());
-        let mut work = Vec::with_capacity(plan.scheduled.len());
-        let mut ids = Vec::with_capacity(plan.scheduled.len());
+        let StepScratch {
+            mut work,
+            mut ids,
+            mut sample_ids,
+            mut sampling,
+        } = std::mem::take(&mut self.scratch);
+        let mut samples = Vec::new();
         let mut rows = 0;
         for s in &plan.scheduled {
             let seq = &self.scheduler.running[s.index];
@@ -383,7 +369,16 @@ impl<E: Executor> EngineCore<E> {
             copies,
         };
         let result = self.executor.execute(&batch);
-        let copies = batch.copies;
+        let StepBatch {
+            mut work,
+            mut ids,
+            mut sample_ids,
+            copies,
+            ..
+        } = batch;
+        work.clear();
+        ids.clear();
+        sample_ids.clear();
         let sampled = match result {
             Ok(s) => {
                 self.kv.commit_cached();
@@ -415,7 +410,7 @@ impl<E: Executor> EngineCore<E> {
         let ended = runs_model.then(std::time::Instant::now);
         let mut outputs = Vec::with_capacity(plan.scheduled.len());
         let mut finished = Vec::new();
-        for (s, samples_now) in plan.scheduled.iter().zip(sampling) {
+        for (s, &samples_now) in plan.scheduled.iter().zip(&sampling) {
             let seq = &mut self.scheduler.running[s.index];
             seq.num_computed += s.num_new;
             let mut out = RequestOutput {
@@ -464,6 +459,13 @@ impl<E: Executor> EngineCore<E> {
         for id in finished {
             self.finish_sequence(id);
         }
+        sampling.clear();
+        self.scratch = StepScratch {
+            work,
+            ids,
+            sample_ids,
+            sampling,
+        };
         self.flush_events();
         Ok(outputs)
     }
@@ -493,6 +495,7 @@ impl<E: Executor> EngineCore<E> {
             for e in events {
                 if sink.send(e).is_err() {
                     self.events = None;
+                    self.kv.set_event_detail(EventDetail::Off);
                     break;
                 }
             }

@@ -8,9 +8,9 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use super::core::{EngineCore, RequestOutput, validate_request};
+use super::core::{EngineCore, RequestOutput};
 use super::executor::Executor;
-use super::sequence::{FinishReason, Request, RequestId};
+use super::sequence::{FinishReason, Request, RequestId, validate_request};
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::kv::{BlockId, PoolStats};

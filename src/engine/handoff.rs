@@ -161,7 +161,7 @@ impl<E: Executor> EngineCore<E> {
     /// first token the prefill worker sampled. It joins the waiting queue with its blocks: the
     /// scheduler admits it (no prefix lookup, the prompt is computed) within `max_num_seqs`.
     pub fn commit_prefilled(&mut self, req: Request, first_token: u32) -> Result<()> {
-        super::core::validate_request(&self.cfg, &req)?;
+        super::sequence::validate_request(&self.cfg, &req)?;
         let table = self.reserved.remove(&req.id).ok_or_else(|| {
             Error::InvalidRequest(format!("no KV is reserved for request {}", req.id))
         })?;

@@ -13,10 +13,10 @@ pub mod sequence;
 pub mod text;
 mod tier_copy;
 
-pub use self::core::{EngineCore, RequestOutput, StepFailure, validate_request};
+pub use self::core::{EngineCore, RequestOutput, StepFailure};
 pub use executor::{Executor, ExecutorConfig, ModelExecutor, SeqWork, StepBatch};
 pub use handle::{EngineHandle, EngineStats, OutputStream};
 pub use hold::HoldView;
 pub use params::SamplingParams;
 pub use sampler::Sampled;
-pub use sequence::{FinishReason, Request, RequestId};
+pub use sequence::{FinishReason, Request, RequestId, validate_request};

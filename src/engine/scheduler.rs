@@ -197,6 +197,7 @@ mod tests {
     use super::*;
     use crate::engine::params::SamplingParams;
     use crate::engine::sequence::Request;
+    use crate::kv::EventDetail;
 
     fn seq(id: u64, len: usize) -> Sequence {
         let prompt = (0..len as u32).map(|t| t + 1000 * id as u32).collect();
@@ -231,7 +232,7 @@ mod tests {
 
     #[test]
     fn chunks_long_prompts_and_mixes_them_with_decodes() {
-        let mut kv = KvCacheManager::new(64, 4, true, false);
+        let mut kv = KvCacheManager::new(64, 4, true, EventDetail::Off);
         let mut s = sched(10, 8);
         s.waiting.push_back(seq(1, 3));
         s.waiting.push_back(seq(2, 25));
@@ -270,7 +271,7 @@ mod tests {
 
     #[test]
     fn preempts_the_newest_and_admits_in_arrival_order() {
-        let mut kv = KvCacheManager::new(6, 4, false, false);
+        let mut kv = KvCacheManager::new(6, 4, false, EventDetail::Off);
         let mut s = sched(100, 8);
         for id in 1..=3 {
             s.waiting.push_back(seq(id, 8));
@@ -321,7 +322,7 @@ mod tests {
 
     #[test]
     fn respects_max_num_seqs() {
-        let mut kv = KvCacheManager::new(64, 4, true, false);
+        let mut kv = KvCacheManager::new(64, 4, true, EventDetail::Off);
         let mut s = sched(100, 2);
         for id in 1..=3 {
             s.waiting.push_back(seq(id, 5));

@@ -19,7 +19,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::events::{KvEvent, Medium};
+use super::events::{EventDetail, KvEvent, Medium};
 use super::host_tier::{HostTier, SlotId};
 use super::lru::LruList;
 
@@ -105,7 +105,7 @@ pub struct BlockPool {
     /// written by a step that has not run yet.
     uncommitted: Vec<(BlockId, u64)>,
     events: Vec<KvEvent>,
-    record_events: bool,
+    detail: EventDetail,
     pub(crate) query_tokens: u64,
     pub(crate) hit_tokens: u64,
     pub(crate) host_hit_tokens: u64,
@@ -114,8 +114,9 @@ pub struct BlockPool {
 }
 
 impl BlockPool {
-    /// A pool of `num_blocks` empty blocks of `block_size` tokens, without a host tier.
-    pub fn new(num_blocks: usize, block_size: usize, record_events: bool) -> Self {
+    /// A pool of `num_blocks` empty blocks of `block_size` tokens, without a host tier,
+    /// recording its events in `detail`.
+    pub fn new(num_blocks: usize, block_size: usize, detail: EventDetail) -> Self {
         BlockPool {
             blocks: vec![Block::default(); num_blocks],
             free: LruList::full(num_blocks),
@@ -127,7 +128,7 @@ impl BlockPool {
             copies: Vec::new(),
             uncommitted: Vec::new(),
             events: Vec::new(),
-            record_events,
+            detail,
             query_tokens: 0,
             hit_tokens: 0,
             host_hit_tokens: 0,
@@ -241,7 +242,7 @@ impl BlockPool {
         let Some((slot, gone)) = host.store(hash, tokens) else {
             return;
         };
-        let token_ids = tokens.to_vec();
+        let token_ids = self.event_tokens(tokens);
         self.copies.push(KvCopy::Offload { block, slot });
         self.offloaded += 1;
         if let Some(gone) = gone {
@@ -286,6 +287,10 @@ impl BlockPool {
     ) {
         let bs = self.block_size;
         let mut pending: Option<(Option<u64>, Vec<u64>, Vec<u32>)> = None;
+        let (record, with_tokens) = (
+            self.detail != EventDetail::Off,
+            self.detail == EventDetail::Full,
+        );
         let mut prev = parent;
         let mut dropped_from_host = Vec::new();
         for (i, (&id, &hash)) in ids.iter().zip(hashes).enumerate() {
@@ -304,9 +309,13 @@ impl BlockPool {
                 self.uncommitted.push((id, hash));
                 self.tokens[id as usize * bs..(id as usize + 1) * bs].copy_from_slice(block_tokens);
                 self.index.insert(hash, id);
-                let run = pending.get_or_insert_with(|| (prev, Vec::new(), Vec::new()));
-                run.1.push(hash);
-                run.2.extend_from_slice(block_tokens);
+                if record {
+                    let run = pending.get_or_insert_with(|| (prev, Vec::new(), Vec::new()));
+                    run.1.push(hash);
+                    if with_tokens {
+                        run.2.extend_from_slice(block_tokens);
+                    }
+                }
             } else if let Some(run) = pending.take() {
                 self.emit_stored(run);
             }
@@ -389,6 +398,11 @@ impl BlockPool {
             }
         }
         self.emit_removed(gone, Medium::Cpu);
+    }
+
+    /// Records events in `detail` from now on.
+    pub fn set_event_detail(&mut self, detail: EventDetail) {
+        self.detail = detail;
     }
 
     /// Takes the events recorded since the last call.
@@ -506,8 +520,16 @@ impl BlockPool {
     }
 
     fn emit(&mut self, e: KvEvent) {
-        if self.record_events {
+        if self.detail != EventDetail::Off {
             self.events.push(e);
+        }
+    }
+
+    /// A `BlockStored`'s token ids for `tokens`, in the pool's detail.
+    fn event_tokens(&self, tokens: &[u32]) -> Vec<u32> {
+        match self.detail {
+            EventDetail::Full => tokens.to_vec(),
+            EventDetail::Hashes | EventDetail::Off => Vec::new(),
         }
     }
 }
@@ -518,7 +540,7 @@ mod tests {
 
     #[test]
     fn allocate_free_and_evict_in_lru_order() {
-        let mut p = BlockPool::new(4, 2, true);
+        let mut p = BlockPool::new(4, 2, EventDetail::Full);
         let a = p.allocate(2).unwrap();
         let b = p.allocate(2).unwrap();
         assert!(p.allocate(1).is_none());
@@ -562,8 +584,54 @@ mod tests {
     }
 
     #[test]
+    fn event_detail_drops_tokens_or_everything() {
+        let run = |detail| {
+            let mut p = BlockPool::new(3, 2, detail).with_host_tier(1);
+            let a = p.allocate(3).unwrap();
+            p.cache_full_blocks(&a[..2], &[10, 11], &[1, 2, 3, 4], Some(9));
+            p.free(a.iter().rev().copied());
+            // Evicts both to the one host slot: a removal, a store there, the slot's
+            // removal and a store again.
+            p.allocate(3).unwrap();
+            p.drain_events()
+        };
+        let full = run(EventDetail::Full);
+        let hashes = run(EventDetail::Hashes);
+        assert_eq!(full.len(), 5, "{full:?}");
+        assert_eq!(hashes.len(), full.len());
+        let mut stored = 0;
+        for (f, h) in full.iter().zip(&hashes) {
+            match (f, h) {
+                (
+                    KvEvent::BlockStored {
+                        block_hashes: fh,
+                        parent_block_hash: fp,
+                        token_ids: ft,
+                        medium: fm,
+                        ..
+                    },
+                    KvEvent::BlockStored {
+                        block_hashes: hh,
+                        parent_block_hash: hp,
+                        token_ids: ht,
+                        medium: hm,
+                        ..
+                    },
+                ) => {
+                    assert_eq!((fh, fp, fm), (hh, hp, hm));
+                    assert!(!ft.is_empty() && ht.is_empty(), "{ft:?} {ht:?}");
+                    stored += 1;
+                }
+                _ => assert_eq!(f, h),
+            }
+        }
+        assert_eq!(stored, 3, "the device store and the host ones");
+        assert!(run(EventDetail::Off).is_empty());
+    }
+
+    #[test]
     fn shared_blocks_need_every_reference_dropped() {
-        let mut p = BlockPool::new(2, 1, false);
+        let mut p = BlockPool::new(2, 1, EventDetail::Off);
         let a = p.allocate(1).unwrap();
         p.cache_full_blocks(&a, &[7], &[3], None);
         p.touch(&a);

@@ -28,6 +28,20 @@ impl Medium {
     }
 }
 
+/// How much of its KV events a cache records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EventDetail {
+    /// None: nobody listens.
+    #[default]
+    Off,
+    /// Every event, but a `BlockStored` without its token ids (empty), for a consumer that
+    /// knows blocks by their hashes alone, as the simulator's router does. Not vLLM's format:
+    /// Dynamo's router hashes the tokens itself.
+    Hashes,
+    /// Every event in full, as vLLM publishes them.
+    Full,
+}
+
 /// One change to the set of cached blocks, in the shape of vLLM's KV events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvEvent {

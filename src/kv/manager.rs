@@ -1,7 +1,7 @@
 //! Per-sequence block tables on top of the pool: prefix lookup, slot allocation, freeing.
 
 use super::block_pool::{BlockId, BlockPool, KvCopy, PoolStats};
-use super::events::KvEvent;
+use super::events::{EventDetail, KvEvent};
 use super::hash::extend_sequence_hashes;
 use super::host_tier::SlotId;
 
@@ -39,12 +39,27 @@ pub struct KvCacheManager {
 }
 
 impl KvCacheManager {
-    /// A manager of `num_blocks` blocks of `block_size` tokens.
-    pub fn new(num_blocks: usize, block_size: usize, prefix_caching: bool, events: bool) -> Self {
-        KvCacheManager {
-            pool: BlockPool::new(num_blocks, block_size, events && prefix_caching),
+    /// A manager of `num_blocks` blocks of `block_size` tokens, recording its events in
+    /// `events` (none without a prefix cache: nothing is cached).
+    pub fn new(
+        num_blocks: usize,
+        block_size: usize,
+        prefix_caching: bool,
+        events: EventDetail,
+    ) -> Self {
+        let mut m = KvCacheManager {
+            pool: BlockPool::new(num_blocks, block_size, EventDetail::Off),
             block_size,
             prefix_caching,
+        };
+        m.set_event_detail(events);
+        m
+    }
+
+    /// Records events in `detail` from now on.
+    pub fn set_event_detail(&mut self, detail: EventDetail) {
+        if self.prefix_caching {
+            self.pool.set_event_detail(detail);
         }
     }
 
@@ -235,7 +250,7 @@ mod tests {
 
     #[test]
     fn prefix_hits_share_blocks_and_free_cleanly() {
-        let mut m = KvCacheManager::new(8, 4, true, true);
+        let mut m = KvCacheManager::new(8, 4, true, EventDetail::Full);
         let a: Vec<u32> = (0..10).collect();
         let mut ta = BlockTable::default();
         let hits = m.find_cached_prefix(&mut ta, &a);
@@ -266,7 +281,7 @@ mod tests {
 
     #[test]
     fn refuses_without_changes_when_short() {
-        let mut m = KvCacheManager::new(2, 4, true, false);
+        let mut m = KvCacheManager::new(2, 4, true, EventDetail::Off);
         let t: Vec<u32> = (0..12).collect();
         let mut tab = BlockTable::default();
         assert!(!m.allocate_slots(&mut tab, &t, &[], 0, 12));

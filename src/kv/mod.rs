@@ -12,6 +12,6 @@ pub mod manager;
 mod tier_props;
 
 pub use block_pool::{BlockId, BlockPool, KvCopy, PoolStats};
-pub use events::{KvEvent, Medium};
+pub use events::{EventDetail, KvEvent, Medium};
 pub use host_tier::SlotId;
 pub use manager::{BlockTable, KvCacheManager, PrefixHit};

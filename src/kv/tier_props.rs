@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 
 use super::hash::extend_sequence_hashes;
-use super::{BlockTable, KvCacheManager, KvCopy, KvEvent, Medium};
+use super::{BlockTable, EventDetail, KvCacheManager, KvCopy, KvEvent, Medium};
 
 const BS: usize = 2;
 
@@ -113,7 +113,7 @@ proptest! {
     #[test]
     fn tiers_keep_their_invariants_events_and_bytes(ops in prop::collection::vec(op(), 1..120)) {
         let (num_blocks, host_slots) = (12, 6);
-        let mut m = KvCacheManager::new(num_blocks, BS, true, true).with_host_tier(host_slots);
+        let mut m = KvCacheManager::new(num_blocks, BS, true, EventDetail::Full).with_host_tier(host_slots);
         let mut bytes = Bytes { device: vec![None; num_blocks], host: vec![None; host_slots] };
         let mut events = BTreeSet::new();
         let mut live: Vec<Live> = Vec::new();

@@ -204,13 +204,23 @@ pub fn synthesize_into(
 ) {
     for (i, &h) in r.hash_ids.iter().enumerate() {
         let len = block.min(r.input_length - i * block);
-        for j in 0..len as u64 {
-            let mut z =
-                h.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ j.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 31)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            // Multiply-high maps the 64-bit draw onto the vocabulary without a division.
-            out.push(first_id + (((z ^ (z >> 29)) as u128 * vocab as u128) >> 64) as u32);
-        }
+        // One 64-bit mix a block, then 32-bit work a token (murmur3's finalizer, a bijection,
+        // of its index keyed by the block's low half, xored with the high half), which
+        // vectorizes: a whole trace's prompts are about a tenth of the simulator's time
+        // otherwise. Two blocks' tokens agree only where their 64-bit seeds do.
+        let mut z = h.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let (lo, hi) = (z as u32, (z >> 32) as u32);
+        out.extend((0..len as u32).map(|j| {
+            let mut x = lo ^ j.wrapping_mul(0x9E37_79B9);
+            x = (x ^ (x >> 16)).wrapping_mul(0x85EB_CA6B);
+            x = (x ^ (x >> 13)).wrapping_mul(0xC2B2_AE35);
+            x = (x ^ (x >> 16)) ^ hi;
+            // Multiply-high maps the 32-bit draw onto the vocabulary without a division.
+            first_id + ((x as u64 * vocab as u64) >> 32) as u32
+        }));
     }
 }
 

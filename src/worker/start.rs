@@ -17,6 +17,7 @@ use super::zmq_events::ZmqPublisher;
 use crate::backend::Backend;
 use crate::engine::hooks::{Hooked, Hooks};
 use crate::engine::{EngineHandle, Executor};
+use crate::kv::EventDetail;
 use crate::loader::LoadedModel;
 use crate::wire::proto::{KvLayout, ModelInfoResponse, worker_server::WorkerServer};
 use crate::wire::tls::TlsFiles;
@@ -127,7 +128,7 @@ pub fn run<B: Backend>(
     let transfer_timeout = cfg.kv_transfer_timeout;
     let hub = Arc::new(KvEventHub::new());
     let (tx, rx) = std::sync::mpsc::channel();
-    loaded.engine.set_event_sink(tx);
+    loaded.engine.set_event_sink(tx, EventDetail::Full);
     {
         let hub = hub.clone();
         std::thread::Builder::new()

@@ -12,6 +12,7 @@ use rand::rngs::StdRng;
 use super::{Cluster, ClusterConfig, Gang, Topology, Worker};
 use crate::config::EngineConfig;
 use crate::engine::EngineCore;
+use crate::kv::EventDetail;
 use crate::replay::trace::TraceRequest;
 use crate::router::index::KvIndex;
 use crate::router::{Policy, PoolView};
@@ -105,7 +106,8 @@ impl<'a> Cluster<'a> {
                     let mut core = EngineCore::new(engine.clone(), SimExecutor::default(), vec![])
                         .expect("the engine config was validated");
                     if track_kv {
-                        core.set_event_sink(tx);
+                        // The router indexes blocks by hash: their tokens would be copied for nothing.
+                        core.set_event_sink(tx, EventDetail::Hashes);
                     }
                     members.push(workers.len());
                     workers.push(Worker {
