@@ -176,6 +176,49 @@ fn kv_events_describe_the_cache() {
 }
 
 #[test]
+fn prompt_hashes_from_a_router_spare_the_hashing_and_never_fake_a_hit() {
+    let mut e = demo(16, 32, 256);
+    let (tx, rx) = channel();
+    e.set_event_sink(tx, EventDetail::Full);
+    let one = SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(1)
+    };
+    let p = prompt(40, 3);
+    let mut hashes = Vec::new();
+    extend_sequence_hashes(&mut hashes, &p, 16);
+    assert_eq!(hashes.len(), 2);
+    e.add_request(req(1, p.clone(), one.clone())).unwrap();
+    e.give_prompt_hashes(1, hashes.clone()).unwrap();
+    // Only while it waits, once, and no more hashes than full prompt blocks.
+    assert!(e.give_prompt_hashes(1, hashes.clone()).is_err());
+    assert!(e.give_prompt_hashes(7, hashes.clone()).is_err());
+    e.add_request(req(2, prompt(40, 4), one.clone())).unwrap();
+    let mut three = hashes.clone();
+    three.push(5);
+    assert!(e.give_prompt_hashes(2, three).is_err());
+    drain(&mut e);
+    let stored: Vec<Vec<u64>> = rx
+        .try_iter()
+        .filter_map(|ev| match ev {
+            KvEvent::BlockStored { block_hashes, .. } => Some(block_hashes),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stored[0], hashes, "the given hashes are the engine's own");
+    // The same prompt with them hits; another prompt given them (a caller's mistake) finds
+    // the blocks by hash but not their tokens, and computes its own.
+    e.add_request(req(3, p.clone(), one.clone())).unwrap();
+    e.give_prompt_hashes(3, hashes.clone()).unwrap();
+    drain(&mut e);
+    assert_eq!(e.kv_stats().hit_tokens, 32);
+    e.add_request(req(4, prompt(40, 9), one)).unwrap();
+    e.give_prompt_hashes(4, hashes).unwrap();
+    drain(&mut e);
+    assert_eq!(e.kv_stats().hit_tokens, 32, "no hit on a hash alone");
+}
+
+#[test]
 fn stop_conditions() {
     let mut e = demo(16, 64, 4096);
     // Greedy output of the demo model is deterministic: learn it, then stop on its third token.

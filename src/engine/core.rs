@@ -221,6 +221,27 @@ impl<E: Executor> EngineCore<E> {
         Ok(())
     }
 
+    /// Gives a waiting request the sequence hashes of its prompt's leading full blocks
+    /// (`kv::hash::extend_sequence_hashes` at this engine's block size), as a KV router
+    /// computed them to pick this worker, so that its prefix lookup does not hash the prompt
+    /// again. The caller vouches for them; a lookup still compares a hit's tokens.
+    pub fn give_prompt_hashes(&mut self, id: RequestId, hashes: Vec<u64>) -> Result<()> {
+        let full = |s: &Sequence| s.prompt_len / self.cfg.block_size;
+        let seq = self
+            .scheduler
+            .waiting
+            .iter_mut()
+            .rev()
+            .find(|s| s.id == id)
+            .ok_or_else(|| Error::InvalidRequest(format!("request {id} is not waiting")))?;
+        if hashes.len() > full(seq) || !seq.table.start_from_hashes(hashes) {
+            return Err(Error::InvalidRequest(format!(
+                "request {id}: more hashes than full prompt blocks, or blocks already looked up"
+            )));
+        }
+        Ok(())
+    }
+
     /// Ends a request wherever it is and frees its blocks; false if it is not live.
     pub fn abort(&mut self, id: RequestId) -> bool {
         let found = self.scheduler.remove(id, &mut self.kv).is_some()

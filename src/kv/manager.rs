@@ -30,6 +30,20 @@ pub struct BlockTable {
     num_cached: usize,
 }
 
+impl BlockTable {
+    /// Starts an empty table from the sequence hashes of its tokens' leading full blocks
+    /// (`kv::hash::extend_sequence_hashes` at the cache's block size), as a KV router
+    /// computed them to pick the worker: the prefix lookup hashes only the blocks after them.
+    /// False, and no change, if the table is not empty.
+    pub fn start_from_hashes(&mut self, hashes: Vec<u64>) -> bool {
+        if !(self.blocks.is_empty() && self.hashes.is_empty()) {
+            return false;
+        }
+        self.hashes = hashes;
+        true
+    }
+}
+
 /// Allocates and frees KV blocks for sequences; owns the pool.
 #[derive(Debug)]
 pub struct KvCacheManager {

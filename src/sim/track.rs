@@ -107,8 +107,8 @@ pub(super) struct Track {
     pub hashes: Vec<u64>,
     pub first_token: u32,
     pub transfer: Option<(usize, usize)>,
-    /// Routed, on its way to this engine.
-    pub pending: Option<(usize, Request)>,
+    /// Routed, on its way to this engine, with the block hashes its router computed.
+    pub pending: Option<(usize, Request, Vec<u64>)>,
     pub timeline: Option<Box<Timeline>>,
 }
 

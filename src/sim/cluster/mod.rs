@@ -304,7 +304,8 @@ impl Cluster<'_> {
             let mut kept = Vec::with_capacity(prompt.capacity());
             kept.extend_from_slice(&prompt);
             self.tracks[id].prompt = kept;
-            self.tracks[id].hashes = hashes;
+            // Kept to route the decode; the engine gets a copy.
+            self.tracks[id].hashes = hashes.clone();
         }
         let req = Request {
             id: id as u64,
@@ -312,23 +313,24 @@ impl Cluster<'_> {
             params,
         };
         if self.path.entry + stagger == 0 {
-            self.add(id, w, req, t);
+            self.add(id, w, req, hashes, t);
         } else {
             // The router counts it against the worker from its pick on, as the frontend's.
-            self.tracks[id].pending = Some((w, req));
+            self.tracks[id].pending = Some((w, req, hashes));
             let at = t + stagger + self.path.entry;
             self.heap.push(Reverse((at, Event::Enqueue(id))));
         }
     }
 
     fn enqueue(&mut self, id: usize, t: u64) {
-        if let Some((w, req)) = self.tracks[id].pending.take() {
-            self.add(id, w, req, t);
+        if let Some((w, req, hashes)) = self.tracks[id].pending.take() {
+            self.add(id, w, req, hashes, t);
         }
     }
 
-    /// Request `id` reaches engine `w` at `t`.
-    fn add(&mut self, id: usize, w: usize, req: Request, t: u64) {
+    /// Request `id` reaches engine `w` at `t`, with the block hashes its router computed
+    /// (none under round-robin), which spare the engine hashing the prompt again.
+    fn add(&mut self, id: usize, w: usize, req: Request, hashes: Vec<u64>, t: u64) {
         let g = self.workers[w].gang;
         if self.gangs[g].busy {
             self.gangs[g].debt += self.path.worker_cpu_per_request;
@@ -341,7 +343,13 @@ impl Cluster<'_> {
             core.add_request(req)
         };
         match added {
-            Ok(()) => self.wake(w, t),
+            Ok(()) => {
+                if !hashes.is_empty() {
+                    core.give_prompt_hashes(id as u64, hashes)
+                        .expect("the router hashes the prompt at the engine's block size");
+                }
+                self.wake(w, t)
+            }
             Err(e) => self.fail(id, e.to_string()),
         }
     }
