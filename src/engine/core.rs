@@ -5,7 +5,8 @@ use std::sync::mpsc::Sender;
 
 use super::executor::{Executor, SeqWork, StepBatch};
 use super::hold::{Held, HoldView};
-use super::sampler::{SampleContext, Sampled};
+use super::output::{RequestOutput, StepFailure};
+use super::sampler::SampleContext;
 use super::scheduler::{Scheduler, SchedulerConfig, SchedulerOutput};
 use super::sequence::{FinishReason, Request, RequestId, Sequence, validate_request};
 use crate::backend::ModelInput;
@@ -13,36 +14,6 @@ use crate::backend::{AttentionMeta, AttnSeq};
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::kv::{BlockTable, EventDetail, KvCacheManager, KvCopy, KvEvent, PoolStats};
-
-/// What one step produced for one request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RequestOutput {
-    /// The request.
-    pub id: RequestId,
-    /// The token generated this step (none for a prefill chunk that did not finish the prompt).
-    pub token: Option<Sampled>,
-    /// Set when the request ended this step.
-    pub finish: Option<FinishReason>,
-    /// Prompt length.
-    pub prompt_tokens: usize,
-    /// Prompt tokens served from the prefix cache.
-    pub cached_tokens: usize,
-    /// For a prefill request that finished: the blocks now held for a decode worker to pull.
-    pub held_blocks: Option<Vec<crate::kv::BlockId>>,
-    /// For a request that finished: where its time went.
-    pub timing: Option<super::sequence::RequestTiming>,
-    /// For a request that finished on an engine that runs the model: the steps it ran in.
-    pub steps: Vec<crate::timeline::StepTimes>,
-}
-
-/// A step whose execution failed: the error, and the requests it ended (their blocks freed).
-#[derive(Debug)]
-pub struct StepFailure {
-    /// What went wrong.
-    pub error: Error,
-    /// Requests that were in the step; they are no longer live.
-    pub failed: Vec<RequestId>,
-}
 
 /// The engine of one worker: scheduler, KV cache manager and executor, stepped by its owner.
 pub struct EngineCore<E: Executor> {

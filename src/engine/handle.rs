@@ -8,8 +8,9 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use super::core::{EngineCore, RequestOutput};
+use super::core::EngineCore;
 use super::executor::Executor;
+use super::output::RequestOutput;
 use super::sequence::{FinishReason, Request, RequestId, validate_request};
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
