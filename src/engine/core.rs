@@ -197,7 +197,7 @@ impl<E: Executor> EngineCore<E> {
     /// computed them to pick this worker, so that its prefix lookup does not hash the prompt
     /// again. The caller vouches for them; a lookup still compares a hit's tokens.
     pub fn give_prompt_hashes(&mut self, id: RequestId, hashes: Vec<u64>) -> Result<()> {
-        let full = |s: &Sequence| s.prompt_len / self.cfg.block_size;
+        let bs = self.cfg.block_size;
         let seq = self
             .scheduler
             .waiting
@@ -205,7 +205,7 @@ impl<E: Executor> EngineCore<E> {
             .rev()
             .find(|s| s.id == id)
             .ok_or_else(|| Error::InvalidRequest(format!("request {id} is not waiting")))?;
-        if hashes.len() > full(seq) || !seq.table.start_from_hashes(hashes) {
+        if hashes.len() > seq.prompt_len / bs || !seq.table.start_from_hashes(hashes) {
             return Err(Error::InvalidRequest(format!(
                 "request {id}: more hashes than full prompt blocks, or blocks already looked up"
             )));
