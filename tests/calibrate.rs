@@ -48,8 +48,15 @@ fn json(path: &std::path::Path) -> Value {
 #[test]
 fn calibrate_measures_simulates_and_tabulates_both_deployments() {
     let dir = tempfile::tempdir().unwrap();
+    // Two passes of the profile, merged.
+    let mut small = SMALL;
+    let k = small
+        .iter()
+        .position(|&a| a == "--profile-repeats")
+        .unwrap();
+    small[k + 1] = "2";
     let (ok, stdout, stderr) =
-        run(&[&SMALL[..], &SLICE, &["--out", dir.path().to_str().unwrap()]].concat());
+        run(&[&small[..], &SLICE, &["--out", dir.path().to_str().unwrap()]].concat());
     assert!(ok, "{stdout}\n{stderr}");
     for metric in [
         "TTFT mean (ms)",
@@ -87,9 +94,38 @@ fn calibrate_measures_simulates_and_tabulates_both_deployments() {
     // Latencies are positive, real and simulated (the metrics were read, not defaulted).
     assert!(rows[0]["agg-rr"]["real"].as_f64().unwrap() > 0.0);
     assert!(rows[0]["disagg-kv"]["simulated"].as_f64().unwrap() > 0.0);
-    // The measured profile it wrote is one `tandem simulate --profile` reads.
+    // The measured profile it wrote is one `tandem simulate --profile` reads: the median of
+    // its two passes (their mean), point by point.
     let profile = dir.path().join("profile.json");
     let p = json(&profile);
+    assert!(stderr.contains("2 profile passes priced"), "{stderr}");
+    let passes: Vec<Value> = (1..=2)
+        .map(|k| json(&dir.path().join(format!("profile_pass_{k}.json"))))
+        .collect();
+    let seconds = |v: &Value, grid: &str| -> Vec<f64> {
+        v["measured"][grid]["seconds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+            .collect()
+    };
+    for grid in ["prefill", "decode", "mixed"] {
+        let (a, b, m) = (
+            seconds(&passes[0], grid),
+            seconds(&passes[1], grid),
+            seconds(&p, grid),
+        );
+        assert_eq!(m.len(), a.len());
+        for i in 0..m.len() {
+            let mean = (a[i] + b[i]) / 2.0;
+            assert!(
+                (m[i] / mean - 1.0).abs() < 1e-9,
+                "{grid}: {a:?} {b:?} {m:?}"
+            );
+        }
+    }
+    assert!(p["name"].as_str().unwrap().ends_with("median of 2 passes"));
     assert!(
         p["measured"]["prefill"]["seconds"]
             .as_array()

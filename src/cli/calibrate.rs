@@ -1,12 +1,12 @@
 //! `tandem calibrate`: the simulator against the real system, on this machine. It profiles a
-//! worker (`tandem profile`, on one core), runs the two reference deployments for real
+//! worker (`tandem profile`, on one core, in passes among the real runs), runs the two reference deployments for real
 //! (2 aggregated workers behind round-robin, then 1 prefill + 1 decode worker behind the KV
 //! router, each worker pinned to its own core, with `tandem serve` and the replay client),
 //! simulates both on the same trace slice with the measured profile, and prints real,
 //! simulated and error per metric, with the real runs' own spread and whether the simulated
 //! A/B moves each metric the way the real one does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,8 @@ use crate::replay::client::{ReplayConfig, replay};
 use crate::replay::metrics::{RequestRecord, Slo, Summary, summarize};
 use crate::replay::trace::TraceRequest;
 use crate::router::Policy;
+use crate::sim::grid::Measured;
+use crate::sim::median::median_profile;
 use crate::sim::{ClusterConfig, Profile, Topology, simulate};
 use crate::timeline::{Timeline, mean_segments};
 
@@ -42,7 +44,10 @@ pub struct CalibrateArgs {
     /// Points per axis of the measured profile's grids.
     #[arg(long, default_value_t = 5)]
     points: usize,
-    /// Timed steps per point of the profile.
+    /// Passes of the profile, each timing every point once (a `tandem profile --repeats 1`),
+    /// spread over the real runs (one before each round of them, as far as they go) and
+    /// merged point by point by their median: the profile samples the machine over the same
+    /// hour as the runs, and a slow spell falls on one pass.
     #[arg(long, default_value_t = 3)]
     profile_repeats: usize,
     /// Goodput thresholds in AIPerf's syntax.
@@ -124,38 +129,28 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         bail!("the trace slice has no requests");
     }
 
-    // 1. The profile, measured on one core as a worker runs.
-    let profile_path = match &args.profile {
-        Some(p) => p.clone(),
-        None => {
-            let path = dir.join("profile.json");
-            let mut argv = vec!["profile".to_string()];
-            argv.extend(model_flags(&args.model));
-            argv.extend(["--cpus".into(), cores[0].to_string()]);
-            argv.extend(["--points".into(), args.points.to_string()]);
-            argv.extend(["--repeats".into(), args.profile_repeats.to_string()]);
-            argv.extend(["--out".into(), path.display().to_string()]);
-            eprintln!("calibrate: profiling one worker on core {}", cores[0]);
-            let status = std::process::Command::new(std::env::current_exe()?)
-                .args(&argv)
-                .status()
-                .context("starting tandem profile")?;
-            if !status.success() {
-                bail!("tandem profile failed: {status}");
-            }
-            path
-        }
+    // 1. The profile: the one given, or measured in passes spread over the real runs below.
+    let given = match &args.profile {
+        Some(p) => Some(Profile::load(p)?),
+        None => None,
     };
-    let profile = Profile::load(&profile_path)?;
-    profile.validate()?;
-    let engine = engine_config(&args.model, &profile)?;
+    let passes = if given.is_some() {
+        0
+    } else {
+        args.profile_repeats.max(1)
+    };
+    let mut measured = Vec::new();
 
     // 2. The real deployments, interleaved run by run so that drifts of the machine fall on
-    // both alike.
+    // both alike; the profile's passes among them (pass k before round k * runs / passes),
+    // so that it samples the machine over the same hour.
     let rt = tokio::runtime::Runtime::new()?;
     let mut real: Vec<Vec<Summary>> = vec![Vec::new(); 2];
     let mut real_timelines: Vec<Vec<Timeline>> = vec![Vec::new(); 2];
     for run in 0..args.runs {
+        while measured.len() < passes && measured.len() * args.runs / passes <= run {
+            measured.push(profile_pass(&args, &cores, &dir, measured.len(), passes)?);
+        }
         for (k, (name, flags, _, _)) in deployments().iter().enumerate() {
             let file = format!("{name}_real_{}.jsonl", run + 1);
             let s = match &args.real_from {
@@ -171,6 +166,11 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
             real[k].push(s.0);
         }
     }
+    let profile = match given {
+        Some(p) => p,
+        None => merge_passes(measured, &dir)?,
+    };
+    let engine = engine_config(&args.model, &profile)?;
 
     // 3. The same slice, simulated as many times as it ran for real, each with a seed of its
     // own (the serving path's races are drawn: which of a burst's requests an engine starts
@@ -236,6 +236,77 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
     )?;
     eprintln!("calibrate: wrote {}", dir.join("calibrate.json").display());
     Ok(())
+}
+
+/// Measures pass `k` (from 0) of `passes` of the profile: `tandem profile` on the first core,
+/// timing every point once. A single pass is the profile, in `profile.json`; several go to
+/// `profile_pass_K.json` and are merged by [`merge_passes`].
+fn profile_pass(
+    args: &CalibrateArgs,
+    cores: &[usize],
+    dir: &Path,
+    k: usize,
+    passes: usize,
+) -> anyhow::Result<Profile> {
+    let path = if passes == 1 {
+        dir.join("profile.json")
+    } else {
+        dir.join(format!("profile_pass_{}.json", k + 1))
+    };
+    let mut argv = vec!["profile".to_string()];
+    argv.extend(model_flags(&args.model));
+    argv.extend(["--cpus".into(), cores[0].to_string()]);
+    argv.extend(["--points".into(), args.points.to_string()]);
+    argv.extend(["--repeats".into(), "1".into()]);
+    argv.extend(["--out".into(), path.display().to_string()]);
+    eprintln!(
+        "calibrate: profiling one worker on core {}, pass {} of {passes}",
+        cores[0],
+        k + 1
+    );
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .args(&argv)
+        .status()
+        .context("starting tandem profile")?;
+    if !status.success() {
+        bail!("tandem profile failed: {status}");
+    }
+    Ok(Profile::load(&path)?)
+}
+
+/// The profile of the passes: the one, or their median ([`median_profile`]) written to
+/// `profile.json`, with how far apart the passes priced the largest prefill and the smallest
+/// decode step (how much the machine moved under them).
+fn merge_passes(passes: Vec<Profile>, dir: &Path) -> anyhow::Result<Profile> {
+    if passes.len() == 1 {
+        return Ok(passes.into_iter().next().expect("one pass"));
+    }
+    let merged = median_profile(&passes)?;
+    let path = dir.join("profile.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&merged)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let list = |pick: fn(&Measured) -> f64| -> String {
+        let v: Vec<String> = passes
+            .iter()
+            .filter_map(|p| p.measured.as_ref())
+            .map(|m| format!("{:.1}", pick(m) * 1e3))
+            .collect();
+        v.join(" / ")
+    };
+    let m = merged
+        .measured
+        .as_ref()
+        .expect("a median profile is measured");
+    eprintln!(
+        "calibrate: {} profile passes priced a prefill of {} tokens at {} ms and a decode \
+         step of one at {} ms; {} holds their median",
+        passes.len(),
+        m.prefill.x.last().copied().unwrap_or(0.0),
+        list(|m| m.prefill.seconds.last().map_or(0.0, |r| r[0])),
+        list(|m| m.decode.seconds[0][0]),
+        path.display()
+    );
+    Ok(merged)
 }
 
 /// The model flags a worker of this calibration gets (without the cores, given per process).

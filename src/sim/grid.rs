@@ -13,6 +13,14 @@
 //! linear in batch × context, which no interpolation of a few points follows as closely), the
 //! roofline's extrapolation outside, and right for steps no grid holds: several prompts in one
 //! step pay attention each over its own length, not as one long prompt.
+//!
+//! The grids time one prompt a step, so a step of several reads its ratio at its mean prompt
+//! (new tokens per prompt), not at one prompt of all their tokens: the ratio says how far
+//! the machine is from the roofline on a prompt of that length (a long prompt's attention
+//! falls out of cache), and a step of ten 300-token prompts runs ten such prompts, not a
+//! 3,000-token one. Read at the sum, the real prefill steps of a calibration ran 15-30% faster
+//! than simulated when they held five or more prompts than when they held one; read at the
+//! mean, within 5-10% of each other (BENCHMARKS.md, 2026-12-07).
 
 use serde::{Deserialize, Serialize};
 
@@ -191,6 +199,8 @@ impl Grid2 {
 pub struct StepShape {
     /// New tokens of the prefill chunks.
     pub prefill_tokens: f64,
+    /// How many chunks they come from (a grid point's step has one; 0 counts as one).
+    pub prefill_seqs: f64,
     /// Their cached prefix, weighted by new tokens.
     pub prefill_cached: f64,
     /// Decoding sequences.
@@ -208,6 +218,7 @@ impl StepShape {
             if w.new_tokens > 1 {
                 let n = w.new_tokens as f64;
                 s.prefill_tokens += n;
+                s.prefill_seqs += 1.0;
                 cached_weighted += n * (w.context_len - w.new_tokens) as f64;
             } else {
                 s.decodes += 1.0;
@@ -271,27 +282,28 @@ impl Measured {
     }
 
     /// How much slower than the roofline a step of `s`'s shape is: the measured-to-roofline
-    /// ratio of the grid the step belongs to, interpolated at its shape (held at the grid's
-    /// edge beyond it). `roofline(shape)` is the roofline's time of a grid point's step.
+    /// ratio of the grid the step belongs to, interpolated at its shape, its prefill at its
+    /// mean prompt (held at the grid's edge beyond it). `roofline(shape)` is the roofline's
+    /// time of a grid point's step.
     pub fn ratio(&self, s: &StepShape, roofline: impl Fn(&StepShape) -> f64) -> f64 {
         let shape = |n: f64, c: f64, b: f64, l: f64| StepShape {
             prefill_tokens: n,
+            prefill_seqs: 1.0,
             prefill_cached: c,
             decodes: b,
             decode_context: l,
         };
+        let prompt = s.prefill_tokens / s.prefill_seqs.max(1.0);
         let (r, _, _) = match (s.prefill_tokens > 0.0, s.decodes > 0.0) {
             (false, false) => return 1.0,
-            (true, false) => self
-                .prefill
-                .ratio_at(s.prefill_tokens, s.prefill_cached, &|n, c| {
-                    roofline(&shape(n, c, 0.0, 0.0))
-                }),
+            (true, false) => self.prefill.ratio_at(prompt, s.prefill_cached, &|n, c| {
+                roofline(&shape(n, c, 0.0, 0.0))
+            }),
             (false, true) => self.decode.ratio_at(s.decodes, s.decode_context, &|b, l| {
                 roofline(&shape(0.0, 0.0, b, l))
             }),
             // Measured with no cached prefix and the decodes at `mixed_context`.
-            (true, true) => self.mixed.ratio_at(s.prefill_tokens, s.decodes, &|n, b| {
+            (true, true) => self.mixed.ratio_at(prompt, s.decodes, &|n, b| {
                 roofline(&shape(n, 0.0, b, self.mixed_context))
             }),
         };
@@ -336,6 +348,71 @@ mod tests {
         // Outside, the nearest edge value (the caller scales it).
         let (t, edge, inside) = g.at(1024.0, 500.0);
         assert!(!inside && edge == (256.0, 128.0) && (t - 0.06).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_step_of_several_prompts_reads_the_ratio_of_its_mean_prompt() {
+        // A machine that falls further behind its roofline the longer a prompt is (its
+        // attention out of cache): measured = roofline x (1 + n / 500).
+        let roofline = |s: &StepShape| {
+            let k = s.prefill_seqs.max(1.0);
+            let n = s.prefill_tokens / k;
+            1e-3 + s.prefill_tokens * 1e-4 + k * n * n * 1e-7 + s.decodes * 1e-4
+        };
+        let one = |n: f64| StepShape {
+            prefill_tokens: n,
+            prefill_seqs: 1.0,
+            ..StepShape::default()
+        };
+        let xs = vec![2.0, 20.0, 200.0, 2000.0];
+        let prefill = Grid2::new(
+            ("new tokens", xs.clone()),
+            ("cached tokens", vec![0.0]),
+            xs.iter()
+                .map(|&n| vec![roofline(&one(n)) * (1.0 + n / 500.0)])
+                .collect(),
+        )
+        .unwrap();
+        let flat = Grid2::new(
+            ("a", vec![1.0, 2.0]),
+            ("b", vec![1.0, 2.0]),
+            vec![vec![1e-3, 1e-3], vec![1e-3, 1e-3]],
+        )
+        .unwrap();
+        let m = Measured {
+            measured_on: "toy".into(),
+            prefill,
+            decode: flat.clone(),
+            mixed: flat,
+            mixed_context: 64.0,
+            transfer_latency_s: 1e-3,
+            transfer_bytes_per_s: 1e9,
+        };
+        let ratio = |s: StepShape| m.ratio(&s, roofline);
+        assert!((ratio(one(2000.0)) - 5.0).abs() < 1e-9);
+        // Ten prompts of 200: ten 200-token prompts' ratio, not a 2,000-token one's.
+        let ten = StepShape {
+            prefill_seqs: 10.0,
+            ..one(2000.0)
+        };
+        assert!((ratio(ten) - 1.4).abs() < 1e-9, "{}", ratio(ten));
+        // A shape without a count is one prompt, as a grid point's.
+        let unset = StepShape {
+            prefill_seqs: 0.0,
+            ..one(200.0)
+        };
+        assert!((ratio(unset) - 1.4).abs() < 1e-9);
+        // StepShape::of counts the prompts (sequences of more than one new token).
+        let work = [(200, 200), (200, 264), (1, 90)].map(|(n, c)| SeqWork {
+            new_tokens: n,
+            context_len: c,
+        });
+        let s = StepShape::of(&work);
+        assert_eq!(
+            (s.prefill_tokens, s.prefill_seqs, s.decodes),
+            (400.0, 2.0, 1.0)
+        );
+        assert_eq!(s.prefill_cached, 32.0);
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod executor;
 pub mod grid;
 pub mod hardware;
 pub mod measure;
+pub mod median;
 pub mod moe;
 pub mod plan;
 pub mod profile;

@@ -357,11 +357,16 @@ impl Profile {
     pub fn shape_time(&self, s: &StepShape) -> f64 {
         let mut work = Vec::new();
         if s.prefill_tokens > 0.0 {
-            let n = s.prefill_tokens.round().max(1.0) as usize;
-            work.push(SeqWork {
-                new_tokens: n,
-                context_len: n + s.prefill_cached.round() as usize,
-            });
+            // Its prompts alike: each of the mean length.
+            let k = s.prefill_seqs.round().max(1.0);
+            let n = (s.prefill_tokens / k).round().max(1.0) as usize;
+            work.extend(std::iter::repeat_n(
+                SeqWork {
+                    new_tokens: n,
+                    context_len: n + s.prefill_cached.round() as usize,
+                },
+                k as usize,
+            ));
         }
         let d = s.decodes.round() as usize;
         work.extend(std::iter::repeat_n(
