@@ -1,10 +1,10 @@
 //! `tandem calibrate`: the simulator against the real system, on this machine. It profiles a
-//! worker (`tandem profile`, on one core, in passes among the real runs), runs the two reference deployments for real
-//! (2 aggregated workers behind round-robin, then 1 prefill + 1 decode worker behind the KV
-//! router, each worker pinned to its own core, with `tandem serve` and the replay client),
-//! simulates both on the same trace slice with the measured profile, and prints real,
-//! simulated and error per metric, with the real runs' own spread and whether the simulated
-//! A/B moves each metric the way the real one does.
+//! worker (`tandem profile`, on one core, in passes among the real runs), runs the two
+//! reference deployments for real (2 aggregated workers behind round-robin, then 1 prefill + 1
+//! decode worker behind the KV router, each worker pinned to its own core, with `tandem
+//! serve` and the replay client), simulates both on the same trace slice with the measured
+//! profile, and prints real, simulated and error per metric, with the real runs' own spread
+//! and whether the simulated A/B moves each metric the way the real one does.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -18,9 +18,9 @@
 //! (new tokens per prompt), not at one prompt of all their tokens: the ratio says how far
 //! the machine is from the roofline on a prompt of that length (a long prompt's attention
 //! falls out of cache), and a step of ten 300-token prompts runs ten such prompts, not a
-//! 3,000-token one. Read at the sum, the real prefill steps of a calibration ran 15-30% faster
-//! than simulated when they held five or more prompts than when they held one; read at the
-//! mean, within 5-10% of each other (BENCHMARKS.md, 2026-12-07).
+//! 3,000-token one. Read at the sum, a calibration's real prefill steps of five or more
+//! prompts ran 15-30% faster, against their simulated time, than its steps of one; read at the
+//! mean, within 5-10% of them (BENCHMARKS.md, 2026-12-07).
 
 use serde::{Deserialize, Serialize};
 
