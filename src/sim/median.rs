@@ -132,6 +132,8 @@ pub fn median_profile(passes: &[Profile]) -> Result<Profile> {
         return Err(refused("their mixed steps' contexts differ".into()));
     }
     let of = |f: fn(&Profile) -> f64| median(passes.iter().map(f).collect()).unwrap_or(0.0);
+    let of_measured =
+        |f: fn(&Measured) -> f64| median(measured.iter().map(|m| f(m)).collect()).unwrap_or(0.0);
     let name = format!("{}, median of {} passes", first.name, passes.len());
     let m = Measured {
         measured_on: name.clone(),
@@ -139,8 +141,8 @@ pub fn median_profile(passes: &[Profile]) -> Result<Profile> {
         decode: grid(|m| &m.decode, "decode")?,
         mixed: grid(|m| &m.mixed, "mixed")?,
         mixed_context,
-        transfer_latency_s: of(|p| p.measured.as_ref().map_or(0.0, |m| m.transfer_latency_s)),
-        transfer_bytes_per_s: of(|p| p.measured.as_ref().map_or(0.0, |m| m.transfer_bytes_per_s)),
+        transfer_latency_s: of_measured(|m| m.transfer_latency_s),
+        transfer_bytes_per_s: of_measured(|m| m.transfer_bytes_per_s),
     };
     let points = grid_points((&m.prefill, &m.decode, &m.mixed), mixed_context);
     let mut out = fit_roofline(first, &points);
