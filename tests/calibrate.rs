@@ -78,6 +78,31 @@ fn calibrate_measures_simulates_and_tabulates_both_deployments() {
         assert!(stdout.contains(line), "{line} missing:\n{stdout}");
     }
     let report = json(&dir.path().join("calibrate.json"));
+    // The real steps priced by the profile, by kind; the simulated ones beside them.
+    assert!(
+        stdout.contains("steps against the profile's price"),
+        "{stdout}"
+    );
+    for d in ["agg-rr", "disagg-kv"] {
+        for side in ["real", "simulated"] {
+            let all = &report["steps"][d][side]["all"]["all"];
+            assert!(all["steps"].as_u64().unwrap() > 0, "{d} {side}: {all}");
+            assert!(all["median_duration_over_price"].as_f64().unwrap() > 0.0);
+        }
+    }
+    // The machine's speed, read before and after each of the 2 passes and each of the 2
+    // real runs, and the table again with the profile at the runs' speed.
+    let refs = json(&dir.path().join("references.json"));
+    assert_eq!(refs["passes"].as_array().unwrap().len(), 4, "{refs}");
+    assert_eq!(refs["runs"].as_array().unwrap().len(), 4, "{refs}");
+    assert!(stderr.contains("reference steps (median ms"), "{stderr}");
+    let level = &report["runs_over_profile_speed"];
+    for k in ["prefill", "decode"] {
+        let x = level[k].as_f64().unwrap();
+        assert!(x.is_finite() && x > 0.0, "{level}");
+    }
+    assert!(stdout.contains("at the runs' speed"), "{stdout}");
+    assert_eq!(report["rows_at_runs_speed"].as_array().unwrap().len(), 11);
     let rows = report["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 11, "{report}");
     for r in rows {
@@ -235,6 +260,11 @@ fn calibrate_measures_simulates_and_tabulates_both_deployments() {
     assert!(ok, "{stdout}\n{stderr}");
     assert!(!stderr.contains("calibrate: real"), "{stderr}");
     let second = json(&again.path().join("calibrate.json"));
+    // With the references that calibration recorded.
+    assert_eq!(
+        second["runs_over_profile_speed"],
+        report["runs_over_profile_speed"]
+    );
     for (a, b) in rows.iter().zip(second["rows"].as_array().unwrap()) {
         if a["metric"].as_str().unwrap().starts_with("goodput") {
             continue;

@@ -15,18 +15,20 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::ModelArgs;
+use super::calibrate_reference::{References, reference};
 use super::calibrate_report::{Row, breakdown_json, breakdown_table, compare, table};
-use super::frontend::{spawn_tandem, stop_workers, wait_healthy};
+use super::calibrate_runs::{
+    Simulated, deployments, real_run, recorded_run, timelines, write_records,
+};
+use super::calibrate_steps::{levels_json, levels_table, step_levels};
 use super::trace::TraceArgs;
 use crate::config::EngineConfig;
-use crate::replay::client::{ReplayConfig, replay};
-use crate::replay::metrics::{RequestRecord, Slo, Summary, summarize};
-use crate::replay::trace::TraceRequest;
-use crate::router::Policy;
+use crate::replay::metrics::{RequestRecord, Slo, Summary};
+use crate::sim::Profile;
 use crate::sim::grid::Measured;
+use crate::sim::measure::Reference;
 use crate::sim::median::median_profile;
-use crate::sim::{ClusterConfig, Profile, Topology, simulate};
-use crate::timeline::{Timeline, mean_segments};
+use crate::timeline::mean_segments;
 
 /// Arguments of `tandem calibrate`.
 #[derive(Debug, Args)]
@@ -50,6 +52,14 @@ pub struct CalibrateArgs {
     /// hour as the runs, and a slow spell falls on one pass.
     #[arg(long, default_value_t = 3)]
     profile_repeats: usize,
+    /// Timed steps of each reference reading (`tandem profile --reference`: a fixed prefill
+    /// and decode step, half a second on the demo model), taken before and after each
+    /// profile pass and each real run on the first core. The simulator reruns with the
+    /// profile scaled by the runs' readings over the passes' (the machine's speed when each
+    /// ran), and prints that table too. 0: no readings. With --real-from, the readings that
+    /// calibration recorded are read (they go with its own profile).
+    #[arg(long, default_value_t = 5)]
+    reference_repeats: usize,
     /// Goodput thresholds in AIPerf's syntax.
     #[arg(
         long,
@@ -67,27 +77,6 @@ pub struct CalibrateArgs {
     /// simulator alone reruns. Give that run's profile with --profile.
     #[arg(long, requires = "profile")]
     real_from: Option<PathBuf>,
-}
-
-/// The two reference deployments: name, `tandem serve` flags, simulated topology, policy.
-fn deployments() -> [(&'static str, &'static [&'static str], Topology, Policy); 2] {
-    [
-        (
-            "agg-rr",
-            &["--workers", "2", "--router", "round-robin"],
-            Topology::Aggregated { workers: 2 },
-            Policy::RoundRobin,
-        ),
-        (
-            "disagg-kv",
-            &["--prefill", "1", "--decode", "1", "--router", "kv"],
-            Topology::Disaggregated {
-                prefill: 1,
-                decode: 1,
-            },
-            Policy::kv(0.0),
-        ),
-    ]
 }
 
 /// The cores the workers run on: `--cpus`, or the first two this process may use.
@@ -140,16 +129,32 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         args.profile_repeats.max(1)
     };
     let mut measured = Vec::new();
+    // The reference steps around each pass and each real run; an earlier calibration's
+    // with --real-from.
+    let mut refs = match &args.real_from {
+        Some(from) => References::load(from)?.unwrap_or_default(),
+        None => References::default(),
+    };
+    let repeats = args.reference_repeats;
+    let ref_path = dir.join("reference.json");
+    let time_ref = |to: &mut Vec<Reference>| -> anyhow::Result<()> {
+        if repeats > 0 && args.real_from.is_none() {
+            to.push(reference(&args.model, cores[0], repeats, &ref_path)?);
+        }
+        Ok(())
+    };
 
     // 2. The real deployments, interleaved run by run so that drifts of the machine fall on
     // both alike; the profile's passes among them (pass k before round k * runs / passes),
     // so that it samples the machine over the same hour.
     let rt = tokio::runtime::Runtime::new()?;
     let mut real: Vec<Vec<Summary>> = vec![Vec::new(); 2];
-    let mut real_timelines: Vec<Vec<Timeline>> = vec![Vec::new(); 2];
+    let mut real_records: Vec<Vec<Vec<RequestRecord>>> = vec![Vec::new(); 2];
     for run in 0..args.runs {
         while measured.len() < passes && measured.len() * args.runs / passes <= run {
+            time_ref(&mut refs.passes)?;
             measured.push(profile_pass(&args, &cores, &dir, measured.len(), passes)?);
+            time_ref(&mut refs.passes)?;
         }
         for (k, (name, flags, _, _)) in deployments().iter().enumerate() {
             let file = format!("{name}_real_{}.jsonl", run + 1);
@@ -157,12 +162,24 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
                 Some(from) => recorded_run(&from.join(&file), trace.len(), &slo)?,
                 None => {
                     eprintln!("calibrate: real {name}, run {} of {}", run + 1, args.runs);
-                    rt.block_on(real_run(&args, flags, &cores, &trace, trace_block, &slo))
-                        .with_context(|| format!("the real {name} deployment"))?
+                    time_ref(&mut refs.runs)?;
+                    let s = rt
+                        .block_on(real_run(
+                            &args.model,
+                            args.request_timeout,
+                            flags,
+                            &cores,
+                            &trace,
+                            trace_block,
+                            &slo,
+                        ))
+                        .with_context(|| format!("the real {name} deployment"))?;
+                    time_ref(&mut refs.runs)?;
+                    s
                 }
             };
             write_records(&dir.join(file), &s.1)?;
-            real_timelines[k].extend(s.1.iter().filter_map(|r| r.timeline.as_deref().cloned()));
+            real_records[k].push(s.1);
             real[k].push(s.0);
         }
     }
@@ -170,65 +187,66 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         Some(p) => p,
         None => merge_passes(measured, &dir)?,
     };
+    if args.real_from.is_none() && repeats > 0 {
+        refs.save(&dir)?;
+    }
     let engine = engine_config(&args.model, &profile)?;
 
-    // 3. The same slice, simulated as many times as it ran for real, each with a seed of its
-    // own (the serving path's races are drawn: which of a burst's requests an engine starts
-    // without).
-    let profile = Arc::new(profile);
-    let mut simulated = Vec::new();
-    let mut sim_timelines = Vec::new();
-    for (name, _, topology, policy) in deployments() {
-        let mut runs = Vec::new();
-        let mut timelines = Vec::new();
-        for seed in 0..args.runs as u64 {
-            let cfg = ClusterConfig {
-                name: name.to_string(),
-                topology,
-                policy,
-                engine: engine.clone(),
-                prefill_engine: None,
-                decode_engine: None,
-                speedup: 1.0,
-                vocab: engine.vocab_size as u32,
-                trace_block,
-                seed,
-                timelines: true,
-            };
-            let o = simulate(&cfg, profile.clone(), &trace)?;
-            write_records(
-                &dir.join(format!("{name}_sim_{}.jsonl", seed + 1)),
-                &o.records,
-            )?;
-            runs.push(summarize(&o.records, o.duration_s, Some(&slo)));
-            timelines.extend(
-                o.records
-                    .iter()
-                    .filter_map(|r| r.timeline.as_deref().cloned()),
-            );
+    // 3. The same slice, simulated as many times as it ran for real: with the profile as
+    // measured, and (with references) at the speed the runs' machine had.
+    let simulate = |p: &Profile, out: Option<&Path>| {
+        let p = Arc::new(p.clone());
+        Simulated::run(&engine, p, &trace, trace_block, args.runs, &slo, out)
+    };
+    let sim = simulate(&profile, Some(&dir))?;
+    let level = refs.level();
+    let at_runs = match level {
+        Some(l) => {
+            let p = l.apply(&profile);
+            let s = simulate(&p, None)?;
+            Some((p, s))
         }
-        simulated.push(runs);
-        sim_timelines.push(timelines);
-    }
+        None => None,
+    };
 
-    // 4. The table.
-    let rows = compare(&real, &simulated)?;
+    // 4. The tables.
+    let rows = compare(&real, &sim.summaries)?;
     print!("{}", table(&rows, trace.len(), args.runs, &profile.name));
+    if !refs.passes.is_empty() || !refs.runs.is_empty() {
+        eprint!("calibrate: {}", refs.summary());
+    }
+    let rows_at_runs = match &at_runs {
+        Some((p, s)) => {
+            let rows = compare(&real, &s.summaries)?;
+            print!("{}", table(&rows, trace.len(), args.runs, &p.name));
+            Some(rows)
+        }
+        None => None,
+    };
     let breakdown: Vec<_> = (0..2)
         .map(|k| {
             (
-                mean_segments(&real_timelines[k]),
-                mean_segments(&sim_timelines[k]),
+                mean_segments(&timelines(&real_records[k].concat())),
+                mean_segments(&sim.timelines[k]),
             )
         })
         .collect();
     print!("{}", breakdown_table(&breakdown));
+    let levels: Vec<_> = real_records
+        .iter()
+        .map(|r| step_levels(r, &profile))
+        .collect();
+    print!("{}", levels_table(&levels, &sim.levels));
     let report = json!({
         "requests": trace.len(),
         "runs": args.runs,
         "profile": profile.name,
         "rows": rows.iter().map(Row::json).collect::<Vec<Value>>(),
         "segments_ms": breakdown_json(&breakdown),
+        "steps": levels_json(&levels, &sim.levels),
+        "references": refs,
+        "runs_over_profile_speed": level,
+        "rows_at_runs_speed": rows_at_runs.map(|r| r.iter().map(Row::json).collect::<Vec<Value>>()),
     });
     std::fs::write(
         dir.join("calibrate.json"),
@@ -254,7 +272,7 @@ fn profile_pass(
         dir.join(format!("profile_pass_{}.json", k + 1))
     };
     let mut argv = vec!["profile".to_string()];
-    argv.extend(model_flags(&args.model));
+    argv.extend(args.model.to_cli_args_but_cpus());
     argv.extend(["--cpus".into(), cores[0].to_string()]);
     argv.extend(["--points".into(), args.points.to_string()]);
     argv.extend(["--repeats".into(), "1".into()]);
@@ -309,21 +327,6 @@ fn merge_passes(passes: Vec<Profile>, dir: &Path) -> anyhow::Result<Profile> {
     Ok(merged)
 }
 
-/// The model flags a worker of this calibration gets (without the cores, given per process).
-pub(super) fn model_flags(model: &ModelArgs) -> Vec<String> {
-    let all = model.to_cli_args();
-    let mut out = Vec::with_capacity(all.len());
-    let mut it = all.into_iter();
-    while let Some(a) = it.next() {
-        if a == "--cpus" {
-            it.next();
-        } else {
-            out.push(a);
-        }
-    }
-    out
-}
-
 /// The engine settings the real workers run with: their flags, the profile's KV capacity.
 fn engine_config(model: &ModelArgs, profile: &Profile) -> anyhow::Result<EngineConfig> {
     let spec = model.spec(false)?;
@@ -339,91 +342,4 @@ fn engine_config(model: &ModelArgs, profile: &Profile) -> anyhow::Result<EngineC
     }
     cfg.kv_hold_timeout = Duration::from_secs_f64(model.kv_hold_timeout);
     Ok(cfg)
-}
-
-/// One real run: `tandem serve` with `flags`, its workers one per core, the slice replayed.
-async fn real_run(
-    args: &CalibrateArgs,
-    flags: &[&str],
-    cores: &[usize],
-    trace: &[TraceRequest],
-    trace_block: usize,
-    slo: &Slo,
-) -> anyhow::Result<(Summary, Vec<RequestRecord>)> {
-    let mut argv = vec!["serve".to_string()];
-    argv.extend(model_flags(&args.model));
-    argv.extend(["--cpus".into(), format!("{},{}", cores[0], cores[1])]);
-    argv.extend(flags.iter().map(|s| s.to_string()));
-    argv.extend(["--port".into(), "0".into()]);
-    let (child, addr) = spawn_tandem(&argv).await?;
-    let base = format!("http://{addr}");
-    wait_healthy(&base, Duration::from_secs(60)).await?;
-    let cfg = ReplayConfig {
-        url: base,
-        model: None,
-        speedup: 1.0,
-        vocab: None,
-        trace_block,
-        request_timeout: Duration::from_secs_f64(args.request_timeout),
-        progress: true,
-        api_key: None,
-        timeline: true,
-    };
-    let result = replay(trace, &cfg).await;
-    stop_workers(vec![child], 5.0).await;
-    let (records, duration) = result?;
-    let s = summarize(&records, duration, Some(slo));
-    if s.errors > 0 {
-        let first = records
-            .iter()
-            .find_map(|r| r.error.clone())
-            .unwrap_or_default();
-        eprintln!(
-            "calibrate: {} of {} requests failed ({first})",
-            s.errors, s.requests
-        );
-    }
-    Ok((s, records))
-}
-
-/// A real run recorded by an earlier calibration: its records, and its summary over the
-/// span from the first send to the last request's end (the replay's own clock, to within
-/// its start-up).
-fn recorded_run(
-    path: &std::path::Path,
-    requests: usize,
-    slo: &Slo,
-) -> anyhow::Result<(Summary, Vec<RequestRecord>)> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let records = text
-        .lines()
-        .map(serde_json::from_str::<RequestRecord>)
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing {}", path.display()))?;
-    if records.len() != requests {
-        bail!(
-            "{} holds {} requests, the trace slice {requests}: record it with the same slice",
-            path.display(),
-            records.len()
-        );
-    }
-    let end_ms = records
-        .iter()
-        .map(|r| r.send_ms + r.latency_ms.unwrap_or(0.0))
-        .fold(0.0, f64::max);
-    Ok((summarize(&records, end_ms / 1e3, Some(slo)), records))
-}
-
-/// Per-request records, one JSON object a line (as `tandem replay --out` writes them).
-fn write_records(path: &std::path::Path, records: &[RequestRecord]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-    );
-    for r in records {
-        writeln!(f, "{}", serde_json::to_string(r)?)?;
-    }
-    f.flush()?;
-    Ok(())
 }

@@ -2,7 +2,10 @@
 
 pub mod bench_kernels;
 pub mod calibrate;
+mod calibrate_reference;
 mod calibrate_report;
+mod calibrate_runs;
+mod calibrate_steps;
 pub mod frontend;
 pub mod generate;
 pub mod preset;
@@ -194,6 +197,21 @@ impl ModelArgs {
             a[at + 1] = self.cpus[slot % self.cpus.len()].to_string();
         }
         a
+    }
+
+    /// These arguments as a command line without --cpus: for a process that is given its
+    /// cores apart (a calibration's workers and profiles).
+    pub fn to_cli_args_but_cpus(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut it = self.to_cli_args().into_iter();
+        while let Some(a) = it.next() {
+            if a == "--cpus" {
+                it.next();
+            } else {
+                out.push(a);
+            }
+        }
+        out
     }
 
     /// These arguments as a command line (for starting worker processes with the same model).

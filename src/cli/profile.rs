@@ -40,6 +40,11 @@ pub struct ProfileArgs {
     /// Timed steps per point (the median counts).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Time only the reference steps (a fixed prefill and decode step, each the median of
+    /// --repeats) and write them to --out: `tandem calibrate` reads the machine's speed with
+    /// them around its profile passes and its real runs.
+    #[arg(long)]
+    reference: bool,
     /// Leave the serving path (client, frontend, gRPC) unmeasured, at zero.
     #[arg(long)]
     no_serving: bool,
@@ -59,7 +64,7 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<()> {
     // First, before this process pins itself: the frontend and the client it starts must
     // run where they would beside a worker. Their CPU shares a CPU worker's cores; a GPU
     // worker's host has cores to spare for them.
-    let serving = if args.no_serving {
+    let serving = if args.no_serving || args.reference {
         ServingCosts::default()
     } else {
         eprintln!("profile: timing the serving path under load");
@@ -93,6 +98,9 @@ fn run<B: Backend>(
     let hooks = super::worker::hooks_of(&args.model, &loaded)?;
     let config = loaded.config;
     let mut engine = loaded.engine.map_executor(|e| Hooked::new(e, hooks));
+    if args.reference {
+        return reference(&args, &mut engine);
+    }
     let mut sweep = Sweep::for_engine(&cfg, args.points);
     sweep.repeats = args.repeats.max(1);
     let transfers = transfer_sizes(&cfg);
@@ -208,6 +216,28 @@ fn cpus(m: &ModelArgs) -> usize {
     } else {
         m.cpus.len()
     }
+}
+
+/// Times the reference steps and writes them to `--out`.
+fn reference<E: Executor>(args: &ProfileArgs, engine: &mut EngineCore<E>) -> anyhow::Result<()> {
+    let r = Sweeper::new(engine, |core| {
+        let t = Instant::now();
+        core.step().map_err(|f| f.error)?;
+        Ok(t.elapsed().as_secs_f64())
+    })
+    .reference(args.repeats)?;
+    std::fs::write(&args.out, serde_json::to_string_pretty(&r)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "{}: reference prefill of {} tokens {:.2} ms, decode step of {} at {} tokens {:.3} ms",
+        args.out.display(),
+        r.prefill_tokens,
+        r.prefill_s * 1e3,
+        r.decode_batch,
+        r.decode_context,
+        r.decode_s * 1e3
+    );
+    Ok(())
 }
 
 /// Times the host tier's copies on the idle engine's executor: every host slot (at most as

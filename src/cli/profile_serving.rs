@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::ModelArgs;
-use super::calibrate::model_flags;
 use super::frontend::{spawn_tandem, stop_workers, wait_healthy};
 use crate::replay::client::{ReplayConfig, replay};
 use crate::replay::trace::TraceRequest;
@@ -103,7 +102,7 @@ pub fn measure_serving(model: &ModelArgs, shared: bool) -> anyhow::Result<Servin
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let mut argv = vec!["serve".to_string()];
-        argv.extend(model_flags(model));
+        argv.extend(model.to_cli_args_but_cpus());
         if !model.cpus.is_empty() {
             let list: Vec<String> = model.cpus.iter().map(usize::to_string).collect();
             argv.extend(["--cpus".into(), list.join(",")]);

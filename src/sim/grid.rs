@@ -310,6 +310,28 @@ impl Measured {
         r
     }
 
+    /// The grids as a machine `prefill` and `decode` times as slow would have measured them:
+    /// the prefill and mixed grids' seconds times `prefill`, the decode grid's times
+    /// `decode` (the transfer as measured). Steps in and beyond the grids then take that
+    /// much longer ([`Measured::ratio`] reads the grids' ratio to the roofline).
+    pub fn scaled(&self, prefill: f64, decode: f64) -> Measured {
+        let times = |g: &Grid2, k: f64| {
+            let mut g = g.clone();
+            for row in &mut g.seconds {
+                for v in row {
+                    *v *= k;
+                }
+            }
+            g
+        };
+        Measured {
+            prefill: times(&self.prefill, prefill),
+            decode: times(&self.decode, decode),
+            mixed: times(&self.mixed, prefill),
+            ..self.clone()
+        }
+    }
+
     /// Seconds to move `bytes` of KV.
     pub fn transfer_time(&self, bytes: f64) -> f64 {
         self.transfer_latency_s + bytes / self.transfer_bytes_per_s
@@ -413,6 +435,47 @@ mod tests {
             (400.0, 2.0, 1.0)
         );
         assert_eq!(s.prefill_cached, 32.0);
+    }
+
+    #[test]
+    fn scaled_grids_scale_each_kind_of_step_by_its_factor() {
+        let g = |v: f64| {
+            Grid2::new(
+                ("a", vec![1.0, 100.0]),
+                ("b", vec![0.0, 100.0]),
+                vec![vec![v, 2.0 * v], vec![3.0 * v, 4.0 * v]],
+            )
+            .unwrap()
+        };
+        let m = Measured {
+            measured_on: "toy".into(),
+            prefill: g(1e-3),
+            decode: g(2e-3),
+            mixed: g(3e-3),
+            mixed_context: 64.0,
+            transfer_latency_s: 1e-3,
+            transfer_bytes_per_s: 1e9,
+        };
+        let roofline = |s: &StepShape| 1e-3 + 1e-5 * (s.prefill_tokens + s.decodes);
+        let shape = |n: f64, b: f64| StepShape {
+            prefill_tokens: n,
+            prefill_seqs: if n > 0.0 { 1.0 } else { 0.0 },
+            decodes: b,
+            decode_context: 50.0,
+            ..StepShape::default()
+        };
+        let slow = m.scaled(1.25, 1.5);
+        for (s, k) in [
+            (shape(40.0, 0.0), 1.25),
+            (shape(0.0, 30.0), 1.5),
+            (shape(40.0, 30.0), 1.25),
+            // Beyond the grids too.
+            (shape(500.0, 0.0), 1.25),
+        ] {
+            let (a, b) = (m.ratio(&s, roofline), slow.ratio(&s, roofline));
+            assert!((b / a - k).abs() < 1e-9, "{s:?}: {a} -> {b}");
+        }
+        assert_eq!(slow.transfer_latency_s, m.transfer_latency_s);
     }
 
     #[test]

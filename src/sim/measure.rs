@@ -2,6 +2,8 @@
 //! scheduler, KV cache and executor), timed, and gathered into the grids of a measured
 //! profile ([`super::grid::Measured`]), with a roofline fitted to the same points.
 
+use serde::{Deserialize, Serialize};
+
 use super::grid::{Grid2, StepShape};
 use super::profile::Profile;
 use crate::config::EngineConfig;
@@ -262,6 +264,36 @@ impl<'a, E: Executor, T: FnMut(&mut EngineCore<E>) -> Result<f64>> Sweeper<'a, E
             .collect())
     }
 
+    /// The reference steps ([`Reference`]), each the median of `repeats`: the same work
+    /// whenever it runs, so that two readings say how fast the machine was at each.
+    pub fn reference(&mut self, repeats: usize) -> Result<Reference> {
+        let r = repeats.max(1);
+        let cfg = self.core.config();
+        // Within the engine's limits: a chunk its step budget takes whole, a batch its cache
+        // holds.
+        let tokens = Reference::PREFILL_TOKENS
+            .min(cfg.max_num_batched_tokens)
+            .min(cfg.max_model_len.saturating_sub(2))
+            .max(2);
+        let batch = Reference::DECODE_BATCH.min(cfg.max_num_seqs).max(1);
+        let capacity = cfg.num_blocks * cfg.block_size;
+        let context = Reference::DECODE_CONTEXT
+            .min(cfg.max_model_len.saturating_sub(8 + r))
+            .min((capacity * 9 / 10 / batch).saturating_sub(8 + r))
+            .max(2);
+        let prefill: Vec<f64> = (0..r)
+            .map(|_| self.prefill(tokens, 0))
+            .collect::<Result<_>>()?;
+        let decode_s = self.decode(batch, context, r)?;
+        Ok(Reference {
+            prefill_tokens: tokens,
+            decode_batch: batch,
+            decode_context: context,
+            prefill_s: Self::median(prefill),
+            decode_s,
+        })
+    }
+
     /// Runs `sweep` and returns its three grids.
     pub fn run(&mut self, sweep: &Sweep) -> Result<(Grid2, Grid2, Grid2)> {
         let r = sweep.repeats.max(1);
@@ -308,6 +340,26 @@ impl<'a, E: Executor, T: FnMut(&mut EngineCore<E>) -> Result<f64>> Sweeper<'a, E
             )?,
         ))
     }
+}
+
+/// How long the reference steps took: a prefill of about [`Reference::PREFILL_TOKENS`] new
+/// tokens and a decode step of about [`Reference::DECODE_BATCH`] sequences at
+/// [`Reference::DECODE_CONTEXT`] tokens (less where the engine's limits are lower): shapes
+/// the demo model's calibrations run, timed in a few seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reference {
+    pub prefill_tokens: usize,
+    pub decode_batch: usize,
+    pub decode_context: usize,
+    pub prefill_s: f64,
+    pub decode_s: f64,
+}
+
+impl Reference {
+    pub const PREFILL_TOKENS: usize = 250;
+    pub const DECODE_BATCH: usize = 8;
+    pub const DECODE_CONTEXT: usize = 256;
 }
 
 /// Every point of the three grids as the step it timed: what [`fit_roofline`] fits.
@@ -464,6 +516,61 @@ mod tests {
 
     /// A toy executor whose step times a known profile gives: what the sweep measures, plus
     /// the fitted roofline, must give back that profile's times within 2%.
+    #[test]
+    fn the_reference_times_its_shapes_within_the_engine() {
+        use crate::engine::SeqWork;
+        use crate::sim::executor::SimExecutor;
+        let truth = Profile::default_qwen3_32b_tp2_h200();
+        let time = |cfg: &EngineConfig| {
+            let mut core =
+                EngineCore::new(cfg.clone(), SimExecutor::default(), Vec::new()).unwrap();
+            Sweeper::new(&mut core, |c| {
+                c.step().map_err(|f| f.error)?;
+                Ok(c.executor_mut()
+                    .take_step_work()
+                    .map_or(0.0, |w| truth.step_time(&w)))
+            })
+            .reference(3)
+            .unwrap()
+        };
+        let mut cfg = EngineConfig::for_model(&crate::model::demo::config().unwrap(), 4096);
+        cfg.block_size = 16;
+        cfg.max_model_len = 2048;
+        let r = time(&cfg);
+        assert_eq!(
+            (r.prefill_tokens, r.decode_batch, r.decode_context),
+            (
+                Reference::PREFILL_TOKENS,
+                Reference::DECODE_BATCH,
+                Reference::DECODE_CONTEXT
+            )
+        );
+        let prefill = truth.step_time(&[SeqWork {
+            new_tokens: r.prefill_tokens,
+            context_len: r.prefill_tokens,
+        }]);
+        assert!((r.prefill_s / prefill - 1.0).abs() < 1e-9, "{r:?}");
+        // The decodes' contexts grow by a token a step; the median step is within 2 tokens.
+        let decode = |ctx| {
+            truth.step_time(&vec![
+                SeqWork {
+                    new_tokens: 1,
+                    context_len: ctx,
+                };
+                r.decode_batch
+            ])
+        };
+        let (lo, hi) = (decode(r.decode_context - 2), decode(r.decode_context + 3));
+        assert!(r.decode_s >= lo && r.decode_s <= hi, "{r:?}: {lo} {hi}");
+        // An engine of a smaller step budget, batch and context takes smaller shapes.
+        cfg.max_num_batched_tokens = 100;
+        cfg.max_num_seqs = 4;
+        cfg.max_model_len = 128;
+        let r = time(&cfg);
+        assert_eq!((r.prefill_tokens, r.decode_batch), (100, 4));
+        assert!(r.decode_context <= 120, "{r:?}");
+    }
+
     #[test]
     fn a_known_cost_function_is_recovered() {
         use crate::engine::SeqWork;

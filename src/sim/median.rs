@@ -159,7 +159,7 @@ pub fn median_profile(passes: &[Profile]) -> Result<Profile> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn grid(scale: f64) -> Grid2 {
@@ -176,7 +176,7 @@ mod tests {
     }
 
     /// A measured pass whose times are `scale` times the first's.
-    fn pass(scale: f64) -> Profile {
+    pub(crate) fn pass(scale: f64) -> Profile {
         let mut p = Profile::default_qwen3_32b_tp2_h200();
         p.name = format!("pass at {scale}");
         p.transfer_latency_s = 1e-3 * scale;

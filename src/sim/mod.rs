@@ -11,6 +11,7 @@ pub mod moe;
 pub mod plan;
 pub mod profile;
 mod pulls;
+pub mod seen;
 pub mod serving;
 mod track;
 
