@@ -194,17 +194,15 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
 
     // 3. The same slice, simulated as many times as it ran for real: with the profile as
     // measured, and (with references) at the speed the runs' machine had.
-    let simulate = |p: &Profile, out: Option<&Path>| {
-        let p = Arc::new(p.clone());
+    let simulate = |p: Arc<Profile>, out: Option<&Path>| {
         Simulated::run(&engine, p, &trace, trace_block, args.runs, &slo, out)
     };
-    let sim = simulate(&profile, Some(&dir))?;
-    let level = refs.level();
-    let at_runs = match level {
+    let sim = simulate(Arc::new(profile.clone()), Some(&dir))?;
+    let slowdown = refs.slowdown();
+    let at_runs = match slowdown {
         Some(l) => {
-            let p = l.apply(&profile);
-            let s = simulate(&p, None)?;
-            Some((p, s))
+            let p = Arc::new(l.apply(&profile));
+            Some((p.name.clone(), simulate(p, None)?))
         }
         None => None,
     };
@@ -216,9 +214,9 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         eprint!("calibrate: {}", refs.summary());
     }
     let rows_at_runs = match &at_runs {
-        Some((p, s)) => {
+        Some((name, s)) => {
             let rows = compare(&real, &s.summaries)?;
-            print!("{}", table(&rows, trace.len(), args.runs, &p.name));
+            print!("{}", table(&rows, trace.len(), args.runs, name));
             Some(rows)
         }
         None => None,
@@ -226,7 +224,12 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
     let breakdown: Vec<_> = (0..2)
         .map(|k| {
             (
-                mean_segments(&timelines(&real_records[k].concat())),
+                mean_segments(
+                    &real_records[k]
+                        .iter()
+                        .flat_map(|r| timelines(r))
+                        .collect::<Vec<_>>(),
+                ),
                 mean_segments(&sim.timelines[k]),
             )
         })
@@ -245,7 +248,7 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         "segments_ms": breakdown_json(&breakdown),
         "steps": levels_json(&levels, &sim.levels),
         "references": refs,
-        "runs_over_profile_speed": level,
+        "runs_over_profile_speed": slowdown,
         "rows_at_runs_speed": rows_at_runs.map(|r| r.iter().map(Row::json).collect::<Vec<Value>>()),
     });
     std::fs::write(

@@ -30,7 +30,7 @@ pub(super) struct References {
 
 /// How many times slower than the profile's machine the runs' was, by kind of step.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub(super) struct Level {
+pub(super) struct Slowdown {
     pub prefill: f64,
     pub decode: f64,
 }
@@ -40,7 +40,7 @@ impl References {
 
     /// The runs' median reference over the passes', per kind of step; None without both, or
     /// when they timed different shapes.
-    pub fn level(&self) -> Option<Level> {
+    pub fn slowdown(&self) -> Option<Slowdown> {
         let shapes = |r: &Reference| (r.prefill_tokens, r.decode_batch, r.decode_context);
         let first = shapes(self.passes.first()?);
         if self
@@ -52,7 +52,7 @@ impl References {
             return None;
         }
         let m = |v: &[Reference], f: fn(&Reference) -> f64| median(v.iter().map(f).collect());
-        Some(Level {
+        Some(Slowdown {
             prefill: m(&self.runs, |r| r.prefill_s)? / m(&self.passes, |r| r.prefill_s)?,
             decode: m(&self.runs, |r| r.decode_s)? / m(&self.passes, |r| r.decode_s)?,
         })
@@ -77,14 +77,14 @@ impl References {
             .with_context(|| format!("writing {}", path.display()))
     }
 
-    /// One line: the references' medians and the level.
+    /// One line: the references' medians and the slowdown.
     pub fn summary(&self) -> String {
         let ms = |v: &[Reference], f: fn(&Reference) -> f64| {
             median(v.iter().map(f).collect()).map_or("-".into(), |x| format!("{:.2}", x * 1e3))
         };
         let level = self
-            .level()
-            .map_or("no level (a side has no references)".into(), |l| {
+            .slowdown()
+            .map_or("no slowdown (a side has no references)".into(), |l| {
                 format!(
                     "the runs' machine {:.3}x the profile's for prefills, {:.3}x for decodes",
                     l.prefill, l.decode
@@ -103,7 +103,7 @@ impl References {
     }
 }
 
-impl Level {
+impl Slowdown {
     /// `profile` as the runs' machine would have measured it.
     pub fn apply(&self, profile: &Profile) -> Profile {
         let mut p = profile.clone();
@@ -168,7 +168,7 @@ mod tests {
                 r(0.045, 0.003),
             ],
         };
-        let l = refs.level().expect("both sides");
+        let l = refs.slowdown().expect("both sides");
         // Passes: 50 ms and 5 ms; runs: 57.5 ms and 6.75 ms.
         assert!((l.prefill - 1.15).abs() < 1e-12, "{l:?}");
         assert!((l.decode - 1.35).abs() < 1e-12, "{l:?}");
@@ -178,17 +178,17 @@ mod tests {
             runs: Vec::new(),
             ..refs.clone()
         };
-        assert_eq!(none.level(), None);
+        assert_eq!(none.slowdown(), None);
         let mut other = refs.clone();
         other.runs[0].prefill_tokens = 100;
-        assert_eq!(other.level(), None);
+        assert_eq!(other.slowdown(), None);
     }
 
     #[test]
     fn a_level_scales_the_profile_it_applies_to() {
         use crate::engine::SeqWork;
         let p = crate::sim::median::tests::pass(1.0);
-        let slow = Level {
+        let slow = Slowdown {
             prefill: 1.2,
             decode: 1.5,
         }

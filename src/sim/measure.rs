@@ -514,8 +514,6 @@ mod tests {
         assert!(s.steps() > 0);
     }
 
-    /// A toy executor whose step times a known profile gives: what the sweep measures, plus
-    /// the fitted roofline, must give back that profile's times within 2%.
     #[test]
     fn the_reference_times_its_shapes_within_the_engine() {
         use crate::engine::SeqWork;
@@ -571,6 +569,8 @@ mod tests {
         assert!(r.decode_context <= 120, "{r:?}");
     }
 
+    /// A toy executor whose step times a known profile gives: what the sweep measures, plus
+    /// the fitted roofline, must give back that profile's times within 2%.
     #[test]
     fn a_known_cost_function_is_recovered() {
         use crate::engine::SeqWork;
