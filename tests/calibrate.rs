@@ -238,6 +238,17 @@ fn calibrate_measures_simulates_and_tabulates_both_deployments() {
         serving["engine_gap_s"].as_f64().unwrap() >= 0.0,
         "{serving}"
     );
+    // And on the disaggregated deployment, with the decode call and the roles' CPU.
+    let disagg = &p["serving_disagg"];
+    for k in [
+        "to_worker_s",
+        "decode_call_s",
+        "worker_cpu_per_request_s",
+        "worker_cpu_per_token_s",
+        "shared_cpu_per_request_s",
+    ] {
+        assert!(disagg[k].as_f64().unwrap() > 0.0, "{k}: {disagg}");
+    }
 
     // The simulator alone reruns against the recorded real runs: the same table.
     let again = tempfile::tempdir().unwrap();
@@ -245,9 +256,8 @@ fn calibrate_measures_simulates_and_tabulates_both_deployments() {
         run(&[
             &SMALL[..],
             slice,
+            // Without --profile: that calibration's own, its passes merged again.
             &[
-                "--profile",
-                profile.to_str().unwrap(),
                 "--real-from",
                 dir.path().to_str().unwrap(),
                 "--out",

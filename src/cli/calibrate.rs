@@ -74,8 +74,9 @@ pub struct CalibrateArgs {
     out: Option<PathBuf>,
     /// Compare with the real runs an earlier `calibrate --out` recorded in this folder (its
     /// `*_real_N.jsonl`, of the same trace slice) instead of running them again: the
-    /// simulator alone reruns. Give that run's profile with --profile.
-    #[arg(long, requires = "profile")]
+    /// simulator alone reruns, on --profile, or else on that calibration's own profile (its
+    /// passes merged again, or its profile.json).
+    #[arg(long)]
     real_from: Option<PathBuf>,
 }
 
@@ -119,9 +120,10 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
     }
 
     // 1. The profile: the one given, or measured in passes spread over the real runs below.
-    let given = match &args.profile {
-        Some(p) => Some(Profile::load(p)?),
-        None => None,
+    let given = match (&args.profile, &args.real_from) {
+        (Some(p), _) => Some(Profile::load(p)?),
+        (None, Some(from)) => Some(recorded_profile(from, &dir)?),
+        (None, None) => None,
     };
     let passes = if given.is_some() {
         0
@@ -277,6 +279,8 @@ fn profile_pass(
     let mut argv = vec!["profile".to_string()];
     argv.extend(args.model.to_cli_args_but_cpus());
     argv.extend(["--cpus".into(), cores[0].to_string()]);
+    // The disaggregated serving load on the cores the real disaggregated deployment runs on.
+    argv.extend(["--disagg-cpus".into(), format!("{},{}", cores[0], cores[1])]);
     argv.extend(["--points".into(), args.points.to_string()]);
     argv.extend(["--repeats".into(), "1".into()]);
     argv.extend(["--out".into(), path.display().to_string()]);
@@ -293,6 +297,19 @@ fn profile_pass(
         bail!("tandem profile failed: {status}");
     }
     Ok(Profile::load(&path)?)
+}
+
+/// The profile an earlier calibration in `from` measured: its passes merged again (into
+/// `dir`), or its profile.json when it made one pass.
+fn recorded_profile(from: &Path, dir: &Path) -> anyhow::Result<Profile> {
+    let mut passes = Vec::new();
+    while let Ok(p) = Profile::load(&from.join(format!("profile_pass_{}.json", passes.len() + 1))) {
+        passes.push(p);
+    }
+    if passes.is_empty() {
+        return Ok(Profile::load(&from.join("profile.json"))?);
+    }
+    merge_passes(passes, dir)
 }
 
 /// The profile of the passes: the one, or their median ([`median_profile`]) written to

@@ -7,12 +7,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::ModelArgs;
-use super::profile_serving::measure_serving;
+use super::profile_serving::{Deployment, PROMPT, measure_serving};
 use super::profile_transfer::measure_transfers;
 use crate::backend::Backend;
 use crate::engine::hooks::Hooked;
@@ -48,6 +48,31 @@ pub struct ProfileArgs {
     /// Leave the serving path (client, frontend, gRPC) unmeasured, at zero.
     #[arg(long)]
     no_serving: bool,
+    /// The two cores of the disaggregated serving load, its prefill worker on the first and
+    /// its decode worker on the second, e.g. 0,1 (a CPU device's). Default: the first two of
+    /// --cpus, or 0,1 without --cpus on a machine of two cores or more. With one core the
+    /// disaggregated path is not measured, and the simulator charges the aggregated one for
+    /// it.
+    #[arg(long, value_delimiter = ',')]
+    disagg_cpus: Vec<usize>,
+}
+
+/// The cores of the disaggregated serving load, if there are two to run it on.
+fn disagg_cores(args: &ProfileArgs) -> anyhow::Result<Option<[usize; 2]>> {
+    let cores = if !args.disagg_cpus.is_empty() {
+        &args.disagg_cpus
+    } else if !args.model.cpus.is_empty() {
+        &args.model.cpus
+    } else if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        return Ok(Some([0, 1]));
+    } else {
+        return Ok(None);
+    };
+    match cores.as_slice() {
+        [a, b, ..] if a != b => Ok(Some([*a, *b])),
+        [_] if args.disagg_cpus.is_empty() => Ok(None),
+        _ => bail!("--disagg-cpus: give two different cores, e.g. 0,1"),
+    }
 }
 
 /// Runs `tandem profile`.
@@ -64,12 +89,26 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<()> {
     // First, before this process pins itself: the frontend and the client it starts must
     // run where they would beside a worker. Their CPU shares a CPU worker's cores; a GPU
     // worker's host has cores to spare for them.
-    let serving = if args.no_serving || args.reference {
-        ServingCosts::default()
+    let cpu = args.model.device == super::DeviceArg::Cpu;
+    let disagg_cores = disagg_cores(&args)?;
+    let (serving, serving_disagg) = if args.no_serving || args.reference {
+        (ServingCosts::default(), None)
     } else {
         eprintln!("profile: timing the serving path under load");
-        let cpu = args.model.device == super::DeviceArg::Cpu;
-        measure_serving(&args.model, cpu).context("measuring the serving path")?
+        let one = measure_serving(&args.model, cpu, Deployment::Aggregated)
+            .context("measuring the serving path")?;
+        // A GPU host would need two devices for it; a CPU one, two cores.
+        let disagg = match disagg_cores {
+            Some(cores) if cpu => {
+                eprintln!("profile: timing the disaggregated serving path under load");
+                Some(
+                    measure_serving(&args.model, cpu, Deployment::Disaggregated(cores))
+                        .context("measuring the disaggregated serving path")?,
+                )
+            }
+            _ => None,
+        };
+        (one, disagg)
     };
     args.model.pin_cpus()?;
     if spec.host_kv_cache_bytes == 0 {
@@ -77,11 +116,15 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<()> {
         spec.host_kv_cache_bytes = 256 << 20;
     }
     match spec.device {
-        DeviceKind::Cpu => run(args, load_cpu(&spec).context("loading the model")?, serving),
+        DeviceKind::Cpu => run(
+            args,
+            load_cpu(&spec).context("loading the model")?,
+            (serving, serving_disagg),
+        ),
         DeviceKind::Cuda => run(
             args,
             load_cuda(&spec).context("loading the model")?,
-            serving,
+            (serving, serving_disagg),
         ),
     }
 }
@@ -89,7 +132,7 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<()> {
 fn run<B: Backend>(
     args: ProfileArgs,
     loaded: LoadedModel<B>,
-    serving: ServingCosts,
+    (serving, serving_disagg): (ServingCosts, Option<ServingCosts>),
 ) -> anyhow::Result<()> {
     let cfg = loaded.engine.config().clone();
     let layout = kv_layout(&loaded, args.model.tp);
@@ -139,12 +182,21 @@ fn run<B: Backend>(
     let host_copy = measure_host_copies(&mut engine, rank_block_bytes, args.repeats)?;
     let t = measure_transfers(engine, layout, &transfers, args.repeats, &bar)?;
     let (latency, bytes_per_s) = (t.latency_s, t.bytes_per_s);
-    let mut serving = serving;
+    let (mut serving, mut serving_disagg) = (serving, serving_disagg);
     if cpu_shared {
-        serving.busy_transfer_latency_s = t.busy_latency_s;
-        serving.busy_transfer_bytes_per_s = t.busy_bytes_per_s;
-        serving.transfer_cpu_source_per_byte = t.source_cpu_per_byte;
-        serving.transfer_cpu_dest_per_byte = t.dest_cpu_per_byte;
+        for s in std::iter::once(&mut serving).chain(serving_disagg.as_mut()) {
+            s.busy_transfer_latency_s = t.busy_latency_s;
+            s.busy_transfer_bytes_per_s = t.busy_bytes_per_s;
+            s.transfer_cpu_source_per_byte = t.source_cpu_per_byte;
+            s.transfer_cpu_dest_per_byte = t.dest_cpu_per_byte;
+        }
+        // The decode worker's CPU per request held its pull's, which the simulator charges
+        // by the byte: it counts once.
+        if let Some(d) = &mut serving_disagg {
+            let pulled = PROMPT as f64 * base.transfer_bytes_per_token;
+            d.decode_cpu_per_request_s =
+                (d.decode_cpu_per_request_s - pulled * t.dest_cpu_per_byte).max(0.0);
+        }
     }
     bar.finish_and_clear();
     let name = format!(
@@ -175,6 +227,7 @@ fn run<B: Backend>(
         transfer_bytes_per_s: bytes_per_s,
     });
     fitted.serving = serving;
+    fitted.serving_disagg = serving_disagg;
     fitted.validate()?;
     std::fs::write(&args.out, serde_json::to_string_pretty(&fitted)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
@@ -207,6 +260,21 @@ fn run<B: Backend>(
         fitted.attention_efficiency,
         fitted.step_overhead_s * 1e3,
     );
+    if let Some(d) = &fitted.serving_disagg {
+        println!(
+            "{}: disaggregated serving path {:.2} ms in, {:.2} ms from the first token's relay to \
+             the decode call; CPU {:.0} us a request (prefill worker), {:.0} us a request + {:.0} \
+             us a token (decode worker), {:.0} us a request + {:.0} us a token (shared)",
+            args.out.display(),
+            d.entry_s() * 1e3,
+            d.decode_call_s * 1e3,
+            d.worker_cpu_per_request_s * 1e6,
+            d.decode_cpu_per_request_s * 1e6,
+            d.worker_cpu_per_token_s * 1e6,
+            d.shared_cpu_per_request_s * 1e6,
+            d.shared_cpu_per_token_s * 1e6,
+        );
+    }
     Ok(())
 }
 

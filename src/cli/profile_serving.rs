@@ -1,6 +1,7 @@
 //! The serving path's part of `tandem profile`: a real `tandem serve` (one worker with the
-//! profile's model flags and cores, the frontend beside it) under two loads of timed requests
-//! from the replay client, whose outputs differ in length, each paced to keep the worker busy
+//! profile's model flags and cores, the frontend beside it; or a prefill and a decode worker,
+//! one core each, as a disaggregated deployment runs) under two loads of timed requests from
+//! the replay client, whose outputs differ in length, each paced to keep the workers busy
 //! [`UTILIZATION`] of the time. The timelines' segment means are the path's latencies; the
 //! CPU its processes spent, read from /proc around each load and split into per-request and
 //! per-token parts, are its CPU terms.
@@ -18,7 +19,7 @@ use crate::timeline::Timeline;
 
 /// Requests of each load, their prompt tokens, and the two output lengths.
 const REQUESTS: usize = 48;
-const PROMPT: usize = 96;
+pub const PROMPT: usize = 96;
 const OUTPUTS: [usize; 2] = [4, 32];
 /// Requests arrive in bursts of this many (as the conversation trace's do).
 const BURST: usize = 4;
@@ -87,38 +88,95 @@ fn children(pid: u32) -> Vec<u32> {
     out
 }
 
-/// CPU seconds of (the worker's serving threads, the frontend and the client).
-fn cpu_now(frontend: u32, worker: u32) -> anyhow::Result<(f64, f64)> {
-    let (w_all, w_engine) = cpu_of(worker)?;
-    let (fe, _) = cpu_of(frontend)?;
-    let (me, _) = cpu_of(std::process::id())?;
-    Ok((w_all - w_engine, fe + me))
+/// The deployment the serving path is measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deployment {
+    /// One aggregated worker on the profile's cores.
+    Aggregated,
+    /// A prefill worker on the first of two cores and a decode worker on the second.
+    Disaggregated([usize; 2]),
 }
 
-/// Measures the serving path with `model`'s flags, its worker on `model.cpus` (all cores
-/// when none are given). `shared` says whether the frontend and the client share the
-/// worker's cores (a CPU worker): without it the CPU terms stay zero.
-pub fn measure_serving(model: &ModelArgs, shared: bool) -> anyhow::Result<ServingCosts> {
+/// The worker processes under the server: (the one a request reaches first, the decode
+/// worker of a disaggregated deployment).
+fn workers_of(frontend: u32, deployment: Deployment) -> anyhow::Result<(u32, Option<u32>)> {
+    let role = |pid: u32| {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+        args.windows(2)
+            .find(|w| w[0] == b"--role")
+            .map(|w| String::from_utf8_lossy(w[1]).into_owned())
+    };
+    let found: Vec<(u32, Option<String>)> = children(frontend)
+        .into_iter()
+        .map(|c| (c, role(c)))
+        .collect();
+    let with = |r: &str| {
+        found
+            .iter()
+            .find(|(_, x)| x.as_deref() == Some(r))
+            .map(|w| w.0)
+    };
+    match (deployment, found.as_slice()) {
+        (Deployment::Aggregated, [(w, _)]) => Ok((*w, None)),
+        (Deployment::Disaggregated(_), [_, _]) => match (with("prefill"), with("decode")) {
+            (Some(p), Some(d)) => Ok((p, Some(d))),
+            _ => bail!("expected a prefill and a decode worker under the server, found {found:?}"),
+        },
+        (_, other) => bail!("unexpected worker processes under the server: {other:?}"),
+    }
+}
+
+/// CPU seconds, so far, of the serving threads of the worker a request reaches first, of
+/// the decode worker's (zero without one), and of the frontend and the client.
+fn cpu_now(frontend: u32, (first, decode): (u32, Option<u32>)) -> anyhow::Result<[f64; 3]> {
+    let serving = |pid: u32| cpu_of(pid).map(|(all, engine)| all - engine);
+    let (fe, _) = cpu_of(frontend)?;
+    let (me, _) = cpu_of(std::process::id())?;
+    Ok([serving(first)?, decode.map_or(Ok(0.0), serving)?, fe + me])
+}
+
+/// One load's counts and the CPU its processes spent: requests, tokens, and the seconds of
+/// [`cpu_now`]'s three.
+#[derive(Debug, Clone, Copy)]
+struct LoadCpu {
+    requests: f64,
+    tokens: f64,
+    cpu: [f64; 3],
+}
+
+/// Measures the serving path with `model`'s flags on `deployment`, the aggregated worker on
+/// `model.cpus` (all cores when none are given). `shared` says whether the frontend and
+/// the client share the workers' cores (CPU workers): without it the CPU terms stay zero.
+pub fn measure_serving(
+    model: &ModelArgs,
+    shared: bool,
+    deployment: Deployment,
+) -> anyhow::Result<ServingCosts> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let mut argv = vec!["serve".to_string()];
         argv.extend(model.to_cli_args_but_cpus());
-        if !model.cpus.is_empty() {
-            let list: Vec<String> = model.cpus.iter().map(usize::to_string).collect();
+        let cores: Vec<usize> = match deployment {
+            Deployment::Aggregated => model.cpus.clone(),
+            Deployment::Disaggregated(cores) => cores.to_vec(),
+        };
+        if !cores.is_empty() {
+            let list: Vec<String> = cores.iter().map(usize::to_string).collect();
             argv.extend(["--cpus".into(), list.join(",")]);
         }
-        argv.extend(["--workers", "1", "--port", "0"].map(String::from));
+        let workers: &[&str] = match deployment {
+            Deployment::Aggregated => &["--workers", "1"],
+            Deployment::Disaggregated(_) => &["--prefill", "1", "--decode", "1", "--router", "kv"],
+        };
+        argv.extend(workers.iter().map(|s| s.to_string()));
+        argv.extend(["--port", "0"].map(String::from));
         let (child, addr) = spawn_tandem(&argv).await?;
-        let result = drive(&child, &addr).await;
+        let result = drive(&child, &addr, deployment).await;
         stop_workers(vec![child], 5.0).await;
-        let (mut costs, cpu, timelines) = result?;
+        let (mut costs, loads, timelines) = result?;
         if shared {
-            let worker: Vec<_> = cpu.iter().map(|c| (c.0, c.1, c.2)).collect();
-            let fe: Vec<_> = cpu.iter().map(|c| (c.0, c.1, c.3)).collect();
-            (costs.worker_cpu_per_request_s, costs.worker_cpu_per_token_s) =
-                cpu_split(worker[0], worker[1])?;
-            (costs.shared_cpu_per_request_s, costs.shared_cpu_per_token_s) =
-                cpu_split(fe[0], fe[1])?;
+            cpu_terms(&mut costs, &loads, deployment)?;
             costs.shared_cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
             // The gaps again, net of the serving threads' CPU now that it is known.
             (costs.engine_gap_s, costs.engine_gap_per_token_s) =
@@ -128,19 +186,48 @@ pub fn measure_serving(model: &ModelArgs, shared: bool) -> anyhow::Result<Servin
     })
 }
 
-/// Runs the two loads against the server at `addr`: the latencies from every timeline, per
-/// load (requests, tokens, worker serving CPU s, frontend + client CPU s), and the timelines.
+/// The CPU terms from the two loads. Aggregated: the worker's per request and per token.
+/// Disaggregated: the prefill worker's per request (net of its one token), the decode
+/// worker's per request and per token (of the tokens it makes: all but the first).
+fn cpu_terms(
+    costs: &mut ServingCosts,
+    loads: &[LoadCpu],
+    deployment: Deployment,
+) -> anyhow::Result<()> {
+    let [a, b] = loads else {
+        bail!("expected two loads, got {}", loads.len());
+    };
+    let split = |i: usize, first_token: f64| {
+        cpu_split(
+            (a.requests, a.tokens - first_token * a.requests, a.cpu[i]),
+            (b.requests, b.tokens - first_token * b.requests, b.cpu[i]),
+        )
+    };
+    (costs.shared_cpu_per_request_s, costs.shared_cpu_per_token_s) = split(2, 0.0)?;
+    match deployment {
+        Deployment::Aggregated => {
+            (costs.worker_cpu_per_request_s, costs.worker_cpu_per_token_s) = split(0, 0.0)?;
+        }
+        Deployment::Disaggregated(_) => {
+            (costs.decode_cpu_per_request_s, costs.worker_cpu_per_token_s) = split(1, 1.0)?;
+            let per_request = (a.cpu[0] + b.cpu[0]) / (a.requests + b.requests);
+            costs.worker_cpu_per_request_s = (per_request - costs.worker_cpu_per_token_s).max(0.0);
+        }
+    }
+    Ok(())
+}
+
+/// Runs the two loads against the server at `addr`: the latencies from every timeline, each
+/// load's CPU, and the timelines.
 async fn drive(
     child: &tokio::process::Child,
     addr: &str,
-) -> anyhow::Result<(ServingCosts, Vec<(f64, f64, f64, f64)>, Vec<Timeline>)> {
+    deployment: Deployment,
+) -> anyhow::Result<(ServingCosts, Vec<LoadCpu>, Vec<Timeline>)> {
     let base = format!("http://{addr}");
     wait_healthy(&base, Duration::from_secs(120)).await?;
     let frontend = child.id().context("the server has exited")?;
-    let worker = match children(frontend).as_slice() {
-        [w] => *w,
-        other => bail!("expected one worker process under the server, found {other:?}"),
-    };
+    let workers = workers_of(frontend, deployment)?;
     let cfg = ReplayConfig {
         url: base,
         model: None,
@@ -161,22 +248,63 @@ async fn drive(
         // come that much apart over the utilization.
         let (_, alone) = replay(&load(output, 0, 10 + k as u64)[..BURST], &cfg).await?;
         let gap_ms = (alone * 1e3 / UTILIZATION).ceil() as u64;
-        let before = cpu_now(frontend, worker)?;
+        let before = cpu_now(frontend, workers)?;
         let (records, _) = replay(&load(output, gap_ms, k as u64), &cfg).await?;
-        let after = cpu_now(frontend, worker)?;
+        let after = cpu_now(frontend, workers)?;
         if let Some(e) = records.iter().find_map(|r| r.error.clone()) {
             bail!("a request of the serving load failed: {e}");
         }
         let tokens: usize = records.iter().map(|r| r.output_tokens).sum();
-        cpu.push((
-            records.len() as f64,
-            tokens as f64,
-            after.0 - before.0,
-            after.1 - before.1,
-        ));
+        // A thread that ended meanwhile takes its earlier CPU out of the sum: never below 0.
+        cpu.push(LoadCpu {
+            requests: records.len() as f64,
+            tokens: tokens as f64,
+            cpu: [0, 1, 2].map(|i| (after[i] - before[i]).max(0.0)),
+        });
         timelines.extend(records.into_iter().filter_map(|r| r.timeline.map(|t| *t)));
     }
     let costs = ServingCosts::latencies_of(&timelines)
         .context("the server gave no timelines (is it tandem's frontend?)")?;
     Ok((costs, cpu, timelines))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two loads of 48 requests, of 4 and 32 tokens each, on processes of known CPU costs.
+    fn loads(cpu: impl Fn(f64, f64) -> [f64; 3]) -> Vec<LoadCpu> {
+        [4.0, 32.0]
+            .map(|out| LoadCpu {
+                requests: 48.0,
+                tokens: 48.0 * out,
+                cpu: cpu(48.0, 48.0 * out),
+            })
+            .to_vec()
+    }
+
+    #[test]
+    fn each_process_cpu_splits_into_its_own_terms() {
+        // The worker 0.3 ms a request and 40 us a token; the frontend and client 0.7 ms and
+        // 0.1 ms.
+        let agg = loads(|r, t| [3e-4 * r + 4e-5 * t, 0.0, 7e-4 * r + 1e-4 * t]);
+        let mut c = ServingCosts::default();
+        cpu_terms(&mut c, &agg, Deployment::Aggregated).unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(c.worker_cpu_per_request_s, 3e-4), "{c:?}");
+        assert!(close(c.worker_cpu_per_token_s, 4e-5), "{c:?}");
+        assert!(close(c.shared_cpu_per_request_s, 7e-4) && close(c.shared_cpu_per_token_s, 1e-4));
+        assert_eq!(c.decode_cpu_per_request_s, 0.0);
+        // Disaggregated: the prefill worker 0.45 ms a request, its one token included; the
+        // decode worker 0.6 ms a request and 30 us for each token it makes (all but the first).
+        let disagg = loads(|r, t| [4.5e-4 * r, 6e-4 * r + 3e-5 * (t - r), 9e-4 * r + 8e-5 * t]);
+        let mut c = ServingCosts::default();
+        cpu_terms(&mut c, &disagg, Deployment::Disaggregated([0, 1])).unwrap();
+        assert!(close(c.decode_cpu_per_request_s, 6e-4), "{c:?}");
+        assert!(close(c.worker_cpu_per_token_s, 3e-5), "{c:?}");
+        // Net of the one token the simulator charges it per token.
+        assert!(close(c.worker_cpu_per_request_s, 4.2e-4), "{c:?}");
+        assert!(close(c.shared_cpu_per_request_s, 9e-4) && close(c.shared_cpu_per_token_s, 8e-5));
+        assert!(cpu_terms(&mut c, &disagg[..1], Deployment::Aggregated).is_err());
+    }
 }

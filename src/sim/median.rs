@@ -49,6 +49,7 @@ fn settings(p: &Profile) -> Profile {
         transfer_latency_s: 0.0,
         measured: None,
         serving: ServingCosts::default(),
+        serving_disagg: None,
         host_link_bandwidth: 0.0,
         host_link_efficiency: 0.0,
         ..p.clone()
@@ -153,6 +154,19 @@ pub fn median_profile(passes: &[Profile]) -> Result<Profile> {
     out.host_link_bandwidth = of(|p| p.host_link_bandwidth * p.host_link_efficiency);
     out.host_link_efficiency = 1.0;
     out.serving = median_serving(&passes.iter().map(|p| &p.serving).collect::<Vec<_>>())?;
+    let disagg: Vec<&ServingCosts> = passes
+        .iter()
+        .filter_map(|p| p.serving_disagg.as_ref())
+        .collect();
+    out.serving_disagg = match disagg.len() {
+        0 => None,
+        n if n == passes.len() => Some(median_serving(&disagg)?),
+        _ => {
+            return Err(refused(
+                "some measured the disaggregated serving path and some did not".into(),
+            ));
+        }
+    };
     out.measured = Some(m);
     out.validate()?;
     Ok(out)
@@ -199,6 +213,10 @@ pub(crate) mod tests {
         });
         p.serving.relay_s = 1e-4 * scale;
         p.serving.engine_early_share = 0.1 * scale;
+        p.serving_disagg = Some(ServingCosts {
+            decode_call_s: 2e-3 * scale,
+            ..p.serving
+        });
         p
     }
 
@@ -222,6 +240,8 @@ pub(crate) mod tests {
         assert_eq!(m.transfer_latency_s, 1e-3);
         assert_eq!(m.serving.relay_s, 1e-4);
         assert_eq!(m.serving.engine_early_share, 0.1);
+        let disagg = m.serving_disagg.as_ref().unwrap();
+        assert_eq!((disagg.decode_call_s, disagg.relay_s), (2e-3, 1e-4));
         assert!(m.name.ends_with("median of 3 passes"), "{}", m.name);
         // The roofline is fitted to the median grids: it prices their points closely.
         let one = median_profile(&[pass(1.0)]).unwrap();
@@ -247,6 +267,9 @@ pub(crate) mod tests {
         let mut other = pass(1.0);
         other.kv_capacity_tokens += 16;
         assert!(err(&[pass(1.0), other]).contains("different models or settings"));
+        let mut one_path = pass(1.0);
+        one_path.serving_disagg = None;
+        assert!(err(&[pass(1.0), one_path]).contains("disaggregated serving path"));
         let mut coarse = pass(1.0);
         let m = coarse.measured.as_mut().unwrap();
         m.prefill = Grid2::new(

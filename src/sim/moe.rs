@@ -320,6 +320,7 @@ impl Profile {
             kv_capacity_tokens: (usable / (latent + index)) as usize,
             measured: None,
             serving: Default::default(),
+            serving_disagg: None,
             attention_dp: dep.gpus,
             attention_top_k: top_k,
             index_flops_per_pair: index_flops,

@@ -66,6 +66,11 @@ pub struct Profile {
     /// profile` under load; zero unless measured.
     #[serde(default)]
     pub serving: super::serving::ServingCosts,
+    /// The same, measured on a disaggregated deployment (a prefill and a decode worker, each
+    /// on its own cores): the path a disaggregated request takes (two calls, the KV pull,
+    /// the roles' own CPU). None: `serving` stands for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_disagg: Option<super::serving::ServingCosts>,
     /// Attention data-parallel ranks of one worker, each with its own batch and KV cache
     /// (1: none). Per-rank fields above (weights, KV, capacity) are then one rank's.
     #[serde(default = "one_rank", skip_serializing_if = "is_one_rank")]
@@ -237,6 +242,7 @@ impl Profile {
             kv_capacity_tokens: (usable.max(0.0) / kv_per_rank) as usize,
             measured: None,
             serving: Default::default(),
+            serving_disagg: None,
             attention_dp: 1,
             attention_top_k: None,
             index_flops_per_pair: 0.0,
@@ -244,6 +250,14 @@ impl Profile {
             moe: None,
             host_link_bandwidth: gpu.host_link_bandwidth,
             host_link_efficiency: HOST_LINK_EFFICIENCY,
+        }
+    }
+
+    /// The serving path of a deployment, disaggregated or not.
+    pub fn serving_of(&self, disaggregated: bool) -> &super::serving::ServingCosts {
+        match &self.serving_disagg {
+            Some(d) if disaggregated => d,
+            _ => &self.serving,
         }
     }
 
@@ -263,7 +277,10 @@ impl Profile {
 
     /// Checks that every rate is positive and every efficiency in (0, 1].
     pub fn validate(&self) -> Result<()> {
-        self.serving.validate()?;
+        self.serving.validate("serving")?;
+        if let Some(d) = &self.serving_disagg {
+            d.validate("serving_disagg")?;
+        }
         let positive = [
             ("weight_bytes", self.weight_bytes),
             ("linear_flops_per_token", self.linear_flops_per_token),

@@ -50,6 +50,10 @@ pub struct ServingCosts {
     pub engine_gap_per_token_s: f64,
     /// The worker sends a token -> the frontend has relayed it (gRPC, detokenization).
     pub relay_s: f64,
+    /// Disaggregated: the frontend has relayed the prefill's first token -> the decode worker
+    /// has the Decode call (0 in a profile of one aggregated worker: the call to a worker,
+    /// `to_worker_s`, stands for it).
+    pub decode_call_s: f64,
     /// The first token relayed -> its chunk leaves the frontend.
     pub chunk_s: f64,
     /// The first chunk leaves the frontend -> the client reads it.
@@ -59,8 +63,14 @@ pub struct ServingCosts {
     /// CPU the worker's own serving threads (gRPC) spend per request and per token, on its
     /// cores: its engine's steps wait for it (a CPU worker's; zero for a GPU worker, whose
     /// host has cores to spare).
+    /// In a disaggregated deployment's costs the per-request term is the prefill worker's
+    /// (net of its one token), the per-token term the decode worker's.
     pub worker_cpu_per_request_s: f64,
     pub worker_cpu_per_token_s: f64,
+    /// Disaggregated: CPU the decode worker's serving threads spend per request (the Decode
+    /// call, the release at the source; its pull's part is `transfer_cpu_dest_per_byte`'s),
+    /// on its cores.
+    pub decode_cpu_per_request_s: f64,
     /// The CPU-sharing term: CPU the frontend and the client spend per token and per
     /// request on the cores the workers run on. It exists only where they share cores (this
     /// 2-core machine: workers, frontend and client on the same two); a GPU host gives the
@@ -85,20 +95,21 @@ impl ServingCosts {
         self.to_frontend_s + self.tokenize_s + self.route_s + self.to_worker_s + self.to_engine_s
     }
 
-    /// Checks that every figure is finite and non-negative.
-    pub fn validate(&self) -> Result<()> {
+    /// Checks that every figure is finite and non-negative; errors name them as fields of
+    /// the profile's `field`.
+    pub fn validate(&self, field: &str) -> Result<()> {
         let v = serde_json::to_value(self).map_err(|e| Error::InvalidRequest(e.to_string()))?;
         for (k, x) in v.as_object().into_iter().flatten() {
             if !x.as_f64().is_some_and(|x| x.is_finite() && x >= 0.0) {
                 return Err(Error::InvalidRequest(format!(
-                    "profile: serving.{k} is not a finite, non-negative number"
+                    "profile: {field}.{k} is not a finite, non-negative number"
                 )));
             }
         }
         if self.engine_early_share > 1.0 {
-            return Err(Error::InvalidRequest(
-                "profile: serving.engine_early_share is a share, at most 1".into(),
-            ));
+            return Err(Error::InvalidRequest(format!(
+                "profile: {field}.engine_early_share is a share, at most 1"
+            )));
         }
         Ok(())
     }
@@ -115,6 +126,17 @@ impl ServingCosts {
         let (arrival_gap_s, engine_wake_s, engine_early_share) = bursts(timelines);
         let (engine_gap_s, engine_gap_per_token_s) = step_gaps(timelines, 0.0);
         let s = |i: usize| (m[i] / 1e3).max(0.0);
+        let calls: Vec<f64> = timelines
+            .iter()
+            .filter(|t| t.prefill.is_some())
+            .filter_map(|t| Some((*t.relayed.first()?, t.worker.as_ref()?.received)))
+            .map(|(relayed, called)| called.saturating_sub(relayed) as f64 / 1e9)
+            .collect();
+        let decode_call_s = if calls.is_empty() {
+            0.0
+        } else {
+            calls.iter().sum::<f64>() / calls.len() as f64
+        };
         Some(ServingCosts {
             to_frontend_s: s(0),
             tokenize_s: s(1),
@@ -130,6 +152,7 @@ impl ServingCosts {
             engine_gap_s,
             engine_gap_per_token_s,
             relay_s: s(9),
+            decode_call_s,
             chunk_s: s(10),
             to_client_s: s(11),
             close_s: s(16),
@@ -370,16 +393,58 @@ mod tests {
     }
 
     #[test]
+    fn the_decode_call_is_timed_from_the_first_tokens_relay() {
+        let ms = 1_000_000;
+        let step = |start, end| crate::timeline::StepTimes {
+            start,
+            end,
+            sampled: true,
+        };
+        let disagg = |call: u64| Timeline {
+            sent: 0,
+            arrived: ms,
+            tokenized: ms,
+            routed: ms,
+            prefill: Some(WorkerTimes {
+                received: 2 * ms,
+                queued: 2 * ms,
+                steps: vec![step(3 * ms, 10 * ms)],
+                sent: vec![11 * ms],
+                ..Default::default()
+            }),
+            worker: Some(WorkerTimes {
+                received: 12 * ms + call,
+                queued: 20 * ms,
+                kv_pull: Some((13 * ms, 20 * ms)),
+                steps: vec![step(21 * ms, 23 * ms)],
+                sent: vec![24 * ms],
+            }),
+            relayed: vec![12 * ms, 25 * ms],
+            first_chunk: 12 * ms,
+            first_received: 13 * ms,
+            end: 26 * ms,
+        };
+        let c = ServingCosts::latencies_of(&[disagg(ms), disagg(3 * ms)]).unwrap();
+        assert!((c.decode_call_s - 2e-3).abs() < 1e-12, "{c:?}");
+        // The call to the prefill worker is the one a request reaches first.
+        assert!((c.to_worker_s - 1e-3).abs() < 1e-12, "{c:?}");
+        // No decode call without a prefill worker.
+        let mut agg = disagg(ms);
+        agg.worker = agg.prefill.take();
+        agg.relayed.truncate(1);
+        let c = ServingCosts::latencies_of(&[agg]).unwrap();
+        assert_eq!(c.decode_call_s, 0.0);
+    }
+
+    #[test]
     fn a_bad_figure_is_named() {
         let s = ServingCosts {
             relay_s: -1.0,
             ..Default::default()
         };
-        assert!(
-            s.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("serving.relay_s")
-        );
+        for field in ["serving", "serving_disagg"] {
+            let e = s.validate(field).unwrap_err().to_string();
+            assert!(e.contains(&format!(" {field}.relay_s")), "{e}");
+        }
     }
 }

@@ -405,3 +405,75 @@ fn the_engine_turn_between_steps_puts_the_next_one_off() {
     let g = gaps(p);
     assert!(!g.is_empty() && g.iter().all(|&g| g >= 2_500_000), "{g:?}");
 }
+
+#[test]
+fn a_disaggregated_deployment_takes_its_own_serving_path() {
+    let trace = conversations(6, 4, 300);
+    // The disaggregated path's call to the prefill worker costs 3 ms, the decode call
+    // 1.5 ms; the aggregated path's call 0.5 ms and no decode call of its own.
+    let mut p = with_serving();
+    p.serving_disagg = Some(super::serving::ServingCosts {
+        to_worker_s: 3e-3,
+        decode_call_s: 1.5e-3,
+        ..p.serving
+    });
+    let profile = Arc::new(p);
+    let run = |topology| {
+        let mut cfg = config(topology, Policy::kv(0.0), 4096);
+        cfg.timelines = true;
+        let o = simulate(&cfg, profile.clone(), &trace).unwrap();
+        assert_complete(&o, &trace);
+        o.records
+            .into_iter()
+            .map(|r| *r.timeline.expect("asked for"))
+            .collect::<Vec<_>>()
+    };
+    for t in run(Topology::Aggregated { workers: 2 }) {
+        let s = t.segments().unwrap();
+        assert!((s[3] - 0.5).abs() < 1e-6, "{s:?}");
+    }
+    let mut handed_off = 0;
+    for t in run(Topology::Disaggregated {
+        prefill: 1,
+        decode: 1,
+    }) {
+        let s = t.segments().unwrap();
+        assert!((s[3] - 3.0).abs() < 1e-6, "{s:?}");
+        // The decode worker has the call 1.5 ms after the first token's relay.
+        if let (Some(w), Some(&relayed)) = (&t.worker, t.relayed.first()) {
+            assert_eq!(w.received - relayed, 1_500_000, "{t:?}");
+            handed_off += 1;
+        }
+    }
+    assert!(handed_off > 0);
+}
+
+#[test]
+fn the_decode_workers_cpu_per_request_slows_its_steps() {
+    // Requests 5 ms apart: the decode worker takes most on while it steps.
+    let trace = conversations(12, 4, 5);
+    let cfg = config(
+        Topology::Disaggregated {
+            prefill: 1,
+            decode: 1,
+        },
+        Policy::kv(0.0),
+        4096,
+    );
+    let itl = |p: Profile| {
+        let o = simulate(&cfg, Arc::new(p), &trace).unwrap();
+        assert_complete(&o, &trace);
+        let itls: Vec<f64> = o.records.iter().filter_map(|r| r.itl_ms()).collect();
+        itls.iter().sum::<f64>() / itls.len() as f64
+    };
+    let mut p = Profile::default_qwen3_32b_tp2_h200();
+    p.serving_disagg = Some(Default::default());
+    let base = itl(p.clone());
+    // 20 ms of the decode worker's CPU for each request it takes on, paid by its next step.
+    p.serving_disagg = Some(super::serving::ServingCosts {
+        decode_cpu_per_request_s: 20e-3,
+        ..Default::default()
+    });
+    let slowed = itl(p);
+    assert!(slowed > base + 1.0, "{base} -> {slowed}");
+}

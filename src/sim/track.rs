@@ -28,10 +28,9 @@ pub(super) struct Path {
     close: u64,
     /// Client sent -> request in the engine.
     pub entry: u64,
-    /// A prefill step's end -> the decode worker has the Decode call and starts its pull: the
-    /// prefill answer's way back, the first token's relay (the frontend relays it before it
-    /// calls the decode worker), the call.
-    pub handoff: u64,
+    /// The frontend has relayed a prefill's first token (it relays it before it calls the
+    /// decode worker) -> the decode worker has the Decode call and starts its pull.
+    pub decode_call: u64,
     /// The frontend takes a burst's requests this far apart.
     pub arrival_gap: u64,
     /// An idle engine thread starts its step this long after the last request reaching it,
@@ -43,9 +42,11 @@ pub(super) struct Path {
     engine_gap_per_token: u64,
     /// Between a step's tokens, ns: they leave one after another.
     token_gap: u64,
-    /// CPU per request and per token on the worker's own cores, s.
+    /// CPU per request and per token on the worker's own cores, s (disaggregated: per
+    /// request on the prefill worker's, and on the decode worker's).
     pub worker_cpu_per_request: f64,
     pub worker_cpu_per_token: f64,
+    pub decode_cpu_per_request: f64,
     /// CPU per token and per request on the shared cores, s; and their number.
     pub shared_cpu_per_token: f64,
     pub shared_cpu_per_request: f64,
@@ -71,7 +72,12 @@ impl Path {
                 + ns(c.route_s)
                 + ns(c.to_worker_s)
                 + ns(c.to_engine_s),
-            handoff: ns(c.token_out_s) + ns(c.relay_s) + ns(c.to_worker_s),
+            // As measured on a disaggregated deployment, else as the call to a worker is.
+            decode_call: ns(if c.decode_call_s > 0.0 {
+                c.decode_call_s
+            } else {
+                c.to_worker_s
+            }),
             arrival_gap: ns(c.arrival_gap_s),
             engine_wake: ns(c.engine_wake_s),
             engine_early_share: c.engine_early_share,
@@ -80,6 +86,7 @@ impl Path {
             token_gap: ns(c.token_gap_s),
             worker_cpu_per_request: c.worker_cpu_per_request_s,
             worker_cpu_per_token: c.worker_cpu_per_token_s,
+            decode_cpu_per_request: c.decode_cpu_per_request_s,
             shared_cpu_per_token: c.shared_cpu_per_token_s,
             shared_cpu_per_request: c.shared_cpu_per_request_s,
             shared_cores: c.shared_cores,
@@ -169,14 +176,15 @@ impl Track {
 
     /// A token of the step that ended at `step_end` goes out to the client, after `before`
     /// others of the step: the worker's serving thread sends them one after another, sooner
-    /// when its engine goes idle than when it steps on (`stepping_on`) beside it.
+    /// when its engine goes idle than when it steps on (`stepping_on`) beside it. Returns
+    /// when the frontend has relayed it.
     pub fn token(
         &mut self,
         prefill_role: bool,
         (step_end, stepping_on): (u64, bool),
         before: usize,
         path: &Path,
-    ) {
+    ) -> u64 {
         let out = if stepping_on {
             path.token_out_busy
         } else {
@@ -200,6 +208,7 @@ impl Track {
             }
             t.end = self.end;
         }
+        relayed
     }
 
     /// The decode worker got the Decode call.

@@ -144,7 +144,9 @@ impl<'a> Cluster<'a> {
         }
         Cluster {
             cfg,
-            path: Path::of(&profile.serving),
+            path: Path::of(
+                profile.serving_of(matches!(cfg.topology, Topology::Disaggregated { .. })),
+            ),
             profile,
             trace,
             workers,

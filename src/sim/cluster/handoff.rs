@@ -100,6 +100,11 @@ impl Cluster<'_> {
             params: self.params(id),
         };
         let first = self.tracks[id].first_token;
+        // The Decode call's own CPU on the decode worker's cores.
+        let g = self.workers[d].gang;
+        if self.gangs[g].busy {
+            self.gangs[g].debt += self.path.decode_cpu_per_request;
+        }
         match self.workers[d].core.commit_prefilled(req, first) {
             Ok(()) => self.wake(d, t),
             Err(e) => self.fail(id, e.to_string()),

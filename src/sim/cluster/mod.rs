@@ -502,7 +502,7 @@ impl Cluster<'_> {
                 if track.first.is_none() {
                     rec.cached_tokens = out.cached_tokens;
                 }
-                track.token(prefill_role, (t, stepping_on), tokens, &self.path);
+                let relayed = track.token(prefill_role, (t, stepping_on), tokens, &self.path);
                 rec.output_tokens += 1;
                 tokens += 1;
                 if out.finish.is_none() {
@@ -512,7 +512,7 @@ impl Cluster<'_> {
                 self.uncharge(id);
                 if prefill_role && self.trace[id].output_length > 1 {
                     self.tracks[id].first_token = tok.token;
-                    handed_off.push((id, w));
+                    handed_off.push((id, w, relayed));
                 } else {
                     if prefill_role {
                         self.workers[w].core.release_held(id as u64);
@@ -545,9 +545,9 @@ impl Cluster<'_> {
         self.share_cpu(tokens as f64 * self.path.shared_cpu_per_token);
         // The decode worker reads the held blocks in place (NIXL, or the KV socket over a
         // cache in host memory), beside the prefill worker's next step: it starts once the
-        // first token's answer has reached the frontend and the frontend has called it.
-        for (id, w) in handed_off {
-            self.start_transfer(id, w, t + self.path.handoff);
+        // frontend has relayed the first token and called it.
+        for (id, w, relayed) in handed_off {
+            self.start_transfer(id, w, relayed + self.path.decode_call);
         }
     }
 
