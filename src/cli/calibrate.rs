@@ -303,8 +303,13 @@ fn profile_pass(
 /// `dir`), or its profile.json when it made one pass.
 fn recorded_profile(from: &Path, dir: &Path) -> anyhow::Result<Profile> {
     let mut passes = Vec::new();
-    while let Ok(p) = Profile::load(&from.join(format!("profile_pass_{}.json", passes.len() + 1))) {
-        passes.push(p);
+    loop {
+        let path = from.join(format!("profile_pass_{}.json", passes.len() + 1));
+        if !path.exists() {
+            break;
+        }
+        // A pass that is there but unreadable is an error, not the end of the passes.
+        passes.push(Profile::load(&path)?);
     }
     if passes.is_empty() {
         return Ok(Profile::load(&from.join("profile.json"))?);
