@@ -90,6 +90,25 @@ fn calibrate_measures_simulates_and_tabulates_both_deployments() {
             assert!(all["median_duration_over_price"].as_f64().unwrap() > 0.0);
         }
     }
+    // The diagnosis: each deployment's steps at its real steps' level over its simulated
+    // ones, by the two kinds that split every step, and the table again at that level.
+    for d in ["agg-rr", "disagg-kv"] {
+        for (kind, factor) in [("with prompts", "prefill"), ("decodes only", "decode")] {
+            let median =
+                |side: &str| report["steps"][d][side][kind]["all"]["duration_over_price"].as_f64();
+            let want = match (median("real"), median("simulated")) {
+                (Some(r), Some(s)) => r / s,
+                _ => 1.0,
+            };
+            let got = report["steps_over_simulated"][d][factor].as_f64().unwrap();
+            assert!(
+                (got / want - 1.0).abs() < 1e-9,
+                "{d} {kind}: {got} against {want}"
+            );
+        }
+    }
+    assert!(stdout.contains("at the real runs' step level"), "{stdout}");
+    assert_eq!(report["rows_at_step_level"].as_array().unwrap().len(), 11);
     // The machine's speed, read before and after each of the 2 passes and each of the 2
     // real runs, and the table again with the profile at the runs' speed.
     let refs = json(&dir.path().join("references.json"));

@@ -20,7 +20,7 @@ use super::calibrate_report::{Row, breakdown_json, breakdown_table, compare, tab
 use super::calibrate_runs::{
     Simulated, deployments, real_run, recorded_run, timelines, write_records,
 };
-use super::calibrate_steps::{levels_json, levels_table, step_levels};
+use super::calibrate_steps::{levels_json, levels_table, step_levels, steps_over_simulated};
 use super::trace::TraceArgs;
 use crate::config::EngineConfig;
 use crate::replay::metrics::{RequestRecord, Slo, Summary};
@@ -203,7 +203,7 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
     let slowdown = refs.slowdown();
     let at_runs = match slowdown {
         Some(l) => {
-            let p = Arc::new(l.apply(&profile));
+            let p = Arc::new(l.apply(&profile, "the runs' speed"));
             Some((p.name.clone(), simulate(p, None)?))
         }
         None => None,
@@ -242,6 +242,27 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         .map(|r| step_levels(r, &profile))
         .collect();
     print!("{}", levels_table(&levels, &sim.levels));
+
+    // 5. A diagnosis, not a prediction (it reads the real runs): the simulator again, each
+    // deployment with its steps priced at the level its real steps ran at over its simulated
+    // ones. What is left of an error then is the rest of the model's: the queues, the
+    // serving path, the transfers.
+    let over: Vec<_> = (0..2)
+        .map(|k| steps_over_simulated(&levels[k], &sim.levels[k]))
+        .collect();
+    let mut at_level = Vec::new();
+    for (k, l) in over.iter().enumerate() {
+        let p = Arc::new(l.apply(&profile, "the real runs' step level"));
+        at_level.push(simulate(p, None)?.summaries.swap_remove(k));
+    }
+    let rows_at_level = compare(&real, &at_level)?;
+    let name = format!(
+        "{}, each deployment at the real runs' step level, their steps' time over the \
+         simulated steps' (agg: prefills x{:.2}, decodes x{:.2}; disagg: prefills x{:.2}, \
+         decodes x{:.2}): a diagnosis",
+        profile.name, over[0].prefill, over[0].decode, over[1].prefill, over[1].decode
+    );
+    print!("{}", table(&rows_at_level, trace.len(), args.runs, &name));
     let report = json!({
         "requests": trace.len(),
         "runs": args.runs,
@@ -252,6 +273,8 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         "references": refs,
         "runs_over_profile_speed": slowdown,
         "rows_at_runs_speed": rows_at_runs.map(|r| r.iter().map(Row::json).collect::<Vec<Value>>()),
+        "steps_over_simulated": {"agg-rr": over[0], "disagg-kv": over[1]},
+        "rows_at_step_level": rows_at_level.iter().map(Row::json).collect::<Vec<Value>>(),
     });
     std::fs::write(
         dir.join("calibrate.json"),

@@ -104,14 +104,15 @@ impl References {
 }
 
 impl Slowdown {
-    /// `profile` as the runs' machine would have measured it.
-    pub fn apply(&self, profile: &Profile) -> Profile {
+    /// `profile` as a machine this much slower would have measured it; its name says so,
+    /// with `what` the slowdown is.
+    pub fn apply(&self, profile: &Profile, what: &str) -> Profile {
         let mut p = profile.clone();
         if let Some(m) = &profile.measured {
             p.measured = Some(m.scaled(self.prefill, self.decode));
         }
         p.name = format!(
-            "{} at the runs' speed (prefills x{:.3}, decodes x{:.3})",
+            "{} at {what} (prefills x{:.3}, decodes x{:.3})",
             profile.name, self.prefill, self.decode
         );
         p
@@ -192,7 +193,11 @@ mod tests {
             prefill: 1.2,
             decode: 1.5,
         }
-        .apply(&p);
+        .apply(&p, "the runs' speed");
+        assert!(
+            slow.name
+                .ends_with("at the runs' speed (prefills x1.200, decodes x1.500)")
+        );
         // Within the test profile's grids.
         let prefill = [SeqWork {
             new_tokens: 100,

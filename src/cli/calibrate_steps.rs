@@ -5,6 +5,8 @@
 
 use serde_json::{Value, json};
 
+use super::calibrate_reference::Slowdown;
+
 use crate::replay::metrics::RequestRecord;
 use crate::sim::Profile;
 use crate::sim::median::median;
@@ -58,9 +60,10 @@ pub(super) fn beside_others(steps: &[SeenStep]) -> Vec<f64> {
 /// Whether a step of so many prompts and decodes is of a kind.
 type Is = fn(usize, usize) -> bool;
 
-/// The kinds of step the table splits by.
-const KINDS: [(&str, Is); 6] = [
+/// The kinds of step the table splits by; the first two split every step in two.
+const KINDS: [(&str, Is); 7] = [
     ("decodes only", |p, _| p == 0),
+    ("with prompts", |p, _| p > 0),
     ("1 prompt, no decodes", |p, d| p == 1 && d == 0),
     ("1 prompt + decodes", |p, d| p == 1 && d > 0),
     ("2-4 prompts", |p, _| (2..=4).contains(&p)),
@@ -72,37 +75,49 @@ const KINDS: [(&str, Is); 6] = [
 /// least 1 − this.
 const ALONE: f64 = 0.1;
 
-/// Median real / priced of one set of steps, and how many.
+/// Of one set of steps: how many, their median duration over price, and their whole
+/// duration over their whole price (where the time went: a few slow steps count).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Level {
     pub steps: usize,
     pub ratio: Option<f64>,
+    pub time_ratio: Option<f64>,
 }
 
 /// Per kind (then "all"): the steps of every kind, those alone, those beside another.
 pub(super) type StepLevels = Vec<(&'static str, [Level; 3])>;
 
+/// One known step: its prompts and decodes, duration and price (s), and the share of it
+/// another engine's step covered.
+#[derive(Debug, Clone, Copy)]
+struct Priced {
+    prompts: usize,
+    decodes: usize,
+    seconds: f64,
+    price: f64,
+    beside: f64,
+}
+
 /// Each step's duration over its price by `profile`, by kind of step, over `runs` (each
 /// run's records: runs apart, as simulated ones all start at zero).
 pub(super) fn step_levels(runs: &[Vec<RequestRecord>], profile: &Profile) -> StepLevels {
-    let priced: Vec<(usize, usize, f64, f64)> =
-        runs.iter().flat_map(|r| priced(r, profile)).collect();
-    let level = |pick: &dyn Fn(usize, usize, f64) -> bool| {
-        let v: Vec<f64> = priced
+    let priced: Vec<Priced> = runs.iter().flat_map(|r| priced(r, profile)).collect();
+    let level = |pick: &dyn Fn(&Priced) -> bool| {
+        let v: Vec<&Priced> = priced.iter().filter(|s| pick(s)).collect();
+        let (seconds, price) = v
             .iter()
-            .filter(|&&(p, d, _, b)| pick(p, d, b))
-            .map(|&(_, _, r, _)| r)
-            .collect();
+            .fold((0.0, 0.0), |(a, b), s| (a + s.seconds, b + s.price));
         Level {
             steps: v.len(),
-            ratio: median(v),
+            ratio: median(v.iter().map(|s| s.seconds / s.price).collect()),
+            time_ratio: (price > 0.0).then(|| seconds / price),
         }
     };
     let row = |is: &dyn Fn(usize, usize) -> bool| {
         [
-            level(&|p, d, _| is(p, d)),
-            level(&|p, d, b| is(p, d) && b <= ALONE),
-            level(&|p, d, b| is(p, d) && b >= 1.0 - ALONE),
+            level(&|s| is(s.prompts, s.decodes)),
+            level(&|s| is(s.prompts, s.decodes) && s.beside <= ALONE),
+            level(&|s| is(s.prompts, s.decodes) && s.beside >= 1.0 - ALONE),
         ]
     };
     let mut out: StepLevels = KINDS.iter().map(|&(name, is)| (name, row(&is))).collect();
@@ -110,20 +125,49 @@ pub(super) fn step_levels(runs: &[Vec<RequestRecord>], profile: &Profile) -> Ste
     out
 }
 
-/// The known steps of one run: (prompts, decodes, duration / price, share beside another).
-fn priced(records: &[RequestRecord], profile: &Profile) -> Vec<(usize, usize, f64, f64)> {
+/// The known steps of one run, priced.
+fn priced(records: &[RequestRecord], profile: &Profile) -> Vec<Priced> {
     let steps = seen_steps(records);
     let beside = beside_others(&steps);
     steps
         .iter()
         .zip(&beside)
         .filter(|(s, _)| s.known && !s.work.is_empty())
-        .map(|(s, &b)| {
-            let real = (s.end - s.start) as f64 / 1e9;
-            let p = s.prompts();
-            (p, s.work.len() - p, real / profile.step_time(&s.work), b)
+        .map(|(s, &beside)| {
+            let prompts = s.prompts();
+            Priced {
+                prompts,
+                decodes: s.work.len() - prompts,
+                seconds: (s.end - s.start) as f64 / 1e9,
+                price: profile.step_time(&s.work),
+                beside,
+            }
         })
         .collect()
+}
+
+/// How much slower than the simulated ones a deployment's real steps ran, over the same
+/// prices: the real steps with prompts' whole duration over their whole price, over the
+/// simulated ones', and the decode-only steps' likewise (1 for a kind either side lacks).
+/// Whole durations, not medians: the time the requests wait is the sum, slow steps
+/// included. A profile scaled by it ([`Slowdown::apply`]) prices steps at the level the
+/// real runs' steps ran at: what the simulator's figures would be, were that level known.
+pub(super) fn steps_over_simulated(real: &StepLevels, simulated: &StepLevels) -> Slowdown {
+    let ratio = |kind: &str| {
+        let all = |l: &StepLevels| {
+            l.iter()
+                .find(|(name, _)| *name == kind)
+                .and_then(|(_, [all, ..])| all.time_ratio)
+        };
+        match (all(real), all(simulated)) {
+            (Some(r), Some(s)) if s > 0.0 => r / s,
+            _ => 1.0,
+        }
+    };
+    Slowdown {
+        prefill: ratio("with prompts"),
+        decode: ratio("decodes only"),
+    }
 }
 
 /// The table of both deployments' levels: real steps (all, alone, beside), then the
@@ -171,7 +215,13 @@ pub(super) fn levels_json(real: &[StepLevels], simulated: &[StepLevels]) -> Valu
     let side = |l: &StepLevels| {
         let mut o = serde_json::Map::new();
         for (name, [all, alone, beside]) in l {
-            let c = |l: &Level| json!({"steps": l.steps, "median_duration_over_price": l.ratio});
+            let c = |l: &Level| {
+                json!({
+                    "steps": l.steps,
+                    "median_duration_over_price": l.ratio,
+                    "duration_over_price": l.time_ratio,
+                })
+            };
             o.insert(
                 (*name).into(),
                 json!({"all": c(all), "alone": c(alone), "beside": c(beside)}),
@@ -223,9 +273,56 @@ mod tests {
         let all = &levels.last().expect("an all row").1[0];
         assert_eq!(all.steps, 2);
         assert!((all.ratio.expect("priced") - 1.0).abs() < 1e-6);
-        let (name, by_kind) = &levels[1];
+        assert!((all.time_ratio.expect("priced") - 1.0).abs() < 1e-6);
+        let (name, by_kind) = &levels[2];
         assert_eq!(*name, "1 prompt, no decodes");
         assert_eq!(by_kind[1].steps, 1, "alone");
         assert_eq!(by_kind[2].steps, 0, "beside");
+        assert_eq!(levels[1].0, "with prompts");
+        assert_eq!(levels[1].1[0].steps, 1);
+    }
+
+    #[test]
+    fn one_slow_step_moves_the_time_but_not_the_median() {
+        let p = Profile::default_qwen3_32b_tp2_h200();
+        let ns = |s: f64| (s * 1e9).round() as u64;
+        let prefill = ns(p.step_time(&[w(500, 500)]));
+        // Three decode steps of one sequence, at 1, 1 and 4 times their price.
+        let mut steps = vec![step(0, prefill, true)];
+        let mut t = prefill;
+        for (i, k) in [1.0, 1.0, 4.0].into_iter().enumerate() {
+            let d = ns(k * p.step_time(&[w(1, 501 + i)]));
+            steps.push(step(t, t + d, true));
+            t += d;
+        }
+        let levels = step_levels(&[vec![record(500, 0, None, steps)]], &p);
+        let decodes = &levels[0];
+        assert_eq!(decodes.0, "decodes only");
+        assert!((decodes.1[0].ratio.unwrap() - 1.0).abs() < 1e-6);
+        assert!((decodes.1[0].time_ratio.unwrap() - 2.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn the_step_level_is_the_real_steps_time_over_the_simulated() {
+        let levels = |prompts: Option<f64>, decodes: f64| -> StepLevels {
+            let l = |time_ratio| Level {
+                steps: 10,
+                ratio: Some(1.0),
+                time_ratio,
+            };
+            vec![
+                ("decodes only", [l(Some(decodes)), l(None), l(None)]),
+                ("with prompts", [l(prompts), l(None), l(None)]),
+                ("all", [l(Some(1.0)), l(None), l(None)]),
+            ]
+        };
+        let s = steps_over_simulated(&levels(Some(1.32), 1.44), &levels(Some(1.1), 1.2));
+        assert!(
+            (s.prefill - 1.2).abs() < 1e-12 && (s.decode - 1.2).abs() < 1e-12,
+            "{s:?}"
+        );
+        // A kind one side did not run is left as priced.
+        let s = steps_over_simulated(&levels(None, 1.44), &levels(Some(1.1), 1.2));
+        assert_eq!(s.prefill, 1.0);
     }
 }
