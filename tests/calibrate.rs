@@ -250,6 +250,8 @@ fn calibrate_measures_simulates_and_tabulates_both_deployments() {
         "relay_s",
         "worker_cpu_per_token_s",
         "shared_cpu_per_token_s",
+        "prefill_step_level",
+        "decode_step_level",
     ] {
         assert!(serving[k].as_f64().unwrap() > 0.0, "{k}: {serving}");
     }
@@ -265,9 +267,13 @@ fn calibrate_measures_simulates_and_tabulates_both_deployments() {
         "worker_cpu_per_request_s",
         "worker_cpu_per_token_s",
         "shared_cpu_per_request_s",
+        "prefill_step_level",
+        "decode_step_level",
     ] {
         assert!(disagg[k].as_f64().unwrap() > 0.0, "{k}: {disagg}");
     }
+    // The steps under serving, timed on the steps load of each deployment.
+    assert!(stdout.contains("steps under serving"), "{stdout}");
 
     // The simulator alone reruns against the recorded real runs: the same table.
     let again = tempfile::tempdir().unwrap();

@@ -12,7 +12,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::ModelArgs;
-use super::profile_serving::{Deployment, PROMPT, measure_serving};
+use super::profile_serving::{Deployment, PROMPT, StepsLoad, measure_serving, step_levels_of};
 use super::profile_transfer::measure_transfers;
 use crate::backend::Backend;
 use crate::engine::hooks::Hooked;
@@ -91,8 +91,8 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<()> {
     // worker's host has cores to spare for them.
     let cpu = args.model.device == super::DeviceArg::Cpu;
     let disagg_cores = disagg_cores(&args)?;
-    let (serving, serving_disagg) = if args.no_serving || args.reference {
-        (ServingCosts::default(), None)
+    let served = if args.no_serving || args.reference {
+        Served::default()
     } else {
         eprintln!("profile: timing the serving path under load");
         let one = measure_serving(&args.model, cpu, Deployment::Aggregated)
@@ -101,14 +101,18 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<()> {
         let disagg = match disagg_cores {
             Some(cores) if cpu => {
                 eprintln!("profile: timing the disaggregated serving path under load");
-                Some(
+                let (costs, load) =
                     measure_serving(&args.model, cpu, Deployment::Disaggregated(cores))
-                        .context("measuring the disaggregated serving path")?,
-                )
+                        .context("measuring the disaggregated serving path")?;
+                Some((costs, load, cores))
             }
             _ => None,
         };
-        (one, disagg)
+        Served {
+            serving: one.0,
+            steps: Some(one.1),
+            disagg,
+        }
     };
     args.model.pin_cpus()?;
     if spec.host_kv_cache_bytes == 0 {
@@ -116,24 +120,34 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<()> {
         spec.host_kv_cache_bytes = 256 << 20;
     }
     match spec.device {
-        DeviceKind::Cpu => run(
-            args,
-            load_cpu(&spec).context("loading the model")?,
-            (serving, serving_disagg),
-        ),
-        DeviceKind::Cuda => run(
-            args,
-            load_cuda(&spec).context("loading the model")?,
-            (serving, serving_disagg),
-        ),
+        DeviceKind::Cpu => run(args, load_cpu(&spec).context("loading the model")?, served),
+        DeviceKind::Cuda => run(args, load_cuda(&spec).context("loading the model")?, served),
     }
+}
+
+/// What the serving loads measured: the aggregated deployment's costs and steps load, and
+/// the disaggregated pair's with its cores, where it was measured.
+#[derive(Default)]
+struct Served {
+    serving: ServingCosts,
+    steps: Option<StepsLoad>,
+    disagg: Option<(ServingCosts, StepsLoad, [usize; 2])>,
 }
 
 fn run<B: Backend>(
     args: ProfileArgs,
     loaded: LoadedModel<B>,
-    (serving, serving_disagg): (ServingCosts, Option<ServingCosts>),
+    served: Served,
 ) -> anyhow::Result<()> {
+    let Served {
+        serving,
+        steps,
+        disagg,
+    } = served;
+    let (serving_disagg, disagg_steps) = match disagg {
+        Some((costs, load, cores)) => (Some(costs), Some((load, cores))),
+        None => (None, None),
+    };
     let cfg = loaded.engine.config().clone();
     let layout = kv_layout(&loaded, args.model.tp);
     // The steps are timed on the executor a worker with these flags runs: its test hooks
@@ -228,6 +242,35 @@ fn run<B: Backend>(
     });
     fitted.serving = serving;
     fitted.serving_disagg = serving_disagg;
+    // The steps' level under serving, now that the grids price them: each steps load
+    // against the simulator's run of it, with the served workers' engine (no host tier
+    // unless asked for).
+    let mut served_engine = cfg.clone();
+    if args.model.host_kv_cache_gib <= 0.0 {
+        served_engine.host_kv_blocks = 0;
+    }
+    served_engine.kv_hold_timeout = std::time::Duration::from_secs_f64(args.model.kv_hold_timeout);
+    if let Some(load) = &steps {
+        let (p, d) = step_levels_of(&fitted, Deployment::Aggregated, load, &served_engine)
+            .context("pricing the steps load")?;
+        (
+            fitted.serving.prefill_step_level,
+            fitted.serving.decode_step_level,
+        ) = (p, d);
+    }
+    if let Some((load, cores)) = &disagg_steps {
+        let (p, d) = step_levels_of(
+            &fitted,
+            Deployment::Disaggregated(*cores),
+            load,
+            &served_engine,
+        )
+        .context("pricing the disaggregated steps load")?;
+        if let Some(s) = &mut fitted.serving_disagg {
+            (s.prefill_step_level, s.decode_step_level) = (p, d);
+        }
+    }
+    let serving = fitted.serving;
     fitted.validate()?;
     std::fs::write(&args.out, serde_json::to_string_pretty(&fitted)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
@@ -273,6 +316,20 @@ fn run<B: Backend>(
             d.worker_cpu_per_token_s * 1e6,
             d.shared_cpu_per_request_s * 1e6,
             d.shared_cpu_per_token_s * 1e6,
+        );
+    }
+    if let Some((p, d)) = fitted.serving.step_levels() {
+        let pair = fitted
+            .serving_disagg
+            .as_ref()
+            .and_then(|s| s.step_levels())
+            .map_or(String::new(), |(p, d)| {
+                format!(", x{p:.2} / x{d:.2} on the disaggregated pair")
+            });
+        println!(
+            "{}: steps under serving (their time over the simulator's, with prompts / decodes \
+             only): x{p:.2} / x{d:.2} on one worker{pair}",
+            args.out.display()
         );
     }
     Ok(())

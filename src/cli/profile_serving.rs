@@ -4,17 +4,26 @@
 //! the replay client, whose outputs differ in length, each paced to keep the workers busy
 //! [`UTILIZATION`] of the time. The timelines' segment means are the path's latencies; the
 //! CPU its processes spent, read from /proc around each load and split into per-request and
-//! per-token parts, are its CPU terms.
+//! per-token parts, are its CPU terms. A third load, of prompts of mixed lengths, times how
+//! much longer the engines' steps run under serving than the grids price them: once the
+//! grids are measured, its steps priced against the simulator's run of the same load
+//! ([`step_levels_of`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
 use super::ModelArgs;
+use super::calibrate_steps::{step_levels, steps_over_simulated};
 use super::frontend::{spawn_tandem, stop_workers, wait_healthy};
+use crate::config::EngineConfig;
 use crate::replay::client::{ReplayConfig, replay};
+use crate::replay::metrics::RequestRecord;
 use crate::replay::trace::TraceRequest;
+use crate::router::Policy;
 use crate::sim::serving::{ServingCosts, cpu_split, step_gaps};
+use crate::sim::{ClusterConfig, Profile, Topology, simulate};
 use crate::timeline::Timeline;
 
 /// Requests of each load, their prompt tokens, and the two output lengths.
@@ -26,6 +35,86 @@ const BURST: usize = 4;
 /// The share of the time the worker is kept busy: loaded, not overloaded (queues that grow
 /// without bound would make every latency the queue's).
 const UTILIZATION: f64 = 0.6;
+
+/// The steps load: `STEPS_BURSTS` bursts of `BURST` requests of `STEPS_OUTPUT` tokens, their
+/// prompts these many times `PROMPT` tokens in turn (as long as the model takes), as the
+/// traces' prompts of a few hundred to a few thousand tokens are.
+const STEPS_PROMPTS: [usize; 4] = [2, 5, 10, 15];
+const STEPS_BURSTS: usize = 16;
+const STEPS_OUTPUT: usize = 32;
+
+fn steps_load(gap_ms: u64, longest: usize, seed: u64) -> Vec<TraceRequest> {
+    (0..STEPS_BURSTS * BURST)
+        .map(|i| {
+            let blocks = STEPS_PROMPTS[i % STEPS_PROMPTS.len()]
+                .min(longest / PROMPT)
+                .max(1);
+            TraceRequest {
+                timestamp: (i / BURST) as u64 * gap_ms,
+                input_length: blocks * PROMPT,
+                output_length: STEPS_OUTPUT,
+                hash_ids: (0..blocks as u64)
+                    .map(|b| 1_000_000 * seed + 100 * i as u64 + b)
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// The steps load as it was sent, and its requests' records (with their timelines).
+pub struct StepsLoad {
+    pub trace: Vec<TraceRequest>,
+    pub records: Vec<RequestRecord>,
+}
+
+/// How much longer `load`'s real steps ran on `deployment` than the simulator's steps of the
+/// same load on `profile` (its serving path's CPU charged, no step level of its own), the
+/// steps with prompts and the decode-only ones: the deployment's step levels. `engine` is
+/// the served workers' engine configuration.
+pub fn step_levels_of(
+    profile: &Profile,
+    deployment: Deployment,
+    load: &StepsLoad,
+    engine: &EngineConfig,
+) -> anyhow::Result<(f64, f64)> {
+    let (topology, policy) = match deployment {
+        Deployment::Aggregated => (Topology::Aggregated { workers: 1 }, Policy::RoundRobin),
+        Deployment::Disaggregated(_) => (
+            Topology::Disaggregated {
+                prefill: 1,
+                decode: 1,
+            },
+            Policy::kv(0.0),
+        ),
+    };
+    let mut unlevelled = profile.clone();
+    for s in std::iter::once(&mut unlevelled.serving).chain(unlevelled.serving_disagg.as_mut()) {
+        (s.prefill_step_level, s.decode_step_level) = (0.0, 0.0);
+    }
+    let unlevelled = Arc::new(unlevelled);
+    // A few seeds: the serving path's races are drawn.
+    let mut simulated = Vec::new();
+    for seed in 0..3 {
+        let cfg = ClusterConfig {
+            name: "steps load".into(),
+            topology,
+            policy,
+            engine: engine.clone(),
+            prefill_engine: None,
+            decode_engine: None,
+            speedup: 1.0,
+            vocab: engine.vocab_size as u32,
+            trace_block: PROMPT,
+            seed,
+            timelines: true,
+        };
+        simulated.push(simulate(&cfg, unlevelled.clone(), &load.trace)?.records);
+    }
+    let real = step_levels(std::slice::from_ref(&load.records), &unlevelled);
+    let simulated = step_levels(&simulated, &unlevelled);
+    let level = steps_over_simulated(&real, &simulated);
+    Ok((level.prefill, level.decode))
+}
 
 /// A load: `REQUESTS` requests of `output` tokens, in bursts every `gap_ms`; every prompt its
 /// own (no prefix hits).
@@ -152,7 +241,7 @@ pub fn measure_serving(
     model: &ModelArgs,
     shared: bool,
     deployment: Deployment,
-) -> anyhow::Result<ServingCosts> {
+) -> anyhow::Result<(ServingCosts, StepsLoad)> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let mut argv = vec!["serve".to_string()];
@@ -172,9 +261,9 @@ pub fn measure_serving(
         argv.extend(workers.iter().map(|s| s.to_string()));
         argv.extend(["--port", "0"].map(String::from));
         let (child, addr) = spawn_tandem(&argv).await?;
-        let result = drive(&child, &addr, deployment).await;
+        let result = drive(&child, &addr, deployment, model.max_model_len).await;
         stop_workers(vec![child], 5.0).await;
-        let (mut costs, loads, timelines) = result?;
+        let (mut costs, loads, timelines, steps) = result?;
         if shared {
             cpu_terms(&mut costs, &loads, deployment)?;
             costs.shared_cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -182,7 +271,7 @@ pub fn measure_serving(
             (costs.engine_gap_s, costs.engine_gap_per_token_s) =
                 step_gaps(&timelines, costs.worker_cpu_per_token_s);
         }
-        Ok(costs)
+        Ok((costs, steps))
     })
 }
 
@@ -217,13 +306,14 @@ fn cpu_terms(
     Ok(())
 }
 
-/// Runs the two loads against the server at `addr`: the latencies from every timeline, each
-/// load's CPU, and the timelines.
+/// Runs the two loads against the server at `addr`, then the steps load: the latencies from
+/// every timeline of the two, each one's CPU, their timelines, and the steps load.
 async fn drive(
     child: &tokio::process::Child,
     addr: &str,
     deployment: Deployment,
-) -> anyhow::Result<(ServingCosts, Vec<LoadCpu>, Vec<Timeline>)> {
+    max_model_len: Option<usize>,
+) -> anyhow::Result<(ServingCosts, Vec<LoadCpu>, Vec<Timeline>, StepsLoad)> {
     let base = format!("http://{addr}");
     wait_healthy(&base, Duration::from_secs(120)).await?;
     let frontend = child.id().context("the server has exited")?;
@@ -265,7 +355,16 @@ async fn drive(
     }
     let costs = ServingCosts::latencies_of(&timelines)
         .context("the server gave no timelines (is it tandem's frontend?)")?;
-    Ok((costs, cpu, timelines))
+    // Paced as the others: one burst alone, then the load at the utilization.
+    let longest = max_model_len.map_or(usize::MAX, |l| l.saturating_sub(STEPS_OUTPUT + 1));
+    let (_, alone) = replay(&steps_load(0, longest, 20)[..BURST], &cfg).await?;
+    let gap_ms = (alone * 1e3 / UTILIZATION).ceil() as u64;
+    let trace = steps_load(gap_ms, longest, 21);
+    let (records, _) = replay(&trace, &cfg).await?;
+    if let Some(e) = records.iter().find_map(|r| r.error.clone()) {
+        bail!("a request of the steps load failed: {e}");
+    }
+    Ok((costs, cpu, timelines, StepsLoad { trace, records }))
 }
 
 #[cfg(test)]
@@ -281,6 +380,24 @@ mod tests {
                 cpu: cpu(48.0, 48.0 * out),
             })
             .to_vec()
+    }
+
+    #[test]
+    fn the_steps_load_has_prompts_of_mixed_lengths_that_fit_the_model() {
+        let load = steps_load(700, usize::MAX, 21);
+        assert_eq!(load.len(), STEPS_BURSTS * BURST);
+        let mut ids = std::collections::HashSet::new();
+        for (i, r) in load.iter().enumerate() {
+            assert_eq!(r.timestamp, (i / BURST) as u64 * 700);
+            assert_eq!(r.input_length, STEPS_PROMPTS[i % 4] * PROMPT);
+            assert_eq!(r.hash_ids.len() * PROMPT, r.input_length);
+            assert!(r.hash_ids.iter().all(|&h| ids.insert(h)), "its own prompt");
+        }
+        // A model of 1,024 tokens takes prompts of at most 991 (with the output): 10 blocks.
+        let short = steps_load(0, 1024 - STEPS_OUTPUT - 1, 21);
+        let longest = short.iter().map(|r| r.input_length).max().unwrap();
+        assert_eq!(longest, 10 * PROMPT);
+        assert!(short.iter().all(|r| r.input_length >= 2 * PROMPT));
     }
 
     #[test]

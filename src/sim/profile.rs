@@ -261,6 +261,19 @@ impl Profile {
         }
     }
 
+    /// The profile a deployment's steps are priced by: its grids scaled by the step levels
+    /// its serving path measured under load, or this one where there are none (or no
+    /// grids).
+    pub fn priced_for(self: &std::sync::Arc<Self>, disaggregated: bool) -> std::sync::Arc<Self> {
+        match (self.serving_of(disaggregated).step_levels(), &self.measured) {
+            (Some((prefill, decode)), Some(m)) => std::sync::Arc::new(Profile {
+                measured: Some(m.scaled(prefill, decode)),
+                ..(**self).clone()
+            }),
+            _ => self.clone(),
+        }
+    }
+
     /// The default: Qwen3-32B, TP2, H200.
     pub fn default_qwen3_32b_tp2_h200() -> Self {
         Self::arithmetic(&QWEN3_32B, &H200, 2)

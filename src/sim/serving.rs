@@ -87,9 +87,29 @@ pub struct ServingCosts {
     /// engines' steps wait for it where they share those cores.
     pub transfer_cpu_source_per_byte: f64,
     pub transfer_cpu_dest_per_byte: f64,
+    /// How much longer the engines' steps ran under a serving load of mixed prompts than
+    /// the grids price them, beyond what the simulator charges them for the serving path's
+    /// CPU: the load's real steps' time over its simulated steps', those with prompts and
+    /// the decode-only ones (`tandem profile`'s steps load, cli/profile_serving.rs). The
+    /// simulator prices this deployment's steps by the grids scaled by them. 0: not
+    /// measured (as priced).
+    pub prefill_step_level: f64,
+    pub decode_step_level: f64,
 }
 
 impl ServingCosts {
+    /// The step levels (steps with prompts, decode-only steps) this deployment's steps are
+    /// priced at; None when neither was measured.
+    pub fn step_levels(&self) -> Option<(f64, f64)> {
+        let or_one = |x: f64| if x > 0.0 { x } else { 1.0 };
+        (self.prefill_step_level > 0.0 || self.decode_step_level > 0.0).then(|| {
+            (
+                or_one(self.prefill_step_level),
+                or_one(self.decode_step_level),
+            )
+        })
+    }
+
     /// The client sends -> the request is in the engine.
     pub fn entry_s(&self) -> f64 {
         self.to_frontend_s + self.tokenize_s + self.route_s + self.to_worker_s + self.to_engine_s

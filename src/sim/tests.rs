@@ -477,3 +477,50 @@ fn the_decode_workers_cpu_per_request_slows_its_steps() {
     let slowed = itl(p);
     assert!(slowed > base + 1.0, "{base} -> {slowed}");
 }
+
+#[test]
+fn a_deployments_step_levels_scale_its_own_steps() {
+    // The disaggregated path's steps measured 1.5x (with prompts) and 2x (decodes only)
+    // their price under serving; the aggregated path's were not measured.
+    let trace = conversations(6, 4, 300);
+    let mut p = crate::sim::median::tests::pass(1.0);
+    let priced = Arc::new(p.clone());
+    if let Some(d) = &mut p.serving_disagg {
+        (d.prefill_step_level, d.decode_step_level) = (1.5, 2.0);
+    }
+    let levelled = Arc::new(p);
+    // Each step's duration over its price, for the steps with prompts and the decode-only
+    // ones.
+    let ratios = |topology| {
+        let mut cfg = config(topology, Policy::kv(0.0), 4096);
+        cfg.timelines = true;
+        let o = simulate(&cfg, levelled.clone(), &trace).unwrap();
+        assert_complete(&o, &trace);
+        let (mut prompts, mut decodes) = (Vec::new(), Vec::new());
+        for s in crate::sim::seen::seen_steps(&o.records) {
+            if !s.known || s.work.is_empty() {
+                continue;
+            }
+            let r = (s.end - s.start) as f64 / 1e9 / priced.step_time(&s.work);
+            if s.prompts() > 0 {
+                prompts.push(r);
+            } else {
+                decodes.push(r);
+            }
+        }
+        assert!(!prompts.is_empty() && !decodes.is_empty());
+        (prompts, decodes)
+    };
+    let near = |v: &[f64], x: f64| v.iter().all(|r| (r - x).abs() < 1e-4);
+    let (prompts, decodes) = ratios(Topology::Disaggregated {
+        prefill: 1,
+        decode: 1,
+    });
+    assert!(near(&prompts, 1.5), "{prompts:?}");
+    assert!(near(&decodes, 2.0), "{decodes:?}");
+    let (prompts, decodes) = ratios(Topology::Aggregated { workers: 2 });
+    assert!(
+        near(&prompts, 1.0) && near(&decodes, 1.0),
+        "{prompts:?} {decodes:?}"
+    );
+}

@@ -72,6 +72,8 @@ impl<'a> Cluster<'a> {
         trace: &'a [TraceRequest],
     ) -> Self {
         let track_kv = matches!(cfg.policy, Policy::Kv { .. });
+        let disaggregated = matches!(cfg.topology, Topology::Disaggregated { .. });
+        let profile = profile.priced_for(disaggregated);
         let ranks = profile.attention_dp.max(1);
         let decode_engine = cfg.decode_engine.clone().unwrap_or_else(|| EngineConfig {
             enable_prefix_caching: false,
@@ -144,9 +146,7 @@ impl<'a> Cluster<'a> {
         }
         Cluster {
             cfg,
-            path: Path::of(
-                profile.serving_of(matches!(cfg.topology, Topology::Disaggregated { .. })),
-            ),
+            path: Path::of(profile.serving_of(disaggregated)),
             profile,
             trace,
             workers,
