@@ -108,6 +108,8 @@ fn calibrate_measures_simulates_and_tabulates_both_deployments() {
         }
     }
     assert!(stdout.contains("at the real runs' step level"), "{stdout}");
+    // The profile passes timed the steps under serving on each deployment's steps load.
+    assert!(stdout.contains("steps under serving"), "{stdout}");
     assert_eq!(report["rows_at_step_level"].as_array().unwrap().len(), 11);
     // The machine's speed, read before and after each of the 2 passes and each of the 2
     // real runs, and the table again with the profile at the runs' speed.
@@ -272,8 +274,6 @@ fn calibrate_measures_simulates_and_tabulates_both_deployments() {
     ] {
         assert!(disagg[k].as_f64().unwrap() > 0.0, "{k}: {disagg}");
     }
-    // The steps under serving, timed on the steps load of each deployment.
-    assert!(stdout.contains("steps under serving"), "{stdout}");
 
     // The simulator alone reruns against the recorded real runs: the same table.
     let again = tempfile::tempdir().unwrap();
