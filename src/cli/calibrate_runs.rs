@@ -39,6 +39,32 @@ pub(super) fn deployments() -> [(&'static str, &'static [&'static str], Topology
     ]
 }
 
+/// A deployment simulated as a real one replays a trace: every worker with the served
+/// engine, at the trace's own pace, with timelines; the race of the serving path drawn by
+/// `seed`.
+pub(super) fn replayed(
+    name: &str,
+    topology: Topology,
+    policy: Policy,
+    engine: &EngineConfig,
+    trace_block: usize,
+    seed: u64,
+) -> ClusterConfig {
+    ClusterConfig {
+        name: name.to_string(),
+        topology,
+        policy,
+        engine: engine.clone(),
+        prefill_engine: None,
+        decode_engine: None,
+        speedup: 1.0,
+        vocab: engine.vocab_size as u32,
+        trace_block,
+        seed,
+        timelines: true,
+    }
+}
+
 /// Both deployments simulated `--runs` times on the slice, each run with a seed of its own
 /// (the serving path's races are drawn: which of a burst's requests an engine starts
 /// without): per deployment, the summaries, timelines and step levels.
@@ -67,19 +93,7 @@ impl Simulated {
         for (name, _, topology, policy) in deployments() {
             let (mut runs, mut timelines, mut records) = (Vec::new(), Vec::new(), Vec::new());
             for seed in 0..count as u64 {
-                let cfg = ClusterConfig {
-                    name: name.to_string(),
-                    topology,
-                    policy,
-                    engine: engine.clone(),
-                    prefill_engine: None,
-                    decode_engine: None,
-                    speedup: 1.0,
-                    vocab: engine.vocab_size as u32,
-                    trace_block,
-                    seed,
-                    timelines: true,
-                };
+                let cfg = replayed(name, topology, policy, engine, trace_block, seed);
                 let o = simulate(&cfg, profile.clone(), trace)?;
                 if let Some(dir) = out {
                     let file = dir.join(format!("{name}_sim_{}.jsonl", seed + 1));

@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::ModelArgs;
+use super::calibrate_runs::replayed;
 use super::calibrate_steps::{step_levels, steps_over_simulated};
 use super::frontend::{spawn_tandem, stop_workers, wait_healthy};
 use crate::config::EngineConfig;
@@ -23,7 +24,7 @@ use crate::replay::metrics::RequestRecord;
 use crate::replay::trace::TraceRequest;
 use crate::router::Policy;
 use crate::sim::serving::{ServingCosts, cpu_split, step_gaps};
-use crate::sim::{ClusterConfig, Profile, Topology, simulate};
+use crate::sim::{Profile, Topology, simulate};
 use crate::timeline::Timeline;
 
 /// Requests of each load, their prompt tokens, and the two output lengths.
@@ -95,19 +96,7 @@ pub fn step_levels_of(
     // A few seeds: the serving path's races are drawn.
     let mut simulated = Vec::new();
     for seed in 0..3 {
-        let cfg = ClusterConfig {
-            name: "steps load".into(),
-            topology,
-            policy,
-            engine: engine.clone(),
-            prefill_engine: None,
-            decode_engine: None,
-            speedup: 1.0,
-            vocab: engine.vocab_size as u32,
-            trace_block: PROMPT,
-            seed,
-            timelines: true,
-        };
+        let cfg = replayed("steps load", topology, policy, engine, PROMPT, seed);
         simulated.push(simulate(&cfg, unlevelled.clone(), &load.trace)?.records);
     }
     let real = step_levels(std::slice::from_ref(&load.records), &unlevelled);
