@@ -86,6 +86,11 @@ fn calibrate_the_toy() -> Result<(), String> {
         // came out at 67 ms instead of 41 once, a slow spell caught whole.
         "--profile-repeats",
         "3",
+        // No steps load: its level is of prompts of hundreds of tokens, the toy's are 2, and
+        // its 64 requests of 40 ms steps would double the test's time. tests/calibrate.rs
+        // measures the level.
+        "--steps-bursts",
+        "0",
         "--trace",
         trace.to_str().unwrap(),
         "--trace-block-size",

@@ -21,6 +21,7 @@ use super::calibrate_runs::{
     Simulated, deployments, real_run, recorded_run, timelines, write_records,
 };
 use super::calibrate_steps::{levels_json, levels_table, step_levels, steps_over_simulated};
+use super::profile_serving::STEPS_BURSTS;
 use super::trace::TraceArgs;
 use crate::config::EngineConfig;
 use crate::replay::metrics::{RequestRecord, Slo, Summary};
@@ -52,6 +53,11 @@ pub struct CalibrateArgs {
     /// hour as the runs, and a slow spell falls on one pass.
     #[arg(long, default_value_t = 3)]
     profile_repeats: usize,
+    /// The measured profile's steps load, in bursts of 4 requests (`tandem profile
+    /// --steps-bursts`): each deployment's step level under serving. 0: none, the steps
+    /// priced at the grids' price.
+    #[arg(long, default_value_t = STEPS_BURSTS)]
+    steps_bursts: usize,
     /// Timed steps of each reference reading (`tandem profile --reference`: a fixed prefill
     /// and decode step, half a second on the demo model), taken before and after each
     /// profile pass and each real run on the first core. The simulator reruns with the
@@ -306,6 +312,7 @@ fn profile_pass(
     argv.extend(["--disagg-cpus".into(), format!("{},{}", cores[0], cores[1])]);
     argv.extend(["--points".into(), args.points.to_string()]);
     argv.extend(["--repeats".into(), "1".into()]);
+    argv.extend(["--steps-bursts".into(), args.steps_bursts.to_string()]);
     argv.extend(["--out".into(), path.display().to_string()]);
     eprintln!(
         "calibrate: profiling one worker on core {}, pass {} of {passes}",

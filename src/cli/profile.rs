@@ -12,7 +12,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::ModelArgs;
-use super::profile_serving::{Deployment, PROMPT, StepsLoad, measure_serving, step_levels_of};
+use super::profile_serving::{
+    Deployment, PROMPT, STEPS_BURSTS, StepsLoad, measure_serving, step_levels_of,
+};
 use super::profile_transfer::measure_transfers;
 use crate::backend::Backend;
 use crate::engine::hooks::Hooked;
@@ -55,6 +57,11 @@ pub struct ProfileArgs {
     /// it.
     #[arg(long, value_delimiter = ',')]
     disagg_cpus: Vec<usize>,
+    /// Bursts of 4 requests in the steps load, which measures how much longer the steps run
+    /// under serving than the grids price them (each deployment's step level). 0 leaves the
+    /// levels unmeasured: the simulator prices the steps at the grids' price.
+    #[arg(long, default_value_t = STEPS_BURSTS)]
+    steps_bursts: usize,
 }
 
 /// The cores of the disaggregated serving load, if there are two to run it on.
@@ -95,22 +102,26 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<()> {
         Served::default()
     } else {
         eprintln!("profile: timing the serving path under load");
-        let one = measure_serving(&args.model, cpu, Deployment::Aggregated)
+        let one = measure_serving(&args.model, cpu, Deployment::Aggregated, args.steps_bursts)
             .context("measuring the serving path")?;
         // A GPU host would need two devices for it; a CPU one, two cores.
         let disagg = match disagg_cores {
             Some(cores) if cpu => {
                 eprintln!("profile: timing the disaggregated serving path under load");
-                let (costs, load) =
-                    measure_serving(&args.model, cpu, Deployment::Disaggregated(cores))
-                        .context("measuring the disaggregated serving path")?;
+                let (costs, load) = measure_serving(
+                    &args.model,
+                    cpu,
+                    Deployment::Disaggregated(cores),
+                    args.steps_bursts,
+                )
+                .context("measuring the disaggregated serving path")?;
                 Some((costs, load, cores))
             }
             _ => None,
         };
         Served {
             serving: one.0,
-            steps: Some(one.1),
+            steps: one.1,
             disagg,
         }
     };
@@ -131,7 +142,7 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<()> {
 struct Served {
     serving: ServingCosts,
     steps: Option<StepsLoad>,
-    disagg: Option<(ServingCosts, StepsLoad, [usize; 2])>,
+    disagg: Option<(ServingCosts, Option<StepsLoad>, [usize; 2])>,
 }
 
 fn run<B: Backend>(
@@ -145,7 +156,7 @@ fn run<B: Backend>(
         disagg,
     } = served;
     let (serving_disagg, disagg_steps) = match disagg {
-        Some((costs, load, cores)) => (Some(costs), Some((load, cores))),
+        Some((costs, load, cores)) => (Some(costs), load.map(|l| (l, cores))),
         None => (None, None),
     };
     let cfg = loaded.engine.config().clone();

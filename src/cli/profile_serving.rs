@@ -37,15 +37,15 @@ const BURST: usize = 4;
 /// without bound would make every latency the queue's).
 const UTILIZATION: f64 = 0.6;
 
-/// The steps load: `STEPS_BURSTS` bursts of `BURST` requests of `STEPS_OUTPUT` tokens, their
+/// The steps load: `bursts` bursts of `BURST` requests of `STEPS_OUTPUT` tokens, their
 /// prompts these many times `PROMPT` tokens in turn (as long as the model takes), as the
 /// traces' prompts of a few hundred to a few thousand tokens are.
 const STEPS_PROMPTS: [usize; 4] = [2, 5, 10, 15];
-const STEPS_BURSTS: usize = 16;
+pub const STEPS_BURSTS: usize = 16;
 const STEPS_OUTPUT: usize = 32;
 
-fn steps_load(gap_ms: u64, longest: usize, seed: u64) -> Vec<TraceRequest> {
-    (0..STEPS_BURSTS * BURST)
+fn steps_load(bursts: usize, gap_ms: u64, longest: usize, seed: u64) -> Vec<TraceRequest> {
+    (0..bursts * BURST)
         .map(|i| {
             let blocks = STEPS_PROMPTS[i % STEPS_PROMPTS.len()]
                 .min(longest / PROMPT)
@@ -226,11 +226,13 @@ struct LoadCpu {
 /// Measures the serving path with `model`'s flags on `deployment`, the aggregated worker on
 /// `model.cpus` (all cores when none are given). `shared` says whether the frontend and
 /// the client share the workers' cores (CPU workers): without it the CPU terms stay zero.
+/// The steps load, of `steps_bursts` bursts, runs last; none with 0.
 pub fn measure_serving(
     model: &ModelArgs,
     shared: bool,
     deployment: Deployment,
-) -> anyhow::Result<(ServingCosts, StepsLoad)> {
+    steps_bursts: usize,
+) -> anyhow::Result<(ServingCosts, Option<StepsLoad>)> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let mut argv = vec!["serve".to_string()];
@@ -250,7 +252,7 @@ pub fn measure_serving(
         argv.extend(workers.iter().map(|s| s.to_string()));
         argv.extend(["--port", "0"].map(String::from));
         let (child, addr) = spawn_tandem(&argv).await?;
-        let result = drive(&child, &addr, deployment, model.max_model_len).await;
+        let result = drive(&child, &addr, deployment, model.max_model_len, steps_bursts).await;
         stop_workers(vec![child], 5.0).await;
         let (mut costs, loads, timelines, steps) = result?;
         if shared {
@@ -295,14 +297,16 @@ fn cpu_terms(
     Ok(())
 }
 
-/// Runs the two loads against the server at `addr`, then the steps load: the latencies from
-/// every timeline of the two, each one's CPU, their timelines, and the steps load.
+/// Runs the two loads against the server at `addr`, then the steps load of `steps_bursts`
+/// bursts (if any): the latencies from every timeline of the two, each one's CPU, their
+/// timelines, and the steps load.
 async fn drive(
     child: &tokio::process::Child,
     addr: &str,
     deployment: Deployment,
     max_model_len: Option<usize>,
-) -> anyhow::Result<(ServingCosts, Vec<LoadCpu>, Vec<Timeline>, StepsLoad)> {
+    steps_bursts: usize,
+) -> anyhow::Result<(ServingCosts, Vec<LoadCpu>, Vec<Timeline>, Option<StepsLoad>)> {
     let base = format!("http://{addr}");
     wait_healthy(&base, Duration::from_secs(120)).await?;
     let frontend = child.id().context("the server has exited")?;
@@ -344,16 +348,19 @@ async fn drive(
     }
     let costs = ServingCosts::latencies_of(&timelines)
         .context("the server gave no timelines (is it tandem's frontend?)")?;
+    if steps_bursts == 0 {
+        return Ok((costs, cpu, timelines, None));
+    }
     // Paced as the others: one burst alone, then the load at the utilization.
     let longest = max_model_len.map_or(usize::MAX, |l| l.saturating_sub(STEPS_OUTPUT + 1));
-    let (_, alone) = replay(&steps_load(0, longest, 20)[..BURST], &cfg).await?;
+    let (_, alone) = replay(&steps_load(1, 0, longest, 20), &cfg).await?;
     let gap_ms = (alone * 1e3 / UTILIZATION).ceil() as u64;
-    let trace = steps_load(gap_ms, longest, 21);
+    let trace = steps_load(steps_bursts, gap_ms, longest, 21);
     let (records, _) = replay(&trace, &cfg).await?;
     if let Some(e) = records.iter().find_map(|r| r.error.clone()) {
         bail!("a request of the steps load failed: {e}");
     }
-    Ok((costs, cpu, timelines, StepsLoad { trace, records }))
+    Ok((costs, cpu, timelines, Some(StepsLoad { trace, records })))
 }
 
 #[cfg(test)]
@@ -373,7 +380,7 @@ mod tests {
 
     #[test]
     fn the_steps_load_has_prompts_of_mixed_lengths_that_fit_the_model() {
-        let load = steps_load(700, usize::MAX, 21);
+        let load = steps_load(STEPS_BURSTS, 700, usize::MAX, 21);
         assert_eq!(load.len(), STEPS_BURSTS * BURST);
         let mut ids = std::collections::HashSet::new();
         for (i, r) in load.iter().enumerate() {
@@ -383,7 +390,7 @@ mod tests {
             assert!(r.hash_ids.iter().all(|&h| ids.insert(h)), "its own prompt");
         }
         // A model of 1,024 tokens takes prompts of at most 991 (with the output): 10 blocks.
-        let short = steps_load(0, 1024 - STEPS_OUTPUT - 1, 21);
+        let short = steps_load(STEPS_BURSTS, 0, 1024 - STEPS_OUTPUT - 1, 21);
         let longest = short.iter().map(|r| r.input_length).max().unwrap();
         assert_eq!(longest, 10 * PROMPT);
         assert!(short.iter().all(|r| r.input_length >= 2 * PROMPT));
