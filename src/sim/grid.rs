@@ -14,13 +14,18 @@
 //! roofline's extrapolation outside, and right for steps no grid holds: several prompts in one
 //! step pay attention each over its own length, not as one long prompt.
 //!
-//! The grids time one prompt a step, so a step of several reads its ratio at its mean prompt
-//! (new tokens per prompt), not at one prompt of all their tokens: the ratio says how far
-//! the machine is from the roofline on a prompt of that length (a long prompt's attention
-//! falls out of cache), and a step of ten 300-token prompts runs ten such prompts, not a
-//! 3,000-token one. Read at the sum, a calibration's real prefill steps of five or more
-//! prompts ran 15-30% faster, against their simulated time, than its steps of one; read at the
-//! mean, within 5-10% of them (BENCHMARKS.md, 2026-12-07).
+//! The grids time one prompt a step, so a step of several reads the ratio of each prompt at
+//! its own length, weighted by that prompt's roofline time alone (`Profile::step_time`), not
+//! at one prompt of all their tokens: the ratio says how far the machine is from the roofline
+//! on a prompt of that length (a long prompt's attention falls out of cache), and a step of
+//! ten 300-token prompts runs ten such prompts, not a 3,000-token one. Read at the sum, a
+//! calibration's real prefill steps of five or more prompts ran 15-30% faster, against their
+//! simulated time, than its steps of one (BENCHMARKS.md, 2026-12-07). Read at their mean
+//! length, prompts of one length are priced as above, but a trace's steps hold prompts of
+//! many: most of a disaggregated prefill worker's steps of several prompts held one ten or
+//! more times longer than another, and read at the mean those ran 1.20-1.28x their price
+//! against 1.24x for steps of one prompt; read each at its own length, 1.07-1.19x
+//! (BENCHMARKS.md, "Each prompt at its own length").
 
 use serde::{Deserialize, Serialize};
 

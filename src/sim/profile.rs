@@ -374,13 +374,29 @@ impl Profile {
     }
 
     /// Seconds one step takes: from the measured grids when the profile has them (the
-    /// roofline beyond them), else from the roofline.
+    /// roofline beyond them), else from the roofline. A step of several prompts reads each
+    /// prompt's ratio at its own length (beside the step's decodes), weighted by its
+    /// roofline time alone: see the note in `sim/grid.rs`.
     pub fn step_time(&self, work: &[SeqWork]) -> f64 {
         let t = self.roofline_time(work);
-        match &self.measured {
-            Some(m) => t * m.ratio(&StepShape::of(work), |s| self.shape_time(s)),
-            None => t,
+        let Some(m) = &self.measured else {
+            return t;
+        };
+        let ratio = |w: &[SeqWork]| m.ratio(&StepShape::of(w), |s| self.shape_time(s));
+        let prompts = work.iter().filter(|w| w.new_tokens > 1).count();
+        if prompts < 2 {
+            return t * ratio(work);
         }
+        let mut one: Vec<SeqWork> = work.iter().filter(|w| w.new_tokens <= 1).copied().collect();
+        let (mut weighted, mut weights) = (0.0, 0.0);
+        for p in work.iter().filter(|w| w.new_tokens > 1) {
+            let alone = self.roofline_time(std::slice::from_ref(p));
+            one.push(*p);
+            weighted += alone * ratio(&one);
+            one.pop();
+            weights += alone;
+        }
+        t * weighted / weights
     }
 
     /// The roofline's time of a step of `s`'s shape.
@@ -561,5 +577,41 @@ mod tests {
                 .to_string()
                 .contains("missing field")
         );
+    }
+
+    #[test]
+    fn a_step_of_several_prompts_prices_each_at_its_own_length() {
+        let p = crate::sim::median::tests::pass(1.0);
+        let m = p.measured.as_ref().unwrap();
+        let w = |n: usize| SeqWork {
+            new_tokens: n,
+            context_len: n,
+        };
+        let ratio = |work: &[SeqWork]| m.ratio(&StepShape::of(work), |s| p.shape_time(s));
+        // Prompts of one length: the ratio at that length, as one prompt reads it.
+        let same = [w(20); 4];
+        let got = p.step_time(&same) / p.roofline_time(&same);
+        assert!((got / ratio(&[w(20)]) - 1.0).abs() < 1e-12);
+        // A long prompt beside short ones: each at its own length's ratio, weighted by its
+        // roofline time alone; not the ratio at their mean length.
+        let mixed = [w(150), w(4), w(4), w(4)];
+        let (long, short) = (p.roofline_time(&[w(150)]), p.roofline_time(&[w(4)]));
+        let want = (long * ratio(&[w(150)]) + 3.0 * short * ratio(&[w(4)])) / (long + 3.0 * short);
+        let got = p.step_time(&mixed) / p.roofline_time(&mixed);
+        assert!((got / want - 1.0).abs() < 1e-12, "{got} {want}");
+        assert!(
+            (got / ratio(&[w(40)]) - 1.0).abs() > 1e-3,
+            "the mean's ratio"
+        );
+        // With decodes: each prompt beside all of them.
+        let d = SeqWork {
+            new_tokens: 1,
+            context_len: 30,
+        };
+        let mixed = [w(150), d, w(4), d];
+        let (a, b) = (ratio(&[w(150), d, d]), ratio(&[w(4), d, d]));
+        let want = (long * a + short * b) / (long + short);
+        let got = p.step_time(&mixed) / p.roofline_time(&mixed);
+        assert!((got / want - 1.0).abs() < 1e-12, "{got} {want}");
     }
 }
