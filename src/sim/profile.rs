@@ -382,18 +382,22 @@ impl Profile {
         let Some(m) = &self.measured else {
             return t;
         };
-        let ratio = |w: &[SeqWork]| m.ratio(&StepShape::of(w), |s| self.shape_time(s));
-        let prompts = work.iter().filter(|w| w.new_tokens > 1).count();
-        if prompts < 2 {
-            return t * ratio(work);
+        let ratio = |s: &StepShape| m.ratio(s, |s| self.shape_time(s));
+        let shape = StepShape::of(work);
+        if shape.prefill_seqs < 2.0 {
+            return t * ratio(&shape);
         }
-        let mut one: Vec<SeqWork> = work.iter().filter(|w| w.new_tokens <= 1).copied().collect();
         let (mut weighted, mut weights) = (0.0, 0.0);
         for p in work.iter().filter(|w| w.new_tokens > 1) {
             let alone = self.roofline_time(std::slice::from_ref(p));
-            one.push(*p);
-            weighted += alone * ratio(&one);
-            one.pop();
+            // This prompt alone beside the step's decodes.
+            let own = StepShape {
+                prefill_tokens: p.new_tokens as f64,
+                prefill_seqs: 1.0,
+                prefill_cached: (p.context_len - p.new_tokens) as f64,
+                ..shape
+            };
+            weighted += alone * ratio(&own);
             weights += alone;
         }
         t * weighted / weights
