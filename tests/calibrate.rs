@@ -108,6 +108,15 @@ fn calibrate_measures_simulates_and_tabulates_both_deployments() {
         }
     }
     assert!(stdout.contains("at the real runs' step level"), "{stdout}");
+    // The steps fitted as levels plus a fixed cost after an idle engine, real and simulated.
+    assert!(stdout.contains("steps after an idle engine"), "{stdout}");
+    for d in ["agg-rr", "disagg-kv"] {
+        for side in ["real", "simulated"] {
+            let f = &report["steps_fit"][d][side];
+            assert!(f["resumed"].as_u64().unwrap() > 0, "{d} {side}: {f}");
+            assert!(f["resume_s"].as_f64().unwrap() >= 0.0, "{d} {side}: {f}");
+        }
+    }
     // The profile passes timed the steps under serving on each deployment's steps load.
     assert!(stdout.contains("steps under serving"), "{stdout}");
     assert_eq!(report["rows_at_step_level"].as_array().unwrap().len(), 11);
@@ -261,6 +270,9 @@ fn calibrate_measures_simulates_and_tabulates_both_deployments() {
         serving["engine_gap_s"].as_f64().unwrap() >= 0.0,
         "{serving}"
     );
+    for s in [serving, &p["serving_disagg"]] {
+        assert!(s["engine_resume_s"].as_f64().unwrap() >= 0.0, "{s}");
+    }
     // And on the disaggregated deployment, with the decode call and the roles' CPU.
     let disagg = &p["serving_disagg"];
     for k in [

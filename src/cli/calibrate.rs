@@ -20,7 +20,9 @@ use super::calibrate_report::{Row, breakdown_json, breakdown_table, compare, tab
 use super::calibrate_runs::{
     Simulated, deployments, real_run, recorded_run, timelines, write_records,
 };
-use super::calibrate_steps::{levels_json, levels_table, step_levels, steps_over_simulated};
+use super::calibrate_steps::{
+    fits_table, levels_json, levels_table, step_fit, step_levels, steps_over_simulated,
+};
 use super::profile_serving::STEPS_BURSTS;
 use super::trace::TraceArgs;
 use crate::config::EngineConfig;
@@ -248,6 +250,8 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         .map(|r| step_levels(r, &profile))
         .collect();
     print!("{}", levels_table(&levels, &sim.levels));
+    let fits: Vec<_> = real_records.iter().map(|r| step_fit(r, &profile)).collect();
+    print!("{}", fits_table(&fits, &sim.fits));
 
     // 5. A diagnosis, not a prediction (it reads the real runs): the simulator again, each
     // deployment with its steps priced at the level its real steps ran at over its simulated
@@ -276,6 +280,10 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         "rows": rows.iter().map(Row::json).collect::<Vec<Value>>(),
         "segments_ms": breakdown_json(&breakdown),
         "steps": levels_json(&levels, &sim.levels),
+        "steps_fit": {
+            "agg-rr": {"real": fits[0], "simulated": sim.fits[0]},
+            "disagg-kv": {"real": fits[1], "simulated": sim.fits[1]},
+        },
         "references": refs,
         "runs_over_profile_speed": slowdown,
         "rows_at_runs_speed": rows_at_runs.map(|r| r.iter().map(Row::json).collect::<Vec<Value>>()),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::ModelArgs;
-use super::calibrate_steps::{StepLevels, step_levels};
+use super::calibrate_steps::{StepFit, StepLevels, step_fit, step_levels};
 use super::frontend::{spawn_tandem, stop_workers, wait_healthy};
 use crate::config::EngineConfig;
 use crate::replay::client::{ReplayConfig, replay};
@@ -67,11 +67,12 @@ pub(super) fn replayed(
 
 /// Both deployments simulated `--runs` times on the slice, each run with a seed of its own
 /// (the serving path's races are drawn: which of a burst's requests an engine starts
-/// without): per deployment, the summaries, timelines and step levels.
+/// without): per deployment, the summaries, timelines, step levels and fit.
 pub(super) struct Simulated {
     pub summaries: Vec<Vec<Summary>>,
     pub timelines: Vec<Vec<Timeline>>,
     pub levels: Vec<StepLevels>,
+    pub fits: Vec<Option<StepFit>>,
 }
 
 impl Simulated {
@@ -89,6 +90,7 @@ impl Simulated {
             summaries: Vec::new(),
             timelines: Vec::new(),
             levels: Vec::new(),
+            fits: Vec::new(),
         };
         for (name, _, topology, policy) in deployments() {
             let (mut runs, mut timelines, mut records) = (Vec::new(), Vec::new(), Vec::new());
@@ -106,6 +108,7 @@ impl Simulated {
             sim.summaries.push(runs);
             sim.timelines.push(timelines);
             sim.levels.push(step_levels(&records, &profile));
+            sim.fits.push(step_fit(&records, &profile));
         }
         Ok(sim)
     }

@@ -10,27 +10,19 @@ use super::calibrate_reference::Slowdown;
 use crate::replay::metrics::RequestRecord;
 use crate::sim::Profile;
 use crate::sim::median::median;
-use crate::sim::seen::{SeenStep, seen_steps};
+use crate::sim::seen::{SeenStep, idle_before, lanes, seen_steps};
+use crate::sim::serving::RESUMES_AFTER_NS;
 
-/// Of each step, the share of its span during which another engine's step ran. Steps go to
-/// lanes first, each step to the lane free at its start that was busy last (an engine's
-/// steps follow one another, so a lane is one engine, or several taking turns).
+/// Of each step, the share of its span during which another engine's step ran (the steps
+/// of the other lanes: [`lanes`]).
 pub(super) fn beside_others(steps: &[SeenStep]) -> Vec<f64> {
+    let lane_of = lanes(steps);
     let mut lanes: Vec<Vec<usize>> = Vec::new();
-    let mut lane_of = vec![0; steps.len()];
-    for (i, s) in steps.iter().enumerate() {
-        let free = lanes
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.last().is_some_and(|&j| steps[j].end <= s.start))
-            .max_by_key(|(_, l)| l.last().map(|&j| steps[j].end))
-            .map(|(k, _)| k);
-        let k = free.unwrap_or_else(|| {
-            lanes.push(Vec::new());
-            lanes.len() - 1
-        });
+    for (i, &k) in lane_of.iter().enumerate() {
+        if lanes.len() <= k {
+            lanes.resize(k + 1, Vec::new());
+        }
         lanes[k].push(i);
-        lane_of[i] = k;
     }
     steps
         .iter()
@@ -96,6 +88,8 @@ struct Priced {
     seconds: f64,
     price: f64,
     beside: f64,
+    /// Its engine sat idle at least [`RESUMES_AFTER_NS`] before it (or had not stepped yet).
+    resumed: bool,
 }
 
 /// Each step's duration over its price by `profile`, by kind of step, over `runs` (each
@@ -129,11 +123,12 @@ pub(super) fn step_levels(runs: &[Vec<RequestRecord>], profile: &Profile) -> Ste
 fn priced(records: &[RequestRecord], profile: &Profile) -> Vec<Priced> {
     let steps = seen_steps(records);
     let beside = beside_others(&steps);
+    let idle = idle_before(&steps);
     steps
         .iter()
-        .zip(&beside)
+        .zip(beside.iter().zip(&idle))
         .filter(|(s, _)| s.known && !s.work.is_empty())
-        .map(|(s, &beside)| {
+        .map(|(s, (&beside, idle))| {
             let prompts = s.prompts();
             Priced {
                 prompts,
@@ -141,6 +136,7 @@ fn priced(records: &[RequestRecord], profile: &Profile) -> Vec<Priced> {
                 seconds: (s.end - s.start) as f64 / 1e9,
                 price: profile.step_time(&s.work),
                 beside,
+                resumed: idle.is_none_or(|i| i >= RESUMES_AFTER_NS),
             }
         })
         .collect()
@@ -168,6 +164,134 @@ pub(super) fn steps_over_simulated(real: &StepLevels, simulated: &StepLevels) ->
         prefill: ratio("with prompts"),
         decode: ratio("decodes only"),
     }
+}
+
+/// The steps of a set of runs as a line: each step's duration as its price times the level of
+/// its kind (with prompts, decodes only), plus a fixed cost where its engine resumed after
+/// sitting idle. Least squares of each step's duration over its price (a step's error counts
+/// relative to its price: a fixed cost shows on the short steps, which a plain sum of
+/// squares would leave to the long ones' noise).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub(super) struct StepFit {
+    pub steps: usize,
+    pub resumed: usize,
+    /// The levels of steps with prompts and of decode-only steps (1 for a kind not seen).
+    pub prompts: f64,
+    pub decodes: f64,
+    /// The fixed cost of a step after an idle engine, s (0 where the fit puts it below 0,
+    /// or no step, or every step, resumed: the levels then hold all of it).
+    pub resume_s: f64,
+}
+
+/// The line ([`StepFit`]) through the known steps of `runs`, priced by `profile`; None
+/// without steps.
+pub(super) fn step_fit(runs: &[Vec<RequestRecord>], profile: &Profile) -> Option<StepFit> {
+    let priced: Vec<Priced> = runs
+        .iter()
+        .flat_map(|r| priced(r, profile))
+        .filter(|s| s.price > 0.0)
+        .collect();
+    if priced.is_empty() {
+        return None;
+    }
+    // Each row: (prompts?, decodes only?, resumed / price) -> duration / price.
+    let rows: Vec<([f64; 3], f64)> = priced
+        .iter()
+        .map(|s| {
+            let p = f64::from(u8::from(s.prompts > 0));
+            let r = if s.resumed { 1.0 / s.price } else { 0.0 };
+            ([p, 1.0 - p, r], s.seconds / s.price)
+        })
+        .collect();
+    let resumed = priced.iter().filter(|s| s.resumed).count();
+    let mut cols = [true; 3];
+    for (c, on) in cols.iter_mut().enumerate() {
+        *on = rows.iter().any(|(x, _)| x[c] != 0.0);
+    }
+    // With every step resumed the fixed cost cannot be told from the levels.
+    cols[2] &= resumed < priced.len();
+    let mut b = least_squares(&rows, cols)?;
+    if b[2] < 0.0 {
+        cols[2] = false;
+        b = least_squares(&rows, cols)?;
+    }
+    let or_one = |on: bool, x: f64| if on { x } else { 1.0 };
+    Some(StepFit {
+        steps: priced.len(),
+        resumed,
+        prompts: or_one(cols[0], b[0]),
+        decodes: or_one(cols[1], b[1]),
+        resume_s: if cols[2] { b[2] } else { 0.0 },
+    })
+}
+
+/// The least-squares coefficients of `rows` (x, y) over the columns that are `on` (the others
+/// 0); None where those columns are not independent.
+fn least_squares(rows: &[([f64; 3], f64)], on: [bool; 3]) -> Option<[f64; 3]> {
+    let cols: Vec<usize> = (0..3).filter(|&c| on[c]).collect();
+    let n = cols.len();
+    // The normal equations, augmented: [X'X | X'y].
+    let mut m = vec![vec![0.0; n + 1]; n];
+    for (x, y) in rows {
+        for (i, &a) in cols.iter().enumerate() {
+            for (j, &b) in cols.iter().enumerate() {
+                m[i][j] += x[a] * x[b];
+            }
+            m[i][n] += x[a] * y;
+        }
+    }
+    // Independence is judged against the columns' own scale (resumed / price runs to 1e3).
+    let scale = (0..n).map(|i| m[i][i]).fold(0.0, f64::max);
+    for i in 0..n {
+        let pivot = (i..n).max_by(|&a, &b| m[a][i].abs().total_cmp(&m[b][i].abs()))?;
+        m.swap(i, pivot);
+        if m[i][i].abs() <= 1e-12 * scale {
+            return None;
+        }
+        let row = m[i].clone();
+        for (r, line) in m.iter_mut().enumerate() {
+            if r != i {
+                let f = line[i] / row[i];
+                for (a, b) in line[i..].iter_mut().zip(&row[i..]) {
+                    *a -= f * b;
+                }
+            }
+        }
+    }
+    let mut out = [0.0; 3];
+    for (i, &c) in cols.iter().enumerate() {
+        out[c] = m[i][n] / m[i][i];
+    }
+    Some(out)
+}
+
+/// Both deployments' fits, real and simulated, as lines of text.
+pub(super) fn fits_table(real: &[Option<StepFit>], simulated: &[Option<StepFit>]) -> String {
+    let cell = |f: &Option<StepFit>| match f {
+        Some(f) => format!(
+            "{:>5} of {:<5} {:>+7.2} ms  prompts x{:.2} decodes x{:.2}",
+            f.resumed,
+            f.steps,
+            f.resume_s * 1e3,
+            f.prompts,
+            f.decodes
+        ),
+        None => "-".into(),
+    };
+    let mut s = format!(
+        "steps after an idle engine (>= {:.1} ms): how many, and their fixed cost fitted \
+         beside each kind's level\n",
+        RESUMES_AFTER_NS as f64 / 1e6
+    );
+    for (k, name) in ["agg-rr", "disagg-kv"].iter().enumerate() {
+        s += &format!(
+            "{name:<10} real {}\n{:<10} sim  {}\n",
+            cell(&real[k]),
+            "",
+            cell(&simulated[k])
+        );
+    }
+    s
 }
 
 /// The table of both deployments' levels: real steps (all, alone, beside), then the
@@ -247,6 +371,7 @@ mod tests {
             end,
             work: vec![w(1, 1)],
             known: true,
+            prefill_worker: false,
         };
         // Worker one: [0, 10), [10, 20); worker two: [5, 25).
         let steps = vec![s(0, 10), s(5, 25), s(10, 20)];
@@ -300,6 +425,59 @@ mod tests {
         assert_eq!(decodes.0, "decodes only");
         assert!((decodes.1[0].ratio.unwrap() - 1.0).abs() < 1e-6);
         assert!((decodes.1[0].time_ratio.unwrap() - 2.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn the_fit_recovers_the_levels_and_the_cost_of_resuming() {
+        let p = Profile::default_qwen3_32b_tp2_h200();
+        let ns = |s: f64| (s * 1e9).round() as u64;
+        let (prompts, decodes, resume) = (1.2, 1.1, 2e-3);
+        // Requests of several lengths, each a prefill then 6 decodes, one after another on
+        // one engine: idle 1 to 2 ms before each prefill (or never stepped), and `pause`
+        // before each fourth step; the resumed steps pay `resume` where `paid`.
+        let run = |pause: u64, paid: [bool; 2]| {
+            let mut records = Vec::new();
+            let mut t = 0;
+            for (i, len) in [40, 200, 700, 1500, 90, 350].into_iter().enumerate() {
+                let mut steps = Vec::new();
+                for k in 0..7 {
+                    let (work, level) = if k == 0 {
+                        (w(len, len), prompts)
+                    } else {
+                        (w(1, len + k), decodes)
+                    };
+                    if k == 0 && i > 0 {
+                        t += ns(1e-3 + 1e-4 * i as f64);
+                    }
+                    if k == 3 {
+                        t += pause;
+                    }
+                    let extra = if (k == 0 && paid[0]) || (k == 3 && paid[1]) {
+                        resume
+                    } else {
+                        0.0
+                    };
+                    let d = ns(level * p.step_time(&[work]) + extra);
+                    steps.push(step(t, t + d, true));
+                    t += d;
+                }
+                records.push(record(len, 0, None, steps));
+            }
+            step_fit(&[records], &p).expect("steps")
+        };
+        let f = run(ns(1.5e-3), [true; 2]);
+        assert_eq!((f.steps, f.resumed), (42, 12));
+        assert!((f.prompts - prompts).abs() < 1e-3, "{f:?}");
+        assert!((f.decodes - decodes).abs() < 1e-3, "{f:?}");
+        assert!((f.resume_s - resume).abs() < 1e-5, "{f:?}");
+        // Just under the threshold apart, a step is not resumed.
+        let f = run(RESUMES_AFTER_NS - 1, [true, false]);
+        assert_eq!(f.resumed, 6, "{f:?}");
+        assert!((f.resume_s - resume).abs() < 1e-5, "{f:?}");
+        // Where no step pays, the fit finds none.
+        let f = run(ns(1.5e-3), [false; 2]);
+        assert!(f.resume_s.abs() < 1e-6, "{f:?}");
+        assert!((f.decodes - decodes).abs() < 1e-3, "{f:?}");
     }
 
     #[test]

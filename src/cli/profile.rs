@@ -262,15 +262,12 @@ fn run<B: Backend>(
     }
     served_engine.kv_hold_timeout = std::time::Duration::from_secs_f64(args.model.kv_hold_timeout);
     if let Some(load) = &steps {
-        let (p, d) = step_levels_of(&fitted, Deployment::Aggregated, load, &served_engine)
-            .context("pricing the steps load")?;
-        (
-            fitted.serving.prefill_step_level,
-            fitted.serving.decode_step_level,
-        ) = (p, d);
+        step_levels_of(&fitted, Deployment::Aggregated, load, &served_engine)
+            .context("pricing the steps load")?
+            .set(&mut fitted.serving);
     }
     if let Some((load, cores)) = &disagg_steps {
-        let (p, d) = step_levels_of(
+        let terms = step_levels_of(
             &fitted,
             Deployment::Disaggregated(*cores),
             load,
@@ -278,7 +275,7 @@ fn run<B: Backend>(
         )
         .context("pricing the disaggregated steps load")?;
         if let Some(s) = &mut fitted.serving_disagg {
-            (s.prefill_step_level, s.decode_step_level) = (p, d);
+            terms.set(s);
         }
     }
     let serving = fitted.serving;
@@ -335,12 +332,18 @@ fn run<B: Backend>(
             .as_ref()
             .and_then(|s| s.step_levels())
             .map_or(String::new(), |(p, d)| {
-                format!(", x{p:.2} / x{d:.2} on the disaggregated pair")
+                let resume = fitted.serving_disagg.map_or(0.0, |s| s.engine_resume_s);
+                format!(
+                    ", x{p:.2} / x{d:.2} + {:.2} ms on the disaggregated pair",
+                    resume * 1e3
+                )
             });
         println!(
             "{}: steps under serving (their time over the simulator's, with prompts / decodes \
-             only): x{p:.2} / x{d:.2} on one worker{pair}",
-            args.out.display()
+             only, + a step after an idle engine): x{p:.2} / x{d:.2} + {:.2} ms on one \
+             worker{pair}",
+            args.out.display(),
+            fitted.serving.engine_resume_s * 1e3
         );
     }
     Ok(())

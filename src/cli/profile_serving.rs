@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 
 use super::ModelArgs;
 use super::calibrate_runs::replayed;
-use super::calibrate_steps::{step_levels, steps_over_simulated};
+use super::calibrate_steps::{step_fit, step_levels, steps_over_simulated};
 use super::frontend::{spawn_tandem, stop_workers, wait_healthy};
 use crate::config::EngineConfig;
 use crate::replay::client::{ReplayConfig, replay};
@@ -81,7 +81,7 @@ pub fn step_levels_of(
     deployment: Deployment,
     load: &StepsLoad,
     engine: &EngineConfig,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<StepTerms> {
     let (topology, policy) = match deployment {
         Deployment::Aggregated => (Topology::Aggregated { workers: 1 }, Policy::RoundRobin),
         Deployment::Disaggregated(_) => (
@@ -94,19 +94,51 @@ pub fn step_levels_of(
     };
     let mut unlevelled = profile.clone();
     for s in std::iter::once(&mut unlevelled.serving).chain(unlevelled.serving_disagg.as_mut()) {
-        (s.prefill_step_level, s.decode_step_level) = (0.0, 0.0);
+        (s.prefill_step_level, s.decode_step_level, s.engine_resume_s) = (0.0, 0.0, 0.0);
     }
-    let unlevelled = Arc::new(unlevelled);
     // A few seeds: the serving path's races are drawn.
-    let mut simulated = Vec::new();
-    for seed in 0..3 {
-        let cfg = replayed("steps load", topology, policy, engine, PROMPT, seed);
-        simulated.push(simulate(&cfg, unlevelled.clone(), &load.trace)?.records);
+    let simulate_load = |p: &Arc<Profile>| -> anyhow::Result<Vec<Vec<RequestRecord>>> {
+        (0..3)
+            .map(|seed| {
+                let cfg = replayed("steps load", topology, policy, engine, PROMPT, seed);
+                Ok(simulate(&cfg, p.clone(), &load.trace)?.records)
+            })
+            .collect()
+    };
+    let real = std::slice::from_ref(&load.records);
+    // First the fixed cost of a step after an idle engine, net of what the simulator charges
+    // such steps without it; then the levels, against the simulator charging it.
+    let priced = Arc::new(unlevelled.clone());
+    let resume = |runs: &[Vec<RequestRecord>]| step_fit(runs, &priced).map_or(0.0, |f| f.resume_s);
+    let engine_resume_s = (resume(real) - resume(&simulate_load(&priced)?)).max(0.0);
+    for s in std::iter::once(&mut unlevelled.serving).chain(unlevelled.serving_disagg.as_mut()) {
+        s.engine_resume_s = engine_resume_s;
     }
-    let real = step_levels(std::slice::from_ref(&load.records), &unlevelled);
-    let simulated = step_levels(&simulated, &unlevelled);
-    let level = steps_over_simulated(&real, &simulated);
-    Ok((level.prefill, level.decode))
+    let with_resume = Arc::new(unlevelled);
+    let simulated = step_levels(&simulate_load(&with_resume)?, &priced);
+    let level = steps_over_simulated(&step_levels(real, &priced), &simulated);
+    Ok(StepTerms {
+        prefill_step_level: level.prefill,
+        decode_step_level: level.decode,
+        engine_resume_s,
+    })
+}
+
+/// What the steps load measures of a deployment's steps ([`ServingCosts`]' fields of the
+/// same names).
+#[derive(Debug, Clone, Copy)]
+pub struct StepTerms {
+    pub prefill_step_level: f64,
+    pub decode_step_level: f64,
+    pub engine_resume_s: f64,
+}
+
+impl StepTerms {
+    pub fn set(&self, s: &mut ServingCosts) {
+        s.prefill_step_level = self.prefill_step_level;
+        s.decode_step_level = self.decode_step_level;
+        s.engine_resume_s = self.engine_resume_s;
+    }
 }
 
 /// A load: `REQUESTS` requests of `output` tokens, in bursts every `gap_ms`; every prompt its

@@ -22,6 +22,9 @@ pub struct SeenStep {
     pub work: Vec<SeqWork>,
     /// Whether every share is known (see the module's note).
     pub known: bool,
+    /// Whether a disaggregated deployment's prefill worker ran it (its engines are apart
+    /// from the decode workers').
+    pub prefill_worker: bool,
 }
 
 impl SeenStep {
@@ -33,12 +36,13 @@ impl SeenStep {
 /// The steps of `records`' timelines, by start.
 pub fn seen_steps(records: &[RequestRecord]) -> Vec<SeenStep> {
     let mut steps: HashMap<(u64, u64), SeenStep> = HashMap::new();
-    let mut add = |s: &StepTimes, work: Option<SeqWork>| {
+    let mut add = |s: &StepTimes, work: Option<SeqWork>, prefill_worker: bool| {
         let e = steps.entry((s.start, s.end)).or_insert_with(|| SeenStep {
             start: s.start,
             end: s.end,
             work: Vec::new(),
             known: true,
+            prefill_worker,
         });
         match work {
             Some(w) => e.work.push(w),
@@ -53,16 +57,62 @@ pub fn seen_steps(records: &[RequestRecord]) -> Vec<SeenStep> {
         let new = prompt.saturating_sub(r.cached_tokens).max(1);
         let failed = r.error.is_some();
         if let Some(p) = &t.prefill {
-            shares(p, prompt, new, true, failed, &mut add);
+            shares(p, prompt, new, true, failed, &mut |s, w| add(s, w, true));
         }
         if let Some(w) = &t.worker {
             // A disaggregated request's decode worker gets its prompt's KV: it only decodes.
-            shares(w, prompt, new, t.prefill.is_none(), failed, &mut add);
+            let prefills = t.prefill.is_none();
+            shares(w, prompt, new, prefills, failed, &mut |s, w| {
+                add(s, w, false)
+            });
         }
     }
     let mut out: Vec<SeenStep> = steps.into_values().collect();
     out.sort_by_key(|s| (s.start, s.end));
     out
+}
+
+/// Each step's lane: steps go to lanes, each to the lane of its side (prefill workers, or
+/// the others) free at its start that was busy last. An engine's steps follow one another,
+/// so a lane is one engine, or several of one side taking turns.
+pub fn lanes(steps: &[SeenStep]) -> Vec<usize> {
+    // Each lane's side and last step.
+    let mut last: Vec<(bool, usize)> = Vec::new();
+    let mut lane_of = vec![0; steps.len()];
+    for (i, s) in steps.iter().enumerate() {
+        let free = last
+            .iter()
+            .enumerate()
+            .filter(|&(_, &(side, j))| side == s.prefill_worker && steps[j].end <= s.start)
+            .max_by_key(|&(_, &(_, j))| steps[j].end)
+            .map(|(k, _)| k);
+        let k = free.unwrap_or_else(|| {
+            last.push((s.prefill_worker, i));
+            last.len() - 1
+        });
+        last[k].1 = i;
+        lane_of[i] = k;
+    }
+    lane_of
+}
+
+/// How long each step's engine sat idle before it: from the end of the step before it on its
+/// lane ([`lanes`]) to its start, ns; None for a lane's first step (idle since it started).
+pub fn idle_before(steps: &[SeenStep]) -> Vec<Option<u64>> {
+    let lane_of = lanes(steps);
+    let mut last_end: Vec<Option<u64>> = Vec::new();
+    steps
+        .iter()
+        .zip(&lane_of)
+        .map(|(s, &k)| {
+            if last_end.len() <= k {
+                last_end.resize(k + 1, None);
+            }
+            let idle = last_end[k].map(|e| s.start.saturating_sub(e));
+            last_end[k] = Some(s.end);
+            idle
+        })
+        .collect()
 }
 
 /// One worker's steps of a request, each with its share (None: unknown).
@@ -72,7 +122,7 @@ fn shares(
     new: usize,
     prefills: bool,
     failed: bool,
-    add: &mut impl FnMut(&StepTimes, Option<SeqWork>),
+    add: &mut dyn FnMut(&StepTimes, Option<SeqWork>),
 ) {
     // Steps up to the first that samples prefill the prompt; one alone did all of it.
     let prefill_steps = if prefills {
@@ -180,6 +230,29 @@ pub(crate) mod tests {
         let steps = seen_steps(&[d]);
         let work: Vec<_> = steps.iter().map(|s| s.work.clone()).collect();
         assert_eq!(work, vec![vec![w(40, 40)], vec![w(1, 41)], vec![w(1, 42)]]);
+    }
+
+    #[test]
+    fn an_engine_sat_idle_from_its_last_steps_end() {
+        // The prefill worker: [0, 10) and [30, 40); the decode worker: [12, 15), [15, 16)
+        // and [20, 21). The decode worker's first step follows the prefill worker's end, but
+        // is not that engine's.
+        let d = record(
+            40,
+            0,
+            Some(vec![step(0, 10, true)]),
+            vec![step(12, 15, true), step(15, 16, true), step(20, 21, true)],
+        );
+        let e = record(40, 0, Some(vec![step(30, 40, true)]), vec![]);
+        let steps = seen_steps(&[d, e]);
+        let starts: Vec<u64> = steps.iter().map(|s| s.start).collect();
+        assert_eq!(starts, vec![0, 12, 15, 20, 30]);
+        let sides: Vec<bool> = steps.iter().map(|s| s.prefill_worker).collect();
+        assert_eq!(sides, vec![true, false, false, false, true]);
+        assert_eq!(
+            idle_before(&steps),
+            vec![None, None, Some(0), Some(4), Some(20)]
+        );
     }
 
     #[test]

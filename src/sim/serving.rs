@@ -95,7 +95,16 @@ pub struct ServingCosts {
     /// measured (as priced).
     pub prefill_step_level: f64,
     pub decode_step_level: f64,
+    /// A step whose engine thread sat idle at least [`RESUMES_AFTER_NS`] before it (it slept;
+    /// its core ran the process's other threads meanwhile) runs this much longer than the
+    /// levels price it: measured by the same steps load, fitted beside the levels, net of
+    /// what the simulator already charges such steps.
+    pub engine_resume_s: f64,
 }
+
+/// A step starting at least this long after its engine's last ended resumed an idle engine
+/// (a step that follows at once starts within the engine thread's turn, a few hundred us).
+pub const RESUMES_AFTER_NS: u64 = 500_000;
 
 impl ServingCosts {
     /// The step levels (steps with prompts, decode-only steps) this deployment's steps are

@@ -524,3 +524,44 @@ fn a_deployments_step_levels_scale_its_own_steps() {
         "{prompts:?} {decodes:?}"
     );
 }
+
+#[test]
+fn a_step_after_an_idle_engine_pays_the_cost_of_resuming() {
+    let trace = conversations(6, 4, 300);
+    let mut p = crate::sim::median::tests::pass(1.0);
+    let priced = Arc::new(p.clone());
+    for s in std::iter::once(&mut p.serving).chain(p.serving_disagg.as_mut()) {
+        s.engine_resume_s = 3e-3;
+    }
+    let resuming = Arc::new(p);
+    for topology in [
+        Topology::Aggregated { workers: 1 },
+        Topology::Disaggregated {
+            prefill: 1,
+            decode: 1,
+        },
+    ] {
+        let mut cfg = config(topology, Policy::kv(0.0), 4096);
+        cfg.timelines = true;
+        let o = simulate(&cfg, resuming.clone(), &trace).unwrap();
+        assert_complete(&o, &trace);
+        // Read by the rule the real steps are measured by: each engine's steps by its lane.
+        let steps = crate::sim::seen::seen_steps(&o.records);
+        let idle = crate::sim::seen::idle_before(&steps);
+        let (mut resumed, mut on) = (0, 0);
+        for (s, idle) in steps.iter().zip(idle) {
+            if !s.known || s.work.is_empty() {
+                continue;
+            }
+            let extra = (s.end - s.start) as f64 / 1e9 - priced.step_time(&s.work);
+            if idle.is_none_or(|i| i >= super::serving::RESUMES_AFTER_NS) {
+                resumed += 1;
+                assert!((extra - 3e-3).abs() < 1e-6, "{topology:?}: {extra}");
+            } else {
+                on += 1;
+                assert!(extra.abs() < 1e-6, "{topology:?}: {extra}");
+            }
+        }
+        assert!(resumed > 0 && on > 0, "{topology:?}: {resumed} {on}");
+    }
+}

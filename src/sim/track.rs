@@ -51,6 +51,8 @@ pub(super) struct Path {
     pub shared_cpu_per_token: f64,
     pub shared_cpu_per_request: f64,
     pub shared_cores: f64,
+    /// A step after an idle engine runs this much longer, s.
+    pub engine_resume: f64,
 }
 
 impl Path {
@@ -90,6 +92,7 @@ impl Path {
             shared_cpu_per_token: c.shared_cpu_per_token_s,
             shared_cpu_per_request: c.shared_cpu_per_request_s,
             shared_cores: c.shared_cores,
+            engine_resume: c.engine_resume_s,
         }
     }
 

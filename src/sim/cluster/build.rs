@@ -133,6 +133,7 @@ impl<'a> Cluster<'a> {
                     pulls: PullService::default(),
                     waking: false,
                     wake_at: 0,
+                    last_end: None,
                 });
             }
             pools.push(Pool {

@@ -26,6 +26,7 @@ use build::{Pool, SimPool};
 use super::executor::SimExecutor;
 use super::profile::Profile;
 use super::pulls::PullService;
+use super::serving::RESUMES_AFTER_NS;
 use super::track::{Path, Track};
 use crate::config::EngineConfig;
 use crate::engine::{EngineCore, Request, RequestOutput, SamplingParams, SeqWork};
@@ -130,6 +131,8 @@ struct Gang {
     /// Its engine thread was woken and starts a step at `wake_at`.
     waking: bool,
     wake_at: u64,
+    /// When its last step ended (None before its first).
+    last_end: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -442,8 +445,18 @@ impl Cluster<'_> {
             return;
         }
         let ranks: Vec<&[SeqWork]> = works.iter().map(Vec::as_slice).collect();
+        // An engine that sat idle resumes slower (the same rule as the real steps' is
+        // measured by: `RESUMES_AFTER_NS` since its last step's end).
+        let resumed = self.gangs[g]
+            .last_end
+            .is_none_or(|e| t.saturating_sub(e) >= RESUMES_AFTER_NS);
         let d = self.profile.worker_step_time(&ranks).max(copy_s)
-            + std::mem::take(&mut self.gangs[g].debt);
+            + std::mem::take(&mut self.gangs[g].debt)
+            + if resumed {
+                self.path.engine_resume
+            } else {
+                0.0
+            };
         self.steps += 1;
         let end = t + ((d * NS) as u64).max(1);
         self.gangs[g].busy = true;
@@ -477,6 +490,7 @@ impl Cluster<'_> {
 
     fn step_done(&mut self, g: usize, t: u64) {
         self.engine_free(g, t);
+        self.gangs[g].last_end = Some(t);
         let mut handed_off = Vec::new();
         let mut tokens = 0;
         // Whether the engine steps on at once: its serving thread then sends beside it.
