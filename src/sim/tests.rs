@@ -63,6 +63,15 @@ fn conversations(convs: u64, turns: u64, gap_ms: u64) -> Vec<TraceRequest> {
     out
 }
 
+/// A run of `topology` (KV-aware routing) with every request's clock points, all of it done.
+fn timed(topology: Topology, profile: &Arc<Profile>, trace: &[TraceRequest]) -> SimOutcome {
+    let mut cfg = config(topology, Policy::kv(0.0), 4096);
+    cfg.timelines = true;
+    let o = simulate(&cfg, profile.clone(), trace).unwrap();
+    assert_complete(&o, trace);
+    o
+}
+
 fn run(cfg: &ClusterConfig, trace: &[TraceRequest]) -> SimOutcome {
     simulate(cfg, Arc::new(Profile::default_qwen3_32b_tp2_h200()), trace).unwrap()
 }
@@ -325,10 +334,7 @@ fn simulated_timelines_add_up_and_carry_the_serving_path() {
             decode: 1,
         },
     ] {
-        let mut cfg = config(topology, Policy::kv(0.0), 4096);
-        cfg.timelines = true;
-        let o = simulate(&cfg, profile.clone(), &trace).unwrap();
-        assert_complete(&o, &trace);
+        let o = timed(topology, &profile, &trace);
         for r in &o.records {
             let t = r.timeline.as_ref().expect("asked for");
             let s = t.segments().unwrap_or_else(|| panic!("{t:?}"));
@@ -419,10 +425,7 @@ fn a_disaggregated_deployment_takes_its_own_serving_path() {
     });
     let profile = Arc::new(p);
     let run = |topology| {
-        let mut cfg = config(topology, Policy::kv(0.0), 4096);
-        cfg.timelines = true;
-        let o = simulate(&cfg, profile.clone(), &trace).unwrap();
-        assert_complete(&o, &trace);
+        let o = timed(topology, &profile, &trace);
         o.records
             .into_iter()
             .map(|r| *r.timeline.expect("asked for"))
@@ -492,10 +495,7 @@ fn a_deployments_step_levels_scale_its_own_steps() {
     // Each step's duration over its price, for the steps with prompts and the decode-only
     // ones.
     let ratios = |topology| {
-        let mut cfg = config(topology, Policy::kv(0.0), 4096);
-        cfg.timelines = true;
-        let o = simulate(&cfg, levelled.clone(), &trace).unwrap();
-        assert_complete(&o, &trace);
+        let o = timed(topology, &levelled, &trace);
         let (mut prompts, mut decodes) = (Vec::new(), Vec::new());
         for s in crate::sim::seen::seen_steps(&o.records) {
             if !s.known || s.work.is_empty() {
@@ -541,10 +541,7 @@ fn a_step_after_an_idle_engine_pays_the_cost_of_resuming() {
             decode: 1,
         },
     ] {
-        let mut cfg = config(topology, Policy::kv(0.0), 4096);
-        cfg.timelines = true;
-        let o = simulate(&cfg, resuming.clone(), &trace).unwrap();
-        assert_complete(&o, &trace);
+        let o = timed(topology, &resuming, &trace);
         // Read by the rule the real steps are measured by: each engine's steps by its lane.
         let steps = crate::sim::seen::seen_steps(&o.records);
         let idle = crate::sim::seen::idle_before(&steps);
