@@ -21,7 +21,7 @@ use super::calibrate_runs::{
     Simulated, deployments, real_run, recorded_run, timelines, write_records,
 };
 use super::calibrate_steps::{
-    fits_table, levels_json, levels_table, step_fit, step_levels, steps_over_simulated,
+    fits_table, levels_json, levels_table, read_steps, steps_over_simulated,
 };
 use super::profile_serving::STEPS_BURSTS;
 use super::trace::TraceArgs;
@@ -245,12 +245,9 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         })
         .collect();
     print!("{}", breakdown_table(&breakdown));
-    let levels: Vec<_> = real_records
-        .iter()
-        .map(|r| step_levels(r, &profile))
-        .collect();
+    let (levels, fits): (Vec<_>, Vec<_>) =
+        real_records.iter().map(|r| read_steps(r, &profile)).unzip();
     print!("{}", levels_table(&levels, &sim.levels));
-    let fits: Vec<_> = real_records.iter().map(|r| step_fit(r, &profile)).collect();
     print!("{}", fits_table(&fits, &sim.fits));
 
     // 5. A diagnosis, not a prediction (it reads the real runs): the simulator again, each

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::ModelArgs;
-use super::calibrate_steps::{StepFit, StepLevels, step_fit, step_levels};
+use super::calibrate_steps::{StepFit, StepLevels, read_steps};
 use super::frontend::{spawn_tandem, stop_workers, wait_healthy};
 use crate::config::EngineConfig;
 use crate::replay::client::{ReplayConfig, replay};
@@ -107,8 +107,9 @@ impl Simulated {
             }
             sim.summaries.push(runs);
             sim.timelines.push(timelines);
-            sim.levels.push(step_levels(&records, &profile));
-            sim.fits.push(step_fit(&records, &profile));
+            let (levels, fit) = read_steps(&records, &profile);
+            sim.levels.push(levels);
+            sim.fits.push(fit);
         }
         Ok(sim)
     }

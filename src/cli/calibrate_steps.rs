@@ -92,10 +92,19 @@ struct Priced {
     resumed: bool,
 }
 
-/// Each step's duration over its price by `profile`, by kind of step, over `runs` (each
-/// run's records: runs apart, as simulated ones all start at zero).
-pub(super) fn step_levels(runs: &[Vec<RequestRecord>], profile: &Profile) -> StepLevels {
+/// The known steps of `runs` (each run's records: runs apart, as simulated ones all start at
+/// zero), priced by `profile` once and read both ways: by kind ([`StepLevels`]) and as a line
+/// ([`StepFit`]).
+pub(super) fn read_steps(
+    runs: &[Vec<RequestRecord>],
+    profile: &Profile,
+) -> (StepLevels, Option<StepFit>) {
     let priced: Vec<Priced> = runs.iter().flat_map(|r| priced(r, profile)).collect();
+    (step_levels(&priced), step_fit(&priced))
+}
+
+/// Each step's duration over its price, by kind of step.
+fn step_levels(priced: &[Priced]) -> StepLevels {
     let level = |pick: &dyn Fn(&Priced) -> bool| {
         let v: Vec<&Priced> = priced.iter().filter(|s| pick(s)).collect();
         let (seconds, price) = v
@@ -183,14 +192,9 @@ pub(super) struct StepFit {
     pub resume_s: f64,
 }
 
-/// The line ([`StepFit`]) through the known steps of `runs`, priced by `profile`; None
-/// without steps.
-pub(super) fn step_fit(runs: &[Vec<RequestRecord>], profile: &Profile) -> Option<StepFit> {
-    let priced: Vec<Priced> = runs
-        .iter()
-        .flat_map(|r| priced(r, profile))
-        .filter(|s| s.price > 0.0)
-        .collect();
+/// The line ([`StepFit`]) through the steps of a positive price; None without one.
+fn step_fit(priced: &[Priced]) -> Option<StepFit> {
+    let priced: Vec<&Priced> = priced.iter().filter(|s| s.price > 0.0).collect();
     if priced.is_empty() {
         return None;
     }
@@ -394,7 +398,7 @@ mod tests {
                 step(prefill, prefill + decode, true),
             ],
         );
-        let levels = step_levels(&[vec![r]], &p);
+        let (levels, _) = read_steps(&[vec![r]], &p);
         let all = &levels.last().expect("an all row").1[0];
         assert_eq!(all.steps, 2);
         assert!((all.ratio.expect("priced") - 1.0).abs() < 1e-6);
@@ -420,7 +424,7 @@ mod tests {
             steps.push(step(t, t + d, true));
             t += d;
         }
-        let levels = step_levels(&[vec![record(500, 0, None, steps)]], &p);
+        let (levels, _) = read_steps(&[vec![record(500, 0, None, steps)]], &p);
         let decodes = &levels[0];
         assert_eq!(decodes.0, "decodes only");
         assert!((decodes.1[0].ratio.unwrap() - 1.0).abs() < 1e-6);
@@ -463,7 +467,7 @@ mod tests {
                 }
                 records.push(record(len, 0, None, steps));
             }
-            step_fit(&[records], &p).expect("steps")
+            read_steps(&[records], &p).1.expect("steps")
         };
         let f = run(ns(1.5e-3), [true; 2]);
         assert_eq!((f.steps, f.resumed), (42, 12));

@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 
 use super::ModelArgs;
 use super::calibrate_runs::replayed;
-use super::calibrate_steps::{step_fit, step_levels, steps_over_simulated};
+use super::calibrate_steps::{StepFit, read_steps, steps_over_simulated};
 use super::frontend::{spawn_tandem, stop_workers, wait_healthy};
 use crate::config::EngineConfig;
 use crate::replay::client::{ReplayConfig, replay};
@@ -109,14 +109,16 @@ pub fn step_levels_of(
     // First the fixed cost of a step after an idle engine, net of what the simulator charges
     // such steps without it; then the levels, against the simulator charging it.
     let priced = Arc::new(unlevelled.clone());
-    let resume = |runs: &[Vec<RequestRecord>]| step_fit(runs, &priced).map_or(0.0, |f| f.resume_s);
-    let engine_resume_s = (resume(real) - resume(&simulate_load(&priced)?)).max(0.0);
+    let (real_levels, real_fit) = read_steps(real, &priced);
+    let (_, own_fit) = read_steps(&simulate_load(&priced)?, &priced);
+    let resume = |f: Option<StepFit>| f.map_or(0.0, |f| f.resume_s);
+    let engine_resume_s = (resume(real_fit) - resume(own_fit)).max(0.0);
     for s in std::iter::once(&mut unlevelled.serving).chain(unlevelled.serving_disagg.as_mut()) {
         s.engine_resume_s = engine_resume_s;
     }
     let with_resume = Arc::new(unlevelled);
-    let simulated = step_levels(&simulate_load(&with_resume)?, &priced);
-    let level = steps_over_simulated(&step_levels(real, &priced), &simulated);
+    let (simulated, _) = read_steps(&simulate_load(&with_resume)?, &priced);
+    let level = steps_over_simulated(&real_levels, &simulated);
     Ok(StepTerms {
         prefill_step_level: level.prefill,
         decode_step_level: level.decode,
